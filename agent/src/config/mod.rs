@@ -1,0 +1,146 @@
+//! Steeple's configuration: a TOML file plus `STEEPLE_<SECTION>_<KEY>` environment
+//! overrides. Every invalid key is reported, by name, in one go.
+
+mod reader;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reader::Reader;
+
+/// Every problem found in a configuration, each naming its key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<KeyError>);
+
+/// One invalid key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct KeyError {
+    /// Dotted key path (`sds.socket_mode`) or the environment variable that set it.
+    pub key: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+/// Where the SPIFFE Workload API is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadApiConfig {
+    /// Unix socket of the Workload API. Default: `SPIFFE_ENDPOINT_SOCKET`, else SPIRE
+    /// agent's default `/tmp/spire-agent/public/api.sock`.
+    pub socket: PathBuf,
+}
+
+/// The SDS server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdsConfig {
+    /// Unix socket path. Default `/run/steeple/sds.sock`.
+    pub socket: PathBuf,
+    /// Permission bits of the socket. Default `0o600` (owner only).
+    pub socket_mode: u32,
+    /// Name of the default X.509-SVID's `tls_certificate`. Default `default` (as SPIRE).
+    pub default_svid_name: String,
+    /// Name of the own trust domain's `validation_context`. Default `ROOTCA` (as SPIRE).
+    pub default_bundle_name: String,
+    /// Name of the validation context holding every bundle. Default `ALL` (as SPIRE).
+    pub default_all_bundles_name: String,
+    /// Always send plain `trusted_ca` instead of the SPIFFE certificate validator.
+    /// Default false (as SPIRE).
+    pub disable_spiffe_cert_validation: bool,
+    /// Most resource names one request may carry. Default 1024.
+    pub max_resource_names: usize,
+    /// Longest resource name accepted, in bytes. Default 2048.
+    pub max_resource_name_len: usize,
+    /// Largest request message accepted, in bytes. Default 256 KiB.
+    pub max_request_bytes: usize,
+}
+
+/// A JWT-SVID kept fresh and served as a `generic_secret`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSvidConfig {
+    /// The audience the token is for.
+    pub audience: String,
+    /// Which of the workload's identities; default the Workload API's first.
+    pub spiffe_id: Option<String>,
+    /// SDS resource name. Default `jwt-svid:<audience>`.
+    pub resource_name: String,
+}
+
+/// The embedded dev trust domain used by `steeple dev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevSection {
+    /// Trust domain name. Default `steeple.dev`.
+    pub trust_domain: String,
+    /// SPIFFE ID issued to the workload. Default `spiffe://steeple.dev/workload`.
+    pub workload_id: String,
+    /// X.509-SVID lifetime; reissued at half. Default 60 s.
+    pub x509_svid_ttl: Duration,
+    /// JWT-SVID lifetime. Default 5 min.
+    pub jwt_svid_ttl: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Operational logging (stderr).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A tracing filter directive, e.g. `info` or `steeple=debug`. Default `info`.
+    pub level: String,
+    /// Default text.
+    pub format: LogFormat,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[workload_api]`.
+    pub workload_api: WorkloadApiConfig,
+    /// `[sds]`.
+    pub sds: SdsConfig,
+    /// `[[jwt_svids]]`.
+    pub jwt_svids: Vec<JwtSvidConfig>,
+    /// `[dev]`.
+    pub dev: DevSection,
+    /// `[log]`.
+    pub log: LogConfig,
+}
+
+impl Config {
+    /// Reads `path` (if any) and applies `STEEPLE_*` overrides from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigErrors> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| {
+                ConfigErrors(vec![KeyError {
+                    key: p.display().to_string(),
+                    message: format!("cannot read config file: {e}"),
+                }])
+            })?,
+            None => String::new(),
+        };
+        Self::parse(&text, env)
+    }
+
+    /// Parses TOML `text` and applies `STEEPLE_*` overrides from `env`.
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut reader = Reader::new(text, env)?;
+        let config = reader.read_config();
+        reader.finish().map(|()| config)
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,365 @@
+//! Turns a TOML table (with environment overrides folded in) into a [`Config`], keeping
+//! every error instead of stopping at the first.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use super::{
+    Config, ConfigErrors, DevSection, JwtSvidConfig, KeyError, LogConfig, LogFormat, SdsConfig,
+    WorkloadApiConfig,
+};
+
+const SECTIONS: &[(&str, &[&str])] = &[
+    ("workload_api", &["socket"]),
+    (
+        "sds",
+        &[
+            "socket",
+            "socket_mode",
+            "default_svid_name",
+            "default_bundle_name",
+            "default_all_bundles_name",
+            "disable_spiffe_cert_validation",
+            "max_resource_names",
+            "max_resource_name_len",
+            "max_request_bytes",
+        ],
+    ),
+    (
+        "dev",
+        &["trust_domain", "workload_id", "x509_svid_ttl", "jwt_svid_ttl"],
+    ),
+    ("log", &["level", "format"]),
+];
+const JWT_SVID_KEYS: &[&str] = &["audience", "spiffe_id", "resource_name"];
+const DEFAULT_WORKLOAD_SOCKET: &str = "/tmp/spire-agent/public/api.sock";
+
+pub(super) struct Reader {
+    root: Table,
+    /// `section.key` → the environment variable that set it, for error messages.
+    from_env: HashMap<String, String>,
+    spiffe_endpoint_socket: Option<String>,
+    errors: Vec<KeyError>,
+}
+
+impl Reader {
+    pub(super) fn new(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigErrors> {
+        let root: Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigErrors(vec![KeyError {
+                key: "<file>".into(),
+                message: format!("not valid TOML: {}", e.message()),
+            }])
+        })?;
+        let mut reader = Self {
+            root,
+            from_env: HashMap::new(),
+            spiffe_endpoint_socket: None,
+            errors: Vec::new(),
+        };
+        reader.check_unknown_keys();
+        for (name, value) in env {
+            reader.apply_env(name, value);
+        }
+        Ok(reader)
+    }
+
+    pub(super) fn finish(self) -> Result<(), ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+
+    fn error(&mut self, key: &str, message: impl Into<String>) {
+        let key = self.from_env.get(key).cloned().unwrap_or_else(|| key.to_owned());
+        self.errors.push(KeyError {
+            key,
+            message: message.into(),
+        });
+    }
+
+    fn check_unknown_keys(&mut self) {
+        let mut unknown = Vec::new();
+        for (name, value) in &self.root {
+            if name == "jwt_svids" {
+                let Some(items) = value.as_array() else {
+                    unknown.push((name.clone(), "must be an array of tables ([[jwt_svids]])"));
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    for key in item.as_table().into_iter().flat_map(|t| t.keys()) {
+                        if !JWT_SVID_KEYS.contains(&key.as_str()) {
+                            unknown.push((format!("jwt_svids[{i}].{key}"), "unknown key"));
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some((_, keys)) = SECTIONS.iter().find(|(s, _)| s == name) else {
+                unknown.push((name.clone(), "unknown section"));
+                continue;
+            };
+            let Some(table) = value.as_table() else {
+                unknown.push((name.clone(), "must be a table"));
+                continue;
+            };
+            for key in table.keys().filter(|k| !keys.contains(&k.as_str())) {
+                unknown.push((format!("{name}.{key}"), "unknown key"));
+            }
+        }
+        for (key, message) in unknown {
+            self.error(&key, message);
+        }
+    }
+
+    /// `STEEPLE_SDS_SOCKET=/x` sets `sds.socket`; variables whose prefix names no section
+    /// are not Steeple's config and are left alone.
+    fn apply_env(&mut self, name: String, value: String) {
+        if name == "SPIFFE_ENDPOINT_SOCKET" {
+            self.spiffe_endpoint_socket = Some(value);
+            return;
+        }
+        let Some(rest) = name.strip_prefix("STEEPLE_") else {
+            return;
+        };
+        let Some((section, keys)) = SECTIONS.iter().find(|(s, _)| {
+            rest.strip_prefix(&s.to_ascii_uppercase())
+                .is_some_and(|r| r.starts_with('_'))
+        }) else {
+            return;
+        };
+        let key = rest[section.len() + 1..].to_ascii_lowercase();
+        let dotted = format!("{section}.{key}");
+        if !keys.contains(&key.as_str()) {
+            self.errors.push(KeyError {
+                key: name,
+                message: format!("unknown key {dotted}"),
+            });
+            return;
+        }
+        let table = self
+            .root
+            .entry(section.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if let Value::Table(t) = table {
+            t.insert(key, Value::String(value));
+            self.from_env.insert(dotted, name);
+        }
+    }
+
+    fn value(&self, section: &str, key: &str) -> Option<&Value> {
+        self.root.get(section)?.as_table()?.get(key)
+    }
+
+    fn string(&mut self, section: &str, key: &str, default: &str) -> String {
+        match self.value(section, key) {
+            None => default.to_owned(),
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(_) => {
+                self.error(&format!("{section}.{key}"), "expected a non-empty string");
+                default.to_owned()
+            }
+        }
+    }
+
+    fn parsed<T>(
+        &mut self,
+        section: &str,
+        key: &str,
+        default: T,
+        expected: &str,
+        parse: impl Fn(&Value) -> Option<T>,
+    ) -> T {
+        match self.value(section, key).map(&parse) {
+            None => default,
+            Some(Some(v)) => v,
+            Some(None) => {
+                self.error(&format!("{section}.{key}"), format!("expected {expected}"));
+                default
+            }
+        }
+    }
+
+    fn bool(&mut self, section: &str, key: &str, default: bool) -> bool {
+        self.parsed(section, key, default, "true or false", |v| match v {
+            Value::Boolean(b) => Some(*b),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        })
+    }
+
+    fn count(&mut self, section: &str, key: &str, default: usize) -> usize {
+        self.parsed(section, key, default, "a positive integer", |v| {
+            let n = match v {
+                Value::Integer(i) => usize::try_from(*i).ok(),
+                Value::String(s) => s.parse().ok(),
+                _ => None,
+            };
+            n.filter(|n| *n > 0)
+        })
+    }
+
+    fn duration(&mut self, section: &str, key: &str, default: Duration) -> Duration {
+        self.parsed(section, key, default, "a duration such as \"30s\", \"5m\", \"1h\"", |v| {
+            match v {
+                Value::String(s) => parse_duration(s),
+                _ => None,
+            }
+        })
+    }
+
+    fn mode(&mut self, section: &str, key: &str, default: u32) -> u32 {
+        self.parsed(section, key, default, "octal permission bits such as \"0600\"", |v| {
+            let mode = match v {
+                Value::Integer(i) => u32::try_from(*i).ok(),
+                Value::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+                _ => None,
+            };
+            mode.filter(|m| *m <= 0o777)
+        })
+    }
+
+    pub(super) fn read_config(&mut self) -> Config {
+        Config {
+            workload_api: self.read_workload_api(),
+            sds: self.read_sds(),
+            jwt_svids: self.read_jwt_svids(),
+            dev: self.read_dev(),
+            log: self.read_log(),
+        }
+    }
+
+    fn read_workload_api(&mut self) -> WorkloadApiConfig {
+        let from_env = self.spiffe_endpoint_socket.clone();
+        let default = match from_env.as_deref().map(endpoint_socket_path) {
+            Some(Some(path)) => path,
+            Some(None) => {
+                self.errors.push(KeyError {
+                    key: "SPIFFE_ENDPOINT_SOCKET".into(),
+                    message: "expected unix:///path/to/socket".into(),
+                });
+                DEFAULT_WORKLOAD_SOCKET.to_owned()
+            }
+            None => DEFAULT_WORKLOAD_SOCKET.to_owned(),
+        };
+        let socket = self.string("workload_api", "socket", &default);
+        WorkloadApiConfig {
+            socket: PathBuf::from(endpoint_socket_path(&socket).unwrap_or(socket)),
+        }
+    }
+
+    fn read_sds(&mut self) -> SdsConfig {
+        let s = "sds";
+        let config = SdsConfig {
+            socket: PathBuf::from(self.string(s, "socket", "/run/steeple/sds.sock")),
+            socket_mode: self.mode(s, "socket_mode", 0o600),
+            default_svid_name: self.string(s, "default_svid_name", "default"),
+            default_bundle_name: self.string(s, "default_bundle_name", "ROOTCA"),
+            default_all_bundles_name: self.string(s, "default_all_bundles_name", "ALL"),
+            disable_spiffe_cert_validation: self.bool(s, "disable_spiffe_cert_validation", false),
+            max_resource_names: self.count(s, "max_resource_names", 1024),
+            max_resource_name_len: self.count(s, "max_resource_name_len", 2048),
+            max_request_bytes: self.count(s, "max_request_bytes", 256 * 1024),
+        };
+        let names = [
+            &config.default_svid_name,
+            &config.default_bundle_name,
+            &config.default_all_bundles_name,
+        ];
+        if names[0] == names[1] || names[1] == names[2] || names[0] == names[2] {
+            self.error("sds.default_svid_name", "the three default names must differ");
+        }
+        config
+    }
+
+    fn read_jwt_svids(&mut self) -> Vec<JwtSvidConfig> {
+        let items = match self.root.get("jwt_svids").and_then(Value::as_array) {
+            Some(items) => items.clone(),
+            None => return Vec::new(),
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let field = |k: &str| item.get(k).and_then(Value::as_str).map(str::to_owned);
+            let Some(audience) = field("audience").filter(|a| !a.is_empty()) else {
+                self.error(&format!("jwt_svids[{i}].audience"), "required, a non-empty string");
+                continue;
+            };
+            let spiffe_id = field("spiffe_id");
+            if spiffe_id.as_deref().is_some_and(|id| !id.starts_with("spiffe://")) {
+                self.error(&format!("jwt_svids[{i}].spiffe_id"), "expected spiffe://trust-domain/path");
+            }
+            let resource_name = field("resource_name").unwrap_or_else(|| format!("jwt-svid:{audience}"));
+            out.push(JwtSvidConfig {
+                audience,
+                spiffe_id,
+                resource_name,
+            });
+        }
+        out
+    }
+
+    fn read_dev(&mut self) -> DevSection {
+        let trust_domain = self.string("dev", "trust_domain", "steeple.dev");
+        let default_id = format!("spiffe://{trust_domain}/workload");
+        let workload_id = self.string("dev", "workload_id", &default_id);
+        if !workload_id.starts_with(&format!("spiffe://{trust_domain}/")) {
+            self.error("dev.workload_id", "must be a SPIFFE ID in dev.trust_domain");
+        }
+        let x509_svid_ttl = self.duration("dev", "x509_svid_ttl", Duration::from_secs(60));
+        if x509_svid_ttl < Duration::from_secs(2) {
+            self.error("dev.x509_svid_ttl", "must be at least 2s");
+        }
+        DevSection {
+            trust_domain,
+            workload_id,
+            x509_svid_ttl,
+            jwt_svid_ttl: self.duration("dev", "jwt_svid_ttl", Duration::from_secs(300)),
+        }
+    }
+
+    fn read_log(&mut self) -> LogConfig {
+        let level = self.string("log", "level", "info");
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            self.error("log.level", "expected a tracing filter such as \"info\" or \"steeple=debug\"");
+        }
+        let format = self.parsed("log", "format", LogFormat::Text, "\"text\" or \"json\"", |v| {
+            match v.as_str() {
+                Some("text") => Some(LogFormat::Text),
+                Some("json") => Some(LogFormat::Json),
+                _ => None,
+            }
+        });
+        LogConfig { level, format }
+    }
+}
+
+/// `unix:///path`, `unix:/path` or a bare absolute path → the path.
+fn endpoint_socket_path(value: &str) -> Option<String> {
+    let path = value
+        .strip_prefix("unix://")
+        .or_else(|| value.strip_prefix("unix:"))
+        .unwrap_or(value);
+    path.starts_with('/').then(|| path.to_owned())
+}
+
+/// `250ms`, `30s`, `5m`, `2h`.
+pub(super) fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let millis = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1_000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(millis))
+}

@@ -1,0 +1,87 @@
+use super::*;
+
+fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    Config::parse(text, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+#[test]
+fn defaults_match_spire_agent_names() {
+    let c = parse("", &[]).unwrap();
+    assert_eq!(c.sds.default_svid_name, "default");
+    assert_eq!(c.sds.default_bundle_name, "ROOTCA");
+    assert_eq!(c.sds.default_all_bundles_name, "ALL");
+    assert_eq!(c.sds.socket_mode, 0o600);
+    assert_eq!(c.workload_api.socket, PathBuf::from("/tmp/spire-agent/public/api.sock"));
+}
+
+#[test]
+fn every_bad_key_is_named() {
+    let text = r#"
+        [sds]
+        socket_mode = "999"
+        bogus = 1
+        max_resource_names = -3
+        [log]
+        format = "xml"
+        [nope]
+        [[jwt_svids]]
+        resource_name = "x"
+    "#;
+    let errors = parse(text, &[("STEEPLE_SDS_COLOUR", "red")]).unwrap_err().0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    for expected in [
+        "sds.socket_mode",
+        "sds.bogus",
+        "sds.max_resource_names",
+        "log.format",
+        "nope",
+        "jwt_svids[0].audience",
+        "STEEPLE_SDS_COLOUR",
+    ] {
+        assert!(keys.contains(&expected), "{expected} missing from {keys:?}");
+    }
+}
+
+#[test]
+fn environment_overrides_the_file_and_errors_name_the_variable() {
+    let c = parse(
+        "[sds]\nsocket = \"/a.sock\"",
+        &[("STEEPLE_SDS_SOCKET", "/b.sock"), ("STEEPLE_WORKLOAD_API_SOCKET", "unix:///w.sock")],
+    )
+    .unwrap();
+    assert_eq!(c.sds.socket, PathBuf::from("/b.sock"));
+    assert_eq!(c.workload_api.socket, PathBuf::from("/w.sock"));
+    let errors = parse("", &[("STEEPLE_SDS_SOCKET_MODE", "abc")]).unwrap_err().0;
+    assert_eq!(errors[0].key, "STEEPLE_SDS_SOCKET_MODE");
+}
+
+#[test]
+fn spiffe_endpoint_socket_is_the_workload_api_default() {
+    let c = parse("", &[("SPIFFE_ENDPOINT_SOCKET", "unix:///run/spire/agent.sock")]).unwrap();
+    assert_eq!(c.workload_api.socket, PathBuf::from("/run/spire/agent.sock"));
+}
+
+#[test]
+fn jwt_svids_get_default_resource_names() {
+    let c = parse("[[jwt_svids]]\naudience = \"upstream\"", &[]).unwrap();
+    assert_eq!(c.jwt_svids[0].resource_name, "jwt-svid:upstream");
+}
+
+#[test]
+fn durations_parse() {
+    assert_eq!(reader::parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(reader::parse_duration("5m"), Some(Duration::from_secs(300)));
+    assert_eq!(reader::parse_duration("5"), None);
+    assert_eq!(reader::parse_duration("x5s"), None);
+}
+
+#[test]
+fn garbage_toml_is_refused() {
+    assert!(parse("[sds\nsocket=", &[]).is_err());
+}
+
+#[test]
+fn the_shipped_example_holds_exactly_the_defaults() {
+    let text = include_str!("../../../deploy/steeple.toml");
+    assert_eq!(parse(text, &[]).unwrap(), parse("", &[]).unwrap());
+}

@@ -1,0 +1,71 @@
+//! Identity: the one long-lived client of the SPIFFE Workload API. It follows X.509-SVIDs
+//! and bundles, keeps configured JWT-SVIDs fresh, and writes everything into the store.
+
+pub mod backoff;
+pub mod jwt;
+pub mod x509;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use steeple_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{JwtSvidConfig, SdsConfig};
+use crate::store::SecretStore;
+
+/// The gRPC client type of the Workload API over a Unix socket.
+pub type WorkloadApiClient = SpiffeWorkloadApiClient<tonic::transport::Channel>;
+
+/// The SPIRE-compatible names the default SVID and bundles are also published under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultNames {
+    /// The first SVID (`default`).
+    pub svid: String,
+    /// The own trust domain's bundle (`ROOTCA`).
+    pub bundle: String,
+    /// Every bundle (`ALL`).
+    pub all_bundles: String,
+}
+
+impl From<&SdsConfig> for DefaultNames {
+    fn from(sds: &SdsConfig) -> Self {
+        Self {
+            svid: sds.default_svid_name.clone(),
+            bundle: sds.default_bundle_name.clone(),
+            all_bundles: sds.default_all_bundles_name.clone(),
+        }
+    }
+}
+
+/// Wraps a Workload API message with the security header every call must carry.
+pub fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        steeple_proto::SECURITY_HEADER,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    request
+}
+
+/// Starts the identity tasks against the Workload API at `socket`; they run until
+/// `shutdown` and never return errors (they log and retry).
+pub fn spawn(
+    socket: &Path,
+    names: DefaultNames,
+    jwt_svids: &[JwtSvidConfig],
+    store: Arc<SecretStore>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
+    let client = SpiffeWorkloadApiClient::new(crate::uds::lazy_channel(socket));
+    tasks.spawn(x509::run(client.clone(), store.clone(), names, shutdown.clone()));
+    for jwt in jwt_svids {
+        tasks.spawn(jwt::run(client.clone(), store.clone(), jwt.clone(), shutdown.clone()));
+    }
+}
+
+#[cfg(test)]
+#[path = "x509_tests.rs"]
+mod x509_tests;

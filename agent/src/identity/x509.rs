@@ -1,0 +1,187 @@
+//! The X.509 side of identity: follows `FetchX509SVID`, keeps the last good SVIDs and
+//! bundles, and publishes them into the store under SPIFFE IDs and SPIRE's default names.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use steeple_proto::workload::{X509svidRequest, X509svidResponse};
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::{Backoff, RepeatFilter};
+use super::{DefaultNames, WorkloadApiClient, request};
+use crate::store::{Certificate, Secret, SecretStore, TrustBundle};
+use crate::svid::{split_der_certificates, validate_svid};
+
+const SOURCE: &str = "identity/x509";
+
+/// The last good X.509 state, as validated.
+#[derive(Debug, Default)]
+pub struct X509State {
+    /// Valid SVIDs in the Workload API's order (the first is the default).
+    svids: Vec<Certificate>,
+    /// Trust domain name → roots, own and federated.
+    bundles: BTreeMap<String, TrustBundle>,
+    /// The trust domain of the default SVID.
+    own_trust_domain: Option<String>,
+}
+
+/// The trust domain name of a SPIFFE ID or trust-domain ID (`spiffe://td/...` → `td`).
+pub fn trust_domain_of(id: &str) -> Option<&str> {
+    let rest = id.strip_prefix("spiffe://").unwrap_or(id);
+    let td = rest.split('/').next()?;
+    (!td.is_empty()).then_some(td)
+}
+
+impl X509State {
+    /// Folds one Workload API response in: what validates replaces what we had, what
+    /// does not is logged and the last good value for it stays.
+    pub fn apply(&mut self, response: X509svidResponse, now: SystemTime) {
+        let mut bundles = BTreeMap::new();
+        let own = response.svids.iter().map(|s| (s.spiffe_id.as_str(), &s.bundle));
+        let federated = response.federated_bundles.iter().map(|(k, v)| (k.as_str(), v));
+        for (id, der) in own.chain(federated) {
+            let Some(td) = trust_domain_of(id) else {
+                tracing::error!(id, "bundle keyed by an invalid trust domain; ignored");
+                continue;
+            };
+            match split_der_certificates(der) {
+                Ok(roots) if !roots.is_empty() => {
+                    let bundle = TrustBundle { trust_domain: td.to_owned(), roots_der: roots };
+                    bundles.insert(td.to_owned(), bundle);
+                }
+                result => {
+                    let reason = result.err().map_or("empty".to_owned(), |e| e.to_string());
+                    tracing::error!(trust_domain = td, %reason, "malformed bundle refused; keeping the last good one");
+                    if let Some(old) = self.bundles.get(td) {
+                        bundles.insert(td.to_owned(), old.clone());
+                    }
+                }
+            }
+        }
+        let mut svids = Vec::with_capacity(response.svids.len());
+        for svid in &response.svids {
+            let td = trust_domain_of(&svid.spiffe_id).unwrap_or_default();
+            let roots = bundles.get(td).map(|b| b.roots_der.as_slice()).unwrap_or_default();
+            match validate_svid(&svid.spiffe_id, &svid.x509_svid, &svid.x509_svid_key, roots, now) {
+                Ok(cert) => svids.push(cert),
+                Err(e) => {
+                    tracing::error!(spiffe_id = %svid.spiffe_id, error = %e, "X.509-SVID refused; keeping the last good one");
+                    if let Some(old) = self.svids.iter().find(|c| c.spiffe_id == svid.spiffe_id) {
+                        svids.push(old.clone());
+                    }
+                }
+            }
+        }
+        if svids.is_empty() && !self.svids.is_empty() {
+            tracing::warn!("Workload API update carried no usable X.509-SVID; keeping the last good ones");
+            return;
+        }
+        self.own_trust_domain = svids
+            .first()
+            .and_then(|c| trust_domain_of(&c.spiffe_id))
+            .map(str::to_owned);
+        self.svids = svids;
+        self.bundles = bundles;
+    }
+
+    /// The store entries this state stands for at `now`: expired SVIDs are left out.
+    pub fn entries(&self, names: &DefaultNames, now: SystemTime) -> Vec<(String, Secret)> {
+        let mut out = Vec::new();
+        for (i, cert) in self.svids.iter().enumerate().filter(|(_, c)| c.not_after > now) {
+            if i == 0 {
+                out.push((names.svid.clone(), Secret::Certificate(cert.clone())));
+            }
+            out.push((cert.spiffe_id.clone(), Secret::Certificate(cert.clone())));
+        }
+        for (td, bundle) in &self.bundles {
+            if self.own_trust_domain.as_deref() == Some(td.as_str()) {
+                out.push((names.bundle.clone(), Secret::TrustBundle(bundle.clone())));
+            }
+            out.push((format!("spiffe://{td}"), Secret::TrustBundle(bundle.clone())));
+        }
+        if !self.bundles.is_empty() {
+            let all = self.bundles.values().cloned().collect();
+            out.push((names.all_bundles.clone(), Secret::BundleSet(all)));
+        }
+        out
+    }
+
+    /// When the next served SVID expires, if any is still valid.
+    pub fn next_expiry(&self, now: SystemTime) -> Option<SystemTime> {
+        self.svids.iter().map(|c| c.not_after).filter(|t| *t > now).min()
+    }
+}
+
+/// Follows the X.509 stream until `shutdown`, reconnecting with backoff, and keeps the
+/// store in step with [`X509State`].
+pub async fn run(
+    mut client: WorkloadApiClient,
+    store: Arc<SecretStore>,
+    names: DefaultNames,
+    shutdown: CancellationToken,
+) {
+    let mut state = X509State::default();
+    let mut backoff = Backoff::default();
+    let mut errors = RepeatFilter::default();
+    loop {
+        let mut stream = match client.fetch_x509svid(request(X509svidRequest {})).await {
+            Ok(response) => Some(response.into_inner()),
+            Err(status) => {
+                errors.warn("FetchX509SVID", status.message().to_owned());
+                None
+            }
+        };
+        let mut retry_at = tokio::time::Instant::now();
+        if stream.is_none() {
+            retry_at += backoff.next_delay();
+        }
+        loop {
+            let expiry = until(state.next_expiry(SystemTime::now()));
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(expiry) => {
+                    tracing::warn!("an X.509-SVID expired before it was rotated; no longer served");
+                    store.sync_source(SOURCE, state.entries(&names, SystemTime::now()));
+                }
+                message = next_message(&mut stream), if stream.is_some() => match message {
+                    Ok(Some(response)) => {
+                        errors.recovered("FetchX509SVID");
+                        backoff.reset();
+                        state.apply(response, SystemTime::now());
+                        if store.sync_source(SOURCE, state.entries(&names, SystemTime::now())) {
+                            tracing::info!(svids = state.svids.len(), bundles = state.bundles.len(), "X.509 identity updated");
+                        }
+                    }
+                    Ok(None) => {
+                        errors.warn("FetchX509SVID", "stream closed by the Workload API".into());
+                        stream = None;
+                        retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                    }
+                    Err(status) => {
+                        errors.warn("FetchX509SVID", status.message().to_owned());
+                        stream = None;
+                        retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                    }
+                },
+                () = tokio::time::sleep_until(retry_at), if stream.is_none() => break,
+            }
+        }
+    }
+}
+
+async fn next_message(
+    stream: &mut Option<tonic::Streaming<X509svidResponse>>,
+) -> Result<Option<X509svidResponse>, tonic::Status> {
+    match stream {
+        Some(s) => s.message().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long until `at` (a long time if never).
+fn until(at: Option<SystemTime>) -> Duration {
+    at.map_or(Duration::from_secs(3600), |t| {
+        t.duration_since(SystemTime::now()).unwrap_or_default()
+    })
+}

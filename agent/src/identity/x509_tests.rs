@@ -1,0 +1,100 @@
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use steeple_proto::workload::{X509svid, X509svidResponse};
+
+use super::DefaultNames;
+use super::x509::X509State;
+use crate::store::Secret;
+use crate::test_support::TestCa;
+
+const ID: &str = "spiffe://example.org/web";
+
+fn names() -> DefaultNames {
+    DefaultNames {
+        svid: "default".into(),
+        bundle: "ROOTCA".into(),
+        all_bundles: "ALL".into(),
+    }
+}
+
+fn response(ca: &TestCa, ttl: i64, federated: &[(&str, &TestCa)]) -> X509svidResponse {
+    let leaf = ca.issue(ID, ttl);
+    X509svidResponse {
+        svids: vec![X509svid {
+            spiffe_id: ID.into(),
+            x509_svid: leaf.der,
+            x509_svid_key: leaf.key_pkcs8,
+            bundle: ca.der.clone(),
+            hint: String::new(),
+        }],
+        crl: vec![],
+        federated_bundles: federated
+            .iter()
+            .map(|(td, ca)| (format!("spiffe://{td}"), ca.der.clone()))
+            .collect::<HashMap<_, _>>(),
+    }
+}
+
+fn names_of(entries: &[(String, Secret)]) -> Vec<&str> {
+    let mut names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    names
+}
+
+#[test]
+fn publishes_spire_names_and_ids() {
+    let ca = TestCa::new("example.org");
+    let fed = TestCa::new("partner.org");
+    let mut state = X509State::default();
+    let now = SystemTime::now();
+    state.apply(response(&ca, 3600, &[("partner.org", &fed)]), now);
+    let entries = state.entries(&names(), now);
+    assert_eq!(
+        names_of(&entries),
+        ["ALL", "ROOTCA", "default", "spiffe://example.org", "spiffe://example.org/web", "spiffe://partner.org"]
+    );
+    let all = entries.iter().find(|(n, _)| n == "ALL").unwrap();
+    assert!(matches!(&all.1, Secret::BundleSet(b) if b.len() == 2));
+}
+
+#[test]
+fn a_bad_update_keeps_the_last_good_svid() {
+    let ca = TestCa::new("example.org");
+    let mut state = X509State::default();
+    let now = SystemTime::now();
+    state.apply(response(&ca, 3600, &[]), now);
+    let before = state.entries(&names(), now);
+    let mut bad = response(&ca, 3600, &[]);
+    bad.svids[0].x509_svid_key = TestCa::new("x.org").issue("spiffe://x.org/a", 60).key_pkcs8;
+    state.apply(bad, now);
+    let mut garbage = response(&ca, 3600, &[]);
+    garbage.svids[0].x509_svid = b"garbage".to_vec();
+    state.apply(garbage, now);
+    assert_eq!(state.entries(&names(), now), before);
+}
+
+#[test]
+fn a_dropped_federation_removes_its_bundle() {
+    let ca = TestCa::new("example.org");
+    let fed = TestCa::new("partner.org");
+    let mut state = X509State::default();
+    let now = SystemTime::now();
+    state.apply(response(&ca, 3600, &[("partner.org", &fed)]), now);
+    state.apply(response(&ca, 3600, &[]), now);
+    assert!(!names_of(&state.entries(&names(), now)).contains(&"spiffe://partner.org"));
+}
+
+#[test]
+fn an_expired_svid_is_never_served() {
+    let ca = TestCa::new("example.org");
+    let mut state = X509State::default();
+    let now = SystemTime::now();
+    state.apply(response(&ca, 30, &[]), now);
+    assert!(state.next_expiry(now).is_some());
+    let later = now + Duration::from_secs(120);
+    let entries = state.entries(&names(), later);
+    assert!(!names_of(&entries).contains(&"default"));
+    assert!(names_of(&entries).contains(&"ROOTCA"));
+    assert_eq!(state.next_expiry(later), None);
+}

@@ -1,0 +1,139 @@
+//! Incremental SDS (`DeltaSecrets`): the client subscribes and unsubscribes names, each
+//! response carries only what changed, and a resource that goes away is removed for real.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use tonic::Status;
+
+use super::limits::SdsSettings;
+use super::resources::{ClientCaps, SECRET_TYPE_URL, encode};
+use super::stream::Protocol;
+use crate::store::Snapshot;
+
+const WILDCARD: &str = "*";
+
+/// One `DeltaSecrets` stream.
+#[derive(Debug)]
+pub struct DeltaStream {
+    settings: Arc<SdsSettings>,
+    caps: Option<ClientCaps>,
+    wildcard: bool,
+    subscribed: BTreeSet<String>,
+    /// Name → version the client holds.
+    sent: HashMap<String, String>,
+    nonce: u64,
+}
+
+impl DeltaStream {
+    /// A stream that has seen no request yet.
+    pub fn new(settings: Arc<SdsSettings>) -> Self {
+        Self {
+            settings,
+            caps: None,
+            wildcard: false,
+            subscribed: BTreeSet::new(),
+            sent: HashMap::new(),
+            nonce: 0,
+        }
+    }
+
+    fn watches(&self, name: &str) -> bool {
+        self.wildcard || self.subscribed.contains(name)
+    }
+
+    fn respond(&mut self, snapshot: &Snapshot) -> Option<DeltaDiscoveryResponse> {
+        let caps = self.caps?;
+        let mut resources = Vec::new();
+        let candidates: Vec<&String> = if self.wildcard {
+            snapshot.iter().map(|(n, _)| n).collect()
+        } else {
+            self.subscribed.iter().collect()
+        };
+        for name in candidates {
+            let Some(entry) = snapshot.get(name) else { continue };
+            let version = entry.version.to_string();
+            if self.sent.get(name) != Some(&version) {
+                resources.push(Resource {
+                    name: name.clone(),
+                    version: version.clone(),
+                    resource: Some(encode(name, &entry.secret, caps)),
+                    ..Default::default()
+                });
+                self.sent.insert(name.clone(), version);
+            }
+        }
+        let mut removed: Vec<String> = self
+            .sent
+            .keys()
+            .filter(|n| snapshot.get(n).is_none() || !self.watches(n))
+            .cloned()
+            .collect();
+        removed.sort_unstable();
+        for name in &removed {
+            self.sent.remove(name);
+        }
+        if resources.is_empty() && removed.is_empty() {
+            return None;
+        }
+        self.nonce += 1;
+        Some(DeltaDiscoveryResponse {
+            system_version_info: snapshot.generation.to_string(),
+            resources,
+            type_url: SECRET_TYPE_URL.to_owned(),
+            removed_resources: removed,
+            nonce: self.nonce.to_string(),
+            ..Default::default()
+        })
+    }
+}
+
+impl Protocol for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+
+    fn on_request(
+        &mut self,
+        request: DeltaDiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> Result<Option<DeltaDiscoveryResponse>, Status> {
+        SdsSettings::check_type_url(&request.type_url)?;
+        let settings = &self.settings;
+        settings.check_names(&request.resource_names_subscribe)?;
+        settings.check_names(&request.resource_names_unsubscribe)?;
+        settings.check_names(request.initial_resource_versions.keys())?;
+        if self.caps.is_none() {
+            let disabled = settings.disable_spiffe_cert_validation;
+            self.caps = Some(ClientCaps::from_node(request.node.as_ref(), disabled));
+            // Legacy wildcard: a first request that subscribes to nothing.
+            self.wildcard = request.resource_names_subscribe.is_empty();
+            self.sent = request.initial_resource_versions;
+        }
+        for name in request.resource_names_subscribe {
+            if name == WILDCARD {
+                self.wildcard = true;
+            } else {
+                self.subscribed.insert(name);
+            }
+        }
+        for name in &request.resource_names_unsubscribe {
+            if name == WILDCARD {
+                self.wildcard = false;
+            } else {
+                self.subscribed.remove(name);
+                self.sent.remove(name);
+            }
+        }
+        if let (false, Some(detail)) = (request.response_nonce.is_empty(), &request.error_detail) {
+            tracing::warn!(reason = %detail.message, nonce = %request.response_nonce, "SDS delta client rejected (NACKed) a response");
+        }
+        Ok(self.respond(snapshot))
+    }
+
+    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Option<DeltaDiscoveryResponse> {
+        self.respond(snapshot)
+    }
+}

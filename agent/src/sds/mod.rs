@@ -1,0 +1,142 @@
+//! The SDS server: `envoy.service.secret.v3.SecretDiscoveryService` (StreamSecrets,
+//! DeltaSecrets, FetchSecrets) on a Unix socket, serving the store's entries.
+
+pub mod delta;
+pub mod limits;
+pub mod resources;
+pub mod sotw;
+pub mod stream;
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::{
+    SecretDiscoveryService, SecretDiscoveryServiceServer,
+};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::store::SecretStore;
+use delta::DeltaStream;
+pub use limits::SdsSettings;
+use resources::{ClientCaps, SECRET_TYPE_URL, encode};
+use sotw::SotwStream;
+
+/// Responses buffered per stream before the stream task waits for the client to read.
+const STREAM_BUFFER: usize = 4;
+
+/// The SDS service over the shared store.
+#[derive(Debug, Clone)]
+pub struct SdsService {
+    store: Arc<SecretStore>,
+    settings: Arc<SdsSettings>,
+    shutdown: CancellationToken,
+}
+
+impl SdsService {
+    /// A service answering from `store`; its streams end when `shutdown` is cancelled.
+    pub fn new(store: Arc<SecretStore>, settings: SdsSettings, shutdown: CancellationToken) -> Self {
+        Self {
+            store,
+            settings: Arc::new(settings),
+            shutdown,
+        }
+    }
+
+    /// The tonic server wrapper with the request size limit applied.
+    pub fn into_server(self) -> SecretDiscoveryServiceServer<Self> {
+        let limit = self.settings.max_request_bytes;
+        SecretDiscoveryServiceServer::new(self).max_decoding_message_size(limit)
+    }
+
+    fn spawn_stream<P: stream::Protocol>(
+        &self,
+        protocol: P,
+        inbound: Streaming<P::Request>,
+    ) -> ReceiverStream<Result<P::Response, Status>> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let store = self.store.subscribe();
+        tokio::spawn(stream::run(protocol, inbound, tx, store, self.shutdown.clone()));
+        ReceiverStream::new(rx)
+    }
+}
+
+#[tonic::async_trait]
+impl SecretDiscoveryService for SdsService {
+    type StreamSecretsStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaSecretsStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_secrets(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+        let protocol = SotwStream::new(self.settings.clone());
+        Ok(Response::new(self.spawn_stream(protocol, request.into_inner())))
+    }
+
+    async fn delta_secrets(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+        let protocol = DeltaStream::new(self.settings.clone());
+        Ok(Response::new(self.spawn_stream(protocol, request.into_inner())))
+    }
+
+    async fn fetch_secrets(
+        &self,
+        request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        let request = request.into_inner();
+        SdsSettings::check_type_url(&request.type_url)?;
+        self.settings.check_names(&request.resource_names)?;
+        let caps = ClientCaps::from_node(
+            request.node.as_ref(),
+            self.settings.disable_spiffe_cert_validation,
+        );
+        let snapshot = self.store.snapshot();
+        let mut names: Vec<&str> = request.resource_names.iter().map(String::as_str).collect();
+        if names.is_empty() {
+            names = snapshot.iter().map(|(n, _)| n.as_str()).collect();
+            names.sort_unstable();
+        }
+        let missing: Vec<&str> = names.iter().copied().filter(|n| snapshot.get(n).is_none()).collect();
+        if !missing.is_empty() {
+            let shown: Vec<&str> = missing.iter().copied().take(5).collect();
+            return Err(Status::not_found(format!(
+                "{} requested resource(s) not available (yet): {shown:?}",
+                missing.len()
+            )));
+        }
+        let resources = names
+            .iter()
+            .filter_map(|n| snapshot.get(n).map(|e| encode(n, &e.secret, caps)))
+            .collect();
+        Ok(Response::new(DiscoveryResponse {
+            version_info: snapshot.generation.to_string(),
+            resources,
+            type_url: SECRET_TYPE_URL.to_owned(),
+            ..Default::default()
+        }))
+    }
+}
+
+/// Serves SDS on `listener` until `shutdown`, then lets open streams finish.
+pub async fn serve(
+    listener: UnixListener,
+    service: SdsService,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,77 @@
+//! The loop every SDS stream runs: requests from the client and store changes in, responses
+//! out, until the client leaves, a request is refused, or the agent shuts down.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+
+use crate::store::Snapshot;
+
+/// One flavour of the xDS protocol (state of the world, or delta) as a state machine.
+pub trait Protocol: Send + 'static {
+    /// The client's message.
+    type Request: Send + 'static;
+    /// The server's message.
+    type Response: Send + 'static;
+
+    /// Handles a client request; `Err` ends the stream with that status.
+    fn on_request(
+        &mut self,
+        request: Self::Request,
+        snapshot: &Snapshot,
+    ) -> Result<Option<Self::Response>, Status>;
+
+    /// Reacts to a store change: a response if anything the client watches changed.
+    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Option<Self::Response>;
+}
+
+/// Runs `protocol` over one gRPC stream.
+pub async fn run<P: Protocol>(
+    mut protocol: P,
+    mut inbound: Streaming<P::Request>,
+    outbound: mpsc::Sender<Result<P::Response, Status>>,
+    mut store: watch::Receiver<Arc<Snapshot>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let response = tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = outbound.closed() => return,
+            message = inbound.message() => match message {
+                Ok(Some(request)) => {
+                    let snapshot = store.borrow_and_update().clone();
+                    match protocol.on_request(request, &snapshot) {
+                        Ok(response) => response,
+                        Err(status) => {
+                            tracing::warn!(code = ?status.code(), reason = status.message(), "SDS request refused; closing the stream");
+                            let _ = outbound.send(Err(status)).await;
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => return,
+                Err(status) => {
+                    // A request the codec refused (too large, not protobuf) or a broken
+                    // transport: tell the client if it is still there, and end the stream.
+                    tracing::debug!(code = ?status.code(), reason = status.message(), "SDS stream ended by a bad request or the transport");
+                    let _ = outbound.send(Err(status)).await;
+                    return;
+                }
+            },
+            changed = store.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let snapshot = store.borrow_and_update().clone();
+                protocol.on_snapshot(&snapshot)
+            }
+        };
+        if let Some(response) = response
+            && outbound.send(Ok(response)).await.is_err()
+        {
+            return;
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The secret store: the single in-memory, versioned map `resource name → secret` that
+//! every producer writes and every consumer (SDS streams) subscribes to.
+//!
+//! Readers never lock: the store publishes immutable [`Snapshot`]s through a
+//! `tokio::sync::watch` channel, so a change wakes every subscriber once and each one
+//! compares the versions of the names it watches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use steeple_plugin_api::SecretBytes;
+use tokio::sync::watch;
+
+/// A trust domain's X.509 roots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustBundle {
+    /// Trust domain name without scheme, e.g. `example.org`.
+    pub trust_domain: String,
+    /// DER-encoded CA certificates.
+    pub roots_der: Vec<Vec<u8>>,
+}
+
+/// An X.509-SVID ready to be served as a TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// The SPIFFE ID in the leaf's URI SAN.
+    pub spiffe_id: String,
+    /// DER certificates, leaf first.
+    pub chain_der: Vec<Vec<u8>>,
+    /// PKCS#8 DER private key.
+    pub key_pkcs8: SecretBytes,
+    /// The leaf's `notAfter`.
+    pub not_after: SystemTime,
+}
+
+/// What a store entry holds; the SDS layer decides how each kind is encoded for a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// A TLS certificate and key (`tls_certificate`).
+    Certificate(Certificate),
+    /// One trust domain's roots (`validation_context`).
+    TrustBundle(TrustBundle),
+    /// Every trust domain's roots, own and federated (`validation_context`, the SPIFFE
+    /// validator when the client supports it).
+    BundleSet(Vec<TrustBundle>),
+    /// Opaque bytes (`generic_secret`), e.g. a JWT-SVID.
+    Generic(SecretBytes),
+}
+
+/// One stored secret and the version it got when it last changed.
+#[derive(Debug)]
+pub struct Entry {
+    /// Bumped (store-wide monotonic) whenever the secret's content changes.
+    pub version: u64,
+    /// Which producer owns the entry (see [`SecretStore::sync_source`]).
+    pub source: String,
+    /// The secret.
+    pub secret: Secret,
+}
+
+/// An immutable view of the whole store.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Bumped on every change of any entry.
+    pub generation: u64,
+    entries: HashMap<String, Arc<Entry>>,
+}
+
+impl Snapshot {
+    /// The entry named `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&Arc<Entry>> {
+        self.entries.get(name)
+    }
+
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Entry>)> {
+        self.entries.iter()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The store. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct SecretStore {
+    tx: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Default for SecretStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SecretStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self {
+            tx: watch::Sender::new(Arc::new(Snapshot::default())),
+        }
+    }
+
+    /// A receiver that sees the current snapshot and is woken on every change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.tx.borrow().clone()
+    }
+
+    /// Makes `source`'s entries exactly `desired`: new or changed secrets get a new
+    /// version, unchanged ones keep theirs, and names `source` owned before but no longer
+    /// lists are removed. Subscribers are woken only if something changed.
+    /// Returns whether anything changed.
+    pub fn sync_source(&self, source: &str, desired: Vec<(String, Secret)>) -> bool {
+        let mut changed = false;
+        self.tx.send_if_modified(|current| {
+            let next_gen = current.generation + 1;
+            let mut entries = current.entries.clone();
+            let wanted: std::collections::HashSet<&str> =
+                desired.iter().map(|(n, _)| n.as_str()).collect();
+            entries.retain(|name, entry| {
+                let keep = entry.source != source || wanted.contains(name.as_str());
+                changed |= !keep;
+                keep
+            });
+            for (name, secret) in &desired {
+                let same = entries
+                    .get(name)
+                    .is_some_and(|e| e.source == source && e.secret == *secret);
+                if !same {
+                    let entry = Entry {
+                        version: next_gen,
+                        source: source.to_owned(),
+                        secret: secret.clone(),
+                    };
+                    entries.insert(name.clone(), Arc::new(entry));
+                    changed = true;
+                }
+            }
+            if changed {
+                *current = Arc::new(Snapshot {
+                    generation: next_gen,
+                    entries,
+                });
+            }
+            changed
+        });
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(value: &[u8]) -> Secret {
+        Secret::Generic(SecretBytes::copy_from(value))
+    }
+
+    #[test]
+    fn unchanged_secret_keeps_its_version_and_wakes_nobody() {
+        let store = SecretStore::new();
+        let mut rx = store.subscribe();
+        assert!(store.sync_source("a", vec![("x".into(), generic(b"1"))]));
+        assert!(rx.has_changed().unwrap());
+        let v1 = rx.borrow_and_update().get("x").unwrap().version;
+        assert!(!store.sync_source("a", vec![("x".into(), generic(b"1"))]));
+        assert!(!rx.has_changed().unwrap());
+        assert!(store.sync_source("a", vec![("x".into(), generic(b"2"))]));
+        assert!(rx.borrow_and_update().get("x").unwrap().version > v1);
+    }
+
+    #[test]
+    fn a_source_only_removes_its_own_names() {
+        let store = SecretStore::new();
+        store.sync_source("a", vec![("x".into(), generic(b"1"))]);
+        store.sync_source("b", vec![("y".into(), generic(b"2"))]);
+        store.sync_source("a", vec![]);
+        let snap = store.snapshot();
+        assert!(snap.get("x").is_none());
+        assert!(snap.get("y").is_some());
+        assert_eq!(snap.len(), 1);
+    }
+}

@@ -1,0 +1,84 @@
+//! Builds the agent's components from a [`Config`], runs them under one cancellation
+//! token, and drains them on shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::identity::{self, DefaultNames};
+use crate::sds::{self, SdsService, SdsSettings};
+use crate::store::SecretStore;
+use crate::uds::{BindError, bind_socket};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The SDS socket could not be bound.
+    #[error("sds.socket: {0}")]
+    SdsSocket(#[from] BindError),
+}
+
+/// The running agent.
+#[derive(Debug)]
+pub struct RunningAgent {
+    tasks: JoinSet<()>,
+    store: Arc<SecretStore>,
+    sds_socket: PathBuf,
+}
+
+/// Starts identity and SDS; they stop when `shutdown` is cancelled.
+pub fn start(config: &Config, shutdown: &CancellationToken) -> Result<RunningAgent, StartError> {
+    let store = Arc::new(SecretStore::new());
+    let mut tasks = JoinSet::new();
+    let listener = bind_socket(&config.sds.socket, config.sds.socket_mode)?;
+    let service = SdsService::new(store.clone(), SdsSettings::from(&config.sds), shutdown.clone());
+    let sds_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = sds::serve(listener, service, sds_shutdown.clone()).await {
+            tracing::error!(error = %e, "SDS server failed; shutting down");
+            sds_shutdown.cancel();
+        }
+    });
+    identity::spawn(
+        &config.workload_api.socket,
+        DefaultNames::from(&config.sds),
+        &config.jwt_svids,
+        store.clone(),
+        shutdown,
+        &mut tasks,
+    );
+    tracing::info!(
+        sds_socket = %config.sds.socket.display(),
+        workload_api = %config.workload_api.socket.display(),
+        "Steeple started"
+    );
+    Ok(RunningAgent {
+        tasks,
+        store,
+        sds_socket: config.sds.socket.clone(),
+    })
+}
+
+impl RunningAgent {
+    /// The store every component shares.
+    pub fn store(&self) -> &Arc<SecretStore> {
+        &self.store
+    }
+
+    /// Waits for every task to end after shutdown was requested, at most `grace`; then
+    /// aborts what is left and removes the SDS socket.
+    pub async fn drain(mut self, grace: Duration) {
+        let all_done = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all_done).await.is_err() {
+            tracing::warn!(grace_secs = grace.as_secs(), "tasks still running after the grace period; aborting them");
+            self.tasks.abort_all();
+        }
+        let _ = std::fs::remove_file(&self.sds_socket);
+        tracing::info!("Steeple stopped");
+    }
+}

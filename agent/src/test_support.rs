@@ -1,0 +1,45 @@
+//! Test-only helpers: a throwaway CA issuing SVIDs with rcgen.
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+
+/// A CA for one trust domain.
+pub struct TestCa {
+    pub der: Vec<u8>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A leaf issued by a [`TestCa`].
+pub struct TestSvid {
+    pub der: Vec<u8>,
+    pub key_pkcs8: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn new(trust_domain: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let uri = format!("spiffe://{trust_domain}");
+        params.subject_alt_names = vec![SanType::URI(uri.as_str().try_into().unwrap())];
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            der: cert.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// Issues a leaf for `spiffe_id` valid for `ttl_secs` from now.
+    pub fn issue(&self, spiffe_id: &str, ttl_secs: i64) -> TestSvid {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().unwrap())];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::seconds(60);
+        params.not_after = now + time::Duration::seconds(ttl_secs);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        TestSvid {
+            der: cert.der().to_vec(),
+            key_pkcs8: key.serialize_der(),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Steeple's one test command (README, CI): installs the real peers (SPIRE, Envoy; cached
+# by version under ~/.cache/steeple-peers), checks formatting and lints, then runs every
+# unit test and every end-to-end suite against those peers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# shellcheck source=tests/peers/env.sh
+source tests/peers/env.sh
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --locked -p steeple --bin steeple
+cargo test --workspace --locked --exclude steeple-e2e
+# The suites each start SPIRE and Envoys; on 2 cores they run one at a time.
+cargo test --locked -p steeple-e2e -- --test-threads=1

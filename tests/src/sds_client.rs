@@ -1,0 +1,104 @@
+//! A minimal SDS client for the suites: fetch and stream secrets from a Unix socket, and
+//! read what came back.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret::Type};
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+use hyper_util::rt::TokioIo;
+use prost::Message as _;
+use tonic::transport::{Channel, Endpoint};
+
+/// The SDS gRPC client type.
+pub type SdsClient = SecretDiscoveryServiceClient<Channel>;
+
+/// Connects (lazily) to the SDS server at `socket`.
+pub fn connect(socket: &Path) -> SdsClient {
+    let socket: PathBuf = socket.to_owned();
+    let channel = Endpoint::from_static("http://localhost").connect_with_connector_lazy(
+        tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
+        }),
+    );
+    SecretDiscoveryServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024)
+}
+
+/// A request for `names`.
+pub fn request(names: &[&str]) -> DiscoveryRequest {
+    DiscoveryRequest {
+        resource_names: names.iter().map(|n| (*n).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Fetches `names` once (FetchSecrets).
+pub async fn fetch(client: &mut SdsClient, names: &[&str]) -> anyhow::Result<Vec<Secret>> {
+    let response = client.fetch_secrets(request(names)).await?.into_inner();
+    decode(&response)
+}
+
+/// Polls FetchSecrets until every name in `names` is served, at most `timeout`.
+pub async fn wait_for(socket: &Path, names: &[&str], timeout: Duration) -> anyhow::Result<Vec<Secret>> {
+    let mut client = connect(socket);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match fetch(&mut client, names).await {
+            Ok(secrets) => return Ok(secrets),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e).with_context(|| format!("{names:?} not served within {timeout:?}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Decodes the `Secret`s of a response.
+pub fn decode(response: &DiscoveryResponse) -> anyhow::Result<Vec<Secret>> {
+    response
+        .resources
+        .iter()
+        .map(|any| Secret::decode(any.value.as_slice()).context("resource is not a Secret"))
+        .collect()
+}
+
+/// The inline bytes of a TLS certificate's private key, or of a generic secret.
+pub fn secret_bytes(secret: &Secret) -> Option<Vec<u8>> {
+    let source = match &secret.r#type {
+        Some(Type::TlsCertificate(tls)) => tls.private_key.as_ref(),
+        Some(Type::GenericSecret(generic)) => generic.secret.as_ref(),
+        _ => None,
+    }?;
+    match &source.specifier {
+        Some(Specifier::InlineBytes(bytes)) => Some(bytes.clone()),
+        Some(Specifier::InlineString(text)) => Some(text.clone().into_bytes()),
+        _ => None,
+    }
+}
+
+/// The PEM certificate chain of a TLS certificate.
+pub fn certificate_chain(secret: &Secret) -> Option<Vec<u8>> {
+    match &secret.r#type {
+        Some(Type::TlsCertificate(tls)) => match tls.certificate_chain.as_ref()?.specifier.as_ref()? {
+            Specifier::InlineBytes(bytes) => Some(bytes.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Asserts that no line of any secret's PEM/base64 body appears in `logs` — the canary
+/// check every suite runs over the agent's captured output.
+pub fn assert_not_in_logs(secrets: &[Vec<u8>], logs: &str) -> anyhow::Result<()> {
+    for secret in secrets {
+        let text = String::from_utf8_lossy(secret);
+        for line in text.lines().filter(|l| l.len() >= 16 && !l.starts_with("-----")) {
+            anyhow::ensure!(!logs.contains(line), "a secret leaked into the logs");
+        }
+    }
+    Ok(())
+}
