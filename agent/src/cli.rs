@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LogFormat};
+use crate::dev::{DevConfig, DevWorkloadApi};
 use crate::supervisor;
 
 /// How long open streams get to finish after SIGTERM/SIGINT.
@@ -53,7 +54,9 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let config_path = match &cli.command {
-        Command::Run { config } | Command::Dev { config, .. } | Command::CheckConfig { config } => config.clone(),
+        Command::Run { config } | Command::Dev { config, .. } | Command::CheckConfig { config } => {
+            config.clone()
+        }
     };
     let config = match Config::load(config_path.as_deref(), std::env::vars()) {
         Ok(config) => config,
@@ -67,7 +70,10 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_tracing(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("steeple: cannot start the async runtime: {e}");
@@ -93,7 +99,10 @@ pub fn main() -> ExitCode {
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -121,17 +130,31 @@ async fn run_dev(mut config: Config, dir: Option<PathBuf>) -> anyhow::Result<()>
     config.workload_api.socket = dir.join("workload.sock");
     config.sds.socket = dir.join("sds.sock");
     let shutdown = CancellationToken::new();
-let dev = ();
-    let _ = dev;
-    tracing::warn!("dev mode: an in-process trust domain with a throwaway CA; never use it in production");
+    let dev = DevConfig {
+        trust_domain: config.dev.trust_domain.clone(),
+        workload_ids: vec![config.dev.workload_id.clone()],
+        x509_svid_ttl: config.dev.x509_svid_ttl,
+        jwt_svid_ttl: config.dev.jwt_svid_ttl,
+    };
+    let _workload_api =
+        DevWorkloadApi::start(dev, &config.workload_api.socket, shutdown.clone()).await?;
+    tracing::warn!(
+        "dev mode: an in-process trust domain with a throwaway CA; never use it in production"
+    );
     let agent = supervisor::start(&config, &shutdown)?;
     println!("# Steeple dev is running.");
     println!("#   SDS socket:          {}", config.sds.socket.display());
-    println!("#   Workload API socket: {}", config.workload_api.socket.display());
+    println!(
+        "#   Workload API socket: {}",
+        config.workload_api.socket.display()
+    );
     println!("#   SPIFFE ID:           {}", config.dev.workload_id);
     println!("# Envoy bootstrap (save as steeple-envoy.yaml, run `envoy -c steeple-envoy.yaml`,");
     println!("# then `curl http://127.0.0.1:10080/`):");
-    print!("{}", dev_bootstrap(&config.sds.socket, &config.dev.workload_id));
+    print!(
+        "{}",
+        dev_bootstrap(&config.sds.socket, &config.dev.workload_id)
+    );
     wait_for_signal(&shutdown).await?;
     agent.drain(SHUTDOWN_GRACE).await;
     Ok(())

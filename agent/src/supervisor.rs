@@ -36,7 +36,11 @@ pub fn start(config: &Config, shutdown: &CancellationToken) -> Result<RunningAge
     let store = Arc::new(SecretStore::new());
     let mut tasks = JoinSet::new();
     let listener = bind_socket(&config.sds.socket, config.sds.socket_mode)?;
-    let service = SdsService::new(store.clone(), SdsSettings::from(&config.sds), shutdown.clone());
+    let service = SdsService::new(
+        store.clone(),
+        SdsSettings::from(&config.sds),
+        shutdown.clone(),
+    );
     let sds_shutdown = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = sds::serve(listener, service, sds_shutdown.clone()).await {
@@ -75,7 +79,10 @@ impl RunningAgent {
     pub async fn drain(mut self, grace: Duration) {
         let all_done = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, all_done).await.is_err() {
-            tracing::warn!(grace_secs = grace.as_secs(), "tasks still running after the grace period; aborting them");
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "tasks still running after the grace period; aborting them"
+            );
             self.tasks.abort_all();
         }
         let _ = std::fs::remove_file(&self.sds_socket);

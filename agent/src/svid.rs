@@ -97,7 +97,8 @@ pub fn validate_svid(
         return Err(SvidError::KeyMismatch);
     }
     verify_chain(&chain, roots_der, now)?;
-    let not_after = UNIX_EPOCH + Duration::from_secs(leaf.validity().not_after.timestamp().max(0) as u64);
+    let not_after =
+        UNIX_EPOCH + Duration::from_secs(leaf.validity().not_after.timestamp().max(0) as u64);
     Ok(Certificate {
         spiffe_id: spiffe_id.to_owned(),
         chain_der: chain,
@@ -120,18 +121,26 @@ fn uri_sans(cert: &X509Certificate<'_>) -> Vec<String> {
         .collect()
 }
 
-fn verify_chain(chain: &[Vec<u8>], roots_der: &[Vec<u8>], now: SystemTime) -> Result<(), SvidError> {
+fn verify_chain(
+    chain: &[Vec<u8>],
+    roots_der: &[Vec<u8>],
+    now: SystemTime,
+) -> Result<(), SvidError> {
     let untrusted = |e: &dyn std::fmt::Debug| SvidError::Untrusted(format!("{e:?}"));
-    let root_ders: Vec<CertificateDer<'_>> =
-        roots_der.iter().map(|r| CertificateDer::from(r.as_slice())).collect();
+    let root_ders: Vec<CertificateDer<'_>> = roots_der
+        .iter()
+        .map(|r| CertificateDer::from(r.as_slice()))
+        .collect();
     let anchors = root_ders
         .iter()
         .map(|r| webpki::anchor_from_trusted_cert(r).map_err(|e| untrusted(&e)))
         .collect::<Result<Vec<_>, _>>()?;
     let leaf = CertificateDer::from(chain[0].as_slice());
     let leaf = webpki::EndEntityCert::try_from(&leaf).map_err(|e| untrusted(&e))?;
-    let intermediates: Vec<CertificateDer<'_>> =
-        chain[1..].iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    let intermediates: Vec<CertificateDer<'_>> = chain[1..]
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
     let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     leaf.verify_for_usage(
         VERIFICATION_ALGS,

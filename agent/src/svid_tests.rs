@@ -16,7 +16,13 @@ fn accepts_a_good_svid() {
 fn refuses_bad_der() {
     let ca = TestCa::new("example.org");
     let leaf = ca.issue(ID, 3600);
-    let err = validate_svid(ID, b"\x30\x03junk", &leaf.key_pkcs8, &[ca.der], SystemTime::now());
+    let err = validate_svid(
+        ID,
+        b"\x30\x03junk",
+        &leaf.key_pkcs8,
+        &[ca.der],
+        SystemTime::now(),
+    );
     assert!(matches!(err, Err(SvidError::BadDer { .. })), "{err:?}");
 }
 
@@ -25,7 +31,13 @@ fn refuses_a_key_of_another_leaf() {
     let ca = TestCa::new("example.org");
     let leaf = ca.issue(ID, 3600);
     let other = ca.issue(ID, 3600);
-    let err = validate_svid(ID, &leaf.der, &other.key_pkcs8, &[ca.der], SystemTime::now());
+    let err = validate_svid(
+        ID,
+        &leaf.der,
+        &other.key_pkcs8,
+        &[ca.der],
+        SystemTime::now(),
+    );
     assert!(matches!(err, Err(SvidError::KeyMismatch)), "{err:?}");
 }
 
@@ -34,7 +46,13 @@ fn refuses_a_leaf_from_another_ca() {
     let ca = TestCa::new("example.org");
     let other = TestCa::new("example.org");
     let leaf = ca.issue(ID, 3600);
-    let err = validate_svid(ID, &leaf.der, &leaf.key_pkcs8, &[other.der], SystemTime::now());
+    let err = validate_svid(
+        ID,
+        &leaf.der,
+        &leaf.key_pkcs8,
+        &[other.der],
+        SystemTime::now(),
+    );
     assert!(matches!(err, Err(SvidError::Untrusted(_))), "{err:?}");
 }
 

@@ -43,8 +43,7 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
         .filter(|p| !p.as_os_str().is_empty() && !p.exists())
     {
         std::fs::create_dir_all(parent).map_err(io_err)?;
-        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
-            .map_err(io_err)?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)).map_err(io_err)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
@@ -68,11 +67,12 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
 pub fn lazy_channel(path: &Path) -> Channel {
     let path = path.to_owned();
     // The URI is required by tonic but never resolved: the connector dials the socket.
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector_lazy(tower::service_fn(move |_| {
+    Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(
+        move |_| {
             let path = path.clone();
             async move { UnixStream::connect(path).await.map(TokioIo::new) }
-        }))
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -88,7 +88,9 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let err = rt.block_on(async { bind_socket(&path, 0o600) }).unwrap_err();
+        let err = rt
+            .block_on(async { bind_socket(&path, 0o600) })
+            .unwrap_err();
         assert!(matches!(err, BindError::NotASocket { .. }), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
     }

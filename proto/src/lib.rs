@@ -1,6 +1,12 @@
 //! The SPIFFE Workload API messages and gRPC stubs (client and server), generated from
 //! `proto/spiffe/workload.proto`.
-#![allow(missing_docs, clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    missing_docs,
+    clippy::all,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 /// Messages and stubs of the package-less `SpiffeWorkloadAPI` service.
 pub mod workload {

@@ -8,8 +8,9 @@ use std::path::Path;
 pub struct TlsNames<'a> {
     /// `tls_certificate` resource name (e.g. `default` or a SPIFFE ID).
     pub certificate: &'a str,
-    /// `validation_context` resource name (e.g. `ROOTCA`, `ALL`).
-    pub validation: &'a str,
+    /// `validation_context` resource name (e.g. `ROOTCA`, `ALL`); `None` accepts any peer
+    /// certificate (to let a test reach the other side's verification).
+    pub validation: Option<&'a str>,
     /// Exact URI SAN the peer must present.
     pub peer_id: &'a str,
 }
@@ -19,17 +20,22 @@ const SDS_CONFIG: &str = "{ resource_api_version: V3, initial_fetch_timeout: 30s
 
 fn common_tls_context(names: &TlsNames<'_>) -> String {
     let sds = SDS_CONFIG;
-    format!(
+    let mut context = format!(
         r#"common_tls_context:
-            tls_certificate_sds_secret_configs: [{{ name: "{cert}", sds_config: {sds} }}]
+            tls_certificate_sds_secret_configs: [{{ name: "{cert}", sds_config: {sds} }}]"#,
+        cert = names.certificate,
+    );
+    if let Some(validation) = names.validation {
+        context.push_str(&format!(
+            r#"
             combined_validation_context:
               default_validation_context:
                 match_typed_subject_alt_names: [{{ san_type: URI, matcher: {{ exact: "{peer}" }} }}]
               validation_context_sds_secret_config: {{ name: "{validation}", sds_config: {sds} }}"#,
-        cert = names.certificate,
-        validation = names.validation,
-        peer = names.peer_id,
-    )
+            peer = names.peer_id,
+        ));
+    }
+    context
 }
 
 fn sds_cluster(socket: &Path) -> String {
@@ -64,7 +70,13 @@ fn http_manager(stat_prefix: &str, route: &str) -> String {
 }
 
 /// An Envoy that terminates mTLS on `port` with SDS secrets and answers 200 `body`.
-pub fn mtls_server(admin_port: u16, port: u16, sds_socket: &Path, names: &TlsNames<'_>, body: &str) -> String {
+pub fn mtls_server(
+    admin_port: u16,
+    port: u16,
+    sds_socket: &Path,
+    names: &TlsNames<'_>,
+    body: &str,
+) -> String {
     format!(
         r#"node: {{ id: mtls-server, cluster: e2e }}
 admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}
@@ -84,14 +96,23 @@ static_resources:
   clusters:
 {cluster}"#,
         tls = common_tls_context(names),
-        http = http_manager("server", &format!(r#"direct_response: {{ status: 200, body: {{ inline_string: "{body}" }} }}"#)),
+        http = http_manager(
+            "server",
+            &format!(r#"direct_response: {{ status: 200, body: {{ inline_string: "{body}" }} }}"#)
+        ),
         cluster = sds_cluster(sds_socket),
     )
 }
 
 /// An Envoy that takes plaintext HTTP on `port` and forwards it over mTLS (SDS secrets)
 /// to `upstream_port`.
-pub fn mtls_client(admin_port: u16, port: u16, upstream_port: u16, sds_socket: &Path, names: &TlsNames<'_>) -> String {
+pub fn mtls_client(
+    admin_port: u16,
+    port: u16,
+    upstream_port: u16,
+    sds_socket: &Path,
+    names: &TlsNames<'_>,
+) -> String {
     format!(
         r#"node: {{ id: mtls-client, cluster: e2e }}
 admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}
@@ -117,6 +138,57 @@ static_resources:
 {cluster}"#,
         http = http_manager("client", "route: { cluster: upstream }"),
         tls = common_tls_context(names),
+        cluster = sds_cluster(sds_socket),
+    )
+}
+
+/// An Envoy that takes plaintext HTTP on `port`, adds `Authorization: Bearer <secret>`
+/// from the SDS generic secret `secret_name` (credential-injector filter), and forwards
+/// to a plaintext upstream on `upstream_port`.
+pub fn credential_injector(
+    admin_port: u16,
+    port: u16,
+    upstream_port: u16,
+    sds_socket: &Path,
+    secret_name: &str,
+) -> String {
+    format!(
+        r#"node: {{ id: injector, cluster: e2e }}
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}
+static_resources:
+  listeners:
+  - name: injector
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: injector
+          route_config:
+            virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: upstream }} }}] }}]
+          http_filters:
+          - name: envoy.filters.http.credential_injector
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector
+              overwrite: true
+              credential:
+                name: envoy.http.injected_credentials.generic
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic
+                  credential: {{ name: "{secret_name}", sds_config: {SDS_CONFIG} }}
+                  header: Authorization
+                  header_value_prefix: "Bearer "
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: upstream
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream_port} }} }} }} }}] }}]
+{cluster}"#,
         cluster = sds_cluster(sds_socket),
     )
 }

@@ -22,7 +22,11 @@ pub fn connect(socket: &Path) -> SdsClient {
     let channel = Endpoint::from_static("http://localhost").connect_with_connector_lazy(
         tower::service_fn(move |_| {
             let socket = socket.clone();
-            async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
+            async move {
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map(TokioIo::new)
+            }
         }),
     );
     SecretDiscoveryServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024)
@@ -43,7 +47,11 @@ pub async fn fetch(client: &mut SdsClient, names: &[&str]) -> anyhow::Result<Vec
 }
 
 /// Polls FetchSecrets until every name in `names` is served, at most `timeout`.
-pub async fn wait_for(socket: &Path, names: &[&str], timeout: Duration) -> anyhow::Result<Vec<Secret>> {
+pub async fn wait_for(
+    socket: &Path,
+    names: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<Vec<Secret>> {
     let mut client = connect(socket);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -83,10 +91,12 @@ pub fn secret_bytes(secret: &Secret) -> Option<Vec<u8>> {
 /// The PEM certificate chain of a TLS certificate.
 pub fn certificate_chain(secret: &Secret) -> Option<Vec<u8>> {
     match &secret.r#type {
-        Some(Type::TlsCertificate(tls)) => match tls.certificate_chain.as_ref()?.specifier.as_ref()? {
-            Specifier::InlineBytes(bytes) => Some(bytes.clone()),
-            _ => None,
-        },
+        Some(Type::TlsCertificate(tls)) => {
+            match tls.certificate_chain.as_ref()?.specifier.as_ref()? {
+                Specifier::InlineBytes(bytes) => Some(bytes.clone()),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
@@ -96,7 +106,10 @@ pub fn certificate_chain(secret: &Secret) -> Option<Vec<u8>> {
 pub fn assert_not_in_logs(secrets: &[Vec<u8>], logs: &str) -> anyhow::Result<()> {
     for secret in secrets {
         let text = String::from_utf8_lossy(secret);
-        for line in text.lines().filter(|l| l.len() >= 16 && !l.starts_with("-----")) {
+        for line in text
+            .lines()
+            .filter(|l| l.len() >= 16 && !l.starts_with("-----"))
+        {
             anyhow::ensure!(!logs.contains(line), "a secret leaked into the logs");
         }
     }

@@ -30,7 +30,12 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ),
     (
         "dev",
-        &["trust_domain", "workload_id", "x509_svid_ttl", "jwt_svid_ttl"],
+        &[
+            "trust_domain",
+            "workload_id",
+            "x509_svid_ttl",
+            "jwt_svid_ttl",
+        ],
     ),
     ("log", &["level", "format"]),
 ];
@@ -78,7 +83,11 @@ impl Reader {
     }
 
     fn error(&mut self, key: &str, message: impl Into<String>) {
-        let key = self.from_env.get(key).cloned().unwrap_or_else(|| key.to_owned());
+        let key = self
+            .from_env
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| key.to_owned());
         self.errors.push(KeyError {
             key,
             message: message.into(),
@@ -207,23 +216,33 @@ impl Reader {
     }
 
     fn duration(&mut self, section: &str, key: &str, default: Duration) -> Duration {
-        self.parsed(section, key, default, "a duration such as \"30s\", \"5m\", \"1h\"", |v| {
-            match v {
+        self.parsed(
+            section,
+            key,
+            default,
+            "a duration such as \"30s\", \"5m\", \"1h\"",
+            |v| match v {
                 Value::String(s) => parse_duration(s),
                 _ => None,
-            }
-        })
+            },
+        )
     }
 
     fn mode(&mut self, section: &str, key: &str, default: u32) -> u32 {
-        self.parsed(section, key, default, "octal permission bits such as \"0600\"", |v| {
-            let mode = match v {
-                Value::Integer(i) => u32::try_from(*i).ok(),
-                Value::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
-                _ => None,
-            };
-            mode.filter(|m| *m <= 0o777)
-        })
+        self.parsed(
+            section,
+            key,
+            default,
+            "octal permission bits such as \"0600\"",
+            |v| {
+                let mode = match v {
+                    Value::Integer(i) => u32::try_from(*i).ok(),
+                    Value::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+                    _ => None,
+                };
+                mode.filter(|m| *m <= 0o777)
+            },
+        )
     }
 
     pub(super) fn read_config(&mut self) -> Config {
@@ -274,7 +293,10 @@ impl Reader {
             &config.default_all_bundles_name,
         ];
         if names[0] == names[1] || names[1] == names[2] || names[0] == names[2] {
-            self.error("sds.default_svid_name", "the three default names must differ");
+            self.error(
+                "sds.default_svid_name",
+                "the three default names must differ",
+            );
         }
         config
     }
@@ -288,14 +310,24 @@ impl Reader {
         for (i, item) in items.iter().enumerate() {
             let field = |k: &str| item.get(k).and_then(Value::as_str).map(str::to_owned);
             let Some(audience) = field("audience").filter(|a| !a.is_empty()) else {
-                self.error(&format!("jwt_svids[{i}].audience"), "required, a non-empty string");
+                self.error(
+                    &format!("jwt_svids[{i}].audience"),
+                    "required, a non-empty string",
+                );
                 continue;
             };
             let spiffe_id = field("spiffe_id");
-            if spiffe_id.as_deref().is_some_and(|id| !id.starts_with("spiffe://")) {
-                self.error(&format!("jwt_svids[{i}].spiffe_id"), "expected spiffe://trust-domain/path");
+            if spiffe_id
+                .as_deref()
+                .is_some_and(|id| !id.starts_with("spiffe://"))
+            {
+                self.error(
+                    &format!("jwt_svids[{i}].spiffe_id"),
+                    "expected spiffe://trust-domain/path",
+                );
             }
-            let resource_name = field("resource_name").unwrap_or_else(|| format!("jwt-svid:{audience}"));
+            let resource_name =
+                field("resource_name").unwrap_or_else(|| format!("jwt-svid:{audience}"));
             out.push(JwtSvidConfig {
                 audience,
                 spiffe_id,
@@ -327,15 +359,22 @@ impl Reader {
     fn read_log(&mut self) -> LogConfig {
         let level = self.string("log", "level", "info");
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-            self.error("log.level", "expected a tracing filter such as \"info\" or \"steeple=debug\"");
+            self.error(
+                "log.level",
+                "expected a tracing filter such as \"info\" or \"steeple=debug\"",
+            );
         }
-        let format = self.parsed("log", "format", LogFormat::Text, "\"text\" or \"json\"", |v| {
-            match v.as_str() {
+        let format = self.parsed(
+            "log",
+            "format",
+            LogFormat::Text,
+            "\"text\" or \"json\"",
+            |v| match v.as_str() {
                 Some("text") => Some(LogFormat::Text),
                 Some("json") => Some(LogFormat::Json),
                 _ => None,
-            }
-        });
+            },
+        );
         LogConfig { level, format }
     }
 }

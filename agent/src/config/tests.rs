@@ -1,7 +1,10 @@
 use super::*;
 
 fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
-    Config::parse(text, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    Config::parse(
+        text,
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
 }
 
 #[test]
@@ -11,7 +14,10 @@ fn defaults_match_spire_agent_names() {
     assert_eq!(c.sds.default_bundle_name, "ROOTCA");
     assert_eq!(c.sds.default_all_bundles_name, "ALL");
     assert_eq!(c.sds.socket_mode, 0o600);
-    assert_eq!(c.workload_api.socket, PathBuf::from("/tmp/spire-agent/public/api.sock"));
+    assert_eq!(
+        c.workload_api.socket,
+        PathBuf::from("/tmp/spire-agent/public/api.sock")
+    );
 }
 
 #[test]
@@ -46,19 +52,31 @@ fn every_bad_key_is_named() {
 fn environment_overrides_the_file_and_errors_name_the_variable() {
     let c = parse(
         "[sds]\nsocket = \"/a.sock\"",
-        &[("STEEPLE_SDS_SOCKET", "/b.sock"), ("STEEPLE_WORKLOAD_API_SOCKET", "unix:///w.sock")],
+        &[
+            ("STEEPLE_SDS_SOCKET", "/b.sock"),
+            ("STEEPLE_WORKLOAD_API_SOCKET", "unix:///w.sock"),
+        ],
     )
     .unwrap();
     assert_eq!(c.sds.socket, PathBuf::from("/b.sock"));
     assert_eq!(c.workload_api.socket, PathBuf::from("/w.sock"));
-    let errors = parse("", &[("STEEPLE_SDS_SOCKET_MODE", "abc")]).unwrap_err().0;
+    let errors = parse("", &[("STEEPLE_SDS_SOCKET_MODE", "abc")])
+        .unwrap_err()
+        .0;
     assert_eq!(errors[0].key, "STEEPLE_SDS_SOCKET_MODE");
 }
 
 #[test]
 fn spiffe_endpoint_socket_is_the_workload_api_default() {
-    let c = parse("", &[("SPIFFE_ENDPOINT_SOCKET", "unix:///run/spire/agent.sock")]).unwrap();
-    assert_eq!(c.workload_api.socket, PathBuf::from("/run/spire/agent.sock"));
+    let c = parse(
+        "",
+        &[("SPIFFE_ENDPOINT_SOCKET", "unix:///run/spire/agent.sock")],
+    )
+    .unwrap();
+    assert_eq!(
+        c.workload_api.socket,
+        PathBuf::from("/run/spire/agent.sock")
+    );
 }
 
 #[test]
@@ -69,7 +87,10 @@ fn jwt_svids_get_default_resource_names() {
 
 #[test]
 fn durations_parse() {
-    assert_eq!(reader::parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(
+        reader::parse_duration("250ms"),
+        Some(Duration::from_millis(250))
+    );
     assert_eq!(reader::parse_duration("5m"), Some(Duration::from_secs(300)));
     assert_eq!(reader::parse_duration("5"), None);
     assert_eq!(reader::parse_duration("x5s"), None);

@@ -48,28 +48,45 @@ pub enum JwtError {
 /// business; Steeple only needs to know when to refresh).
 pub fn token_times(token: &str, now: SystemTime) -> Result<JwtTimes, JwtError> {
     let mut parts = token.split('.');
-    let (Some(_), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(JwtError::Malformed);
     };
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let bytes = engine
         .decode(payload.trim_end_matches('='))
         .map_err(|_| JwtError::Malformed)?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)?;
-    let at = |claim: &str| claims.get(claim).and_then(serde_json::Value::as_u64).map(|s| UNIX_EPOCH + Duration::from_secs(s));
+    let claims: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)?;
+    let at = |claim: &str| {
+        claims
+            .get(claim)
+            .and_then(serde_json::Value::as_u64)
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+    };
     let expires_at = at("exp").ok_or(JwtError::NoExpiry)?;
     if expires_at <= now {
         return Err(JwtError::Expired);
     }
     let issued_at = at("iat").filter(|t| *t <= now).unwrap_or(now);
-    Ok(JwtTimes { issued_at, expires_at })
+    Ok(JwtTimes {
+        issued_at,
+        expires_at,
+    })
 }
 
 /// When to fetch again: `REFRESH_AT` of the way through the token's life, at least 1 s on.
 pub fn refresh_delay(times: JwtTimes, now: SystemTime) -> Duration {
-    let life = times.expires_at.duration_since(times.issued_at).unwrap_or_default();
+    let life = times
+        .expires_at
+        .duration_since(times.issued_at)
+        .unwrap_or_default();
     let refresh_at = times.issued_at + life.mul_f64(REFRESH_AT);
-    refresh_at.duration_since(now).unwrap_or_default().max(Duration::from_secs(1))
+    refresh_at
+        .duration_since(now)
+        .unwrap_or_default()
+        .max(Duration::from_secs(1))
 }
 
 /// Keeps one audience's JWT-SVID in the store until `shutdown`.
@@ -158,8 +175,17 @@ mod tests {
     fn refuses_malformed_and_expired_tokens() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000);
         assert!(matches!(token_times("abc", now), Err(JwtError::Malformed)));
-        assert!(matches!(token_times("a.!!.c", now), Err(JwtError::Malformed)));
-        assert!(matches!(token_times(&token(r#"{"iat":1}"#), now), Err(JwtError::NoExpiry)));
-        assert!(matches!(token_times(&token(r#"{"exp":999}"#), now), Err(JwtError::Expired)));
+        assert!(matches!(
+            token_times("a.!!.c", now),
+            Err(JwtError::Malformed)
+        ));
+        assert!(matches!(
+            token_times(&token(r#"{"iat":1}"#), now),
+            Err(JwtError::NoExpiry)
+        ));
+        assert!(matches!(
+            token_times(&token(r#"{"exp":999}"#), now),
+            Err(JwtError::Expired)
+        ));
     }
 }

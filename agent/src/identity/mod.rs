@@ -60,9 +60,19 @@ pub fn spawn(
     tasks: &mut JoinSet<()>,
 ) {
     let client = SpiffeWorkloadApiClient::new(crate::uds::lazy_channel(socket));
-    tasks.spawn(x509::run(client.clone(), store.clone(), names, shutdown.clone()));
+    tasks.spawn(x509::run(
+        client.clone(),
+        store.clone(),
+        names,
+        shutdown.clone(),
+    ));
     for jwt in jwt_svids {
-        tasks.spawn(jwt::run(client.clone(), store.clone(), jwt.clone(), shutdown.clone()));
+        tasks.spawn(jwt::run(
+            client.clone(),
+            store.clone(),
+            jwt.clone(),
+            shutdown.clone(),
+        ));
     }
 }
 

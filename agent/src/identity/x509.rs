@@ -38,8 +38,14 @@ impl X509State {
     /// does not is logged and the last good value for it stays.
     pub fn apply(&mut self, response: X509svidResponse, now: SystemTime) {
         let mut bundles = BTreeMap::new();
-        let own = response.svids.iter().map(|s| (s.spiffe_id.as_str(), &s.bundle));
-        let federated = response.federated_bundles.iter().map(|(k, v)| (k.as_str(), v));
+        let own = response
+            .svids
+            .iter()
+            .map(|s| (s.spiffe_id.as_str(), &s.bundle));
+        let federated = response
+            .federated_bundles
+            .iter()
+            .map(|(k, v)| (k.as_str(), v));
         for (id, der) in own.chain(federated) {
             let Some(td) = trust_domain_of(id) else {
                 tracing::error!(id, "bundle keyed by an invalid trust domain; ignored");
@@ -47,7 +53,10 @@ impl X509State {
             };
             match split_der_certificates(der) {
                 Ok(roots) if !roots.is_empty() => {
-                    let bundle = TrustBundle { trust_domain: td.to_owned(), roots_der: roots };
+                    let bundle = TrustBundle {
+                        trust_domain: td.to_owned(),
+                        roots_der: roots,
+                    };
                     bundles.insert(td.to_owned(), bundle);
                 }
                 result => {
@@ -62,8 +71,17 @@ impl X509State {
         let mut svids = Vec::with_capacity(response.svids.len());
         for svid in &response.svids {
             let td = trust_domain_of(&svid.spiffe_id).unwrap_or_default();
-            let roots = bundles.get(td).map(|b| b.roots_der.as_slice()).unwrap_or_default();
-            match validate_svid(&svid.spiffe_id, &svid.x509_svid, &svid.x509_svid_key, roots, now) {
+            let roots = bundles
+                .get(td)
+                .map(|b| b.roots_der.as_slice())
+                .unwrap_or_default();
+            match validate_svid(
+                &svid.spiffe_id,
+                &svid.x509_svid,
+                &svid.x509_svid_key,
+                roots,
+                now,
+            ) {
                 Ok(cert) => svids.push(cert),
                 Err(e) => {
                     tracing::error!(spiffe_id = %svid.spiffe_id, error = %e, "X.509-SVID refused; keeping the last good one");
@@ -74,7 +92,9 @@ impl X509State {
             }
         }
         if svids.is_empty() && !self.svids.is_empty() {
-            tracing::warn!("Workload API update carried no usable X.509-SVID; keeping the last good ones");
+            tracing::warn!(
+                "Workload API update carried no usable X.509-SVID; keeping the last good ones"
+            );
             return;
         }
         self.own_trust_domain = svids
@@ -88,7 +108,12 @@ impl X509State {
     /// The store entries this state stands for at `now`: expired SVIDs are left out.
     pub fn entries(&self, names: &DefaultNames, now: SystemTime) -> Vec<(String, Secret)> {
         let mut out = Vec::new();
-        for (i, cert) in self.svids.iter().enumerate().filter(|(_, c)| c.not_after > now) {
+        for (i, cert) in self
+            .svids
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.not_after > now)
+        {
             if i == 0 {
                 out.push((names.svid.clone(), Secret::Certificate(cert.clone())));
             }
@@ -98,7 +123,10 @@ impl X509State {
             if self.own_trust_domain.as_deref() == Some(td.as_str()) {
                 out.push((names.bundle.clone(), Secret::TrustBundle(bundle.clone())));
             }
-            out.push((format!("spiffe://{td}"), Secret::TrustBundle(bundle.clone())));
+            out.push((
+                format!("spiffe://{td}"),
+                Secret::TrustBundle(bundle.clone()),
+            ));
         }
         if !self.bundles.is_empty() {
             let all = self.bundles.values().cloned().collect();
@@ -109,7 +137,11 @@ impl X509State {
 
     /// When the next served SVID expires, if any is still valid.
     pub fn next_expiry(&self, now: SystemTime) -> Option<SystemTime> {
-        self.svids.iter().map(|c| c.not_after).filter(|t| *t > now).min()
+        self.svids
+            .iter()
+            .map(|c| c.not_after)
+            .filter(|t| *t > now)
+            .min()
     }
 }
 

@@ -52,7 +52,14 @@ fn publishes_spire_names_and_ids() {
     let entries = state.entries(&names(), now);
     assert_eq!(
         names_of(&entries),
-        ["ALL", "ROOTCA", "default", "spiffe://example.org", "spiffe://example.org/web", "spiffe://partner.org"]
+        [
+            "ALL",
+            "ROOTCA",
+            "default",
+            "spiffe://example.org",
+            "spiffe://example.org/web",
+            "spiffe://partner.org"
+        ]
     );
     let all = entries.iter().find(|(n, _)| n == "ALL").unwrap();
     assert!(matches!(&all.1, Secret::BundleSet(b) if b.len() == 2));

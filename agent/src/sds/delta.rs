@@ -54,7 +54,9 @@ impl DeltaStream {
             self.subscribed.iter().collect()
         };
         for name in candidates {
-            let Some(entry) = snapshot.get(name) else { continue };
+            let Some(entry) = snapshot.get(name) else {
+                continue;
+            };
             let version = entry.version.to_string();
             if self.sent.get(name) != Some(&version) {
                 resources.push(Resource {

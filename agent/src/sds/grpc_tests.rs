@@ -31,10 +31,22 @@ async fn start() -> Harness {
     let service = SdsService::new(store.clone(), s, shutdown.clone());
     tokio::spawn(serve(listener, service, shutdown.clone()));
     let client = SecretDiscoveryServiceClient::new(crate::uds::lazy_channel(&socket));
-    Harness { store, client, socket, shutdown, _dir: dir }
+    Harness {
+        store,
+        client,
+        socket,
+        shutdown,
+        _dir: dir,
+    }
 }
 
-async fn open(client: &mut Client, name: &str) -> (tokio::sync::mpsc::Sender<DiscoveryRequest>, tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse>) {
+async fn open(
+    client: &mut Client,
+    name: &str,
+) -> (
+    tokio::sync::mpsc::Sender<DiscoveryRequest>,
+    tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(req(&[name], "")).await.unwrap();
     let stream = client
@@ -49,8 +61,13 @@ async fn open(client: &mut Client, name: &str) -> (tokio::sync::mpsc::Sender<Dis
 async fn a_stream_receives_a_secret_once_it_exists() {
     let mut h = start().await;
     let (_tx, mut stream) = open(&mut h.client, "later").await;
-    h.store.sync_source("t", vec![("later".into(), generic(b"v"))]);
-    let r = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap().unwrap();
+    h.store
+        .sync_source("t", vec![("later".into(), generic(b"v"))]);
+    let r = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(r.resources.len(), 1);
     h.shutdown.cancel();
 }
@@ -65,7 +82,13 @@ async fn an_oversized_request_fails_alone_and_others_keep_being_served() {
     let huge = "n".repeat(1024 * 1024);
     let (_tx, mut bad) = open(&mut h.client, &huge).await;
     let err = bad.message().await.unwrap_err();
-    assert!(matches!(err.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::InvalidArgument), "{err:?}");
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::InvalidArgument
+        ),
+        "{err:?}"
+    );
 
     // Raw garbage on a fresh connection must not disturb anything either.
     let mut raw = tokio::net::UnixStream::connect(&h.socket).await.unwrap();
@@ -73,9 +96,16 @@ async fn an_oversized_request_fails_alone_and_others_keep_being_served() {
     drop(raw);
 
     h.store.sync_source("t", vec![("a".into(), generic(b"w"))]);
-    let update = tokio::time::timeout(Duration::from_secs(5), healthy.message()).await.unwrap();
+    let update = tokio::time::timeout(Duration::from_secs(5), healthy.message())
+        .await
+        .unwrap();
     assert!(update.unwrap().is_some());
-    let fetched = h.client.fetch_secrets(req(&["a"], "")).await.unwrap().into_inner();
+    let fetched = h
+        .client
+        .fetch_secrets(req(&["a"], ""))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(fetched.resources.len(), 1);
     h.shutdown.cancel();
 }
@@ -83,7 +113,11 @@ async fn an_oversized_request_fails_alone_and_others_keep_being_served() {
 #[tokio::test]
 async fn fetch_of_an_unknown_name_is_not_found() {
     let mut h = start().await;
-    let err = h.client.fetch_secrets(req(&["missing"], "")).await.unwrap_err();
+    let err = h
+        .client
+        .fetch_secrets(req(&["missing"], ""))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     h.shutdown.cancel();
 }

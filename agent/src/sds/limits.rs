@@ -31,7 +31,10 @@ impl From<&SdsConfig> for SdsSettings {
 impl SdsSettings {
     /// Refuses a request whose names exceed the limits. The error gives counts and
     /// lengths, never the names themselves (they may be huge).
-    pub fn check_names<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Result<(), Status> {
+    pub fn check_names<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a String>,
+    ) -> Result<(), Status> {
         let mut count = 0usize;
         for name in names {
             count += 1;

@@ -40,7 +40,11 @@ pub struct SdsService {
 
 impl SdsService {
     /// A service answering from `store`; its streams end when `shutdown` is cancelled.
-    pub fn new(store: Arc<SecretStore>, settings: SdsSettings, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        store: Arc<SecretStore>,
+        settings: SdsSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             store,
             settings: Arc::new(settings),
@@ -61,7 +65,13 @@ impl SdsService {
     ) -> ReceiverStream<Result<P::Response, Status>> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let store = self.store.subscribe();
-        tokio::spawn(stream::run(protocol, inbound, tx, store, self.shutdown.clone()));
+        tokio::spawn(stream::run(
+            protocol,
+            inbound,
+            tx,
+            store,
+            self.shutdown.clone(),
+        ));
         ReceiverStream::new(rx)
     }
 }
@@ -76,7 +86,9 @@ impl SecretDiscoveryService for SdsService {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
         let protocol = SotwStream::new(self.settings.clone());
-        Ok(Response::new(self.spawn_stream(protocol, request.into_inner())))
+        Ok(Response::new(
+            self.spawn_stream(protocol, request.into_inner()),
+        ))
     }
 
     async fn delta_secrets(
@@ -84,7 +96,9 @@ impl SecretDiscoveryService for SdsService {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
         let protocol = DeltaStream::new(self.settings.clone());
-        Ok(Response::new(self.spawn_stream(protocol, request.into_inner())))
+        Ok(Response::new(
+            self.spawn_stream(protocol, request.into_inner()),
+        ))
     }
 
     async fn fetch_secrets(
@@ -104,7 +118,11 @@ impl SecretDiscoveryService for SdsService {
             names = snapshot.iter().map(|(n, _)| n.as_str()).collect();
             names.sort_unstable();
         }
-        let missing: Vec<&str> = names.iter().copied().filter(|n| snapshot.get(n).is_none()).collect();
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| snapshot.get(n).is_none())
+            .collect();
         if !missing.is_empty() {
             let shown: Vec<&str> = missing.iter().copied().take(5).collect();
             return Err(Status::not_found(format!(
@@ -133,7 +151,10 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        )
         .await
 }
 

@@ -16,7 +16,8 @@ use crate::store::{Certificate, Secret, TrustBundle};
 use crate::svid::{pem_encode, pem_encode_key};
 
 /// The type URL of every SDS resource.
-pub const SECRET_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub const SECRET_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 const SPIFFE_VALIDATOR: &str = "envoy.tls.cert_validator.spiffe";
 const SPIFFE_VALIDATOR_TYPE_URL: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig";
@@ -36,7 +37,9 @@ impl ClientCaps {
     /// by the node's `disable_spiffe_cert_validation` metadata.
     pub fn from_node(node: Option<&Node>, disabled_globally: bool) -> Self {
         let Some(node) = node else {
-            return Self { spiffe_validator: false };
+            return Self {
+                spiffe_validator: false,
+            };
         };
         let recent_envoy = match &node.user_agent_version_type {
             Some(UserAgentVersionType::UserAgentBuildVersion(build)) => {
@@ -64,10 +67,13 @@ pub fn encode(name: &str, secret: &Secret, caps: ClientCaps) -> Any {
         Secret::TrustBundle(bundle) => validation_context(std::slice::from_ref(bundle), caps),
         Secret::BundleSet(bundles) => validation_context(bundles, caps),
         Secret::Generic(bytes) => {
-            let mut secret = envoy_secret(name, Type::GenericSecret(GenericSecret {
-                secret: Some(inline(bytes.expose().to_vec())),
-                ..Default::default()
-            }));
+            let mut secret = envoy_secret(
+                name,
+                Type::GenericSecret(GenericSecret {
+                    secret: Some(inline(bytes.expose().to_vec())),
+                    ..Default::default()
+                }),
+            );
             let any = to_any(&secret);
             scrub(&mut secret);
             return any;
@@ -79,11 +85,14 @@ pub fn encode(name: &str, secret: &Secret, caps: ClientCaps) -> Any {
 fn encode_certificate(name: &str, cert: &Certificate) -> Any {
     let chain: Vec<&[u8]> = cert.chain_der.iter().map(Vec::as_slice).collect();
     let key_pem = pem_encode_key(&cert.key_pkcs8);
-    let mut secret = envoy_secret(name, Type::TlsCertificate(TlsCertificate {
-        certificate_chain: Some(inline(pem_encode("CERTIFICATE", &chain))),
-        private_key: Some(inline(key_pem.expose().to_vec())),
-        ..Default::default()
-    }));
+    let mut secret = envoy_secret(
+        name,
+        Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(inline(pem_encode("CERTIFICATE", &chain))),
+            private_key: Some(inline(key_pem.expose().to_vec())),
+            ..Default::default()
+        }),
+    );
     let any = to_any(&secret);
     scrub(&mut secret);
     any

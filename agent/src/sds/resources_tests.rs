@@ -41,7 +41,9 @@ fn spiffe_validator_follows_spire_rules() {
     opted_out.metadata = Some(Struct {
         fields: [(
             "disable_spiffe_cert_validation".to_owned(),
-            Value { kind: Some(Kind::BoolValue(true)) },
+            Value {
+                kind: Some(Kind::BoolValue(true)),
+            },
         )]
         .into(),
     });
@@ -51,18 +53,47 @@ fn spiffe_validator_follows_spire_rules() {
 #[test]
 fn bundle_set_becomes_a_spiffe_validator_or_concatenated_roots() {
     let set = Secret::BundleSet(vec![bundle("a.org"), bundle("b.org")]);
-    let spiffe = decode(&encode("ALL", &set, ClientCaps { spiffe_validator: true }));
-    let Some(Type::ValidationContext(vc)) = spiffe.r#type else { panic!("not a validation context") };
+    let spiffe = decode(&encode(
+        "ALL",
+        &set,
+        ClientCaps {
+            spiffe_validator: true,
+        },
+    ));
+    let Some(Type::ValidationContext(vc)) = spiffe.r#type else {
+        panic!("not a validation context")
+    };
     let custom = vc.custom_validator_config.unwrap();
     assert_eq!(custom.name, "envoy.tls.cert_validator.spiffe");
-    let config = SpiffeCertValidatorConfig::decode(custom.typed_config.unwrap().value.as_slice()).unwrap();
-    let names: Vec<_> = config.trust_domains.iter().map(|t| t.name.as_str()).collect();
+    let config =
+        SpiffeCertValidatorConfig::decode(custom.typed_config.unwrap().value.as_slice()).unwrap();
+    let names: Vec<_> = config
+        .trust_domains
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
     assert_eq!(names, ["a.org", "b.org"]);
 
-    let plain = decode(&encode("ALL", &set, ClientCaps { spiffe_validator: false }));
-    let Some(Type::ValidationContext(vc)) = plain.r#type else { panic!("not a validation context") };
-    let Some(Specifier::InlineBytes(pem)) = vc.trusted_ca.unwrap().specifier else { panic!() };
-    assert_eq!(String::from_utf8(pem).unwrap().matches("BEGIN CERTIFICATE").count(), 2);
+    let plain = decode(&encode(
+        "ALL",
+        &set,
+        ClientCaps {
+            spiffe_validator: false,
+        },
+    ));
+    let Some(Type::ValidationContext(vc)) = plain.r#type else {
+        panic!("not a validation context")
+    };
+    let Some(Specifier::InlineBytes(pem)) = vc.trusted_ca.unwrap().specifier else {
+        panic!()
+    };
+    assert_eq!(
+        String::from_utf8(pem)
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -75,18 +106,38 @@ fn certificate_carries_pem_chain_and_pkcs8_key() {
         key_pkcs8: SecretBytes::new(leaf.key_pkcs8),
         not_after: std::time::SystemTime::now(),
     });
-    let secret = decode(&encode("default", &cert, ClientCaps { spiffe_validator: true }));
+    let secret = decode(&encode(
+        "default",
+        &cert,
+        ClientCaps {
+            spiffe_validator: true,
+        },
+    ));
     assert_eq!(secret.name, "default");
-    let Some(Type::TlsCertificate(tls)) = secret.r#type else { panic!("not a certificate") };
-    let Some(Specifier::InlineBytes(key)) = tls.private_key.unwrap().specifier else { panic!() };
+    let Some(Type::TlsCertificate(tls)) = secret.r#type else {
+        panic!("not a certificate")
+    };
+    let Some(Specifier::InlineBytes(key)) = tls.private_key.unwrap().specifier else {
+        panic!()
+    };
     assert!(key.starts_with(b"-----BEGIN PRIVATE KEY-----"));
 }
 
 #[test]
 fn generic_secret_carries_the_bytes() {
     let token = Secret::Generic(SecretBytes::copy_from(b"eyJ.token.sig"));
-    let secret = decode(&encode("jwt", &token, ClientCaps { spiffe_validator: true }));
-    let Some(Type::GenericSecret(g)) = secret.r#type else { panic!("not generic") };
-    let Some(Specifier::InlineBytes(bytes)) = g.secret.unwrap().specifier else { panic!() };
+    let secret = decode(&encode(
+        "jwt",
+        &token,
+        ClientCaps {
+            spiffe_validator: true,
+        },
+    ));
+    let Some(Type::GenericSecret(g)) = secret.r#type else {
+        panic!("not generic")
+    };
+    let Some(Specifier::InlineBytes(bytes)) = g.secret.unwrap().specifier else {
+        panic!()
+    };
     assert_eq!(bytes, b"eyJ.token.sig");
 }

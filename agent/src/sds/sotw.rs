@@ -46,7 +46,10 @@ impl SotwStream {
 
     fn current(&self, snapshot: &Snapshot) -> BTreeMap<String, u64> {
         match &self.watch {
-            Watch::All => snapshot.iter().map(|(n, e)| (n.clone(), e.version)).collect(),
+            Watch::All => snapshot
+                .iter()
+                .map(|(n, e)| (n.clone(), e.version))
+                .collect(),
             Watch::Names(names) => names
                 .iter()
                 .filter_map(|n| snapshot.get(n).map(|e| (n.clone(), e.version)))

@@ -1,8 +1,6 @@
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use steeple_plugin_api::SecretBytes;
 
@@ -37,12 +35,20 @@ fn req(names: &[&str], nonce: &str) -> DiscoveryRequest {
 fn sotw_waits_for_an_unknown_name_then_sends_it_once() {
     let store = SecretStore::new();
     let mut s = SotwStream::new(settings());
-    assert!(s.on_request(req(&["a"], ""), &store.snapshot()).unwrap().is_none());
+    assert!(
+        s.on_request(req(&["a"], ""), &store.snapshot())
+            .unwrap()
+            .is_none()
+    );
     store.sync_source("t", vec![("a".into(), generic(b"1"))]);
     let r = s.on_snapshot(&store.snapshot()).unwrap();
     assert_eq!(r.resources.len(), 1);
     // ACK: nothing new.
-    assert!(s.on_request(req(&["a"], &r.nonce), &store.snapshot()).unwrap().is_none());
+    assert!(
+        s.on_request(req(&["a"], &r.nonce), &store.snapshot())
+            .unwrap()
+            .is_none()
+    );
     // Another producer's unrelated change is not a re-push.
     store.sync_source("u", vec![("b".into(), generic(b"2"))]);
     assert!(s.on_snapshot(&store.snapshot()).is_none());
@@ -55,11 +61,22 @@ fn sotw_nack_and_stale_nonce_cause_no_resend_but_next_update_goes_out() {
     let store = SecretStore::new();
     store.sync_source("t", vec![("a".into(), generic(b"1"))]);
     let mut s = SotwStream::new(settings());
-    let first = s.on_request(req(&["a"], ""), &store.snapshot()).unwrap().unwrap();
+    let first = s
+        .on_request(req(&["a"], ""), &store.snapshot())
+        .unwrap()
+        .unwrap();
     let mut nack = req(&["a"], &first.nonce);
-    nack.error_detail = Some(RpcStatus { code: 3, message: "bad cert".into(), details: vec![] });
+    nack.error_detail = Some(RpcStatus {
+        code: 3,
+        message: "bad cert".into(),
+        details: vec![],
+    });
     assert!(s.on_request(nack, &store.snapshot()).unwrap().is_none());
-    assert!(s.on_request(req(&["a", "b"], "999"), &store.snapshot()).unwrap().is_none());
+    assert!(
+        s.on_request(req(&["a", "b"], "999"), &store.snapshot())
+            .unwrap()
+            .is_none()
+    );
     store.sync_source("t", vec![("a".into(), generic(b"2"))]);
     let next = s.on_snapshot(&store.snapshot()).unwrap();
     assert_ne!(next.nonce, first.nonce);
@@ -82,7 +99,10 @@ fn oversized_and_foreign_requests_are_refused() {
 #[test]
 fn delta_sends_changes_only_and_removes_what_went_away() {
     let store = SecretStore::new();
-    store.sync_source("t", vec![("a".into(), generic(b"1")), ("b".into(), generic(b"2"))]);
+    store.sync_source(
+        "t",
+        vec![("a".into(), generic(b"1")), ("b".into(), generic(b"2"))],
+    );
     let mut d = DeltaStream::new(settings());
     let first = DeltaDiscoveryRequest {
         resource_names_subscribe: vec!["a".into(), "b".into()],

@@ -66,7 +66,10 @@ mod tests {
 
     #[test]
     fn equality_is_by_content() {
-        assert_eq!(SecretBytes::copy_from(b"a"), SecretBytes::new(b"a".to_vec()));
+        assert_eq!(
+            SecretBytes::copy_from(b"a"),
+            SecretBytes::new(b"a".to_vec())
+        );
         assert_ne!(SecretBytes::copy_from(b"a"), SecretBytes::copy_from(b"b"));
     }
 }

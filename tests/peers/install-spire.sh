@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Builds spire-server and spire-agent (SPIRE_VERSION, default 1.15.3) into
+# $STEEPLE_PEERS_CACHE/spire-<version>/bin, once per version. Needs Go >= 1.26.6 and a C
+# compiler (SPIRE's sqlite3 datastore uses cgo). Takes ~10 minutes on 2 cores the first time.
+#
+# Why not `go install github.com/spiffe/spire/cmd/spire-server@v1.15.3`: the module proxy
+# answers 403 on SPIRE's @v/list here, and one of its dependencies,
+# github.com/Keyfactor/ejbca-go-client-sdk@v1.1.0, is 403 too. So we build from a throwaway
+# module that requires SPIRE at the tag and pins that dependency to v1.0.2 (which the proxy
+# serves). Only SPIRE's EJBCA UpstreamAuthority plugin imports it, and our tests never
+# configure that plugin.
+set -euo pipefail
+
+SPIRE_VERSION="${SPIRE_VERSION:-1.15.3}"
+CACHE="${STEEPLE_PEERS_CACHE:-$HOME/.cache/steeple-peers}"
+DEST="$CACHE/spire-$SPIRE_VERSION"
+BIN="$DEST/bin"
+
+have_binaries() {
+    [[ -x "$BIN/spire-server" && -x "$BIN/spire-agent" ]]
+}
+
+if have_binaries; then
+    echo "spire $SPIRE_VERSION: cached in $BIN" >&2
+    exit 0
+fi
+
+command -v go >/dev/null || { echo "install-spire: 'go' not found (need Go >= 1.26.6)" >&2; exit 1; }
+mkdir -p "$DEST"
+
+# One build per cache dir at a time; a second caller waits, then finds the binaries.
+exec 9>"$DEST/.build.lock"
+if command -v flock >/dev/null; then
+    flock 9
+fi
+if have_binaries; then
+    echo "spire $SPIRE_VERSION: cached in $BIN" >&2
+    exit 0
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/steeple-spirebuild.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+cat >"$WORK/go.mod" <<GOMOD
+module steeple.local/spirebuild
+
+go 1.26.6
+
+require github.com/spiffe/spire v$SPIRE_VERSION
+
+// v1.1.0 is 403 on the module proxy; only the (unused) EJBCA UpstreamAuthority plugin
+// imports this module, and v1.0.2 builds.
+replace github.com/Keyfactor/ejbca-go-client-sdk => github.com/Keyfactor/ejbca-go-client-sdk v1.0.2
+GOMOD
+
+cat >"$WORK/tools.go" <<'GOSRC'
+//go:build tools
+
+package tools
+
+import (
+	_ "github.com/spiffe/spire/cmd/spire-agent"
+	_ "github.com/spiffe/spire/cmd/spire-server"
+)
+GOSRC
+
+echo "spire $SPIRE_VERSION: building into $BIN (this takes a while)" >&2
+# Install into a staging dir and move into place last, so an interrupted build never
+# leaves binaries that the cache check above would accept.
+STAGE="$WORK/bin"
+(
+    cd "$WORK"
+    go mod tidy
+    GOBIN="$STAGE" go install \
+        github.com/spiffe/spire/cmd/spire-server \
+        github.com/spiffe/spire/cmd/spire-agent
+)
+mkdir -p "$BIN"
+mv -f "$STAGE/spire-server" "$STAGE/spire-agent" "$BIN/"
+"$BIN/spire-server" --version >&2 || true
+echo "spire $SPIRE_VERSION: installed in $BIN" >&2

@@ -1,0 +1,159 @@
+//! The Steeple binary under test, as a child process: `steeple run` against a Workload API
+//! socket, or `steeple dev` with its embedded trust domain.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::process::ChildProcess;
+
+/// A running Steeple; stopped (SIGTERM, then SIGKILL) on drop.
+#[derive(Debug)]
+pub struct SteepleProcess {
+    process: ChildProcess,
+    dir: PathBuf,
+    sds_socket: PathBuf,
+}
+
+/// The `steeple` binary: `STEEPLE_BIN`, or the workspace's debug build, built once per
+/// test process so a suite never runs a stale binary.
+pub fn steeple_bin() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    if let Some(bin) = std::env::var_os("STEEPLE_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    BUILT
+        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn build() -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "steeple", "--bin", "steeple"])
+        .current_dir(root)
+        .status()
+        .context("running cargo build -p steeple")?;
+    anyhow::ensure!(status.success(), "cargo build -p steeple failed: {status}");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("debug").join("steeple"))
+}
+
+impl SteepleProcess {
+    /// `steeple run` against the Workload API at `workload_socket`, its SDS socket in
+    /// `dir`, debug logging (so the canary checks see as much as possible), plus
+    /// `extra_toml` appended to the generated config.
+    pub fn run(dir: &Path, workload_socket: &Path, extra_toml: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let sds_socket = dir.join("sds.sock");
+        let config = format!(
+            "[workload_api]\nsocket = \"{}\"\n[sds]\nsocket = \"{}\"\n[log]\nlevel = \"debug\"\n{extra_toml}",
+            workload_socket.display(),
+            sds_socket.display()
+        );
+        let config_path = dir.join("steeple.toml");
+        std::fs::write(&config_path, config)?;
+        let mut command = Command::new(steeple_bin()?);
+        command.arg("run").arg("--config").arg(&config_path);
+        Self::spawn(command, dir, sds_socket)
+    }
+
+    /// `steeple dev` with trust domain `trust_domain`, workload `workload_id` and
+    /// X.509-SVIDs living `x509_ttl` (e.g. `"6s"`), sockets in `dir`.
+    pub fn dev(
+        dir: &Path,
+        trust_domain: &str,
+        workload_id: &str,
+        x509_ttl: &str,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let config = format!(
+            "[log]\nlevel = \"debug\"\n[dev]\ntrust_domain = \"{trust_domain}\"\nworkload_id = \"{workload_id}\"\nx509_svid_ttl = \"{x509_ttl}\"\n"
+        );
+        let config_path = dir.join("steeple.toml");
+        std::fs::write(&config_path, config)?;
+        let mut command = Command::new(steeple_bin()?);
+        command
+            .arg("dev")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--dir")
+            .arg(dir);
+        let sds_socket = dir.join("sds.sock");
+        Self::spawn(command, dir, sds_socket)
+    }
+
+    fn spawn(command: Command, dir: &Path, sds_socket: PathBuf) -> anyhow::Result<Self> {
+        let process = ChildProcess::spawn("steeple", command, &dir.join("logs"))?;
+        let mut steeple = Self {
+            process,
+            dir: dir.to_owned(),
+            sds_socket,
+        };
+        steeple.wait_for_socket(Duration::from_secs(30))?;
+        Ok(steeple)
+    }
+
+    fn wait_for_socket(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.sds_socket.exists() {
+            if !self.process.is_running() {
+                anyhow::bail!("steeple exited at start:\n{}", self.logs());
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "no SDS socket after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// The SDS socket.
+    pub fn sds_socket(&self) -> &Path {
+        &self.sds_socket
+    }
+
+    /// Everything Steeple printed so far (stdout and stderr).
+    pub fn logs(&self) -> String {
+        self.process.logs()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// Resident set size, KiB, from `/proc/<pid>/status`.
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS in /proc/<pid>/status")
+    }
+
+    /// The Envoy bootstrap `steeple dev` printed on stdout (its `#` lines left out).
+    pub fn printed_bootstrap(&self) -> anyhow::Result<String> {
+        let (stdout, _) = self.process.log_paths();
+        let text = std::fs::read_to_string(stdout)?;
+        let yaml: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        anyhow::ensure!(!yaml.is_empty(), "steeple dev printed no bootstrap");
+        Ok(yaml.join("\n"))
+    }
+
+    /// The directory holding its config, sockets and logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
