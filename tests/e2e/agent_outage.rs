@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use steeple_e2e::bootstrap::{TlsNames, mtls_client, mtls_server};
+use steeple_e2e::bootstrap::{TlsNames, mtls_client};
 use steeple_e2e::{Suite, http_get, sds_client};
 
 const SERVER: &str = "spiffe://example.org/server";
@@ -16,33 +16,13 @@ async fn steeple_serves_through_a_spire_agent_outage_and_recovers() -> anyhow::R
     let mut suite = Suite::with_spire("1h", &[SERVER, CLIENT])?;
     let sds = suite.steeple.sds_socket().to_owned();
     sds_client::wait_for(&sds, &[SERVER, CLIENT, "ROOTCA"], Duration::from_secs(60)).await?;
-    let server_port = suite.port()?;
-    let server_names = TlsNames {
-        certificate: SERVER,
-        validation: Some("ROOTCA"),
-        peer_id: CLIENT,
-    };
-    let _server = suite.envoy(&mtls_server(
-        suite.port()?,
-        server_port,
-        &sds,
-        &server_names,
-        "ok",
-    ))?;
-    let client_port = suite.port()?;
+    let pair = suite.mtls_pair(SERVER, CLIENT, "ok").await?;
+    let (server_port, client_port) = (pair.server_port, pair.client_port);
     let client_names = TlsNames {
         certificate: CLIENT,
         validation: Some("ROOTCA"),
         peer_id: SERVER,
     };
-    let _client = suite.envoy(&mtls_client(
-        suite.port()?,
-        client_port,
-        server_port,
-        &sds,
-        &client_names,
-    ))?;
-    suite.eventually_ok(client_port).await?;
 
     suite.spire.stop_agent()?;
     let stopped = Instant::now();

@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use steeple_e2e::bootstrap::{TlsNames, mtls_client, mtls_server};
 use steeple_e2e::{Suite, http_get, sds_client};
 
 const SERVER: &str = "spiffe://example.org/server";
@@ -14,35 +13,14 @@ const CLIENT: &str = "spiffe://example.org/client";
 async fn envoy_follows_svid_rotation_without_failed_requests() -> anyhow::Result<()> {
     // 20 s SVIDs: SPIRE agent rotates at half life, so about every 10 s.
     let suite = Suite::with_spire("20s", &[SERVER, CLIENT])?;
-    let sds = suite.steeple.sds_socket();
-    sds_client::wait_for(sds, &[SERVER, CLIENT, "ROOTCA"], Duration::from_secs(60)).await?;
-    let server_port = suite.port()?;
-    let server_names = TlsNames {
-        certificate: SERVER,
-        validation: Some("ROOTCA"),
-        peer_id: CLIENT,
-    };
-    let _server = suite.envoy(&mtls_server(
-        suite.port()?,
-        server_port,
-        sds,
-        &server_names,
-        "ok",
-    ))?;
-    let client_port = suite.port()?;
-    let client_names = TlsNames {
-        certificate: CLIENT,
-        validation: Some("ROOTCA"),
-        peer_id: SERVER,
-    };
-    let mut client = suite.envoy(&mtls_client(
-        suite.port()?,
-        client_port,
-        server_port,
-        sds,
-        &client_names,
-    ))?;
-    suite.eventually_ok(client_port).await?;
+    sds_client::wait_for(
+        suite.steeple.sds_socket(),
+        &[SERVER, CLIENT, "ROOTCA"],
+        Duration::from_secs(60),
+    )
+    .await?;
+    let mut pair = suite.mtls_pair(SERVER, CLIENT, "ok").await?;
+    let client_port = pair.client_port;
 
     let mut serials = BTreeSet::new();
     let mut requests = 0;
@@ -51,7 +29,7 @@ async fn envoy_follows_svid_rotation_without_failed_requests() -> anyhow::Result
         let (status, _) = http_get(client_port, "/").await?;
         assert_eq!(status, 200, "request {requests} failed during rotation");
         requests += 1;
-        serials.extend(client.certificate_serials(CLIENT).await?);
+        serials.extend(pair.client.certificate_serials(CLIENT).await?);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(
@@ -59,7 +37,7 @@ async fn envoy_follows_svid_rotation_without_failed_requests() -> anyhow::Result
         "Envoy saw {} client certificate(s) in 35 s; expected at least two rotations",
         serials.len()
     );
-    client.ensure_running()?;
+    pair.client.ensure_running()?;
     assert!(requests > 50);
     Ok(())
 }

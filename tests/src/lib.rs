@@ -5,6 +5,7 @@
 //! `Envoy::start`) block briefly and are meant to be called from the test body itself;
 //! HTTP and polling helpers are async (tokio).
 
+pub mod bench_support;
 pub mod bootstrap;
 pub mod envoy;
 pub mod http;

@@ -122,6 +122,11 @@ impl Spire {
         &self.agent_socket
     }
 
+    /// The running agent's process id (`None` while it is stopped).
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(ChildProcess::id)
+    }
+
     /// The server's admin API socket (what `spire-server` CLI commands use).
     pub fn server_socket(&self) -> &Path {
         &self.server_socket

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use crate::bootstrap::{TlsNames, mtls_client, mtls_server};
 use crate::envoy::Envoy;
 use crate::http;
 use crate::process::{self, current_uid, free_port};
@@ -119,4 +120,64 @@ pub async fn eventually_status(port: u16, status: u16) -> anyhow::Result<(u16, S
         },
     )
     .await
+}
+
+/// Two Envoys doing mTLS with Steeple's SDS: plaintext in on `client_port`, over mTLS to
+/// the server, which answers 200 with its body.
+#[derive(Debug)]
+pub struct MtlsPair {
+    /// The terminating side.
+    pub server: Envoy,
+    /// The originating side.
+    pub client: Envoy,
+    /// The server's mTLS listener.
+    pub server_port: u16,
+    /// The client's plaintext listener.
+    pub client_port: u16,
+}
+
+impl Suite {
+    /// Starts an mTLS server Envoy using `server_id`'s SVID and a client Envoy using
+    /// `client_id`'s, each accepting only the other and validating with `ROOTCA`, and
+    /// waits until a request goes through.
+    pub async fn mtls_pair(
+        &self,
+        server_id: &str,
+        client_id: &str,
+        body: &str,
+    ) -> anyhow::Result<MtlsPair> {
+        let sds = self.steeple.sds_socket();
+        let (server_port, client_port) = (self.port()?, self.port()?);
+        let server_names = TlsNames {
+            certificate: server_id,
+            validation: Some("ROOTCA"),
+            peer_id: client_id,
+        };
+        let server = self.envoy(&mtls_server(
+            self.port()?,
+            server_port,
+            sds,
+            &server_names,
+            body,
+        ))?;
+        let client_names = TlsNames {
+            certificate: client_id,
+            validation: Some("ROOTCA"),
+            peer_id: server_id,
+        };
+        let client = self.envoy(&mtls_client(
+            self.port()?,
+            client_port,
+            server_port,
+            sds,
+            &client_names,
+        ))?;
+        self.eventually_ok(client_port).await?;
+        Ok(MtlsPair {
+            server,
+            client,
+            server_port,
+            client_port,
+        })
+    }
 }

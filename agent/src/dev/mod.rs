@@ -15,26 +15,46 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use ca::{DevCa, IssuedSvid};
+use ca::DevCa;
 use jwt::JwtSigner;
-use server::DevService;
+use server::{DevService, SvidSet};
+
+/// Shortest SVID lifetime accepted: below it rotation would spin.
+const MIN_TTL: Duration = Duration::from_secs(1);
+/// Longest SVID lifetime accepted; a leaf never outlives the dev CA anyway.
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest SPIFFE ID the SPIFFE ID spec allows, in bytes.
+const MAX_ID_LEN: usize = 2048;
 
 /// Why the dev trust domain could not start or issue.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DevError {
-    /// A configured SPIFFE ID or trust domain is not a valid URI.
-    #[error("not a valid SPIFFE ID: {0}")]
+    /// A configured SPIFFE ID is malformed or outside the configured trust domain.
+    #[error("{0}: not a SPIFFE ID in the dev trust domain")]
     InvalidId(String),
-    /// Key generation or certificate signing failed.
-    #[error("certificate generation failed: {0}")]
-    Crypto(rcgen::Error),
-    /// JWT key generation or signing failed.
-    #[error("JWT signing failed")]
+    /// A setting other than a SPIFFE ID is unusable (bad trust domain name, no workload
+    /// IDs, a lifetime out of range).
+    #[error("dev.{field}: {reason}")]
+    InvalidConfig {
+        /// The `DevConfig` field at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Key generation or certificate signing for the CA or an X.509-SVID failed.
+    #[error("dev certificate generation failed: {0}")]
+    Crypto(#[from] rcgen::Error),
+    /// Generating the JWT signing key or signing a JWT-SVID failed.
+    #[error("dev JWT-SVID signing failed")]
     Signing,
-    /// A token given to ValidateJWTSVID did not validate.
+    /// A token given to ValidateJWTSVID is malformed, not signed by the dev key, expired
+    /// or for another audience.
     #[error("invalid JWT-SVID: {0}")]
     InvalidToken(String),
+    /// The system clock is so far off that certificate validity cannot be computed.
+    #[error("system clock out of range for certificate validity")]
+    Clock,
     /// The Workload API socket could not be bound.
     #[error("dev Workload API socket: {0}")]
     Bind(#[from] crate::uds::BindError),
@@ -45,12 +65,12 @@ pub enum DevError {
 pub struct DevConfig {
     /// Trust domain name, without scheme. Default `steeple.dev`.
     pub trust_domain: String,
-    /// SPIFFE IDs issued to every caller; the first is the default.
-    /// Default `["spiffe://steeple.dev/workload"]`.
+    /// SPIFFE IDs issued to every caller, all in `trust_domain`; the first is the
+    /// default. Default `["spiffe://steeple.dev/workload"]`.
     pub workload_ids: Vec<String>,
-    /// X.509-SVID lifetime; each is reissued at half of it. Default 60 s.
+    /// X.509-SVID lifetime (1 s to 24 h); each is reissued at half of it. Default 60 s.
     pub x509_svid_ttl: Duration,
-    /// JWT-SVID lifetime. Default 5 min.
+    /// JWT-SVID lifetime (1 s to 24 h). Default 300 s.
     pub jwt_svid_ttl: Duration,
 }
 
@@ -65,36 +85,33 @@ impl Default for DevConfig {
     }
 }
 
-/// A running dev Workload API.
+/// A running dev Workload API. It serves until the `shutdown` token given to
+/// [`DevWorkloadApi::start`] is cancelled; dropping this handle does not stop it.
 #[derive(Debug)]
 pub struct DevWorkloadApi {
     ca_der: Vec<u8>,
 }
 
-fn issue_all(ca: &DevCa, config: &DevConfig) -> Result<Vec<IssuedSvid>, DevError> {
-    config
-        .workload_ids
-        .iter()
-        .map(|id| ca.issue(id, config.x509_svid_ttl))
-        .collect()
-}
-
 impl DevWorkloadApi {
-    /// Creates the CA and first SVIDs, binds `socket` (owner-only) and serves until
-    /// `shutdown`; SVIDs are reissued at half their lifetime.
+    /// Creates the CA and first SVIDs, binds `socket` (mode 0600, replacing a stale
+    /// socket) and serves the Workload API on it until `shutdown` is cancelled. The
+    /// X.509-SVIDs are reissued at half their lifetime and pushed to every open stream.
     pub async fn start(
         config: DevConfig,
         socket: &Path,
         shutdown: CancellationToken,
     ) -> Result<Self, DevError> {
+        check_config(&config)?;
         let ca = DevCa::new(&config.trust_domain)?;
-        let (tx, rx) = watch::channel(Arc::new(issue_all(&ca, &config)?));
+        let (tx, rx) = watch::channel(issue_all(&ca, &config)?);
         let service = DevService {
             trust_domain_id: format!("spiffe://{}", config.trust_domain),
-            ca_der: ca.cert_der().to_vec(),
+            ca_der: Arc::from(ca.cert_der()),
+            workload_ids: Arc::from(config.workload_ids.as_slice()),
             svids: rx,
             signer: Arc::new(JwtSigner::new()?),
             jwt_ttl: config.jwt_svid_ttl,
+            shutdown: shutdown.clone(),
         };
         let listener = crate::uds::bind_socket(socket, 0o600)?;
         let ca_der = ca.cert_der().to_vec();
@@ -105,27 +122,43 @@ impl DevWorkloadApi {
                 UnixListenerStream::new(listener),
                 shutdown.cancelled_owned(),
             );
+        let socket = socket.display().to_string();
         tokio::spawn(async move {
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "dev Workload API stopped");
+            match server.await {
+                Ok(()) => tracing::debug!(%socket, "dev Workload API stopped"),
+                Err(e) => tracing::error!(%socket, error = %e, "dev Workload API failed"),
             }
         });
         Ok(Self { ca_der })
     }
 
-    /// The dev CA certificate, DER.
-    pub fn ca_der(&self) -> &[u8] {
-        &self.ca_der
+    /// The CA certificate (DER) of the dev trust domain: the X.509 bundle every SVID
+    /// chains to.
+    pub fn ca_der(&self) -> Vec<u8> {
+        self.ca_der.clone()
     }
 }
 
+fn issue_all(ca: &DevCa, config: &DevConfig) -> Result<SvidSet, DevError> {
+    let svids = config
+        .workload_ids
+        .iter()
+        .map(|id| ca.issue(id, config.x509_svid_ttl))
+        .collect::<Result<_, _>>()?;
+    Ok(Arc::new(svids))
+}
+
+/// Reissues every X.509-SVID at half its lifetime until `shutdown`; a failed issuance is
+/// retried with backoff, well before the current SVIDs expire.
 async fn rotate(
     ca: DevCa,
     config: DevConfig,
-    tx: watch::Sender<Arc<Vec<IssuedSvid>>>,
+    tx: watch::Sender<SvidSet>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = config.x509_svid_ttl / 2;
+    let half_life = config.x509_svid_ttl / 2;
+    let mut delay = half_life;
+    let mut failures: u32 = 0;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -133,16 +166,83 @@ async fn rotate(
         }
         match issue_all(&ca, &config) {
             Ok(svids) => {
-                tx.send_replace(Arc::new(svids));
-                tracing::debug!("dev trust domain rotated its X.509-SVIDs");
-                delay = config.x509_svid_ttl / 2;
+                tx.send_replace(svids);
+                tracing::debug!("dev trust domain reissued its X.509-SVIDs");
+                failures = 0;
+                delay = half_life;
             }
             Err(e) => {
-                tracing::error!(error = %e, "dev trust domain could not reissue SVIDs; retrying");
-                delay = Duration::from_secs(1);
+                failures = failures.saturating_add(1);
+                if failures == 1 {
+                    tracing::warn!(error = %e, "dev trust domain could not reissue SVIDs; retrying");
+                } else {
+                    tracing::debug!(error = %e, failures, "dev SVID reissue still failing");
+                }
+                let backoff = Duration::from_millis(100 << failures.min(6));
+                let jitter = Duration::from_millis(rand::random_range(0..100));
+                delay = (backoff + jitter).min(half_life);
             }
         }
     }
+}
+
+/// Refuses settings that would make bad certificates or a spinning rotation.
+fn check_config(config: &DevConfig) -> Result<(), DevError> {
+    let td = &config.trust_domain;
+    let td_ok = !td.is_empty()
+        && td.len() <= 255
+        && td
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+    if !td_ok {
+        return Err(DevError::InvalidConfig {
+            field: "trust_domain",
+            reason: format!("{td:?} is not a trust domain name (a-z, 0-9, '.', '-', '_')"),
+        });
+    }
+    if config.workload_ids.is_empty() {
+        return Err(DevError::InvalidConfig {
+            field: "workload_ids",
+            reason: "at least one SPIFFE ID is needed".to_owned(),
+        });
+    }
+    for id in &config.workload_ids {
+        if !is_workload_id(td, id) {
+            return Err(DevError::InvalidId(id.clone()));
+        }
+    }
+    check_ttl("x509_svid_ttl", config.x509_svid_ttl)?;
+    check_ttl("jwt_svid_ttl", config.jwt_svid_ttl)
+}
+
+/// `spiffe://<td>/<path>` with a non-empty path of spec-conformant segments.
+fn is_workload_id(td: &str, id: &str) -> bool {
+    let Some(path) = id
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.strip_prefix(td))
+        .and_then(|rest| rest.strip_prefix('/'))
+    else {
+        return false;
+    };
+    id.len() <= MAX_ID_LEN
+        && path.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        })
+}
+
+fn check_ttl(field: &'static str, ttl: Duration) -> Result<(), DevError> {
+    if (MIN_TTL..=MAX_TTL).contains(&ttl) {
+        return Ok(());
+    }
+    Err(DevError::InvalidConfig {
+        field,
+        reason: format!("{ttl:?} is outside {MIN_TTL:?}..={MAX_TTL:?}"),
+    })
 }
 
 #[cfg(test)]

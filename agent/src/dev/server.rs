@@ -15,28 +15,46 @@ use steeple_proto::workload::{
 };
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::DevError;
 use super::ca::IssuedSvid;
 use super::jwt::JwtSigner;
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// What the dev Workload API hands out; the SVIDs are replaced on rotation.
-#[derive(Debug)]
-pub struct DevService {
-    /// `spiffe://<trust domain>`.
+/// The current X.509-SVIDs, one per workload ID in configured order; replaced on rotation.
+pub(super) type SvidSet = Arc<Vec<IssuedSvid>>;
+
+/// The Workload API of the dev trust domain. Cheap to clone: every stream holds a copy.
+#[derive(Debug, Clone)]
+pub(super) struct DevService {
+    /// `spiffe://<trust domain>`, the key of every bundle map.
     pub trust_domain_id: String,
-    /// The CA, DER.
-    pub ca_der: Vec<u8>,
-    /// The current SVIDs, default first.
-    pub svids: watch::Receiver<Arc<Vec<IssuedSvid>>>,
-    /// JWT-SVID signer.
+    /// The CA certificate, DER.
+    pub ca_der: Arc<[u8]>,
+    /// The SPIFFE IDs every caller gets, default first.
+    pub workload_ids: Arc<[String]>,
+    /// The current X.509-SVIDs.
+    pub svids: watch::Receiver<SvidSet>,
+    /// Signs and validates JWT-SVIDs.
     pub signer: Arc<JwtSigner>,
     /// JWT-SVID lifetime.
     pub jwt_ttl: Duration,
+    /// Ends every open stream, so the server's graceful shutdown does not wait on them.
+    pub shutdown: CancellationToken,
 }
 
+/// The one place dev errors become gRPC statuses.
+fn status(error: DevError) -> Status {
+    match error {
+        DevError::InvalidToken(_) => Status::invalid_argument(error.to_string()),
+        _ => Status::internal(error.to_string()),
+    }
+}
+
+/// Refuses requests without `workload.spiffe.io: true`, with SPIRE's wording.
 fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
     match request.metadata().get(steeple_proto::SECURITY_HEADER) {
         Some(v) if v == "true" => Ok(()),
@@ -48,31 +66,45 @@ fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
 
 impl DevService {
     fn x509_response(&self, svids: &[IssuedSvid]) -> X509svidResponse {
+        let svids = svids
+            .iter()
+            .map(|s| X509svid {
+                spiffe_id: s.spiffe_id.clone(),
+                x509_svid: s.leaf_der.clone(),
+                x509_svid_key: s.key_pkcs8.expose().to_vec(),
+                bundle: self.ca_der.to_vec(),
+                hint: String::new(),
+            })
+            .collect();
         X509svidResponse {
-            svids: svids
-                .iter()
-                .map(|s| X509svid {
-                    spiffe_id: s.spiffe_id.clone(),
-                    x509_svid: s.leaf_der.clone(),
-                    x509_svid_key: s.key_pkcs8.expose().to_vec(),
-                    bundle: self.ca_der.clone(),
-                    hint: String::new(),
-                })
-                .collect(),
+            svids,
             ..Default::default()
         }
     }
 
-    fn ids(&self) -> Vec<String> {
-        self.svids
-            .borrow()
-            .iter()
-            .map(|s| s.spiffe_id.clone())
-            .collect()
+    /// `first`, then nothing until shutdown: the dev CA and JWT key never rotate, and
+    /// the Workload API keeps bundle streams open for changes.
+    fn once_then_idle<T: Send + 'static>(&self, first: T) -> Streamed<T> {
+        let stream = futures::stream::iter([Ok(first)])
+            .chain(futures::stream::pending())
+            .take_until(self.shutdown.clone().cancelled_owned());
+        Box::pin(stream)
+    }
+
+    fn jwt_ids(&self, requested: String) -> Result<Vec<String>, Status> {
+        if requested.is_empty() {
+            Ok(self.workload_ids.to_vec())
+        } else if self.workload_ids.contains(&requested) {
+            Ok(vec![requested])
+        } else {
+            Err(Status::permission_denied(format!(
+                "no identity issued for {requested}"
+            )))
+        }
     }
 }
 
-/// Converts JSON claims into the protobuf Struct `ValidateJWTSVID` answers with.
+/// JSON claims as the protobuf `Struct` that `ValidateJWTSVID` answers with.
 fn to_proto(value: &Json) -> prost_types::Value {
     use prost_types::value::Kind;
     let kind = match value {
@@ -105,28 +137,21 @@ impl SpiffeWorkloadApi for DevService {
         if request.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
         }
-        let known = self.ids();
-        let ids = if request.spiffe_id.is_empty() {
-            known
-        } else if known.contains(&request.spiffe_id) {
-            vec![request.spiffe_id]
-        } else {
-            return Err(Status::permission_denied(
-                "no identity issued for that SPIFFE ID",
-            ));
-        };
-        let svids = ids
+        let svids = self
+            .jwt_ids(request.spiffe_id)?
             .into_iter()
-            .map(|id| {
-                let svid = self.signer.sign(&id, &request.audience, self.jwt_ttl)?;
+            .map(|spiffe_id| {
+                let svid = self
+                    .signer
+                    .sign(&spiffe_id, &request.audience, self.jwt_ttl)
+                    .map_err(status)?;
                 Ok(Jwtsvid {
-                    spiffe_id: id,
+                    spiffe_id,
                     svid,
                     hint: String::new(),
                 })
             })
-            .collect::<Result<Vec<_>, super::DevError>>()
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .collect::<Result<_, Status>>()?;
         Ok(Response::new(JwtsvidResponse { svids }))
     }
 
@@ -136,11 +161,9 @@ impl SpiffeWorkloadApi for DevService {
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         check_header(&request)?;
         let bundles = HashMap::from([(self.trust_domain_id.clone(), self.signer.jwks())]);
-        let once = futures::stream::iter([Ok(JwtBundlesResponse { bundles })]);
-        // The signing key never rotates in dev: one message, then the stream stays open.
-        Ok(Response::new(Box::pin(
-            once.chain(futures::stream::pending()),
-        )))
+        Ok(Response::new(
+            self.once_then_idle(JwtBundlesResponse { bundles }),
+        ))
     }
 
     async fn validate_jwtsvid(
@@ -149,15 +172,13 @@ impl SpiffeWorkloadApi for DevService {
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         check_header(&request)?;
         let request = request.into_inner();
-        let claims = self
+        if request.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        let (spiffe_id, claims) = self
             .signer
             .validate(&request.svid, &request.audience)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let spiffe_id = claims
-            .get("sub")
-            .and_then(Json::as_str)
-            .unwrap_or_default()
-            .to_owned();
+            .map_err(status)?;
         let fields = claims
             .iter()
             .map(|(k, v)| (k.clone(), to_proto(v)))
@@ -173,15 +194,10 @@ impl SpiffeWorkloadApi for DevService {
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         check_header(&request)?;
-        let this = DevService {
-            trust_domain_id: self.trust_domain_id.clone(),
-            ca_der: self.ca_der.clone(),
-            svids: self.svids.clone(),
-            signer: self.signer.clone(),
-            jwt_ttl: self.jwt_ttl,
-        };
-        let stream =
-            WatchStream::new(self.svids.clone()).map(move |svids| Ok(this.x509_response(&svids)));
+        let this = self.clone();
+        let stream = WatchStream::new(self.svids.clone())
+            .map(move |svids| Ok(this.x509_response(&svids)))
+            .take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -190,13 +206,10 @@ impl SpiffeWorkloadApi for DevService {
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         check_header(&request)?;
-        let bundles = HashMap::from([(self.trust_domain_id.clone(), self.ca_der.clone())]);
-        let once = futures::stream::iter([Ok(X509BundlesResponse {
-            crl: vec![],
+        let bundles = HashMap::from([(self.trust_domain_id.clone(), self.ca_der.to_vec())]);
+        Ok(Response::new(self.once_then_idle(X509BundlesResponse {
+            crl: Vec::new(),
             bundles,
-        })]);
-        Ok(Response::new(Box::pin(
-            once.chain(futures::stream::pending()),
-        )))
+        })))
     }
 }

@@ -1,0 +1,257 @@
+//! Figures per round, and the Markdown report: the table, the Steeple/SPIRE ratios and
+//! the targets with ✔/✘.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// What the benchmark compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// SPIRE agent's built-in SDS, on its Workload API socket.
+    SpireAgent,
+    /// Steeple's SDS socket.
+    Steeple,
+}
+
+impl Target {
+    /// The name in the table.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::SpireAgent => "SPIRE agent",
+            Self::Steeple => "Steeple",
+        }
+    }
+}
+
+/// One rotation as seen by every stream of one target.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotation {
+    /// Median over streams of (receive time − first stream's receive time).
+    pub p50: Duration,
+    /// 99th percentile of the same.
+    pub p99: Duration,
+    /// The last stream's.
+    pub max: Duration,
+    /// From `bundle set` returning to the last stream receiving the bundle.
+    pub last_after_set: Duration,
+}
+
+impl Rotation {
+    /// Figures from each stream's receive instant and when `bundle set` returned.
+    pub fn from_arrivals(arrivals: &[Instant], set_returned: Instant) -> anyhow::Result<Self> {
+        let first = arrivals.iter().min().copied().unwrap_or(set_returned);
+        let mut spread: Vec<Duration> = arrivals.iter().map(|t| *t - first).collect();
+        spread.sort_unstable();
+        let last = arrivals.iter().max().copied().unwrap_or(set_returned);
+        Ok(Self {
+            p50: percentile(&spread, 50)?,
+            p99: percentile(&spread, 99)?,
+            max: percentile(&spread, 100)?,
+            last_after_set: last.saturating_duration_since(set_returned),
+        })
+    }
+}
+
+/// Everything measured for one target at one N.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// Which agent.
+    pub target: Target,
+    /// How many streams.
+    pub streams: usize,
+    /// From opening the first stream until every stream had its first response.
+    pub establish: Duration,
+    /// Agent RSS before opening the streams, KiB.
+    pub rss_before_kib: u64,
+    /// Agent RSS once all streams were established, KiB.
+    pub rss_after_kib: u64,
+    /// Each rotation's figures.
+    pub rotations: Vec<Rotation>,
+}
+
+impl Round {
+    /// RSS growth per stream, KiB (negative if the agent shrank).
+    pub fn rss_per_stream_kib(&self) -> f64 {
+        (self.rss_after_kib as f64 - self.rss_before_kib as f64) / self.streams as f64
+    }
+
+    /// The median over rotations of the figure `pick` selects.
+    pub fn median(&self, pick: impl Fn(&Rotation) -> Duration) -> Duration {
+        let mut values: Vec<Duration> = self.rotations.iter().map(pick).collect();
+        values.sort_unstable();
+        values.get(values.len() / 2).copied().unwrap_or_default()
+    }
+}
+
+/// The whole run, ready to print.
+#[derive(Debug)]
+pub struct Report {
+    /// When the run started (UTC, as `date -u` prints it).
+    pub date: String,
+    /// Machine description.
+    pub machine: String,
+    /// Software and settings, one line.
+    pub setup: String,
+    /// Steeple's RSS after start, before any stream, KiB.
+    pub steeple_idle_kib: u64,
+    /// Every round, in the order run.
+    pub rounds: Vec<Round>,
+    /// Stream counts not run, with why.
+    pub skipped: Vec<String>,
+}
+
+const IDLE_TARGET_KIB: u64 = 20 * 1024;
+const P99_TARGET: Duration = Duration::from_millis(50);
+
+impl Report {
+    /// The Markdown document.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# SDS fan-out: Steeple vs SPIRE agent\n");
+        let _ = writeln!(out, "- Date: {}", self.date);
+        let _ = writeln!(out, "- Machine: {}", self.machine);
+        let _ = writeln!(out, "- Setup: {}", self.setup);
+        let _ = writeln!(
+            out,
+            "- Steeple idle RSS: {:.1} MiB\n",
+            mib(self.steeple_idle_kib)
+        );
+        out.push_str(&self.table());
+        out.push('\n');
+        out.push_str(&self.ratios());
+        for skipped in &self.skipped {
+            let _ = writeln!(out, "\nSkipped: {skipped}");
+        }
+        out.push('\n');
+        out.push_str(&self.targets());
+        out
+    }
+
+    fn table(&self) -> String {
+        let mut out = String::from(
+            "| N | agent | establish (ms) | fan-out p50 (ms) | fan-out p99 (ms) | fan-out max (ms) \
+             | last stream after `bundle set` (ms) | RSS before → after (MiB) | RSS Δ / stream (KiB) |\n\
+             |---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for r in &self.rounds {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {:.1} → {:.1} | {:.1} |",
+                r.streams,
+                r.target.label(),
+                ms(r.establish),
+                ms(r.median(|x| x.p50)),
+                ms(r.median(|x| x.p99)),
+                ms(r.median(|x| x.max)),
+                ms(r.median(|x| x.last_after_set)),
+                mib(r.rss_before_kib),
+                mib(r.rss_after_kib),
+                r.rss_per_stream_kib(),
+            );
+        }
+        out
+    }
+
+    fn ratios(&self) -> String {
+        let mut out = String::from(
+            "| N | fan-out p99 Steeple/SPIRE | RSS per stream Steeple/SPIRE |\n|---:|---:|---:|\n",
+        );
+        for (spire, steeple) in self.pairs() {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                spire.streams,
+                ratio(
+                    steeple.median(|x| x.p99).as_secs_f64(),
+                    spire.median(|x| x.p99).as_secs_f64()
+                ),
+                ratio(steeple.rss_per_stream_kib(), spire.rss_per_stream_kib()),
+            );
+        }
+        out
+    }
+
+    fn targets(&self) -> String {
+        let mut out = String::from("## Targets\n\n");
+        let idle = self.steeple_idle_kib <= IDLE_TARGET_KIB;
+        let at_1000 = self.pairs().find(|(s, _)| s.streams == 1000);
+        match at_1000 {
+            Some((spire, steeple)) => {
+                let p99 = steeple.median(|x| x.p99);
+                let _ = writeln!(
+                    out,
+                    "- {} Fan-out to 1,000 streams p99 ≤ 50 ms: Steeple {} ms (SPIRE agent {} ms)",
+                    mark(p99 <= P99_TARGET),
+                    ms(p99),
+                    ms(spire.median(|x| x.p99))
+                );
+            }
+            None => out.push_str("- – Fan-out to 1,000 streams p99 ≤ 50 ms: N=1000 not run\n"),
+        }
+        for (spire, steeple) in self.pairs() {
+            let (a, b) = (steeple.median(|x| x.p99), spire.median(|x| x.p99));
+            let _ = writeln!(
+                out,
+                "- {} N={}: Steeple fan-out p99 ≤ ½ SPIRE agent's: {} ms vs {} ms",
+                mark(a.as_secs_f64() <= b.as_secs_f64() / 2.0),
+                spire.streams,
+                ms(a),
+                ms(b)
+            );
+            let (a, b) = (steeple.rss_per_stream_kib(), spire.rss_per_stream_kib());
+            let _ = writeln!(
+                out,
+                "- {} N={}: Steeple memory per stream ≤ ½ SPIRE agent's: {a:.1} KiB vs {b:.1} KiB",
+                mark(a <= b / 2.0),
+                spire.streams,
+            );
+        }
+        let _ = writeln!(
+            out,
+            "- {} Steeple idle RSS ≤ 20 MiB: {:.1} MiB",
+            mark(idle),
+            mib(self.steeple_idle_kib)
+        );
+        out
+    }
+
+    /// (SPIRE agent, Steeple) rounds with the same N.
+    fn pairs(&self) -> impl Iterator<Item = (&Round, &Round)> {
+        self.rounds
+            .iter()
+            .filter(|r| r.target == Target::SpireAgent)
+            .filter_map(|spire| {
+                self.rounds
+                    .iter()
+                    .find(|r| r.target == Target::Steeple && r.streams == spire.streams)
+                    .map(|steeple| (spire, steeple))
+            })
+    }
+}
+
+/// Nearest-rank percentile of sorted `values`.
+fn percentile(sorted: &[Duration], pct: usize) -> anyhow::Result<Duration> {
+    anyhow::ensure!(!sorted.is_empty(), "no arrivals to take a percentile of");
+    let rank = (sorted.len() * pct).div_ceil(100).max(1);
+    Ok(sorted[rank.min(sorted.len()) - 1])
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "✔" } else { "✘" }
+}

@@ -1,0 +1,132 @@
+//! The benchmark's peers: SPIRE server and agent with one workload entry federating with
+//! partner.org, and Steeple on the agent's Workload API — plus the partner CA the
+//! benchmark rotates.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use steeple_e2e::bench_support::rss_kib;
+use steeple_e2e::peers::SPIRE_VERSION;
+use steeple_e2e::suite::uid_selector;
+use steeple_e2e::{EntrySpec, Spire, SpireOptions, SteepleProcess, sds_client};
+use tempfile::TempDir;
+
+use crate::args::Args;
+use crate::fleet::{PARTNER_TRUST_DOMAIN, RESOURCE, pem_fingerprint};
+use crate::report::Target;
+
+const WORKLOAD_ID: &str = "spiffe://example.org/bench";
+/// How long Steeple may take to serve the workload's identity after starting.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause after Steeple is ready before its idle RSS is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(2);
+
+/// SPIRE, Steeple, and the partner.org bundle currently set.
+#[derive(Debug)]
+pub struct World {
+    // Declared first: Steeple stops before the agent it follows.
+    steeple: SteepleProcess,
+    spire: Spire,
+    _dir: TempDir,
+    partner_fingerprint: u64,
+}
+
+impl World {
+    /// Starts SPIRE (logging at INFO, as in production), sets a partner.org bundle,
+    /// registers this process's uid federating with it, starts Steeple, and waits until
+    /// Steeple serves `ALL` with the partner bundle.
+    pub async fn start() -> anyhow::Result<Self> {
+        let spire = Spire::start(SpireOptions {
+            log_level: "INFO".to_owned(),
+            ..SpireOptions::default()
+        })?;
+        let partner = partner_ca_pem()?;
+        spire.set_federated_bundle(PARTNER_TRUST_DOMAIN, &partner)?;
+        spire.register(&EntrySpec {
+            spiffe_id: WORKLOAD_ID.to_owned(),
+            selectors: vec![uid_selector()],
+            federates_with: vec![PARTNER_TRUST_DOMAIN.to_owned()],
+            ..EntrySpec::default()
+        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("steeple-bench-")
+            .tempdir_in("/tmp")?;
+        let steeple = SteepleProcess::run(&dir.path().join("steeple"), spire.agent_socket(), "")?;
+        let partner_id = format!("spiffe://{PARTNER_TRUST_DOMAIN}");
+        sds_client::wait_for(
+            steeple.sds_socket(),
+            &[RESOURCE, &partner_id],
+            READY_TIMEOUT,
+        )
+        .await?;
+        Ok(Self {
+            steeple,
+            spire,
+            _dir: dir,
+            partner_fingerprint: pem_fingerprint(partner.as_bytes()),
+        })
+    }
+
+    /// Steeple's RSS once it holds the identity and no SDS stream is open, KiB.
+    pub async fn steeple_idle_rss(&self) -> anyhow::Result<u64> {
+        tokio::time::sleep(IDLE_SETTLE).await;
+        rss_kib(self.steeple.pid())
+    }
+
+    /// The SDS socket of `target`.
+    pub fn socket(&self, target: Target) -> &Path {
+        match target {
+            Target::SpireAgent => self.spire.agent_socket(),
+            Target::Steeple => self.steeple.sds_socket(),
+        }
+    }
+
+    /// The process serving `target`.
+    pub fn pid(&self, target: Target) -> anyhow::Result<u32> {
+        match target {
+            Target::SpireAgent => self
+                .spire
+                .agent_pid()
+                .ok_or_else(|| anyhow::anyhow!("SPIRE agent is not running")),
+            Target::Steeple => Ok(self.steeple.pid()),
+        }
+    }
+
+    /// Fingerprint of the partner.org bundle currently set.
+    pub fn partner_fingerprint(&self) -> u64 {
+        self.partner_fingerprint
+    }
+
+    /// Sets a new partner.org CA (`spire-server bundle set`) and returns when the command
+    /// returned.
+    pub fn rotate_partner_bundle(&mut self) -> anyhow::Result<Instant> {
+        let partner = partner_ca_pem()?;
+        self.spire
+            .set_federated_bundle(PARTNER_TRUST_DOMAIN, &partner)?;
+        let returned = Instant::now();
+        self.partner_fingerprint = pem_fingerprint(partner.as_bytes());
+        Ok(returned)
+    }
+
+    /// Versions and settings, one line.
+    pub fn describe(&self, args: &Args) -> String {
+        format!(
+            "SPIRE {SPIRE_VERSION} (server + agent, log INFO, agent sync 1 s); Steeple {} \
+             release build (log info); {} streams per HTTP/2 connection; {} rotations per \
+             round, figures are their median; client: one tokio runtime, 2 workers",
+            crate::git_describe(),
+            args.per_connection,
+            args.rotations
+        )
+    }
+}
+
+/// A fresh self-signed CA for partner.org, as PEM.
+fn partner_ca_pem() -> anyhow::Result<String> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let id = format!("spiffe://{PARTNER_TRUST_DOMAIN}");
+    params.subject_alt_names = vec![rcgen::SanType::URI(id.as_str().try_into()?)];
+    Ok(params.self_signed(&key)?.pem())
+}

@@ -1,0 +1,85 @@
+//! What the benchmarks in `tests/bench` need beyond the suites' harness: the release
+//! `steeple` binary, a process's resident memory, the open-file limit, and a one-line
+//! description of the machine for the results.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context as _;
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+/// Builds `steeple` with `cargo build --release` and returns the binary's path. A
+/// benchmark must never measure a debug build.
+pub fn build_release_steeple() -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "steeple", "--bin", "steeple"])
+        .current_dir(root)
+        .status()
+        .context("running cargo build --release -p steeple")?;
+    anyhow::ensure!(
+        status.success(),
+        "cargo build --release -p steeple failed: {status}"
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release").join("steeple"))
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS` in `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    proc_status_kib(&format!("/proc/{pid}/status"), "VmRSS:")
+        .with_context(|| format!("reading VmRSS of pid {pid}"))
+}
+
+/// `MemAvailable` of the machine in KiB.
+pub fn mem_available_kib() -> anyhow::Result<u64> {
+    proc_status_kib("/proc/meminfo", "MemAvailable:")
+}
+
+/// Raises this process's soft open-file limit to its hard limit (children started
+/// afterwards inherit it) and returns the new soft limit.
+pub fn raise_nofile_limit() -> anyhow::Result<u64> {
+    let limit = getrlimit(Resource::Nofile);
+    if limit.maximum != limit.current {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        )
+        .context("raising RLIMIT_NOFILE to the hard limit")?;
+    }
+    Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
+}
+
+/// The machine in one line: online CPUs and the CPU model from `/proc/cpuinfo`.
+pub fn machine_description() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let memory = proc_status_kib("/proc/meminfo", "MemTotal:")
+        .map(|kib| format!(", {} GiB RAM", kib / (1024 * 1024)))
+        .unwrap_or_default();
+    format!("{cpus} × {model}{memory}")
+}
+
+/// A `Key:   123 kB` value from a `/proc` file.
+fn proc_status_kib(path: &str, key: &str) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {key} in {path}"))
+}
