@@ -3,8 +3,10 @@
 
 use steeple_e2e::bench_support;
 
+use crate::report::Target;
+
 const USAGE: &str = "usage: cargo bench -p steeple-e2e --bench sds_fanout -- \
-    [--streams 100,1000,10000] [--rotations 3] [--per-connection 100]";
+    [--streams 100,1000,10000] [--rotations 3] [--per-connection 100] [--targets spire,steeple]";
 
 /// Stream counts run when `--streams` is not given; the last only if it fits.
 const DEFAULT_STREAMS: [usize; 3] = [100, 1000, 10_000];
@@ -24,6 +26,8 @@ pub struct Args {
     pub rotations: usize,
     /// Streams per HTTP/2 connection.
     pub per_connection: usize,
+    /// The agents to measure, in order.
+    pub targets: Vec<Target>,
 }
 
 impl Args {
@@ -35,6 +39,7 @@ impl Args {
             explicit_streams: false,
             rotations: 3,
             per_connection: 100,
+            targets: vec![Target::SpireAgent, Target::Steeple],
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -58,6 +63,12 @@ impl Args {
                 }
                 "--rotations" => parsed.rotations = positive(&flag, &value)?,
                 "--per-connection" => parsed.per_connection = positive(&flag, &value)?,
+                "--targets" => {
+                    parsed.targets = value
+                        .split(',')
+                        .map(|t| target(t.trim()))
+                        .collect::<anyhow::Result<_>>()?;
+                }
                 _ => anyhow::bail!("unknown argument {flag}\n{USAGE}"),
             }
         }
@@ -98,5 +109,13 @@ fn positive(flag: &str, value: &str) -> anyhow::Result<usize> {
     match value.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
         _ => anyhow::bail!("{flag}: {value:?} is not a positive number\n{USAGE}"),
+    }
+}
+
+fn target(name: &str) -> anyhow::Result<Target> {
+    match name {
+        "spire" => Ok(Target::SpireAgent),
+        "steeple" => Ok(Target::Steeple),
+        _ => anyhow::bail!("--targets: {name:?} is neither spire nor steeple\n{USAGE}"),
     }
 }

@@ -4,7 +4,8 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::Hasher as _;
-use std::path::Path;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
@@ -27,6 +28,11 @@ pub const PARTNER_TRUST_DOMAIN: &str = "partner.org";
 const SECRET_TYPE_URL: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
+/// How often a long wait reports how many streams are still waiting.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// A wait in which no stream got its response for this long has stalled.
+const STALLED_AFTER: Duration = Duration::from_secs(30);
+
 /// One response as one stream saw it.
 #[derive(Debug)]
 struct Event {
@@ -38,82 +44,98 @@ struct Event {
     partner: Result<Option<u64>, String>,
 }
 
-/// N open streams and what they report.
+/// Open streams and what they report.
 #[derive(Debug)]
 pub struct Fleet {
+    socket: PathBuf,
+    per_connection: usize,
+    client: Option<SdsClient>,
     streams: usize,
-    started: Instant,
     tasks: JoinSet<()>,
+    tx: mpsc::UnboundedSender<Event>,
     events: mpsc::UnboundedReceiver<Event>,
 }
 
 impl Fleet {
-    /// Opens `streams` streams to the SDS server at `socket`, `per_connection` of them
-    /// on each HTTP/2 connection (a tonic channel of its own), all at once.
-    pub fn open(socket: &Path, streams: usize, per_connection: usize) -> Self {
+    /// A fleet without streams yet, for the SDS server at `socket`, putting
+    /// `per_connection` streams on each HTTP/2 connection (a tonic channel of its own).
+    pub fn new(socket: &Path, per_connection: usize) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
-        let mut tasks = JoinSet::new();
-        let started = Instant::now();
-        let mut client = sds_client::connect(socket);
-        for stream in 0..streams {
-            if stream > 0 && stream % per_connection == 0 {
-                client = sds_client::connect(socket);
-            }
-            tasks.spawn(follow(stream, client.clone(), tx.clone()));
-        }
         Self {
-            streams,
-            started,
-            tasks,
+            socket: socket.to_owned(),
+            per_connection,
+            client: None,
+            streams: 0,
+            tasks: JoinSet::new(),
+            tx,
             events,
         }
     }
 
-    /// When the fleet started opening its streams.
-    pub fn started(&self) -> Instant {
-        self.started
+    /// How many streams were opened.
+    pub fn len(&self) -> usize {
+        self.streams
     }
 
-    /// Waits until every stream has received a response carrying the partner.org bundle
-    /// with fingerprint `partner`, and returns for each stream the instant it did. With
-    /// `first_only`, every stream's first response must be that one.
+    /// Opens `count` more streams at once and returns their indices.
+    pub fn add(&mut self, count: usize) -> Range<usize> {
+        let added = self.streams..self.streams + count;
+        for stream in added.clone() {
+            let client = match &self.client {
+                Some(client) if stream % self.per_connection != 0 => client.clone(),
+                _ => self
+                    .client
+                    .insert(sds_client::connect(&self.socket))
+                    .clone(),
+            };
+            self.tasks.spawn(follow(stream, client, self.tx.clone()));
+        }
+        self.streams = added.end;
+        added
+    }
+
+    /// Waits until each stream in `streams` has received a response carrying the
+    /// partner.org bundle with fingerprint `partner`, and returns for each the instant it
+    /// did. With `first_only`, each stream's first response must be that one. Fails after
+    /// `timeout`, or once no stream has made progress for a while (a stalled server).
     pub async fn arrivals(
         &mut self,
+        streams: Range<usize>,
         partner: u64,
         first_only: bool,
         timeout: Duration,
     ) -> anyhow::Result<Vec<Instant>> {
+        let total = streams.len();
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut arrived: Vec<Option<Instant>> = vec![None; self.streams];
-        let mut missing = self.streams;
+        let mut arrived: Vec<Option<Instant>> = vec![None; total];
+        let mut missing = total;
+        let mut progress_at = tokio::time::Instant::now() + PROGRESS_EVERY;
+        let mut last_progress = tokio::time::Instant::now();
         while missing > 0 {
-            let event = match tokio::time::timeout_at(deadline, self.events.recv()).await {
+            let wake = deadline.min(progress_at);
+            let event = match tokio::time::timeout_at(wake, self.events.recv()).await {
                 Ok(Some(event)) => event,
-                Ok(None) => anyhow::bail!("every stream task ended"),
-                Err(_) => anyhow::bail!(
-                    "{missing} of {} streams did not receive the expected bundle within {timeout:?}",
-                    self.streams
+                Ok(None) => anyhow::bail!("the event channel closed"),
+                Err(_) if wake == deadline => anyhow::bail!(
+                    "{missing} of {total} streams did not receive the expected bundle within {timeout:?}"
                 ),
-            };
-            match event.partner {
-                Err(e) => anyhow::bail!("stream {} failed: {e}", event.stream),
-                Ok(Some(got)) if got == partner => {
-                    let slot = &mut arrived[event.stream];
-                    if slot.is_none() {
-                        *slot = Some(event.at);
-                        missing -= 1;
-                    }
+                Err(_) => {
+                    eprintln!("bench:   {missing} of {total} streams still waiting");
+                    anyhow::ensure!(
+                        last_progress.elapsed() < STALLED_AFTER,
+                        "stalled: {missing} of {total} streams still waiting, none answered for {STALLED_AFTER:?}"
+                    );
+                    progress_at += PROGRESS_EVERY;
+                    continue;
                 }
-                Ok(got) if first_only && event.first => anyhow::bail!(
-                    "stream {}'s first response {}",
-                    event.stream,
-                    if got.is_some() {
-                        "carried another partner.org bundle"
-                    } else {
-                        "had no partner.org bundle in a SPIFFE validator"
-                    }
-                ),
-                Ok(_) => {}
+            };
+            let Some(slot) = event.stream.checked_sub(streams.start) else {
+                continue;
+            };
+            if slot < total && matches(&event, partner, first_only)? && arrived[slot].is_none() {
+                arrived[slot] = Some(event.at);
+                missing -= 1;
+                last_progress = tokio::time::Instant::now();
             }
         }
         Ok(arrived.into_iter().flatten().collect())
@@ -122,6 +144,25 @@ impl Fleet {
     /// Cancels every stream (RST_STREAM) and drops the connections.
     pub async fn close(mut self) {
         self.tasks.shutdown().await;
+    }
+}
+
+/// Whether `event` is the arrival of bundle `partner`; an error if the stream failed, or
+/// (with `first_only`) if its first response carried something else.
+fn matches(event: &Event, partner: u64, first_only: bool) -> anyhow::Result<bool> {
+    match &event.partner {
+        Err(e) => anyhow::bail!("stream {} failed: {e}", event.stream),
+        Ok(Some(got)) if *got == partner => Ok(true),
+        Ok(got) if first_only && event.first => anyhow::bail!(
+            "stream {}'s first response {}",
+            event.stream,
+            if got.is_some() {
+                "carried another partner.org bundle"
+            } else {
+                "had no partner.org bundle in a SPIFFE validator"
+            }
+        ),
+        Ok(_) => Ok(false),
     }
 }
 

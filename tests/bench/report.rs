@@ -34,11 +34,29 @@ pub struct Rotation {
     pub max: Duration,
     /// From `bundle set` returning to the last stream receiving the bundle.
     pub last_after_set: Duration,
+    /// CPU the agent used from just before `bundle set` until shortly after the last
+    /// stream received the bundle.
+    pub agent_cpu: Duration,
+    /// CPU the benchmark's own client used in the same window.
+    pub client_cpu: Duration,
+}
+
+/// CPU used by the agent and by the client during one rotation.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUsed {
+    /// The agent under test.
+    pub agent: Duration,
+    /// This process (the streams' client side).
+    pub client: Duration,
 }
 
 impl Rotation {
     /// Figures from each stream's receive instant and when `bundle set` returned.
-    pub fn from_arrivals(arrivals: &[Instant], set_returned: Instant) -> anyhow::Result<Self> {
+    pub fn from_arrivals(
+        arrivals: &[Instant],
+        set_returned: Instant,
+        cpu: CpuUsed,
+    ) -> anyhow::Result<Self> {
         let first = arrivals.iter().min().copied().unwrap_or(set_returned);
         let mut spread: Vec<Duration> = arrivals.iter().map(|t| *t - first).collect();
         spread.sort_unstable();
@@ -48,6 +66,8 @@ impl Rotation {
             p99: percentile(&spread, 99)?,
             max: percentile(&spread, 100)?,
             last_after_set: last.saturating_duration_since(set_returned),
+            agent_cpu: cpu.agent,
+            client_cpu: cpu.client,
         })
     }
 }
@@ -61,6 +81,8 @@ pub struct Round {
     pub streams: usize,
     /// From opening the first stream until every stream had its first response.
     pub establish: Duration,
+    /// Why the streams could not be established as usual, and how they were instead.
+    pub establish_note: Option<String>,
     /// Agent RSS before opening the streams, KiB.
     pub rss_before_kib: u64,
     /// Agent RSS once all streams were established, KiB.
@@ -130,40 +152,58 @@ impl Report {
     fn table(&self) -> String {
         let mut out = String::from(
             "| N | agent | establish (ms) | fan-out p50 (ms) | fan-out p99 (ms) | fan-out max (ms) \
-             | last stream after `bundle set` (ms) | RSS before → after (MiB) | RSS Δ / stream (KiB) |\n\
-             |---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+             | last stream after `bundle set` (ms) | agent CPU / rotation (ms) \
+             | client CPU / rotation (ms) | RSS before → after (MiB) | RSS Δ / stream (KiB) |\n\
+             |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
+        let mut notes = Vec::new();
         for r in &self.rounds {
+            let establish = match &r.establish_note {
+                Some(note) => {
+                    notes.push(note.as_str());
+                    format!("{} [{}]", ms(r.establish), notes.len())
+                }
+                None => ms(r.establish),
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {:.1} → {:.1} | {:.1} |",
+                "| {} | {} | {establish} | {} | {} | {} | {} | {} | {} | {:.1} → {:.1} | {:.1} |",
                 r.streams,
                 r.target.label(),
-                ms(r.establish),
                 ms(r.median(|x| x.p50)),
                 ms(r.median(|x| x.p99)),
                 ms(r.median(|x| x.max)),
                 ms(r.median(|x| x.last_after_set)),
+                ms(r.median(|x| x.agent_cpu)),
+                ms(r.median(|x| x.client_cpu)),
                 mib(r.rss_before_kib),
                 mib(r.rss_after_kib),
                 r.rss_per_stream_kib(),
             );
+        }
+        for (i, note) in notes.iter().enumerate() {
+            let _ = writeln!(out, "\n[{}] {note}", i + 1);
         }
         out
     }
 
     fn ratios(&self) -> String {
         let mut out = String::from(
-            "| N | fan-out p99 Steeple/SPIRE | RSS per stream Steeple/SPIRE |\n|---:|---:|---:|\n",
+            "| N | fan-out p99 Steeple/SPIRE | agent CPU per rotation Steeple/SPIRE \
+             | RSS per stream Steeple/SPIRE |\n|---:|---:|---:|---:|\n",
         );
         for (spire, steeple) in self.pairs() {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} |",
+                "| {} | {} | {} | {} |",
                 spire.streams,
                 ratio(
                     steeple.median(|x| x.p99).as_secs_f64(),
                     spire.median(|x| x.p99).as_secs_f64()
+                ),
+                ratio(
+                    steeple.median(|x| x.agent_cpu).as_secs_f64(),
+                    spire.median(|x| x.agent_cpu).as_secs_f64()
                 ),
                 ratio(steeple.rss_per_stream_kib(), spire.rss_per_stream_kib()),
             );

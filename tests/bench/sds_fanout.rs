@@ -8,27 +8,23 @@
 mod args;
 mod fleet;
 mod report;
+mod round;
 mod world;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use steeple_e2e::bench_support::{self, rss_kib};
+use steeple_e2e::bench_support;
 
 use args::Args;
-use fleet::Fleet;
-use report::{Report, Rotation, Round, Target};
+use report::{Report, Round};
+use round::run_round;
 use world::World;
 
 /// Set in the re-executed benchmark, which runs with `STEEPLE_BIN` pointing at the
 /// release build (the harness reads it; setting it in-process would need `unsafe`).
 const CHILD_MARKER: &str = "STEEPLE_BENCH_CHILD";
-/// Pause before measuring an agent's RSS, so closed streams are gone and it is idle.
-const SETTLE: Duration = Duration::from_secs(3);
-/// Pause between rotations, so each lands in its own SPIRE agent sync.
-const BETWEEN_ROTATIONS: Duration = Duration::from_secs(2);
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse(std::env::args().skip(1))?;
@@ -83,7 +79,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     );
     let mut rounds = Vec::new();
     for &streams in &counts {
-        for target in [Target::SpireAgent, Target::Steeple] {
+        for &target in &args.targets {
             let round = run_round(&mut world, args, target, streams).await?;
             print_round(&round);
             rounds.push(round);
@@ -105,73 +101,14 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One target at one N: open, measure RSS, rotate the partner bundle, close.
-async fn run_round(
-    world: &mut World,
-    args: &Args,
-    target: Target,
-    streams: usize,
-) -> anyhow::Result<Round> {
-    let label = target.label();
-    eprintln!("bench: {label}, {streams} streams");
-    let pid = world.pid(target)?;
-    tokio::time::sleep(SETTLE).await;
-    let rss_before_kib = rss_kib(pid)?;
-    let mut fleet = Fleet::open(world.socket(target), streams, args.per_connection);
-    let firsts = fleet
-        .arrivals(
-            world.partner_fingerprint(),
-            true,
-            establish_timeout(streams),
-        )
-        .await
-        .with_context(|| format!("{label}: establishing {streams} streams"))?;
-    let establish = firsts.iter().max().map_or(Duration::ZERO, |last| {
-        last.saturating_duration_since(fleet.started())
-    });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_after_kib = rss_kib(pid)?;
-    let mut rotations = Vec::new();
-    for _ in 0..args.rotations {
-        let set_returned = world.rotate_partner_bundle()?;
-        let arrivals = fleet
-            .arrivals(
-                world.partner_fingerprint(),
-                false,
-                rotation_timeout(streams),
-            )
-            .await
-            .with_context(|| format!("{label}: fanning out a rotation to {streams} streams"))?;
-        rotations.push(Rotation::from_arrivals(&arrivals, set_returned)?);
-        tokio::time::sleep(BETWEEN_ROTATIONS).await;
-    }
-    fleet.close().await;
-    Ok(Round {
-        target,
-        streams,
-        establish,
-        rss_before_kib,
-        rss_after_kib,
-        rotations,
-    })
-}
-
-fn establish_timeout(streams: usize) -> Duration {
-    Duration::from_secs(60) + Duration::from_millis(20) * streams as u32
-}
-
-fn rotation_timeout(streams: usize) -> Duration {
-    Duration::from_secs(60) + Duration::from_millis(5) * streams as u32
-}
-
 fn print_round(round: &Round) {
     let fanout: Vec<String> = round
         .rotations
         .iter()
         .map(|r| {
             format!(
-                "p50 {:?} p99 {:?} max {:?} last-after-set {:?}",
-                r.p50, r.p99, r.max, r.last_after_set
+                "p50 {:?} p99 {:?} max {:?} last-after-set {:?} cpu agent {:?} client {:?}",
+                r.p50, r.p99, r.max, r.last_after_set, r.agent_cpu, r.client_cpu
             )
         })
         .collect();

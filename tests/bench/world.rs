@@ -108,6 +108,13 @@ impl World {
         Ok(returned)
     }
 
+    /// Stops and starts SPIRE agent on the same data dir and socket. Steeple reconnects
+    /// by itself (with backoff) and keeps serving meanwhile.
+    pub fn restart_spire_agent(&mut self) -> anyhow::Result<()> {
+        self.spire.stop_agent()?;
+        self.spire.start_agent()
+    }
+
     /// Versions and settings, one line.
     pub fn describe(&self, args: &Args) -> String {
         format!(

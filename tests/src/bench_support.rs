@@ -1,9 +1,10 @@
 //! What the benchmarks in `tests/bench` need beyond the suites' harness: the release
-//! `steeple` binary, a process's resident memory, the open-file limit, and a one-line
-//! description of the machine for the results.
+//! `steeple` binary, a process's resident memory and CPU time, the open-file limit, and a
+//! one-line description of the machine for the results.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
@@ -34,6 +35,26 @@ pub fn build_release_steeple() -> anyhow::Result<PathBuf> {
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     proc_status_kib(&format!("/proc/{pid}/status"), "VmRSS:")
         .with_context(|| format!("reading VmRSS of pid {pid}"))
+}
+
+/// CPU time all live threads of process `pid` have run so far (the first field of each
+/// `/proc/<pid>/task/<tid>/schedstat`, in nanoseconds).
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let tasks = format!("/proc/{pid}/task");
+    let mut total = 0u64;
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("listing {tasks}"))? {
+        let path = task?.path().join("schedstat");
+        // A thread that exited since the listing simply no longer counts.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let ns = text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok());
+        total += ns.with_context(|| format!("unexpected {}: {text:?}", path.display()))?;
+    }
+    Ok(Duration::from_nanos(total))
 }
 
 /// `MemAvailable` of the machine in KiB.

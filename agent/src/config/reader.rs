@@ -345,14 +345,23 @@ impl Reader {
             self.error("dev.workload_id", "must be a SPIFFE ID in dev.trust_domain");
         }
         let x509_svid_ttl = self.duration("dev", "x509_svid_ttl", Duration::from_secs(60));
-        if x509_svid_ttl < Duration::from_secs(2) {
-            self.error("dev.x509_svid_ttl", "must be at least 2s");
+        let jwt_svid_ttl = self.duration("dev", "jwt_svid_ttl", Duration::from_secs(300));
+        // The dev CA issues lifetimes between 2 s (so rotation at half life is
+        // observable) and 24 h.
+        let range = Duration::from_secs(2)..=Duration::from_secs(24 * 3600);
+        for (key, ttl) in [
+            ("dev.x509_svid_ttl", x509_svid_ttl),
+            ("dev.jwt_svid_ttl", jwt_svid_ttl),
+        ] {
+            if !range.contains(&ttl) {
+                self.error(key, "must be between 2s and 24h");
+            }
         }
         DevSection {
             trust_domain,
             workload_id,
             x509_svid_ttl,
-            jwt_svid_ttl: self.duration("dev", "jwt_svid_ttl", Duration::from_secs(300)),
+            jwt_svid_ttl,
         }
     }
 

@@ -106,3 +106,12 @@ fn the_shipped_example_holds_exactly_the_defaults() {
     let text = include_str!("../../../deploy/steeple.toml");
     assert_eq!(parse(text, &[]).unwrap(), parse("", &[]).unwrap());
 }
+
+#[test]
+fn dev_lifetimes_are_bounded() {
+    let errors = parse("[dev]\nx509_svid_ttl = \"1s\"\njwt_svid_ttl = \"48h\"", &[])
+        .unwrap_err()
+        .0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["dev.x509_svid_ttl", "dev.jwt_svid_ttl"]);
+}

@@ -170,6 +170,10 @@ mod tests {
         let (sub, claims) = signer.validate(&token, "db").unwrap();
         assert_eq!(sub, "spiffe://td/w");
         assert_eq!(claims["aud"], json!(["db"]));
+        let header = decode_object(token.split('.').next().unwrap(), "header").unwrap();
+        assert_eq!(header["kid"], signer.kid());
+        let jwks: Value = serde_json::from_slice(&signer.jwks()).unwrap();
+        assert_eq!(jwks["keys"][0]["kid"], signer.kid());
         assert!(signer.validate(&token, "other").is_err());
         let expired = signer.sign("spiffe://td/w", &aud("db"), Duration::ZERO);
         assert!(signer.validate(&expired.unwrap(), "db").is_err());
