@@ -8,13 +8,12 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
-use envoy_types::pb::envoy::config::core::v3::{BuildVersion, Node, node::UserAgentVersionType};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     Secret, SpiffeCertValidatorConfig, secret::Type,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::envoy::r#type::v3::SemanticVersion;
 use prost::Message as _;
 use steeple_e2e::sds_client::{self, SdsClient};
 use tokio::sync::mpsc;
@@ -195,7 +194,12 @@ async fn follow_stream(
     events: &mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(2);
-    tx.send(request(Some(envoy_node()), "", "")).await?;
+    tx.send(request(
+        Some(sds_client::envoy_node("steeple-bench")),
+        "",
+        "",
+    ))
+    .await?;
     let mut inbound = client
         .stream_secrets(ReceiverStream::new(rx))
         .await?
@@ -228,25 +232,6 @@ fn request(node: Option<Node>, version: &str, nonce: &str) -> DiscoveryRequest {
         response_nonce: nonce.to_owned(),
         resource_names: vec![RESOURCE.to_owned()],
         type_url: SECRET_TYPE_URL.to_owned(),
-        ..Default::default()
-    }
-}
-
-/// An Envoy 1.40 node, so both agents serve the SPIFFE certificate validator.
-fn envoy_node() -> Node {
-    let version = SemanticVersion {
-        major_number: 1,
-        minor_number: 40,
-        patch: 0,
-    };
-    Node {
-        id: "steeple-bench".to_owned(),
-        cluster: "steeple-bench".to_owned(),
-        user_agent_name: "envoy".to_owned(),
-        user_agent_version_type: Some(UserAgentVersionType::UserAgentBuildVersion(BuildVersion {
-            version: Some(version),
-            metadata: None,
-        })),
         ..Default::default()
     }
 }

@@ -5,13 +5,11 @@
 
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::{BuildVersion, Node, node::UserAgentVersionType};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     SpiffeCertValidatorConfig, secret::Type,
 };
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use envoy_types::pb::envoy::r#type::v3::SemanticVersion;
 use prost::Message as _;
 use steeple_e2e::bootstrap::{TlsNames, mtls_client, mtls_server};
 use steeple_e2e::{EntrySpec, Suite, sds_client};
@@ -25,22 +23,6 @@ fn partner_ca_pem() -> anyhow::Result<String> {
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params.subject_alt_names = vec![rcgen::SanType::URI(PARTNER.try_into()?)];
     Ok(params.self_signed(&key)?.pem())
-}
-
-fn envoy_node() -> Node {
-    let version = SemanticVersion {
-        major_number: 1,
-        minor_number: 40,
-        patch: 0,
-    };
-    Node {
-        id: "delta-test".into(),
-        user_agent_version_type: Some(UserAgentVersionType::UserAgentBuildVersion(BuildVersion {
-            version: Some(version),
-            metadata: None,
-        })),
-        ..Default::default()
-    }
 }
 
 fn trust_domains(secret: &Secret) -> anyhow::Result<Vec<String>> {
@@ -75,7 +57,7 @@ async fn federated_bundles_flow_in_and_delta_sds_removes_them() -> anyhow::Resul
     let mut client = sds_client::connect(sds);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(DeltaDiscoveryRequest {
-        node: Some(envoy_node()),
+        node: Some(sds_client::envoy_node("delta-test")),
         resource_names_subscribe: vec![PARTNER.into(), "ALL".into()],
         ..Default::default()
     })

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+use envoy_types::pb::envoy::config::core::v3::{BuildVersion, Node, node::UserAgentVersionType};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret::Type};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+use envoy_types::pb::envoy::r#type::v3::SemanticVersion;
 use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use tonic::transport::{Channel, Endpoint};
@@ -114,4 +116,24 @@ pub fn assert_not_in_logs(secrets: &[Vec<u8>], logs: &str) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// The node an Envoy 1.40 sends (named `id`), so an agent serves it what it would serve
+/// Envoy — the SPIFFE certificate validator among others.
+pub fn envoy_node(id: &str) -> Node {
+    let version = SemanticVersion {
+        major_number: 1,
+        minor_number: 40,
+        patch: 0,
+    };
+    Node {
+        id: id.to_owned(),
+        cluster: id.to_owned(),
+        user_agent_name: "envoy".to_owned(),
+        user_agent_version_type: Some(UserAgentVersionType::UserAgentBuildVersion(BuildVersion {
+            version: Some(version),
+            metadata: None,
+        })),
+        ..Default::default()
+    }
 }
