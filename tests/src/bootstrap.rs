@@ -69,6 +69,14 @@ fn http_manager(stat_prefix: &str, route: &str) -> String {
     )
 }
 
+/// The top of every bootstrap: node `id`, the admin API on 127.0.0.1:`admin_port`, and the
+/// opening of the listener list.
+fn preamble(id: &str, admin_port: u16) -> String {
+    format!(
+        "node: {{ id: {id}, cluster: e2e }}\nadmin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}\nstatic_resources:\n  listeners:\n"
+    )
+}
+
 /// An Envoy that terminates mTLS on `port` with SDS secrets and answers 200 `body`.
 pub fn mtls_server(
     admin_port: u16,
@@ -78,11 +86,7 @@ pub fn mtls_server(
     body: &str,
 ) -> String {
     format!(
-        r#"node: {{ id: mtls-server, cluster: e2e }}
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}
-static_resources:
-  listeners:
-  - name: server
+        r#"{preamble}  - name: server
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
     filter_chains:
     - transport_socket:
@@ -95,6 +99,7 @@ static_resources:
       {http}
   clusters:
 {cluster}"#,
+        preamble = preamble("mtls-server", admin_port),
         tls = common_tls_context(names),
         http = http_manager(
             "server",
@@ -114,11 +119,7 @@ pub fn mtls_client(
     names: &TlsNames<'_>,
 ) -> String {
     format!(
-        r#"node: {{ id: mtls-client, cluster: e2e }}
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}
-static_resources:
-  listeners:
-  - name: client
+        r#"{preamble}  - name: client
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
     filter_chains:
     - filters:
@@ -136,6 +137,7 @@ static_resources:
         "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
         {tls}
 {cluster}"#,
+        preamble = preamble("mtls-client", admin_port),
         http = http_manager("client", "route: { cluster: upstream }"),
         tls = common_tls_context(names),
         cluster = sds_cluster(sds_socket),
@@ -153,11 +155,7 @@ pub fn credential_injector(
     secret_name: &str,
 ) -> String {
     format!(
-        r#"node: {{ id: injector, cluster: e2e }}
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}
-static_resources:
-  listeners:
-  - name: injector
+        r#"{preamble}  - name: injector
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
     filter_chains:
     - filters:
@@ -189,6 +187,7 @@ static_resources:
       cluster_name: upstream
       endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream_port} }} }} }} }}] }}]
 {cluster}"#,
+        preamble = preamble("injector", admin_port),
         cluster = sds_cluster(sds_socket),
     )
 }
