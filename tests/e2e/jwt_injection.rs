@@ -10,6 +10,7 @@ use steeple_e2e::{RecordingUpstream, Suite};
 
 const WORKLOAD: &str = "spiffe://example.org/workload";
 const SECRET: &str = "jwt-svid:upstream.example.org";
+const JWT_BUNDLE: &str = "jwt-bundle:spiffe://example.org";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_injects_the_jwt_svid_served_over_sds() -> anyhow::Result<()> {
@@ -50,6 +51,50 @@ async fn envoy_injects_the_jwt_svid_served_over_sds() -> anyhow::Result<()> {
     assert_eq!(claims["sub"], WORKLOAD);
     assert!(claims["aud"].to_string().contains("upstream.example.org"));
 
+    // The JWT bundle Steeple follows and serves verifies that very token.
+    let served = sds_client::wait_for(
+        suite.steeple.sds_socket(),
+        &[JWT_BUNDLE],
+        Duration::from_secs(30),
+    )
+    .await?;
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&sds_client::secret_bytes(&served[0]).expect("JWKS bytes"))?;
+    verify_rs256(&token, &header["kid"], &jwks)?;
+
     assert_not_in_logs(&[token.into_bytes()], &suite.steeple.logs())?;
     Ok(())
+}
+
+/// Checks `token`'s RS256 signature with the key `kid` of `jwks`.
+fn verify_rs256(
+    token: &str,
+    kid: &serde_json::Value,
+    jwks: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let key = jwks["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["kid"] == *kid))
+        .ok_or_else(|| anyhow::anyhow!("kid {kid} not in the served JWT bundle"))?;
+    let component = |name: &str| -> anyhow::Result<Vec<u8>> {
+        let text = key[name]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no {name}"))?;
+        Ok(engine.decode(text)?)
+    };
+    let public = ring::signature::RsaPublicKeyComponents {
+        n: component("n")?,
+        e: component("e")?,
+    };
+    let (signed, signature) = token
+        .rsplit_once('.')
+        .ok_or_else(|| anyhow::anyhow!("not a JWS"))?;
+    public
+        .verify(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            signed.as_bytes(),
+            &engine.decode(signature)?,
+        )
+        .map_err(|_| anyhow::anyhow!("JWT-SVID does not verify with the served JWT bundle"))
 }

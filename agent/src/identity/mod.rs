@@ -1,8 +1,9 @@
-//! Identity: the one long-lived client of the SPIFFE Workload API. It follows X.509-SVIDs
-//! and bundles, keeps configured JWT-SVIDs fresh, and writes everything into the store.
+//! Identity: the one long-lived client of the SPIFFE Workload API. It follows X.509-SVIDs,
+//! bundles and JWT bundles, keeps configured JWT-SVIDs fresh, and writes it all into the store.
 
 pub mod backoff;
 pub mod jwt;
+pub mod jwt_bundles;
 pub mod x509;
 
 use std::path::Path;
@@ -64,6 +65,11 @@ pub fn spawn(
         client.clone(),
         store.clone(),
         names,
+        shutdown.clone(),
+    ));
+    tasks.spawn(jwt_bundles::run(
+        client.clone(),
+        store.clone(),
         shutdown.clone(),
     ));
     for jwt in jwt_svids {
