@@ -1,0 +1,257 @@
+//! The envelope model: metadata only (never plaintext), in the field names of the control
+//! plane's `/v1/crypto/envelope-secrets` rows so its JSON reads as is.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// Which provider resolves an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Provider {
+    /// AWS KMS `Decrypt` (optionally of a data key, see [`SealedEnvelope::data_key`]).
+    KmsEnvelope,
+    /// A Vault KV secret the envelope points at.
+    VaultDelegate,
+    /// Vault transit `decrypt`.
+    VaultTransit,
+    /// Dev only: AES-256-GCM under a master key from the environment.
+    Local,
+}
+
+impl Provider {
+    /// Every provider, for error messages.
+    pub const ALL: [Provider; 4] = [
+        Self::KmsEnvelope,
+        Self::VaultDelegate,
+        Self::VaultTransit,
+        Self::Local,
+    ];
+
+    /// The wire name (`kms_envelope`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KmsEnvelope => "kms_envelope",
+            Self::VaultDelegate => "vault_delegate",
+            Self::VaultTransit => "vault_transit",
+            Self::Local => "local",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One envelope row as stored by the control plane or written in an envelope file.
+/// Unknown fields (ids, timestamps) are ignored.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EnvelopeRow {
+    /// Operator-chosen label; also the SDS resource name. Not a secret.
+    pub logical_path: String,
+    /// `kms_envelope`, `vault_delegate`, `vault_transit` or `local`.
+    pub provider: String,
+    /// The key that sealed the ciphertext (a KMS key ARN, a transit key, a local key id).
+    #[serde(default)]
+    pub key_id: String,
+    /// Base64 ciphertext: the KMS `CiphertextBlob`, or with a data key the AES-256-GCM
+    /// payload (nonce ‖ ciphertext ‖ tag).
+    #[serde(default)]
+    pub ciphertext_ref: String,
+    /// Encryption context as `k=v,k=v` (may be empty).
+    #[serde(default)]
+    pub aad: String,
+    /// Base64 data key wrapped by `key_id`, when the payload is sealed with a data key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_key_ciphertext: Option<String>,
+}
+
+impl fmt::Debug for EnvelopeRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvelopeRow")
+            .field("logical_path", &self.logical_path)
+            .field("provider", &self.provider)
+            .field("key_id", &self.key_id)
+            .field(
+                "ciphertext_ref",
+                &format_args!("<{} chars>", self.ciphertext_ref.len()),
+            )
+            .field("aad", &self.aad)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An encryption context: exact, case-sensitive key/value pairs, kept sorted.
+pub type EncryptionContext = BTreeMap<String, String>;
+
+/// An envelope that passed validation, its binary fields decoded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedEnvelope {
+    /// The label it is served under.
+    pub logical_path: String,
+    /// Who resolves it.
+    pub provider: Provider,
+    /// The sealing key.
+    pub key_id: String,
+    /// Decoded ciphertext (see [`EnvelopeRow::ciphertext_ref`]).
+    pub ciphertext: Vec<u8>,
+    /// Parsed `aad`.
+    pub context: EncryptionContext,
+    /// Decoded wrapped data key, if the payload uses the data-key layer.
+    pub data_key: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for SealedEnvelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedEnvelope")
+            .field("logical_path", &self.logical_path)
+            .field("provider", &self.provider)
+            .field("key_id", &self.key_id)
+            .field("ciphertext_len", &self.ciphertext.len())
+            .field("context", &self.context)
+            .field("data_key", &self.data_key.is_some())
+            .finish()
+    }
+}
+
+/// Why an envelope row was refused. Every message names the logical path and never
+/// carries ciphertext or plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("envelope {logical_path:?}: {problem}")]
+pub struct EnvelopeError {
+    /// The row's `logical_path` (`<empty>` when it had none).
+    pub logical_path: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Most bytes a logical path may have (it is also an SDS resource name).
+pub const MAX_LOGICAL_PATH_LEN: usize = 512;
+
+impl EnvelopeRow {
+    /// Checks every field and decodes the binary ones. `max_ciphertext_bytes` bounds the
+    /// decoded ciphertext and data key.
+    pub fn validate(&self, max_ciphertext_bytes: usize) -> Result<SealedEnvelope, EnvelopeError> {
+        let fail = |problem: String| EnvelopeError {
+            logical_path: if self.logical_path.is_empty() {
+                "<empty>".to_owned()
+            } else {
+                self.logical_path
+                    .chars()
+                    .take(MAX_LOGICAL_PATH_LEN)
+                    .collect()
+            },
+            problem,
+        };
+        check_logical_path(&self.logical_path).map_err(fail)?;
+        let provider = Provider::parse(&self.provider).ok_or_else(|| {
+            let known: Vec<_> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+            fail(format!(
+                "unknown provider {:?} (expected one of {})",
+                self.provider,
+                known.join(", ")
+            ))
+        })?;
+        if self.key_id.trim().is_empty() && provider != Provider::VaultDelegate {
+            return Err(fail("key_id is empty".into()));
+        }
+        let ciphertext =
+            decode_base64("ciphertext_ref", &self.ciphertext_ref, max_ciphertext_bytes)
+                .map_err(fail)?;
+        let data_key = self
+            .data_key_ciphertext
+            .as_deref()
+            .map(|d| decode_base64("data_key_ciphertext", d, max_ciphertext_bytes))
+            .transpose()
+            .map_err(fail)?;
+        let context = parse_aad(&self.aad).map_err(fail)?;
+        Ok(SealedEnvelope {
+            logical_path: self.logical_path.clone(),
+            provider,
+            key_id: self.key_id.clone(),
+            ciphertext,
+            context,
+            data_key,
+        })
+    }
+}
+
+fn check_logical_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("logical_path is empty".into());
+    }
+    if path.len() > MAX_LOGICAL_PATH_LEN {
+        return Err(format!(
+            "logical_path is longer than {MAX_LOGICAL_PATH_LEN} bytes"
+        ));
+    }
+    if path.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("logical_path contains whitespace or control characters".into());
+    }
+    Ok(())
+}
+
+fn decode_base64(field: &str, text: &str, max: usize) -> Result<Vec<u8>, String> {
+    if text.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    // Base64 is 4 chars per 3 bytes; refuse before decoding anything huge.
+    if text.len() / 4 * 3 > max + 3 {
+        return Err(format!("{field} is larger than {max} bytes"));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| format!("{field} is not valid base64"))?;
+    if bytes.len() > max {
+        return Err(format!("{field} is larger than {max} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// Parses `k=v,k=v` into an encryption context. Empty text is the empty context; keys
+/// must be non-empty, unique and free of surrounding spaces (KMS compares exactly).
+pub fn parse_aad(aad: &str) -> Result<EncryptionContext, String> {
+    let mut context = EncryptionContext::new();
+    if aad.is_empty() {
+        return Ok(context);
+    }
+    for (index, pair) in aad.split(',').enumerate() {
+        let position = index + 1;
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!("aad pair {position} has no '=' (expected k=v,k=v)"));
+        };
+        if key.is_empty() {
+            return Err(format!("aad pair {position} has an empty key"));
+        }
+        if key.trim() != key || value.trim() != value {
+            return Err(format!(
+                "aad pair {position} has spaces around its key or value (KMS compares exactly)"
+            ));
+        }
+        if context.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(format!("aad key {key:?} appears twice"));
+        }
+    }
+    Ok(context)
+}
+
+/// Formats a context back as `k=v,k=v` (sorted by key).
+pub fn format_aad(context: &EncryptionContext) -> String {
+    context
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+#[path = "envelope_tests.rs"]
+mod tests;
