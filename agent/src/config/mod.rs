@@ -97,9 +97,100 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// How strict the agent is about dev-only conveniences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// The default: dev-only features are allowed with a WARN.
+    Standard,
+    /// Dev-only features (the `local` provider) and plain-HTTP or loopback AWS endpoints
+    /// are refused unless explicitly allowed.
+    Production,
+}
+
+/// `[agent]`: agent-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSection {
+    /// `standard` (default) or `production`.
+    pub profile: Profile,
+}
+
+/// `[envelopes]`: resolving secret envelopes into SDS generic secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopesConfig {
+    /// Off by default, like the control plane's `dual_custody_intercept` flag.
+    pub enabled: bool,
+    /// Files or directories of JSON/YAML envelope rows, hot-reloaded.
+    pub paths: Vec<PathBuf>,
+    /// How often files are checked for changes. Default 2 s.
+    pub poll_interval: Duration,
+    /// How often every envelope is resolved again (picks up disabled or rotated keys).
+    /// Default 1 h.
+    pub refresh_interval: Duration,
+    /// Largest decoded ciphertext or data key accepted. Default 64 KiB.
+    pub max_ciphertext_bytes: usize,
+    /// The environment variable holding the `local` provider's master key; empty
+    /// (default) leaves the provider off. Dev only.
+    pub local_master_key_env: String,
+    /// `[envelope_aliases]`: logical path → SDS resource name (default: the path).
+    pub aliases: std::collections::BTreeMap<String, String>,
+}
+
+/// `[control_plane]`: an HTTP source of envelope rows (metadata only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlaneConfig {
+    /// Base URL; rows come from `{url}/v1/crypto/envelope-secrets`. Empty: no source.
+    pub url: String,
+    /// A file holding the bearer token (re-read on every poll).
+    pub token_file: Option<PathBuf>,
+    /// Authenticate with a JWT-SVID for this audience instead of a token file.
+    pub jwt_audience: Option<String>,
+    /// Poll interval. Default 30 s.
+    pub poll_interval: Duration,
+}
+
+/// `[aws]`: STS web-identity exchange and KMS envelopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsConfig {
+    /// Exchange JWT-SVIDs for AWS credentials. Default false.
+    pub enabled: bool,
+    /// The role to assume.
+    pub role_arn: String,
+    /// JWT-SVID audience. Default `sts.amazonaws.com`.
+    pub audience: String,
+    /// Requested session duration. Default 1 h (STS allows 900 s to 12 h).
+    pub session_duration: Duration,
+    /// STS region. Default `us-east-1`.
+    pub region: String,
+    /// STS endpoint override (VPC endpoint, test server).
+    pub sts_endpoint: Option<String>,
+    /// KMS endpoint override.
+    pub kms_endpoint: Option<String>,
+    /// Key ARN prefixes KMS envelopes may use; anything else is refused before any call.
+    pub key_arn_allowlist: Vec<String>,
+    /// DescribeKey every envelope key at start and report failures by ARN.
+    pub probe_keys: bool,
+    /// Allow plain-HTTP or loopback endpoints under the production profile.
+    pub allow_insecure_endpoints: bool,
+    /// SDS generic secret carrying the credentials (credential_process JSON).
+    /// Default `aws-credentials`.
+    pub credentials_resource_name: String,
+    /// Loopback address of the container-credentials endpoint; empty: off.
+    pub container_credentials_listen: Option<std::net::SocketAddr>,
+    /// File holding the token callers must send as `Authorization` (re-read per request).
+    pub container_credentials_token_file: Option<PathBuf>,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// `[agent]`.
+    pub agent: AgentSection,
+    /// `[envelopes]` and `[envelope_aliases]`.
+    pub envelopes: EnvelopesConfig,
+    /// `[control_plane]`.
+    pub control_plane: ControlPlaneConfig,
+    /// `[aws]`.
+    pub aws: AwsConfig,
     /// `[workload_api]`.
     pub workload_api: WorkloadApiConfig,
     /// `[sds]`.

@@ -115,3 +115,51 @@ fn dev_lifetimes_are_bounded() {
     let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["dev.x509_svid_ttl", "dev.jwt_svid_ttl"]);
 }
+
+#[test]
+fn production_profile_refuses_the_local_provider_and_insecure_endpoints() {
+    let text = "[agent]\nprofile = \"production\"\n[envelopes]\nlocal_master_key_env = \"K\"\n\
+                [aws]\nsts_endpoint = \"http://127.0.0.1:5000\"\nkms_endpoint = \"https://kms.example.com\"";
+    let errors = parse(text, &[]).unwrap_err().0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["envelopes.local_master_key_env", "aws.sts_endpoint"]);
+    let allowed = format!("{text}\nallow_insecure_endpoints = true");
+    let errors = parse(&allowed, &[]).unwrap_err().0;
+    assert_eq!(errors.len(), 1);
+}
+
+#[test]
+fn aws_and_envelope_sections_are_checked_and_overridable() {
+    let errors = parse(
+        "[aws]\nenabled = true\nsession_duration = \"13h\"\ncontainer_credentials_listen = \"0.0.0.0:1\"\n\
+         [envelopes]\npaths = [1]\n[envelope_aliases]\n\"a/b\" = 3",
+        &[],
+    )
+    .unwrap_err()
+    .0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "envelope_aliases",
+            "envelopes.paths",
+            "aws.container_credentials_listen",
+            "aws.role_arn",
+            "aws.session_duration"
+        ]
+    );
+    let config = parse(
+        "[envelope_aliases]\n\"a/b\" = \"ab\"",
+        &[
+            (
+                "STEEPLE_AWS_KEY_ARN_ALLOWLIST",
+                "arn:aws:kms:us-east-1:1:, arn:aws:kms:eu-west-1:1:",
+            ),
+            ("STEEPLE_ENVELOPES_ENABLED", "true"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.aws.key_arn_allowlist.len(), 2);
+    assert!(config.envelopes.enabled);
+    assert_eq!(config.envelopes.aliases["a/b"], "ab");
+}

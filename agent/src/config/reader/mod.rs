@@ -7,12 +7,48 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
+mod sections;
+
 use super::{
     Config, ConfigErrors, DevSection, JwtSvidConfig, KeyError, LogConfig, LogFormat, SdsConfig,
     WorkloadApiConfig,
 };
 
 const SECTIONS: &[(&str, &[&str])] = &[
+    ("agent", &["profile"]),
+    (
+        "envelopes",
+        &[
+            "enabled",
+            "paths",
+            "poll_interval",
+            "refresh_interval",
+            "max_ciphertext_bytes",
+            "local_master_key_env",
+        ],
+    ),
+    (
+        "control_plane",
+        &["url", "token_file", "jwt_audience", "poll_interval"],
+    ),
+    (
+        "aws",
+        &[
+            "enabled",
+            "role_arn",
+            "audience",
+            "session_duration",
+            "region",
+            "sts_endpoint",
+            "kms_endpoint",
+            "key_arn_allowlist",
+            "probe_keys",
+            "allow_insecure_endpoints",
+            "credentials_resource_name",
+            "container_credentials_listen",
+            "container_credentials_token_file",
+        ],
+    ),
     ("workload_api", &["socket"]),
     (
         "sds",
@@ -108,6 +144,19 @@ impl Reader {
                             unknown.push((format!("jwt_svids[{i}].{key}"), "unknown key"));
                         }
                     }
+                }
+                continue;
+            }
+            if name == "envelope_aliases" {
+                let valid = value.as_table().is_some_and(|t| {
+                    t.values()
+                        .all(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+                });
+                if !valid {
+                    unknown.push((
+                        name.clone(),
+                        "must map logical paths to non-empty resource names",
+                    ));
                 }
                 continue;
             }
@@ -246,7 +295,17 @@ impl Reader {
     }
 
     pub(super) fn read_config(&mut self) -> Config {
+        let config = self.read_sections();
+        self.check_profile(&config);
+        config
+    }
+
+    fn read_sections(&mut self) -> Config {
         Config {
+            agent: self.read_agent(),
+            envelopes: self.read_envelopes(),
+            control_plane: self.read_control_plane(),
+            aws: self.read_aws(),
             workload_api: self.read_workload_api(),
             sds: self.read_sds(),
             jwt_svids: self.read_jwt_svids(),

@@ -1,0 +1,254 @@
+//! The sections for envelopes, the control-plane source and AWS.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Value;
+
+use super::Reader;
+use crate::config::{AgentSection, AwsConfig, ControlPlaneConfig, EnvelopesConfig, Profile};
+
+/// STS accepts 900 s to 12 h; shorter sessions are allowed for tests against STS
+/// look-alikes and refused by real STS with a clear error.
+const SESSION_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(10)..=Duration::from_secs(12 * 3600);
+
+impl Reader {
+    /// A string that may be absent or empty (both mean `None`).
+    fn optional_string(&mut self, section: &str, key: &str) -> Option<String> {
+        match self.value(section, key) {
+            None => None,
+            Some(Value::String(s)) => (!s.is_empty()).then(|| s.clone()),
+            Some(_) => {
+                self.error(&format!("{section}.{key}"), "expected a string");
+                None
+            }
+        }
+    }
+
+    /// An array of non-empty strings, or (from the environment) a comma-separated list.
+    fn strings(&mut self, section: &str, key: &str) -> Vec<String> {
+        let parsed = match self.value(section, key) {
+            None => return Vec::new(),
+            Some(Value::String(s)) => Some(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
+                .collect::<Option<Vec<_>>>(),
+            Some(_) => None,
+        };
+        parsed.unwrap_or_else(|| {
+            self.error(
+                &format!("{section}.{key}"),
+                "expected an array of non-empty strings",
+            );
+            Vec::new()
+        })
+    }
+
+    pub(super) fn read_agent(&mut self) -> AgentSection {
+        let profile = self.parsed(
+            "agent",
+            "profile",
+            Profile::Standard,
+            "\"standard\" or \"production\"",
+            |v| match v.as_str() {
+                Some("standard") => Some(Profile::Standard),
+                Some("production") => Some(Profile::Production),
+                _ => None,
+            },
+        );
+        AgentSection { profile }
+    }
+
+    pub(super) fn read_envelopes(&mut self) -> EnvelopesConfig {
+        let s = "envelopes";
+        let config = EnvelopesConfig {
+            enabled: self.bool(s, "enabled", false),
+            paths: self
+                .strings(s, "paths")
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            poll_interval: self.duration(s, "poll_interval", Duration::from_secs(2)),
+            refresh_interval: self.duration(s, "refresh_interval", Duration::from_secs(3600)),
+            max_ciphertext_bytes: self.count(s, "max_ciphertext_bytes", 64 * 1024),
+            local_master_key_env: self
+                .optional_string(s, "local_master_key_env")
+                .unwrap_or_default(),
+            aliases: self.read_aliases(),
+        };
+        for (key, value) in [
+            ("envelopes.poll_interval", config.poll_interval),
+            ("envelopes.refresh_interval", config.refresh_interval),
+        ] {
+            if value < Duration::from_millis(100) {
+                self.error(key, "must be at least 100ms");
+            }
+        }
+        config
+    }
+
+    fn read_aliases(&mut self) -> BTreeMap<String, String> {
+        let Some(table) = self.root.get("envelope_aliases").and_then(Value::as_table) else {
+            return BTreeMap::new();
+        };
+        table
+            .iter()
+            .filter_map(|(path, name)| Some((path.clone(), name.as_str()?.to_owned())))
+            .collect()
+    }
+
+    pub(super) fn read_control_plane(&mut self) -> ControlPlaneConfig {
+        let s = "control_plane";
+        let config = ControlPlaneConfig {
+            url: self.optional_string(s, "url").unwrap_or_default(),
+            token_file: self.optional_string(s, "token_file").map(PathBuf::from),
+            jwt_audience: self.optional_string(s, "jwt_audience"),
+            poll_interval: self.duration(s, "poll_interval", Duration::from_secs(30)),
+        };
+        if !config.url.is_empty() {
+            if !(config.url.starts_with("https://") || config.url.starts_with("http://")) {
+                self.error("control_plane.url", "expected an http:// or https:// URL");
+            }
+            if config.token_file.is_some() == config.jwt_audience.is_some() {
+                self.error(
+                    "control_plane.token_file",
+                    "set exactly one of token_file and jwt_audience",
+                );
+            }
+        }
+        config
+    }
+
+    pub(super) fn read_aws(&mut self) -> AwsConfig {
+        let s = "aws";
+        let config = AwsConfig {
+            enabled: self.bool(s, "enabled", false),
+            role_arn: self.optional_string(s, "role_arn").unwrap_or_default(),
+            audience: self.string(s, "audience", "sts.amazonaws.com"),
+            session_duration: self.duration(s, "session_duration", Duration::from_secs(3600)),
+            region: self.string(s, "region", "us-east-1"),
+            sts_endpoint: self.optional_string(s, "sts_endpoint"),
+            kms_endpoint: self.optional_string(s, "kms_endpoint"),
+            key_arn_allowlist: self.strings(s, "key_arn_allowlist"),
+            probe_keys: self.bool(s, "probe_keys", false),
+            allow_insecure_endpoints: self.bool(s, "allow_insecure_endpoints", false),
+            credentials_resource_name: self.string(
+                s,
+                "credentials_resource_name",
+                "aws-credentials",
+            ),
+            container_credentials_listen: self.parsed(
+                s,
+                "container_credentials_listen",
+                None,
+                "a loopback address such as \"127.0.0.1:9911\"",
+                |v| match v.as_str() {
+                    Some("") => Some(None),
+                    Some(text) => text
+                        .parse::<std::net::SocketAddr>()
+                        .ok()
+                        .filter(|a| a.ip().is_loopback())
+                        .map(Some),
+                    None => None,
+                },
+            ),
+            container_credentials_token_file: self
+                .optional_string(s, "container_credentials_token_file")
+                .map(PathBuf::from),
+        };
+        if config.enabled {
+            if !config.role_arn.starts_with("arn:") {
+                self.error("aws.role_arn", "required when aws.enabled: an IAM role ARN");
+            }
+            if !SESSION_RANGE.contains(&config.session_duration) {
+                self.error("aws.session_duration", "must be between 10s and 12h");
+            }
+        }
+        if config.container_credentials_listen.is_some()
+            && config.container_credentials_token_file.is_none()
+        {
+            self.error(
+                "aws.container_credentials_token_file",
+                "required when container_credentials_listen is set",
+            );
+        }
+        config
+    }
+}
+
+impl Reader {
+    /// Cross-section rules of the production profile.
+    pub(super) fn check_profile(&mut self, config: &crate::config::Config) {
+        if config.agent.profile != Profile::Production {
+            return;
+        }
+        if !config.envelopes.local_master_key_env.is_empty() {
+            self.error(
+                "envelopes.local_master_key_env",
+                "the local provider is dev-only and refused under agent.profile = \"production\"",
+            );
+        }
+        if config.aws.allow_insecure_endpoints {
+            return;
+        }
+        for (key, endpoint) in [
+            ("aws.sts_endpoint", &config.aws.sts_endpoint),
+            ("aws.kms_endpoint", &config.aws.kms_endpoint),
+        ] {
+            if endpoint.as_deref().is_some_and(is_insecure_endpoint) {
+                self.error(
+                    key,
+                    "plain-HTTP or loopback endpoints are refused under the production profile \
+                     (set aws.allow_insecure_endpoints = true to allow)",
+                );
+            }
+        }
+    }
+}
+
+/// `http://…`, or a host that is loopback (`localhost`, 127.0.0.0/8, `::1`).
+fn is_insecure_endpoint(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return true;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_insecure_endpoint;
+
+    #[test]
+    fn insecure_endpoints_are_plain_http_or_loopback() {
+        for url in [
+            "http://kms.example.com",
+            "https://127.0.0.1:4566",
+            "https://localhost",
+            "https://[::1]:443/",
+        ] {
+            assert!(is_insecure_endpoint(url), "{url}");
+        }
+        assert!(!is_insecure_endpoint(
+            "https://vpce-1.kms.us-east-1.vpce.amazonaws.com"
+        ));
+        assert!(!is_insecure_endpoint("https://10.0.0.5:443"));
+    }
+}
