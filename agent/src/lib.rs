@@ -4,7 +4,9 @@
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod envelopes;
 pub mod identity;
+pub mod providers;
 pub mod sds;
 pub mod store;
 pub mod supervisor;

@@ -9,7 +9,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::envelopes;
 use crate::identity::{self, DefaultNames};
+use crate::providers::{self, ProviderError, RunMode};
 use crate::sds::{self, SdsService, SdsSettings};
 use crate::store::SecretStore;
 use crate::uds::{BindError, bind_socket};
@@ -21,6 +23,9 @@ pub enum StartError {
     /// The SDS socket could not be bound.
     #[error("sds.socket: {0}")]
     SdsSocket(#[from] BindError),
+    /// An envelope provider could not be built.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
 }
 
 /// The running agent.
@@ -31,9 +36,14 @@ pub struct RunningAgent {
     sds_socket: PathBuf,
 }
 
-/// Starts identity and SDS; they stop when `shutdown` is cancelled.
-pub fn start(config: &Config, shutdown: &CancellationToken) -> Result<RunningAgent, StartError> {
+/// Starts identity, envelopes and SDS; they stop when `shutdown` is cancelled.
+pub fn start(
+    config: &Config,
+    mode: RunMode,
+    shutdown: &CancellationToken,
+) -> Result<RunningAgent, StartError> {
     let store = Arc::new(SecretStore::new());
+    let resolvers = providers::resolvers(config, mode)?;
     let mut tasks = JoinSet::new();
     let listener = bind_socket(&config.sds.socket, config.sds.socket_mode)?;
     let service = SdsService::new(
@@ -56,6 +66,7 @@ pub fn start(config: &Config, shutdown: &CancellationToken) -> Result<RunningAge
         shutdown,
         &mut tasks,
     );
+    envelopes::spawn(config, resolvers, store.clone(), shutdown, &mut tasks);
     tracing::info!(
         sds_socket = %config.sds.socket.display(),
         workload_api = %config.workload_api.socket.display(),

@@ -75,13 +75,21 @@ impl SteepleProcess {
         workload_id: &str,
         x509_ttl: &str,
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let config = format!(
-            "[log]\nlevel = \"debug\"\n[dev]\ntrust_domain = \"{trust_domain}\"\nworkload_id = \"{workload_id}\"\nx509_svid_ttl = \"{x509_ttl}\"\n"
+        let dev = format!(
+            "[dev]\ntrust_domain = \"{trust_domain}\"\nworkload_id = \"{workload_id}\"\nx509_svid_ttl = \"{x509_ttl}\"\n"
         );
+        Self::dev_with(dir, &dev, &[])
+    }
+
+    /// `steeple dev` with `toml` appended to a debug-logging config and `env` set, sockets
+    /// in `dir`.
+    pub fn dev_with(dir: &Path, toml: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let config = format!("[log]\nlevel = \"debug\"\n{toml}");
         let config_path = dir.join("steeple.toml");
         std::fs::write(&config_path, config)?;
         let mut command = Command::new(steeple_bin()?);
+        command.envs(env.iter().copied());
         command
             .arg("dev")
             .arg("--config")

@@ -204,7 +204,7 @@ fn decode_base64(field: &str, text: &str, max: usize) -> Result<Vec<u8>, String>
         return Err(format!("{field} is empty"));
     }
     // Base64 is 4 chars per 3 bytes; refuse before decoding anything huge.
-    if text.len() / 4 * 3 > max + 3 {
+    if text.len() / 4 * 3 > max.saturating_add(3) {
         return Err(format!("{field} is larger than {max} bytes"));
     }
     let bytes = base64::engine::general_purpose::STANDARD

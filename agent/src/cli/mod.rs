@@ -1,4 +1,7 @@
-//! The `steeple` command line: `run` (production), `dev` (embedded trust domain).
+//! The `steeple` command line: `run` (production), `dev` (embedded trust domain),
+//! `check-config`, and `envelope seal`.
+
+mod seal;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LogFormat};
 use crate::dev::{DevConfig, DevWorkloadApi};
+use crate::providers::RunMode;
 use crate::supervisor;
 
 /// How long open streams get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The Envoy bootstrap `steeple dev` prints (also in `deploy/envoy/`).
-const DEV_BOOTSTRAP: &str = include_str!("../../deploy/envoy/dev-bootstrap.yaml");
+const DEV_BOOTSTRAP: &str = include_str!("../../../deploy/envoy/dev-bootstrap.yaml");
 
 /// Steeple: SPIFFE workload identity, served to local workloads over Envoy SDS.
 #[derive(Debug, Parser)]
@@ -48,6 +52,15 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Work with secret envelopes.
+    #[command(subcommand)]
+    Envelope(EnvelopeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EnvelopeCommand {
+    /// Seal a plaintext (stdin or --in) into an envelope row printed as JSON.
+    Seal(seal::SealArgs),
 }
 
 /// Entry point of the binary.
@@ -56,6 +69,15 @@ pub fn main() -> ExitCode {
     let config_path = match &cli.command {
         Command::Run { config } | Command::Dev { config, .. } | Command::CheckConfig { config } => {
             config.clone()
+        }
+        Command::Envelope(EnvelopeCommand::Seal(args)) => {
+            return match seal::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("steeple envelope seal: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
         }
     };
     let config = match Config::load(config_path.as_deref(), std::env::vars()) {
@@ -111,7 +133,7 @@ fn init_tracing(config: &Config) {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    let agent = supervisor::start(&config, &shutdown)?;
+    let agent = supervisor::start(&config, RunMode::Production, &shutdown)?;
     wait_for_signal(&shutdown).await?;
     agent.drain(SHUTDOWN_GRACE).await;
     Ok(())
@@ -141,7 +163,7 @@ async fn run_dev(mut config: Config, dir: Option<PathBuf>) -> anyhow::Result<()>
     tracing::warn!(
         "dev mode: an in-process trust domain with a throwaway CA; never use it in production"
     );
-    let agent = supervisor::start(&config, &shutdown)?;
+    let agent = supervisor::start(&config, RunMode::Dev, &shutdown)?;
     println!("# Steeple dev is running.");
     println!("#   SDS socket:          {}", config.sds.socket.display());
     println!(

@@ -1,0 +1,98 @@
+//! Envelopes: metadata-only rows from sources (files, the control plane) are collected
+//! into one set, resolved in memory by the provider each names, and written into the
+//! store as generic secrets named by logical path.
+
+pub mod file_source;
+pub mod parse;
+pub mod registry;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use steeple_plugin_api::EnvelopeRow;
+use tokio::sync::watch;
+
+/// The rows each source last delivered successfully, by source name.
+pub type RowSets = BTreeMap<String, Arc<Vec<EnvelopeRow>>>;
+
+/// Where sources publish their rows; the registry subscribes.
+#[derive(Debug, Clone)]
+pub struct RowSink {
+    tx: Arc<watch::Sender<RowSets>>,
+}
+
+impl Default for RowSink {
+    fn default() -> Self {
+        Self {
+            tx: Arc::new(watch::Sender::new(RowSets::new())),
+        }
+    }
+}
+
+impl RowSink {
+    /// Replaces `source`'s rows; subscribers wake only if they changed.
+    pub fn publish(&self, source: &str, rows: Vec<EnvelopeRow>) {
+        self.tx.send_if_modified(|sets| {
+            if sets.get(source).is_some_and(|old| **old == rows) {
+                return false;
+            }
+            sets.insert(source.to_owned(), Arc::new(rows));
+            true
+        });
+    }
+
+    /// A receiver of every source's rows.
+    pub fn subscribe(&self) -> watch::Receiver<RowSets> {
+        self.tx.subscribe()
+    }
+}
+
+/// Starts the configured envelope sources and the registry (when `[envelopes]` is
+/// enabled), resolving with `resolvers`.
+pub fn spawn(
+    config: &crate::config::Config,
+    resolvers: Vec<Arc<dyn steeple_plugin_api::EnvelopeResolver>>,
+    store: Arc<crate::store::SecretStore>,
+    shutdown: &tokio_util::sync::CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let envelopes = &config.envelopes;
+    if !envelopes.enabled {
+        return;
+    }
+    let sink = RowSink::default();
+    if !envelopes.paths.is_empty() {
+        tasks.spawn(file_source::run(
+            envelopes.paths.clone(),
+            envelopes.poll_interval,
+            sink.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let settings = registry::RegistrySettings {
+        refresh_interval: envelopes.refresh_interval,
+        max_ciphertext_bytes: envelopes.max_ciphertext_bytes,
+        aliases: envelopes.aliases.clone(),
+        reserved: reserved_names(config),
+    };
+    let providers: Vec<_> = resolvers.iter().map(|r| r.provider().as_str()).collect();
+    tracing::info!(providers = ?providers, files = envelopes.paths.len(), "envelope resolution enabled");
+    let registry = registry::Registry::new(resolvers, settings, store);
+    tasks.spawn(registry.run(sink.subscribe(), shutdown.clone()));
+}
+
+/// The store names other producers own: SVIDs, bundles, JWT-SVIDs, credentials.
+fn reserved_names(config: &crate::config::Config) -> registry::ReservedNames {
+    let sds = &config.sds;
+    let mut exact = vec![
+        sds.default_svid_name.clone(),
+        sds.default_bundle_name.clone(),
+        sds.default_all_bundles_name.clone(),
+        config.aws.credentials_resource_name.clone(),
+    ];
+    exact.extend(config.jwt_svids.iter().map(|j| j.resource_name.clone()));
+    registry::ReservedNames {
+        exact,
+        prefixes: vec!["spiffe://".into(), "jwt-svid:".into(), "jwt-bundle:".into()],
+    }
+}

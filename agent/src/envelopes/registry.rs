@@ -1,0 +1,293 @@
+//! The registry: keeps one slot per logical path, asks the envelope's provider to resolve
+//! it when it is new, changed or due, and writes what resolved into the store.
+//!
+//! Fail closed, last good wins: a refusal (bad row, allowlist, context mismatch) removes
+//! the secret and is reported; an unavailable upstream keeps the last good plaintext and
+//! retries with backoff. Other envelopes are never affected.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use steeple_plugin_api::{EnvelopeResolver, EnvelopeRow, Provider, ResolveError, SecretBytes};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::RowSets;
+use crate::identity::backoff::Backoff;
+use crate::store::{Secret, SecretStore};
+
+const SOURCE: &str = "envelopes";
+/// Envelopes resolved at once.
+const CONCURRENCY: usize = 16;
+/// Longest one resolution may take before it counts as unavailable.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Store names an envelope may not take (the SVIDs, bundles and credentials).
+#[derive(Debug, Clone, Default)]
+pub struct ReservedNames {
+    /// Exact names.
+    pub exact: Vec<String>,
+    /// Name prefixes.
+    pub prefixes: Vec<String>,
+}
+
+impl ReservedNames {
+    fn contains(&self, name: &str) -> bool {
+        self.exact.iter().any(|n| n == name) || self.prefixes.iter().any(|p| name.starts_with(p))
+    }
+}
+
+/// How the registry behaves.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    /// Re-resolve every envelope this often.
+    pub refresh_interval: Duration,
+    /// Largest decoded ciphertext accepted.
+    pub max_ciphertext_bytes: usize,
+    /// Logical path → SDS name.
+    pub aliases: BTreeMap<String, String>,
+    /// Names that belong to other producers.
+    pub reserved: ReservedNames,
+}
+
+/// Why an envelope is not served right now (for logs and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The row itself is invalid.
+    Invalid(String),
+    /// No resolver for its provider is configured.
+    ProviderOff(Provider),
+    /// The provider refused or failed.
+    Resolve(ResolveError),
+}
+
+#[derive(Debug)]
+struct Slot {
+    row: EnvelopeRow,
+    name: String,
+    value: Option<SecretBytes>,
+    /// The row changed since `value` was resolved: a failure must not keep it.
+    stale: bool,
+    due: Option<Instant>,
+    backoff: Backoff,
+    problem: Option<Problem>,
+}
+
+/// Resolves envelopes into the store until `shutdown`.
+#[derive(Debug)]
+pub struct Registry {
+    resolvers: HashMap<Provider, Arc<dyn EnvelopeResolver>>,
+    settings: RegistrySettings,
+    store: Arc<SecretStore>,
+    slots: BTreeMap<String, Slot>,
+}
+
+impl Registry {
+    /// A registry resolving with `resolvers` into `store`.
+    pub fn new(
+        resolvers: Vec<Arc<dyn EnvelopeResolver>>,
+        settings: RegistrySettings,
+        store: Arc<SecretStore>,
+    ) -> Self {
+        Self {
+            resolvers: resolvers.into_iter().map(|r| (r.provider(), r)).collect(),
+            settings,
+            store,
+            slots: BTreeMap::new(),
+        }
+    }
+
+    /// Runs until `shutdown`, following `rows`.
+    pub async fn run(mut self, mut rows: watch::Receiver<RowSets>, shutdown: CancellationToken) {
+        loop {
+            let sets = rows.borrow_and_update().clone();
+            self.sync_rows(&sets);
+            self.resolve_due().await;
+            self.publish();
+            let next_due = self.slots.values().filter_map(|s| s.due).min();
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = rows.changed() => if changed.is_err() { return },
+                () = sleep_until(next_due) => {}
+            }
+        }
+    }
+
+    /// Makes the slots match the rows: new and changed rows become due now.
+    pub fn sync_rows(&mut self, sets: &RowSets) {
+        let mut wanted: BTreeMap<String, &EnvelopeRow> = BTreeMap::new();
+        for (source, rows) in sets {
+            for row in rows.iter() {
+                if wanted.contains_key(&row.logical_path) {
+                    tracing::error!(logical_path = %row.logical_path, source, "duplicate logical_path; the first row is used");
+                    continue;
+                }
+                wanted.insert(row.logical_path.clone(), row);
+            }
+        }
+        self.slots.retain(|path, _| wanted.contains_key(path));
+        for (path, row) in wanted {
+            let name = self
+                .settings
+                .aliases
+                .get(&path)
+                .cloned()
+                .unwrap_or_else(|| path.clone());
+            match self.slots.get_mut(&path) {
+                Some(slot) if slot.row == *row && slot.name == name => {}
+                Some(slot) => {
+                    slot.row = row.clone();
+                    slot.name = name;
+                    slot.stale = true;
+                    slot.due = Some(Instant::now());
+                    slot.backoff.reset();
+                }
+                None => {
+                    let slot = Slot {
+                        row: row.clone(),
+                        name,
+                        value: None,
+                        stale: false,
+                        due: Some(Instant::now()),
+                        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+                        problem: None,
+                    };
+                    self.slots.insert(path, slot);
+                }
+            }
+        }
+    }
+
+    /// Resolves every slot that is due.
+    pub async fn resolve_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(String, EnvelopeRow, String)> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.due.is_some_and(|d| d <= now))
+            .map(|(p, s)| (p.clone(), s.row.clone(), s.name.clone()))
+            .collect();
+        let this = &*self;
+        let outcomes: Vec<(String, Result<SecretBytes, Problem>)> = futures::stream::iter(due)
+            .map(|(path, row, name)| async move { (path, this.resolve_one(&row, &name).await) })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for (path, outcome) in outcomes {
+            if let Some(slot) = self.slots.get_mut(&path) {
+                apply(slot, outcome, self.settings.refresh_interval);
+            }
+        }
+    }
+
+    async fn resolve_one(&self, row: &EnvelopeRow, name: &str) -> Result<SecretBytes, Problem> {
+        if self.settings.reserved.contains(name) {
+            return Err(Problem::Invalid(format!(
+                "SDS name {name:?} is reserved for SVIDs, bundles or credentials"
+            )));
+        }
+        let sealed = row
+            .validate(self.settings.max_ciphertext_bytes)
+            .map_err(|e| Problem::Invalid(e.problem))?;
+        let resolver = self
+            .resolvers
+            .get(&sealed.provider)
+            .ok_or(Problem::ProviderOff(sealed.provider))?;
+        match tokio::time::timeout(RESOLVE_TIMEOUT, resolver.resolve(&sealed)).await {
+            Ok(Ok(resolved)) => {
+                tracing::info!(logical_path = %sealed.logical_path, provider = %sealed.provider, key_id = %resolved.key_id, bytes = resolved.plaintext.len(), "envelope resolved");
+                Ok(resolved.plaintext)
+            }
+            Ok(Err(e)) => Err(Problem::Resolve(e)),
+            Err(_) => Err(Problem::Resolve(ResolveError::Unavailable(format!(
+                "no answer within {}s",
+                RESOLVE_TIMEOUT.as_secs()
+            )))),
+        }
+    }
+
+    /// Writes every resolved envelope into the store.
+    pub fn publish(&self) {
+        let entries = self
+            .slots
+            .values()
+            .filter_map(|s| Some((s.name.clone(), Secret::Generic(s.value.clone()?))))
+            .collect();
+        self.store.sync_source(SOURCE, entries);
+    }
+
+    /// The current problem of `logical_path`, if any.
+    pub fn problem(&self, logical_path: &str) -> Option<&Problem> {
+        self.slots.get(logical_path)?.problem.as_ref()
+    }
+}
+
+/// Folds one outcome into its slot and schedules the next attempt.
+fn apply(slot: &mut Slot, outcome: Result<SecretBytes, Problem>, refresh: Duration) {
+    let now = Instant::now();
+    let path = &slot.row.logical_path;
+    match outcome {
+        Ok(value) => {
+            slot.value = Some(value);
+            slot.stale = false;
+            slot.problem = None;
+            slot.backoff.reset();
+            slot.due = Some(now + refresh);
+        }
+        Err(Problem::Resolve(e)) if e.is_retryable() => {
+            if slot.stale {
+                slot.value = None;
+            }
+            let delay = slot.backoff.next_delay();
+            if slot.problem.as_ref() != Some(&Problem::Resolve(e.clone())) {
+                tracing::warn!(logical_path = %path, provider = %slot.row.provider, error = %e, retry_in_ms = delay.as_millis() as u64, serving_last_good = slot.value.is_some(), "envelope not resolved; will retry");
+            }
+            slot.problem = Some(Problem::Resolve(e));
+            slot.due = Some(now + delay);
+        }
+        Err(problem) => {
+            slot.value = None;
+            slot.stale = false;
+            if slot.problem.as_ref() != Some(&problem) {
+                let error = describe(&problem);
+                tracing::error!(logical_path = %path, provider = %slot.row.provider, key_id = %slot.row.key_id, %error, "envelope refused; not served");
+            }
+            // A bad row waits for its next change; a provider refusal is retried slowly
+            // in case the key or policy is fixed upstream.
+            slot.due = match problem {
+                Problem::Resolve(_) => Some(now + refresh),
+                _ => None,
+            };
+            slot.problem = Some(problem);
+        }
+    }
+}
+
+fn describe(problem: &Problem) -> String {
+    match problem {
+        Problem::Invalid(why) => why.clone(),
+        Problem::ProviderOff(Provider::KmsEnvelope) => {
+            "provider kms_envelope is not enabled (set [aws] enabled = true and key_arn_allowlist)"
+                .into()
+        }
+        Problem::ProviderOff(Provider::Local) => {
+            "provider local is not enabled (set envelopes.local_master_key_env; dev only)".into()
+        }
+        Problem::ProviderOff(p) => format!("provider {p} is not enabled in this agent"),
+        Problem::Resolve(e) => e.to_string(),
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

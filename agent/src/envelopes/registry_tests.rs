@@ -1,0 +1,161 @@
+use std::sync::Mutex;
+
+use steeple_plugin_api::{BoxFuture, EncryptionContext, Resolved, SealedEnvelope};
+use steeple_plugin_local::{LocalKey, LocalResolver};
+
+use super::*;
+
+const MASTER: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn key() -> LocalKey {
+    LocalKey::from_base64(MASTER, "test").unwrap()
+}
+
+fn sealed(path: &str, plaintext: &[u8]) -> EnvelopeRow {
+    key()
+        .seal(path, &EncryptionContext::new(), plaintext)
+        .unwrap()
+}
+
+fn settings() -> RegistrySettings {
+    RegistrySettings {
+        refresh_interval: Duration::from_secs(3600),
+        max_ciphertext_bytes: 4096,
+        aliases: [("aliased/path".to_owned(), "short".to_owned())].into(),
+        reserved: ReservedNames {
+            exact: vec!["default".into()],
+            prefixes: vec!["spiffe://".into()],
+        },
+    }
+}
+
+fn sets(rows: Vec<EnvelopeRow>) -> RowSets {
+    [("files".to_owned(), Arc::new(rows))].into()
+}
+
+fn served(store: &SecretStore, name: &str) -> Option<Vec<u8>> {
+    match &store.snapshot().get(name)?.secret {
+        Secret::Generic(bytes) => Some(bytes.expose().to_vec()),
+        _ => None,
+    }
+}
+
+/// A stand-in KMS whose next answer the test sets (unit tests need no peer).
+#[derive(Debug)]
+struct ScriptedResolver(Mutex<Result<&'static [u8], ResolveError>>);
+
+impl EnvelopeResolver for ScriptedResolver {
+    fn provider(&self) -> Provider {
+        Provider::KmsEnvelope
+    }
+    fn resolve<'a>(
+        &'a self,
+        _: &'a SealedEnvelope,
+    ) -> BoxFuture<'a, Result<Resolved, ResolveError>> {
+        let answer = self.0.lock().unwrap().clone();
+        Box::pin(async move {
+            answer.map(|p| Resolved {
+                plaintext: SecretBytes::copy_from(p),
+                key_id: "arn".into(),
+            })
+        })
+    }
+}
+
+fn kms_row(path: &str) -> EnvelopeRow {
+    EnvelopeRow {
+        logical_path: path.into(),
+        provider: "kms_envelope".into(),
+        key_id: "arn:aws:kms:us-east-1:1:key/k".into(),
+        ciphertext_ref: "AQID".into(),
+        aad: String::new(),
+        data_key_ciphertext: None,
+    }
+}
+
+#[tokio::test]
+async fn resolves_into_the_store_by_path_or_alias_and_bad_rows_stay_out() {
+    let store = Arc::new(SecretStore::new());
+    let local: Arc<dyn EnvelopeResolver> = Arc::new(LocalResolver::new(key()));
+    let mut registry = Registry::new(vec![local], settings(), store.clone());
+    let mut broken = sealed("broken", b"x");
+    broken.ciphertext_ref = "%%%".into();
+    let mut unknown = sealed("unknown", b"x");
+    unknown.provider = "rot13".into();
+    registry.sync_rows(&sets(vec![
+        sealed("db/password", b"canary-1"),
+        sealed("aliased/path", b"canary-2"),
+        broken,
+        unknown,
+        sealed("default", b"hijack"),
+        kms_row("needs/kms"),
+    ]));
+    registry.resolve_due().await;
+    registry.publish();
+
+    assert_eq!(served(&store, "db/password").unwrap(), b"canary-1");
+    assert_eq!(served(&store, "short").unwrap(), b"canary-2");
+    assert!(served(&store, "aliased/path").is_none());
+    assert_eq!(store.snapshot().len(), 2);
+    assert!(
+        matches!(registry.problem("broken"), Some(Problem::Invalid(p)) if p.contains("base64"))
+    );
+    assert!(
+        matches!(registry.problem("unknown"), Some(Problem::Invalid(p)) if p.contains("rot13"))
+    );
+    assert!(
+        matches!(registry.problem("default"), Some(Problem::Invalid(p)) if p.contains("reserved"))
+    );
+    assert_eq!(
+        registry.problem("needs/kms"),
+        Some(&Problem::ProviderOff(Provider::KmsEnvelope))
+    );
+
+    registry.sync_rows(&sets(vec![sealed("aliased/path", b"canary-2")]));
+    registry.publish();
+    assert_eq!(store.snapshot().len(), 1, "removed rows leave the store");
+}
+
+#[tokio::test]
+async fn unavailable_keeps_the_last_good_value_and_refusal_removes_it() {
+    let store = Arc::new(SecretStore::new());
+    let kms = Arc::new(ScriptedResolver(Mutex::new(Ok(b"v1"))));
+    let mut registry = Registry::new(vec![kms.clone()], settings(), store.clone());
+    let due_now = |registry: &mut Registry| {
+        for slot in registry.slots.values_mut() {
+            slot.due = Some(Instant::now());
+        }
+    };
+    registry.sync_rows(&sets(vec![kms_row("p")]));
+    registry.resolve_due().await;
+    registry.publish();
+    assert_eq!(served(&store, "p").unwrap(), b"v1");
+
+    *kms.0.lock().unwrap() = Err(ResolveError::Unavailable("KMS down".into()));
+    due_now(&mut registry);
+    registry.resolve_due().await;
+    registry.publish();
+    assert_eq!(served(&store, "p").unwrap(), b"v1", "last good wins");
+
+    *kms.0.lock().unwrap() = Err(ResolveError::Undecryptable("context mismatch".into()));
+    due_now(&mut registry);
+    registry.resolve_due().await;
+    registry.publish();
+    assert!(served(&store, "p").is_none(), "fail closed");
+}
+
+#[tokio::test]
+async fn a_changed_row_that_fails_does_not_keep_the_old_value() {
+    let store = Arc::new(SecretStore::new());
+    let kms = Arc::new(ScriptedResolver(Mutex::new(Ok(b"v1"))));
+    let mut registry = Registry::new(vec![kms.clone()], settings(), store.clone());
+    registry.sync_rows(&sets(vec![kms_row("p")]));
+    registry.resolve_due().await;
+    *kms.0.lock().unwrap() = Err(ResolveError::Unavailable("KMS down".into()));
+    let mut changed = kms_row("p");
+    changed.aad = "env=prod".into();
+    registry.sync_rows(&sets(vec![changed]));
+    registry.resolve_due().await;
+    registry.publish();
+    assert!(served(&store, "p").is_none());
+}

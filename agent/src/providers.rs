@@ -1,0 +1,50 @@
+//! Builds the envelope resolvers the configuration asks for.
+
+use std::sync::Arc;
+
+use steeple_plugin_api::EnvelopeResolver;
+use steeple_plugin_local::{LocalKey, LocalResolver, MasterKeyError};
+
+use crate::config::Config;
+
+/// How the agent was started, which decides whether dev-only providers warn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// `steeple run`.
+    Production,
+    /// `steeple dev`.
+    Dev,
+}
+
+/// Why a provider could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The local provider's master key is missing or malformed.
+    #[error("envelopes.local_master_key_env: {0}")]
+    LocalKey(#[from] MasterKeyError),
+}
+
+/// The resolvers enabled by `config`.
+pub fn resolvers(
+    config: &Config,
+    mode: RunMode,
+) -> Result<Vec<Arc<dyn EnvelopeResolver>>, ProviderError> {
+    let mut resolvers: Vec<Arc<dyn EnvelopeResolver>> = Vec::new();
+    if !config.envelopes.enabled {
+        return Ok(resolvers);
+    }
+    let var = &config.envelopes.local_master_key_env;
+    if !var.is_empty() {
+        let key = LocalKey::from_env(var)?;
+        if mode != RunMode::Dev {
+            tracing::warn!(
+                key_id = key.key_id(),
+                "the local envelope provider is enabled outside `steeple dev`: its master key \
+                 sits in this process's environment; use KMS or Vault in production"
+            );
+        }
+        resolvers.push(Arc::new(LocalResolver::new(key)));
+    }
+    Ok(resolvers)
+}

@@ -1,0 +1,224 @@
+//! Envelopes end to end with the dev-only `local` provider: rows sealed by
+//! `steeple envelope seal`, read from a hot-reloaded directory, resolved in memory and
+//! served over SDS, where Envoy's credential-injector filter sends one upstream.
+//! Malformed rows are refused by logical path while the rest keep being served.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use steeple_e2e::bootstrap::credential_injector;
+use steeple_e2e::sds_client::{self, assert_not_in_logs};
+use steeple_e2e::steeple::steeple_bin;
+use steeple_e2e::suite::eventually_status;
+use steeple_e2e::{Envoy, RecordingUpstream, SteepleProcess, free_port};
+
+const TOKEN_PATH: &str = "upstream/api-token";
+const CANARY_1: &str = "canary-envelope-token-0001";
+const CANARY_2: &str = "canary-envelope-token-0002";
+const CANARY_DB: &str = "canary-envelope-db-password";
+
+/// Runs `steeple envelope seal --provider local` with `plaintext` on stdin.
+fn seal(master: &str, path: &str, aad: &str, plaintext: &str) -> anyhow::Result<serde_json::Value> {
+    let mut child = Command::new(steeple_bin()?)
+        .args([
+            "envelope",
+            "seal",
+            "--provider",
+            "local",
+            "--logical-path",
+            path,
+            "--aad",
+            aad,
+        ])
+        .env("STEEPLE_LOCAL_MASTER_KEY", master)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+        .write_all(plaintext.as_bytes())?;
+    let output = child.wait_with_output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "seal failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+fn write_rows(file: &Path, rows: &[serde_json::Value]) -> anyhow::Result<()> {
+    // Write then rename, as a config management tool would.
+    let temp = file.with_extension("tmp");
+    std::fs::write(&temp, serde_json::to_vec(rows)?)?;
+    std::fs::rename(&temp, file)?;
+    Ok(())
+}
+
+/// Rows that must each be refused with a reason naming their logical path.
+fn malformed_rows(master: &str) -> anyhow::Result<Vec<(serde_json::Value, &'static str)>> {
+    let good = seal(master, "bad/aad", "env=dev", "irrelevant-plaintext-1")?;
+    let mut rows = Vec::new();
+    let mut variant = |path: &str, field: &str, value: &str, reason: &'static str| {
+        let mut row = good.clone();
+        row["logical_path"] = path.into();
+        row[field] = value.into();
+        rows.push((row, reason));
+    };
+    variant(
+        "bad/base64",
+        "ciphertext_ref",
+        "%%% not base64 %%%",
+        "not valid base64",
+    );
+    variant("bad/empty", "ciphertext_ref", "", "ciphertext_ref is empty");
+    variant("bad/provider", "provider", "rot13", "unknown provider");
+    variant("bad/aad", "aad", "env", "has no '='");
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 8192]);
+    variant(
+        "bad/oversized",
+        "ciphertext_ref",
+        &big,
+        "larger than 4096 bytes",
+    );
+    // Sealed for env=dev, presented with env=prod: the AEAD refuses it.
+    let mut tampered = seal(master, "bad/context", "env=dev", "irrelevant-plaintext-2")?;
+    tampered["aad"] = "env=prod".into();
+    rows.push((tampered, "cannot decrypt"));
+    Ok(rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_envelopes_reach_envoy_and_bad_rows_are_refused_by_path() -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("steeple-env-")
+        .tempdir_in("/tmp")?;
+    let envelopes = dir.path().join("envelopes");
+    std::fs::create_dir_all(&envelopes)?;
+    let master = base64::engine::general_purpose::STANDARD.encode(rand_bytes()?);
+    let good_file = envelopes.join("good.json");
+    write_rows(
+        &good_file,
+        &[
+            seal(&master, TOKEN_PATH, "service=api", CANARY_1)?,
+            seal(&master, "db/password", "", CANARY_DB)?,
+        ],
+    )?;
+    let bad = malformed_rows(&master)?;
+    let bad_rows: Vec<_> = bad.iter().map(|(row, _)| row.clone()).collect();
+    write_rows(&envelopes.join("bad.json"), &bad_rows)?;
+
+    let config = format!(
+        "[envelopes]\nenabled = true\npaths = [\"{}\"]\npoll_interval = \"200ms\"\n\
+         max_ciphertext_bytes = 4096\nlocal_master_key_env = \"STEEPLE_LOCAL_MASTER_KEY\"\n",
+        envelopes.display()
+    );
+    let steeple = SteepleProcess::dev_with(
+        &dir.path().join("steeple"),
+        &config,
+        &[("STEEPLE_LOCAL_MASTER_KEY", master.as_str())],
+    )?;
+
+    // Served over SDS by logical path.
+    let served = sds_client::wait_for(
+        steeple.sds_socket(),
+        &["db/password"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(
+        sds_client::secret_bytes(&served[0]).unwrap_or_default(),
+        CANARY_DB.as_bytes()
+    );
+
+    // Envoy sends the token upstream.
+    let upstream = RecordingUpstream::start().await?;
+    let (admin, port) = (free_port()?, free_port()?);
+    let _envoy = Envoy::start(
+        &credential_injector(
+            admin,
+            port,
+            upstream.port(),
+            steeple.sds_socket(),
+            TOKEN_PATH,
+        ),
+        dir.path(),
+    )?;
+    eventually_status(port, 200).await?;
+    assert_eq!(
+        upstream.last_header("authorization"),
+        Some(format!("Bearer {CANARY_1}"))
+    );
+
+    // Each malformed row is refused, naming its logical path and the reason.
+    for (row, reason) in &bad {
+        let path = row["logical_path"].as_str().unwrap_or_default();
+        let logs = steeple.logs();
+        let line = logs
+            .lines()
+            .find(|l| l.contains(&format!("logical_path={path}")) && l.contains("refused"));
+        let line = line.ok_or_else(|| anyhow::anyhow!("no refusal logged for {path}"))?;
+        assert!(
+            line.contains(reason),
+            "{path}: expected {reason:?} in {line}"
+        );
+    }
+
+    // Hot reload: a re-sealed value is pushed to Envoy without a restart.
+    write_rows(
+        &good_file,
+        &[
+            seal(&master, TOKEN_PATH, "service=api", CANARY_2)?,
+            seal(&master, "db/password", "", CANARY_DB)?,
+        ],
+    )?;
+    let bearer_2 = format!("Bearer {CANARY_2}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        steeple_e2e::http_get(port, "/").await?;
+        if upstream.last_header("authorization").as_deref() == Some(bearer_2.as_str()) {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "new value never reached Envoy"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A broken file is reported and its last good rows stay served.
+    std::fs::write(&good_file, "[{ this is not json")?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(steeple.logs().contains("envelope file refused"));
+    steeple_e2e::http_get(port, "/").await?;
+    assert_eq!(upstream.last_header("authorization"), Some(bearer_2));
+    let served = sds_client::fetch(
+        &mut sds_client::connect(steeple.sds_socket()),
+        &["db/password"],
+    )
+    .await?;
+    assert_eq!(served.len(), 1);
+
+    assert_not_in_logs(
+        &[
+            CANARY_1.into(),
+            CANARY_2.into(),
+            CANARY_DB.into(),
+            master.into_bytes(),
+        ],
+        &steeple.logs(),
+    )?;
+    Ok(())
+}
+
+fn rand_bytes() -> anyhow::Result<[u8; 32]> {
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))?;
+    Ok(key)
+}
