@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod envelopes;
+pub mod exchange;
 pub mod identity;
 pub mod providers;
 pub mod sds;

@@ -1,0 +1,63 @@
+//! Fresh JWT-SVIDs for exchanges: every exchange fetches a new token from the Workload
+//! API (a JWT-SVID lives minutes, an STS session hours; a token is never reused).
+
+use std::fmt;
+
+use steeple_plugin_api::{BoxFuture, ExchangeError, ExchangeErrorKind, SecretBytes};
+use steeple_proto::workload::JwtsvidRequest;
+use zeroize::Zeroize as _;
+
+use crate::identity::{WorkloadApiClient, request};
+
+/// Fetches a JWT-SVID for an audience.
+pub trait JwtSvidFetcher: Send + Sync + fmt::Debug {
+    /// A fresh token for `audience`.
+    fn fetch<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>>;
+}
+
+/// JWT-SVIDs from the SPIFFE Workload API.
+#[derive(Debug, Clone)]
+pub struct WorkloadApiJwtFetcher {
+    client: WorkloadApiClient,
+    spiffe_id: Option<String>,
+}
+
+impl WorkloadApiJwtFetcher {
+    /// Fetches for `spiffe_id` (default: the Workload API's first identity).
+    pub fn new(client: WorkloadApiClient, spiffe_id: Option<String>) -> Self {
+        Self { client, spiffe_id }
+    }
+}
+
+impl JwtSvidFetcher for WorkloadApiJwtFetcher {
+    fn fetch<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>> {
+        Box::pin(async move {
+            let req = JwtsvidRequest {
+                audience: vec![audience.to_owned()],
+                spiffe_id: self.spiffe_id.clone().unwrap_or_default(),
+            };
+            let unavailable = |message: String| {
+                ExchangeError::new(
+                    ExchangeErrorKind::Transient,
+                    "WorkloadApiUnavailable",
+                    message,
+                )
+            };
+            let response = self
+                .client
+                .clone()
+                .fetch_jwtsvid(request(req))
+                .await
+                .map_err(|status| unavailable(format!("FetchJWTSVID: {}", status.message())))?;
+            let mut svid = response
+                .into_inner()
+                .svids
+                .into_iter()
+                .next()
+                .ok_or_else(|| unavailable("FetchJWTSVID returned no JWT-SVID".into()))?;
+            let token = SecretBytes::copy_from(svid.svid.as_bytes());
+            svid.svid.zeroize();
+            Ok(token)
+        })
+    }
+}
