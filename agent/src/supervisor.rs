@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::envelopes;
+use crate::exchange::jwt_source::{JwtSvidFetcher, WorkloadApiJwtFetcher};
 use crate::identity::{self, DefaultNames};
 use crate::providers::{self, ProviderError, RunMode};
 use crate::sds::{self, SdsService, SdsSettings};
@@ -23,6 +24,9 @@ pub enum StartError {
     /// The SDS socket could not be bound.
     #[error("sds.socket: {0}")]
     SdsSocket(#[from] BindError),
+    /// The control-plane envelope source could not be built.
+    #[error(transparent)]
+    ControlPlane(#[from] envelopes::control_plane::PollError),
     /// An envelope provider could not be built.
     #[error(transparent)]
     Provider(#[from] ProviderError),
@@ -58,15 +62,25 @@ pub fn start(
             sds_shutdown.cancel();
         }
     });
+    let workload_api = identity::client(&config.workload_api.socket);
     identity::spawn(
-        &config.workload_api.socket,
+        &workload_api,
         DefaultNames::from(&config.sds),
         &config.jwt_svids,
         store.clone(),
         shutdown,
         &mut tasks,
     );
-    envelopes::spawn(config, resolvers, store.clone(), shutdown, &mut tasks);
+    let jwt_fetcher: Arc<dyn JwtSvidFetcher> =
+        Arc::new(WorkloadApiJwtFetcher::new(workload_api.clone(), None));
+    envelopes::spawn(
+        config,
+        resolvers,
+        jwt_fetcher,
+        store.clone(),
+        shutdown,
+        &mut tasks,
+    )?;
     tracing::info!(
         sds_socket = %config.sds.socket.display(),
         workload_api = %config.workload_api.socket.display(),

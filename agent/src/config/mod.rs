@@ -146,6 +146,8 @@ pub struct ControlPlaneConfig {
     pub jwt_audience: Option<String>,
     /// Poll interval. Default 30 s.
     pub poll_interval: Duration,
+    /// Extra PEM CA certificates to trust for the control plane (besides the system's).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[aws]`: STS web-identity exchange and KMS envelopes.

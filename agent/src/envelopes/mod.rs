@@ -2,6 +2,7 @@
 //! into one set, resolved in memory by the provider each names, and written into the
 //! store as generic secrets named by logical path.
 
+pub mod control_plane;
 pub mod file_source;
 pub mod parse;
 pub mod registry;
@@ -52,19 +53,39 @@ impl RowSink {
 pub fn spawn(
     config: &crate::config::Config,
     resolvers: Vec<Arc<dyn steeple_plugin_api::EnvelopeResolver>>,
+    jwt: Arc<dyn crate::exchange::jwt_source::JwtSvidFetcher>,
     store: Arc<crate::store::SecretStore>,
     shutdown: &tokio_util::sync::CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
-) {
+) -> Result<(), control_plane::PollError> {
     let envelopes = &config.envelopes;
     if !envelopes.enabled {
-        return;
+        return Ok(());
     }
     let sink = RowSink::default();
     if !envelopes.paths.is_empty() {
         tasks.spawn(file_source::run(
             envelopes.paths.clone(),
             envelopes.poll_interval,
+            sink.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let plane = &config.control_plane;
+    if !plane.url.is_empty() {
+        let credential = match (&plane.token_file, &plane.jwt_audience) {
+            (Some(file), _) => control_plane::Credential::TokenFile(file.clone()),
+            (None, Some(audience)) => control_plane::Credential::JwtSvid(jwt, audience.clone()),
+            (None, None) => {
+                return Err(control_plane::PollError::Token(
+                    "set control_plane.token_file or control_plane.jwt_audience".into(),
+                ));
+            }
+        };
+        let source = control_plane::ControlPlaneSource::new(plane, credential)?;
+        tasks.spawn(control_plane::run(
+            source,
+            plane.poll_interval,
             sink.clone(),
             shutdown.clone(),
         ));
@@ -79,6 +100,7 @@ pub fn spawn(
     tracing::info!(providers = ?providers, files = envelopes.paths.len(), "envelope resolution enabled");
     let registry = registry::Registry::new(resolvers, settings, store);
     tasks.spawn(registry.run(sink.subscribe(), shutdown.clone()));
+    Ok(())
 }
 
 /// The store names other producers own: SVIDs, bundles, JWT-SVIDs, credentials.

@@ -50,17 +50,21 @@ pub fn request<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-/// Starts the identity tasks against the Workload API at `socket`; they run until
-/// `shutdown` and never return errors (they log and retry).
+/// The one Workload API client (a lazily connected channel; clones share it).
+pub fn client(socket: &Path) -> WorkloadApiClient {
+    SpiffeWorkloadApiClient::new(crate::uds::lazy_channel(socket))
+}
+
+/// Starts the identity tasks on `client`; they run until `shutdown` and never return
+/// errors (they log and retry).
 pub fn spawn(
-    socket: &Path,
+    client: &WorkloadApiClient,
     names: DefaultNames,
     jwt_svids: &[JwtSvidConfig],
     store: Arc<SecretStore>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) {
-    let client = SpiffeWorkloadApiClient::new(crate::uds::lazy_channel(socket));
     tasks.spawn(x509::run(
         client.clone(),
         store.clone(),

@@ -29,7 +29,13 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ),
     (
         "control_plane",
-        &["url", "token_file", "jwt_audience", "poll_interval"],
+        &[
+            "url",
+            "token_file",
+            "jwt_audience",
+            "poll_interval",
+            "ca_file",
+        ],
     ),
     (
         "aws",

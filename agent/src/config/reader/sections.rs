@@ -113,6 +113,7 @@ impl Reader {
             token_file: self.optional_string(s, "token_file").map(PathBuf::from),
             jwt_audience: self.optional_string(s, "jwt_audience"),
             poll_interval: self.duration(s, "poll_interval", Duration::from_secs(30)),
+            ca_file: self.optional_string(s, "ca_file").map(PathBuf::from),
         };
         if !config.url.is_empty() {
             if !(config.url.starts_with("https://") || config.url.starts_with("http://")) {
