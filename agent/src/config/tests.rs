@@ -163,3 +163,11 @@ fn aws_and_envelope_sections_are_checked_and_overridable() {
     assert!(config.envelopes.enabled);
     assert_eq!(config.envelopes.aliases["a/b"], "ab");
 }
+
+#[test]
+fn the_shipped_aws_example_is_valid() {
+    let text = include_str!("../../../deploy/steeple-aws.toml");
+    let config = parse(text, &[]).unwrap();
+    assert!(config.aws.enabled && config.envelopes.enabled);
+    assert_eq!(config.agent.profile, crate::config::Profile::Production);
+}
