@@ -69,7 +69,7 @@ fn kms_row(path: &str) -> EnvelopeRow {
         key_id: "arn:aws:kms:us-east-1:1:key/k".into(),
         ciphertext_ref: "AQID".into(),
         aad: String::new(),
-        data_key_ciphertext: None,
+        ..EnvelopeRow::default()
     }
 }
 

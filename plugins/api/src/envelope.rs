@@ -53,7 +53,7 @@ impl fmt::Display for Provider {
 
 /// One envelope row as stored by the control plane or written in an envelope file.
 /// Unknown fields (ids, timestamps) are ignored.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EnvelopeRow {
     /// Operator-chosen label; also the SDS resource name. Not a secret.
     pub logical_path: String,
@@ -72,6 +72,55 @@ pub struct EnvelopeRow {
     /// Base64 data key wrapped by `key_id`, when the payload is sealed with a data key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_key_ciphertext: Option<String>,
+    /// Vault: the namespace (`X-Vault-Namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Vault: the secrets engine mount (default: the first segment of a KV path, or
+    /// `transit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    /// `vault_delegate`: the field of the secret's data to serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// `vault_delegate`: pin a KV v2 version (a number or a numeric string).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "number_or_string"
+    )]
+    pub version: Option<u64>,
+}
+
+/// Accepts `3` and `"3"` (control planes differ).
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Version {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Version>::deserialize(d)? {
+        None => Ok(None),
+        Some(Version::Number(n)) => Ok(Some(n)),
+        Some(Version::Text(t)) if t.is_empty() => Ok(None),
+        Some(Version::Text(t)) => t
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("version is not a number")),
+    }
+}
+
+/// Where a Vault envelope points, beyond `key_id`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VaultRef {
+    /// `X-Vault-Namespace`.
+    pub namespace: Option<String>,
+    /// The secrets engine mount.
+    pub mount: Option<String>,
+    /// `vault_delegate`: the data field to serve.
+    pub field: Option<String>,
+    /// `vault_delegate`: a pinned KV v2 version.
+    pub version: Option<u64>,
 }
 
 impl fmt::Debug for EnvelopeRow {
@@ -105,8 +154,11 @@ pub struct SealedEnvelope {
     pub ciphertext: Vec<u8>,
     /// Parsed `aad`.
     pub context: EncryptionContext,
-    /// Decoded wrapped data key, if the payload uses the data-key layer.
+    /// Decoded wrapped data key, if the payload uses the data-key layer. For
+    /// `vault_transit` it is the `vault:vN:…` text.
     pub data_key: Option<Vec<u8>>,
+    /// Vault references (empty for other providers).
+    pub vault: VaultRef,
 }
 
 impl fmt::Debug for SealedEnvelope {
@@ -118,6 +170,7 @@ impl fmt::Debug for SealedEnvelope {
             .field("ciphertext_len", &self.ciphertext.len())
             .field("context", &self.context)
             .field("data_key", &self.data_key.is_some())
+            .field("vault", &self.vault)
             .finish()
     }
 }
@@ -160,17 +213,11 @@ impl EnvelopeRow {
                 known.join(", ")
             ))
         })?;
-        if self.key_id.trim().is_empty() && provider != Provider::VaultDelegate {
+        if self.key_id.trim().is_empty() {
             return Err(fail("key_id is empty".into()));
         }
-        let ciphertext =
-            decode_base64("ciphertext_ref", &self.ciphertext_ref, max_ciphertext_bytes)
-                .map_err(fail)?;
-        let data_key = self
-            .data_key_ciphertext
-            .as_deref()
-            .map(|d| decode_base64("data_key_ciphertext", d, max_ciphertext_bytes))
-            .transpose()
+        let (ciphertext, data_key) = self
+            .decode_payload(provider, max_ciphertext_bytes)
             .map_err(fail)?;
         let context = parse_aad(&self.aad).map_err(fail)?;
         Ok(SealedEnvelope {
@@ -180,8 +227,77 @@ impl EnvelopeRow {
             ciphertext,
             context,
             data_key,
+            vault: VaultRef {
+                namespace: self.namespace.clone().filter(|n| !n.is_empty()),
+                mount: self.mount.clone().filter(|m| !m.is_empty()),
+                field: self.field.clone().filter(|f| !f.is_empty()),
+                version: self.version,
+            },
         })
     }
+
+    /// The ciphertext and wrapped data key, by provider: base64 for KMS and local;
+    /// `vault:vN:` text for transit (base64 payload when a data key is present); nothing
+    /// for a Vault KV reference, which needs a `field` instead.
+    fn decode_payload(
+        &self,
+        provider: Provider,
+        max: usize,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+        let data_key = self.data_key_ciphertext.as_deref();
+        match (provider, data_key) {
+            (Provider::VaultDelegate, _) => {
+                if self.field.as_deref().is_none_or(str::is_empty) {
+                    return Err(
+                        "field is empty (vault_delegate serves one field of the secret)".into(),
+                    );
+                }
+                check_vault_path(&self.key_id)?;
+                Ok((Vec::new(), None))
+            }
+            (Provider::VaultTransit, None) => Ok((
+                vault_ciphertext("ciphertext_ref", &self.ciphertext_ref, max)?,
+                None,
+            )),
+            (Provider::VaultTransit, Some(key)) => Ok((
+                decode_base64("ciphertext_ref", &self.ciphertext_ref, max)?,
+                Some(vault_ciphertext("data_key_ciphertext", key, max)?),
+            )),
+            (_, key) => Ok((
+                decode_base64("ciphertext_ref", &self.ciphertext_ref, max)?,
+                key.map(|k| decode_base64("data_key_ciphertext", k, max))
+                    .transpose()?,
+            )),
+        }
+    }
+}
+
+/// A transit ciphertext: `vault:v<N>:<base64>`.
+fn vault_ciphertext(field: &str, text: &str, max: usize) -> Result<Vec<u8>, String> {
+    let rest = text
+        .strip_prefix("vault:v")
+        .ok_or_else(|| format!("{field} does not start with vault:v<N>:"))?;
+    let (version, body) = rest
+        .split_once(':')
+        .ok_or_else(|| format!("{field} does not start with vault:v<N>:"))?;
+    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) || body.is_empty() {
+        return Err(format!("{field} does not start with vault:v<N>:"));
+    }
+    if text.len() > max {
+        return Err(format!("{field} is larger than {max} bytes"));
+    }
+    Ok(text.as_bytes().to_vec())
+}
+
+/// A KV path: relative, no empty, `.` or `..` segments.
+fn check_vault_path(path: &str) -> Result<(), String> {
+    let bad = path
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..");
+    if bad || path.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("key_id is not a Vault secret path like secret/payments/db".into());
+    }
+    Ok(())
 }
 
 fn check_logical_path(path: &str) -> Result<(), String> {

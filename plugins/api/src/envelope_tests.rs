@@ -7,7 +7,7 @@ fn row(provider: &str, ciphertext: &str, aad: &str) -> EnvelopeRow {
         key_id: "arn:aws:kms:ca-central-1:123456789012:key/abc-123".into(),
         ciphertext_ref: ciphertext.into(),
         aad: aad.into(),
-        data_key_ciphertext: None,
+        ..EnvelopeRow::default()
     }
 }
 
@@ -75,4 +75,62 @@ fn values_may_hold_equals_signs_and_debug_hides_ciphertext() {
     let r = row("kms_envelope", "c2VjcmV0LWNpcGhlcnRleHQ=", "");
     let printed = format!("{r:?} {:?}", r.validate(64).unwrap());
     assert!(!printed.contains("c2VjcmV0"), "{printed}");
+}
+
+#[test]
+fn vault_rows_carry_references_and_transit_text() {
+    let json = r#"[
+        {"logical_path":"db/password","provider":"vault_delegate","key_id":"secret/payments/db",
+         "field":"password","namespace":"ns1","version":"3"},
+        {"logical_path":"api/key","provider":"vault_transit","key_id":"payments",
+         "ciphertext_ref":"vault:v2:c2VjcmV0","mount":"transit"},
+        {"logical_path":"big/blob","provider":"vault_transit","key_id":"payments",
+         "ciphertext_ref":"AQID","data_key_ciphertext":"vault:v1:ZGVr","version":4}
+    ]"#;
+    let rows: Vec<EnvelopeRow> = serde_json::from_str(json).unwrap();
+    let delegate = rows[0].validate(1024).unwrap();
+    assert_eq!(delegate.vault.field.as_deref(), Some("password"));
+    assert_eq!(delegate.vault.namespace.as_deref(), Some("ns1"));
+    assert_eq!(delegate.vault.version, Some(3));
+    assert!(delegate.ciphertext.is_empty());
+    let transit = rows[1].validate(1024).unwrap();
+    assert_eq!(transit.ciphertext, b"vault:v2:c2VjcmV0");
+    let layered = rows[2].validate(1024).unwrap();
+    assert_eq!(layered.ciphertext, [1, 2, 3]);
+    assert_eq!(layered.data_key.as_deref(), Some(&b"vault:v1:ZGVr"[..]));
+}
+
+#[test]
+fn malformed_vault_references_name_the_logical_path() {
+    let base = EnvelopeRow {
+        logical_path: "db/password".into(),
+        provider: "vault_delegate".into(),
+        key_id: "secret/payments/db".into(),
+        field: Some("password".into()),
+        ..EnvelopeRow::default()
+    };
+    let mut no_field = base.clone();
+    no_field.field = None;
+    let mut empty_path = base.clone();
+    empty_path.key_id = String::new();
+    let mut dotted = base.clone();
+    dotted.key_id = "secret/../sys/raw".into();
+    let mut transit = base.clone();
+    transit.provider = "vault_transit".into();
+    transit.ciphertext_ref = "v1:abc".into();
+    for (row, expected) in [
+        (no_field, "field is empty"),
+        (empty_path, "key_id is empty"),
+        (dotted, "not a Vault secret path"),
+        (transit, "vault:v<N>:"),
+    ] {
+        let text = row.validate(1024).unwrap_err().to_string();
+        assert!(
+            text.contains("db/password") && text.contains(expected),
+            "{text}"
+        );
+    }
+    let bad_version: Result<EnvelopeRow, _> =
+        serde_json::from_str(r#"{"logical_path":"a","provider":"vault_delegate","version":"x"}"#);
+    assert!(bad_version.is_err());
 }

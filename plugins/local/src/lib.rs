@@ -92,7 +92,7 @@ impl LocalKey {
             key_id: self.key_id.clone(),
             ciphertext_ref: base64::engine::general_purpose::STANDARD.encode(payload),
             aad: format_aad(context),
-            data_key_ciphertext: None,
+            ..EnvelopeRow::default()
         })
     }
 }
