@@ -1,6 +1,7 @@
 //! Steeple: holds a workload's SPIFFE identity and hands it, with the credentials derived
 //! from it, to local workloads over an Envoy SDS stream on a Unix socket.
 
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod dev;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::authz::Policy;
 use crate::config::Config;
 use crate::envelopes;
 use crate::exchange::jwt_source::{JwtSvidFetcher, WorkloadApiJwtFetcher};
@@ -50,9 +51,11 @@ pub fn start(
     let resolvers = providers::resolvers(config, mode)?;
     let mut tasks = JoinSet::new();
     let listener = bind_socket(&config.sds.socket, config.sds.socket_mode)?;
+    let own_uid = rustix::process::geteuid().as_raw();
     let service = SdsService::new(
         store.clone(),
         SdsSettings::from(&config.sds),
+        Policy::new(config.callers.clone(), own_uid),
         shutdown.clone(),
     );
     let sds_shutdown = shutdown.clone();

@@ -199,6 +199,9 @@ pub struct Config {
     pub sds: SdsConfig,
     /// `[[jwt_svids]]`.
     pub jwt_svids: Vec<JwtSvidConfig>,
+    /// `[[callers]]`: per-caller authorization rules for the local endpoints; none means
+    /// only the agent's own uid, to everything.
+    pub callers: Vec<crate::authz::Rule>,
     /// `[dev]`.
     pub dev: DevSection,
     /// `[log]`.

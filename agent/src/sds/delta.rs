@@ -138,4 +138,13 @@ impl Protocol for DeltaStream {
     fn on_snapshot(&mut self, snapshot: &Snapshot) -> Option<DeltaDiscoveryResponse> {
         self.respond(snapshot)
     }
+
+    fn requested_names<'a>(&self, request: &'a DeltaDiscoveryRequest) -> Option<Vec<&'a str>> {
+        let names = &request.resource_names_subscribe;
+        let legacy_wildcard = self.caps.is_none() && names.is_empty();
+        if legacy_wildcard || names.iter().any(|n| n == WILDCARD) {
+            return None;
+        }
+        Some(names.iter().map(String::as_str).collect())
+    }
 }

@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::authz::{Policy, Rule};
 use crate::sds::{SdsService, serve};
 
 type Client = SecretDiscoveryServiceClient<tonic::transport::Channel>;
@@ -21,6 +22,10 @@ struct Harness {
 }
 
 async fn start() -> Harness {
+    start_with(Policy::new(Vec::new(), rustix::process::geteuid().as_raw())).await
+}
+
+async fn start_with(policy: Policy) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("sds.sock");
     let store = Arc::new(SecretStore::new());
@@ -28,7 +33,7 @@ async fn start() -> Harness {
     let listener = crate::uds::bind_socket(&socket, 0o600).unwrap();
     let mut s = (*settings()).clone();
     s.max_request_bytes = 16 * 1024;
-    let service = SdsService::new(store.clone(), s, shutdown.clone());
+    let service = SdsService::new(store.clone(), s, policy, shutdown.clone());
     tokio::spawn(serve(listener, service, shutdown.clone()));
     let client = SecretDiscoveryServiceClient::new(crate::uds::lazy_channel(&socket));
     Harness {
@@ -119,5 +124,75 @@ async fn fetch_of_an_unknown_name_is_not_found() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+    h.shutdown.cancel();
+}
+
+fn own_uid_rule(resources: &[&str]) -> Rule {
+    Rule {
+        uids: vec![rustix::process::geteuid().as_raw()],
+        gids: Vec::new(),
+        exe: None,
+        resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn every_requested_name_is_authorized_against_the_caller() {
+    let me = rustix::process::geteuid().as_raw();
+    let mut h = start_with(Policy::new(vec![own_uid_rule(&["app/*"])], me)).await;
+    h.store.sync_source(
+        "t",
+        vec![
+            ("app/token".into(), generic(b"v")),
+            ("default".into(), generic(b"k")),
+        ],
+    );
+    let ok = h
+        .client
+        .fetch_secrets(req(&["app/token"], ""))
+        .await
+        .unwrap();
+    assert_eq!(ok.into_inner().resources.len(), 1);
+
+    let denied = h
+        .client
+        .fetch_secrets(req(&["app/token", "default"], ""))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert!(
+        denied.message().contains("\"default\""),
+        "{}",
+        denied.message()
+    );
+
+    let all = h
+        .client
+        .fetch_secrets(req(&[], ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        all.resources.len(),
+        1,
+        "a wildcard fetch shows only what is granted"
+    );
+
+    let (_tx, mut stream) = open(&mut h.client, "default").await;
+    let err = stream.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    h.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_caller_no_rule_matches_gets_nothing() {
+    let other = Rule {
+        uids: vec![rustix::process::geteuid().as_raw().wrapping_add(4242)],
+        ..own_uid_rule(&["*"])
+    };
+    let mut h = start_with(Policy::new(vec![other], 0)).await;
+    h.store.sync_source("t", vec![("a".into(), generic(b"v"))]);
+    let err = h.client.fetch_secrets(req(&["a"], "")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
     h.shutdown.cancel();
 }

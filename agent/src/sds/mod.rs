@@ -19,8 +19,10 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::authz::{Caller, Grant, Policy};
 use crate::store::SecretStore;
 use delta::DeltaStream;
 pub use limits::SdsSettings;
@@ -35,20 +37,43 @@ const STREAM_BUFFER: usize = 4;
 pub struct SdsService {
     store: Arc<SecretStore>,
     settings: Arc<SdsSettings>,
+    policy: Arc<Policy>,
     shutdown: CancellationToken,
 }
 
 impl SdsService {
-    /// A service answering from `store`; its streams end when `shutdown` is cancelled.
+    /// A service answering from `store` to callers as `policy` allows; its streams end
+    /// when `shutdown` is cancelled.
     pub fn new(
         store: Arc<SecretStore>,
         settings: SdsSettings,
+        policy: Policy,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
             settings: Arc::new(settings),
+            policy: Arc::new(policy),
             shutdown,
+        }
+    }
+
+    /// The caller's grant, from the Unix peer credentials of its connection. A connection
+    /// without them (not a Unix socket, or the kernel did not say) gets nothing.
+    fn grant<T>(&self, request: &Request<T>) -> Grant {
+        let peer = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred);
+        match peer {
+            Some(cred) => Grant::new(
+                Caller::from_peer(cred.uid(), cred.gid(), cred.pid()),
+                &self.policy,
+            ),
+            None => Grant::new(
+                Caller::from_peer(u32::MAX, u32::MAX, None),
+                &Policy::deny_all(),
+            ),
         }
     }
 
@@ -60,12 +85,14 @@ impl SdsService {
 
     fn spawn_stream<P: stream::Protocol>(
         &self,
+        grant: Grant,
         protocol: P,
         inbound: Streaming<P::Request>,
     ) -> ReceiverStream<Result<P::Response, Status>> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let store = self.store.subscribe();
         tokio::spawn(stream::run(
+            grant,
             protocol,
             inbound,
             tx,
@@ -85,26 +112,33 @@ impl SecretDiscoveryService for SdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+        let grant = self.grant(&request);
         let protocol = SotwStream::new(self.settings.clone());
-        Ok(Response::new(
-            self.spawn_stream(protocol, request.into_inner()),
-        ))
+        Ok(Response::new(self.spawn_stream(
+            grant,
+            protocol,
+            request.into_inner(),
+        )))
     }
 
     async fn delta_secrets(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+        let grant = self.grant(&request);
         let protocol = DeltaStream::new(self.settings.clone());
-        Ok(Response::new(
-            self.spawn_stream(protocol, request.into_inner()),
-        ))
+        Ok(Response::new(self.spawn_stream(
+            grant,
+            protocol,
+            request.into_inner(),
+        )))
     }
 
     async fn fetch_secrets(
         &self,
         request: Request<DiscoveryRequest>,
     ) -> Result<Response<DiscoveryResponse>, Status> {
+        let grant = self.grant(&request);
         let request = request.into_inner();
         SdsSettings::check_type_url(&request.type_url)?;
         self.settings.check_names(&request.resource_names)?;
@@ -115,8 +149,16 @@ impl SecretDiscoveryService for SdsService {
         let snapshot = self.store.snapshot();
         let mut names: Vec<&str> = request.resource_names.iter().map(String::as_str).collect();
         if names.is_empty() {
-            names = snapshot.iter().map(|(n, _)| n.as_str()).collect();
+            // FetchSecrets without names: everything this caller may see.
+            grant.authorize([])?;
+            names = snapshot
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .filter(|n| grant.covers(n))
+                .collect();
             names.sort_unstable();
+        } else {
+            grant.authorize(names.iter().copied())?;
         }
         let missing: Vec<&str> = names
             .iter()

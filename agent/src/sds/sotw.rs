@@ -128,4 +128,9 @@ impl Protocol for SotwStream {
     fn on_snapshot(&mut self, snapshot: &Snapshot) -> Option<DiscoveryResponse> {
         self.respond(snapshot)
     }
+
+    fn requested_names<'a>(&self, request: &'a DiscoveryRequest) -> Option<Vec<&'a str>> {
+        (!request.resource_names.is_empty())
+            .then(|| request.resource_names.iter().map(String::as_str).collect())
+    }
 }

@@ -7,6 +7,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
+use crate::authz::Grant;
 use crate::store::Snapshot;
 
 /// One flavour of the xDS protocol (state of the world, or delta) as a state machine.
@@ -25,10 +26,14 @@ pub trait Protocol: Send + 'static {
 
     /// Reacts to a store change: a response if anything the client watches changed.
     fn on_snapshot(&mut self, snapshot: &Snapshot) -> Option<Self::Response>;
+
+    /// The names `request` subscribes to; `None` for a wildcard (every resource).
+    fn requested_names<'a>(&self, request: &'a Self::Request) -> Option<Vec<&'a str>>;
 }
 
-/// Runs `protocol` over one gRPC stream.
+/// Runs `protocol` over one gRPC stream for the caller holding `grant`.
 pub async fn run<P: Protocol>(
+    grant: Grant,
     mut protocol: P,
     mut inbound: Streaming<P::Request>,
     outbound: mpsc::Sender<Result<P::Response, Status>>,
@@ -42,7 +47,10 @@ pub async fn run<P: Protocol>(
             message = inbound.message() => match message {
                 Ok(Some(request)) => {
                     let snapshot = store.borrow_and_update().clone();
-                    match protocol.on_request(request, &snapshot) {
+                    let verdict = grant
+                        .authorize_request(protocol.requested_names(&request))
+                        .and_then(|()| protocol.on_request(request, &snapshot));
+                    match verdict {
                         Ok(response) => response,
                         Err(status) => {
                             tracing::warn!(code = ?status.code(), reason = status.message(), "SDS request refused; closing the stream");
@@ -62,6 +70,11 @@ pub async fn run<P: Protocol>(
             },
             changed = store.changed() => {
                 if changed.is_err() {
+                    return;
+                }
+                // A connection whose process is gone gets no more pushes.
+                if let Err(status) = grant.authorize([]) {
+                    let _ = outbound.send(Err(status)).await;
                     return;
                 }
                 let snapshot = store.borrow_and_update().clone();

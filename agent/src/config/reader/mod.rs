@@ -81,7 +81,11 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ),
     ("log", &["level", "format"]),
 ];
-const JWT_SVID_KEYS: &[&str] = &["audience", "spiffe_id", "resource_name"];
+/// `[[name]]` arrays of tables and their keys.
+const TABLE_ARRAYS: &[(&str, &[&str])] = &[
+    ("jwt_svids", &["audience", "spiffe_id", "resource_name"]),
+    ("callers", &["uids", "gids", "exe", "resources"]),
+];
 const DEFAULT_WORKLOAD_SOCKET: &str = "/tmp/spire-agent/public/api.sock";
 
 pub(super) struct Reader {
@@ -139,15 +143,15 @@ impl Reader {
     fn check_unknown_keys(&mut self) {
         let mut unknown = Vec::new();
         for (name, value) in &self.root {
-            if name == "jwt_svids" {
+            if let Some((_, keys)) = TABLE_ARRAYS.iter().find(|(n, _)| n == name) {
                 let Some(items) = value.as_array() else {
-                    unknown.push((name.clone(), "must be an array of tables ([[jwt_svids]])"));
+                    unknown.push((name.clone(), "must be an array of tables ([[name]])"));
                     continue;
                 };
                 for (i, item) in items.iter().enumerate() {
                     for key in item.as_table().into_iter().flat_map(|t| t.keys()) {
-                        if !JWT_SVID_KEYS.contains(&key.as_str()) {
-                            unknown.push((format!("jwt_svids[{i}].{key}"), "unknown key"));
+                        if !keys.contains(&key.as_str()) {
+                            unknown.push((format!("{name}[{i}].{key}"), "unknown key"));
                         }
                     }
                 }
@@ -315,6 +319,7 @@ impl Reader {
             workload_api: self.read_workload_api(),
             sds: self.read_sds(),
             jwt_svids: self.read_jwt_svids(),
+            callers: self.read_callers(),
             dev: self.read_dev(),
             log: self.read_log(),
         }

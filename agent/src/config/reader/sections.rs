@@ -7,6 +7,7 @@ use std::time::Duration;
 use toml::Value;
 
 use super::Reader;
+use crate::authz::Rule;
 use crate::config::{AgentSection, AwsConfig, ControlPlaneConfig, EnvelopesConfig, Profile};
 
 /// STS accepts 900 s to 12 h; shorter sessions are allowed for tests against STS
@@ -187,6 +188,66 @@ impl Reader {
 }
 
 impl Reader {
+    /// `[[callers]]`: who may fetch which resources from the local endpoints.
+    pub(super) fn read_callers(&mut self) -> Vec<Rule> {
+        let items = match self.root.get("callers").and_then(Value::as_array) {
+            Some(items) => items.clone(),
+            None => return Vec::new(),
+        };
+        let mut rules = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let key = |k: &str| format!("callers[{i}].{k}");
+            let ids = |k: &str| -> Option<Vec<u32>> {
+                match item.get(k) {
+                    None => Some(Vec::new()),
+                    Some(Value::Array(values)) => values
+                        .iter()
+                        .map(|v| v.as_integer().and_then(|n| u32::try_from(n).ok()))
+                        .collect(),
+                    Some(_) => None,
+                }
+            };
+            let (uids, gids) = (ids("uids"), ids("gids"));
+            if uids.is_none() {
+                self.error(&key("uids"), "expected an array of numeric uids");
+            }
+            if gids.is_none() {
+                self.error(&key("gids"), "expected an array of numeric gids");
+            }
+            let exe = item.get("exe").and_then(Value::as_str).map(str::to_owned);
+            let resources: Option<Vec<String>> = item.get("resources").and_then(|v| {
+                v.as_array()?
+                    .iter()
+                    .map(|r| r.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
+                    .collect()
+            });
+            let Some(resources) = resources.filter(|r| !r.is_empty()) else {
+                self.error(
+                    &key("resources"),
+                    "required: an array of resource-name globs",
+                );
+                continue;
+            };
+            let (Some(uids), Some(gids)) = (uids, gids) else {
+                continue;
+            };
+            if uids.is_empty() && gids.is_empty() && exe.is_none() {
+                self.error(
+                    &key("uids"),
+                    "a rule must select callers by uids, gids or exe",
+                );
+                continue;
+            }
+            rules.push(Rule {
+                uids,
+                gids,
+                exe,
+                resources,
+            });
+        }
+        rules
+    }
+
     /// Cross-section rules of the production profile.
     pub(super) fn check_profile(&mut self, config: &crate::config::Config) {
         if config.agent.profile != Profile::Production {

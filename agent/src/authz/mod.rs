@@ -1,0 +1,86 @@
+//! Per-caller authorization on the local endpoints: the caller is identified by its Unix
+//! peer credentials and `/proc` facts ([`Caller`]); the [`Policy`] says which resource
+//! names it may fetch; a [`Grant`] checks every requested name and records the decision.
+
+mod caller;
+mod policy;
+
+pub use caller::Caller;
+pub use policy::{Policy, Rule, glob_matches};
+
+use tonic::Status;
+
+/// What one connected caller may fetch.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    caller: Caller,
+    resources: Vec<String>,
+}
+
+impl Grant {
+    /// `caller`'s grant under `policy`.
+    pub fn new(caller: Caller, policy: &Policy) -> Self {
+        let resources = policy.grants(&caller);
+        Self { caller, resources }
+    }
+
+    /// A grant to everything (for callers that are the agent itself, and tests).
+    pub fn everything(caller: Caller) -> Self {
+        Self {
+            caller,
+            resources: vec!["*".into()],
+        }
+    }
+
+    /// The caller.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// Whether the grant covers every resource (so wildcard requests may be answered).
+    pub fn is_unrestricted(&self) -> bool {
+        self.resources.iter().any(|r| r == "*")
+    }
+
+    /// Whether `name` may be served — without the liveness re-check (for filtering).
+    pub fn covers(&self, name: &str) -> bool {
+        self.resources.iter().any(|glob| glob_matches(glob, name))
+    }
+
+    /// Checks one request: `None` asks for every resource (a wildcard), which needs an
+    /// unrestricted grant; otherwise every name must be covered.
+    pub fn authorize_request(&self, names: Option<Vec<&str>>) -> Result<(), Status> {
+        match names {
+            Some(names) => self.authorize(names),
+            None if self.is_unrestricted() => self.authorize([]),
+            None => {
+                tracing::warn!(target: "steeple::audit", caller = %self.caller.describe(), resource = "*", decision = "deny", "sds");
+                Err(Status::permission_denied(
+                    "a wildcard request needs access to every resource; name the resources",
+                ))
+            }
+        }
+    }
+
+    /// Checks every name of one request; refuses the first one not granted, naming it
+    /// (never the policy). Each decision is an audit event.
+    pub fn authorize<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), Status> {
+        if !self.caller.still_running() {
+            tracing::warn!(target: "steeple::audit", caller = %self.caller.describe(), decision = "deny", reason = "connecting process exited or PID reused", "sds");
+            return Err(Status::permission_denied(
+                "the process that opened this connection is gone; reconnect",
+            ));
+        }
+        for name in names {
+            if !self.covers(name) {
+                tracing::warn!(target: "steeple::audit", caller = %self.caller.describe(), resource = name, decision = "deny", "sds");
+                let shown: String = name.chars().take(200).collect();
+                return Err(Status::permission_denied(format!(
+                    "not authorized for resource {shown:?}"
+                )));
+            }
+            tracing::debug!(target: "steeple::audit", caller = %self.caller.describe(), resource = name, decision = "grant", "sds");
+        }
+        Ok(())
+    }
+}

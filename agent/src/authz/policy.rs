@@ -1,0 +1,148 @@
+//! Which local callers may fetch which resources: rules matching a caller (uid, gid,
+//! executable) to resource-name globs. Without configured rules only the agent's own uid
+//! is allowed, to everything.
+
+use super::Caller;
+
+/// One rule: a caller matching every given selector may fetch the matching resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Any of these uids (empty: any uid).
+    pub uids: Vec<u32>,
+    /// Any of these gids (empty: any gid).
+    pub gids: Vec<u32>,
+    /// The caller's executable path, a glob (`*` matches any run of characters).
+    pub exe: Option<String>,
+    /// Resource-name globs granted.
+    pub resources: Vec<String>,
+}
+
+/// Rules in order; the first that matches the caller decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    rules: Vec<Rule>,
+}
+
+impl Policy {
+    /// The given rules, or — when there are none — the agent's own uid with everything.
+    pub fn new(rules: Vec<Rule>, own_uid: u32) -> Self {
+        if rules.is_empty() {
+            return Self {
+                rules: vec![Rule {
+                    uids: vec![own_uid],
+                    gids: Vec::new(),
+                    exe: None,
+                    resources: vec!["*".into()],
+                }],
+            };
+        }
+        Self { rules }
+    }
+
+    /// A policy that grants nothing (for connections without peer credentials).
+    pub fn deny_all() -> Self {
+        Self { rules: Vec::new() }
+    }
+
+    /// The resource globs `caller` is granted (empty: none).
+    pub fn grants(&self, caller: &Caller) -> Vec<String> {
+        self.rules
+            .iter()
+            .find(|rule| rule.matches(caller))
+            .map(|rule| rule.resources.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Rule {
+    fn matches(&self, caller: &Caller) -> bool {
+        let uid = self.uids.is_empty() || self.uids.contains(&caller.uid);
+        let gid = self.gids.is_empty() || self.gids.contains(&caller.gid);
+        let exe = match &self.exe {
+            None => true,
+            Some(pattern) => caller
+                .exe
+                .as_ref()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| glob_matches(pattern, e)),
+        };
+        uid && gid && exe
+    }
+}
+
+/// `*` matches any run of characters (including `/`); everything else literally.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return text.is_empty();
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(uid: u32, exe: &str) -> Caller {
+        let mut c = Caller::from_peer(uid, 100, None);
+        c.exe = Some(exe.into());
+        c
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_matches("*", "anything/at:all"));
+        assert!(glob_matches("db/*", "db/password"));
+        assert!(!glob_matches("db/*", "dbx/password"));
+        assert!(glob_matches(
+            "spiffe://example.org/*",
+            "spiffe://example.org/web"
+        ));
+        assert!(glob_matches("a*b*c", "a-x-b-y-c"));
+        assert!(!glob_matches("a*b*c", "a-x-c-y-b"));
+        assert!(glob_matches("ROOTCA", "ROOTCA"));
+        assert!(!glob_matches("ROOTCA", "ROOTCAX"));
+        assert!(!glob_matches("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn default_is_own_uid_only_and_first_matching_rule_decides() {
+        let default = Policy::new(Vec::new(), 1000);
+        assert_eq!(default.grants(&caller(1000, "/x")), ["*"]);
+        assert!(default.grants(&caller(65534, "/x")).is_empty());
+
+        let policy = Policy::new(
+            vec![
+                Rule {
+                    uids: vec![65534],
+                    gids: vec![],
+                    exe: Some("/usr/*/envoy".into()),
+                    resources: vec!["default".into(), "ROOTCA".into()],
+                },
+                Rule {
+                    uids: vec![1000],
+                    gids: vec![],
+                    exe: None,
+                    resources: vec!["*".into()],
+                },
+            ],
+            1000,
+        );
+        assert_eq!(policy.grants(&caller(65534, "/usr/bin/envoy")).len(), 2);
+        assert!(policy.grants(&caller(65534, "/tmp/envoy")).is_empty());
+        assert_eq!(policy.grants(&caller(1000, "/tmp/x")), ["*"]);
+    }
+}
