@@ -1,0 +1,201 @@
+//! What every SDK client here shares: SDK retries off (the caller is the one backoff
+//! source), a bounded operation time, and one reading of an `SdkError` into the facts the
+//! STS and KMS error mappings need.
+
+use std::error::Error;
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use steeple_plugin_api::SecretBytes;
+use zeroize::Zeroize as _;
+
+/// How long one STS or KMS call may take, connection included, unless configured.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Error codes AWS services use for throttling (the SDK's own throttling list, trimmed to
+/// what STS and KMS send).
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+];
+
+/// Error codes for a request that timed out on the service side.
+const TIMEOUT_CODES: &[&str] = &["RequestTimeout", "RequestTimeoutException"];
+
+/// One attempt only: retries belong to the caller.
+pub(crate) fn no_retries() -> RetryConfig {
+    RetryConfig::disabled()
+}
+
+/// `operation` bounds the whole call (connecting included) and its one attempt.
+pub(crate) fn timeouts(operation: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .operation_timeout(operation)
+        .operation_attempt_timeout(operation)
+        .build()
+}
+
+/// Moves SDK-owned bytes into a [`SecretBytes`], zeroizing the SDK's buffer.
+pub(crate) fn into_secret(mut bytes: Vec<u8>) -> SecretBytes {
+    let secret = SecretBytes::copy_from(&bytes);
+    bytes.zeroize();
+    secret
+}
+
+/// Whether `code` is a throttling or service-side timeout code (retry later).
+pub(crate) fn is_throttling_or_timeout(code: &str) -> bool {
+    THROTTLING_CODES.contains(&code) || TIMEOUT_CODES.contains(&code)
+}
+
+/// Why an SDK call failed, as far as the mappings care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The service answered with an error.
+    Service {
+        /// The AWS error code, if the body carried one.
+        code: Option<String>,
+        /// The AWS error message, if any.
+        message: Option<String>,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// No complete answer in time.
+    Timeout(String),
+    /// Not sent, or no answer: connection refused, DNS, TLS, missing credentials.
+    Dispatch(String),
+    /// An answer that could not be read.
+    Response(String),
+    /// The request could not be built.
+    Construction(String),
+}
+
+impl Failure {
+    /// Reads `err`. Messages are the SDK's own error chain, which holds no request body.
+    pub(crate) fn from_sdk<E>(err: &SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + Error + Send + Sync + 'static,
+    {
+        let chain = || error_chain(err);
+        match err {
+            SdkError::ServiceError(context) => Self::Service {
+                code: context.err().code().map(str::to_owned),
+                message: context.err().message().map(str::to_owned),
+                status: context.raw().status().as_u16(),
+            },
+            SdkError::TimeoutError(_) => Self::Timeout(chain()),
+            SdkError::DispatchFailure(_) => Self::Dispatch(chain()),
+            SdkError::ResponseError(_) => Self::Response(chain()),
+            _ => Self::Construction(chain()),
+        }
+    }
+
+    /// The AWS error code, or a local name for failures without one.
+    pub(crate) fn code(&self) -> &str {
+        match self {
+            Self::Service {
+                code: Some(code), ..
+            } => code,
+            Self::Service { code: None, .. } => "UnknownError",
+            Self::Timeout(_) => "Timeout",
+            Self::Dispatch(_) => "DispatchFailure",
+            Self::Response(_) => "UnreadableResponse",
+            Self::Construction(_) => "RequestConstruction",
+        }
+    }
+
+    /// A message for humans: the AWS message (with the HTTP status), or the SDK's error
+    /// chain.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            Self::Service {
+                message, status, ..
+            } => match message.as_deref() {
+                Some(message) if !message.is_empty() => format!("{message} (HTTP {status})"),
+                _ => format!("HTTP {status} without an error message"),
+            },
+            Self::Timeout(chain)
+            | Self::Dispatch(chain)
+            | Self::Response(chain)
+            | Self::Construction(chain) => chain.clone(),
+        }
+    }
+}
+
+/// `err: its source: its source…`, each level's own text once.
+pub(crate) fn error_chain(err: &(dyn Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        // Some wrappers repeat their source's text; keep each text once.
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_messages() {
+        let service = Failure::Service {
+            code: Some("ThrottlingException".into()),
+            message: Some("Rate exceeded".into()),
+            status: 400,
+        };
+        assert_eq!(service.code(), "ThrottlingException");
+        assert_eq!(service.message(), "Rate exceeded (HTTP 400)");
+        let bare = Failure::Service {
+            code: None,
+            message: None,
+            status: 502,
+        };
+        assert_eq!(bare.code(), "UnknownError");
+        assert_eq!(bare.message(), "HTTP 502 without an error message");
+        assert_eq!(
+            Failure::Dispatch("refused".into()).code(),
+            "DispatchFailure"
+        );
+        assert_eq!(Failure::Timeout("slow".into()).message(), "slow");
+    }
+
+    #[test]
+    fn error_chain_joins_sources() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("dispatch failure")]
+        struct Outer(#[source] std::io::Error);
+        let err = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(error_chain(&err), "dispatch failure: connection refused");
+    }
+
+    #[test]
+    fn throttling_and_timeout_codes() {
+        for code in [
+            "Throttling",
+            "ThrottlingException",
+            "RequestLimitExceeded",
+            "RequestTimeout",
+        ] {
+            assert!(is_throttling_or_timeout(code), "{code}");
+        }
+        for code in ["AccessDenied", "ValidationError", "throttling"] {
+            assert!(!is_throttling_or_timeout(code), "{code}");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityOutput;
+use aws_sdk_sts::types::Credentials;
+use aws_smithy_types::DateTime;
+
+use super::*;
+
+fn config() -> StsConfig {
+    StsConfig {
+        role_arn: "arn:aws:iam::111122223333:role/payments-api".into(),
+        ..StsConfig::default()
+    }
+}
+
+fn output(expiration: SystemTime, secret: &str) -> AssumeRoleWithWebIdentityOutput {
+    let credentials = Credentials::builder()
+        .access_key_id("ASIAEXAMPLE")
+        .secret_access_key(secret)
+        .session_token("session-token")
+        .expiration(DateTime::from(expiration))
+        .build()
+        .unwrap();
+    AssumeRoleWithWebIdentityOutput::builder()
+        .credentials(credentials)
+        .build()
+}
+
+#[test]
+fn error_codes_map_to_retry_classes() {
+    use ExchangeErrorKind::*;
+    let cases = [
+        ("IDPCommunicationError", 400, Transient),
+        ("Throttling", 400, Transient),
+        ("ThrottlingException", 400, Transient),
+        ("RequestLimitExceeded", 400, Transient),
+        ("InternalFailure", 500, Transient),
+        ("ServiceUnavailable", 503, Transient),
+        ("InvalidIdentityToken", 400, TokenRejected),
+        ("ExpiredTokenException", 400, TokenRejected),
+        ("AccessDenied", 403, Fatal),
+        ("IDPRejectedClaim", 403, Fatal),
+        ("RegionDisabledException", 403, Fatal),
+        ("MalformedPolicyDocument", 400, Fatal),
+        ("ValidationError", 400, Fatal),
+        ("PackedPolicyTooLarge", 400, Fatal),
+    ];
+    for (code, status, kind) in cases {
+        assert_eq!(sts_error_kind(Some(code), status), kind, "{code}");
+    }
+    assert_eq!(sts_error_kind(None, 502), Transient);
+    assert_eq!(sts_error_kind(None, 404), Fatal);
+}
+
+#[test]
+fn transport_failures_are_transient_and_keep_the_aws_code_and_message() {
+    for failure in [
+        Failure::Timeout("operation timed out".into()),
+        Failure::Dispatch("connection refused".into()),
+        Failure::Response("unexpected end of body".into()),
+    ] {
+        assert_eq!(exchange_error(&failure).kind, ExchangeErrorKind::Transient);
+    }
+    let err = exchange_error(&Failure::Construction("bad input".into()));
+    assert_eq!(
+        (err.kind, err.code.as_str()),
+        (ExchangeErrorKind::Fatal, "RequestConstruction")
+    );
+
+    let err = exchange_error(&Failure::Service {
+        code: Some("InvalidIdentityToken".into()),
+        message: Some("Couldn't retrieve verification key from your identity provider".into()),
+        status: 400,
+    });
+    assert_eq!(err.kind, ExchangeErrorKind::TokenRejected);
+    assert_eq!(err.code, "InvalidIdentityToken");
+    assert!(
+        err.message
+            .starts_with("Couldn't retrieve verification key")
+    );
+}
+
+#[test]
+fn config_is_checked_naming_the_key() {
+    StsExchanger::new(config()).unwrap();
+    let bad = |change: fn(&mut StsConfig)| {
+        let mut config = config();
+        change(&mut config);
+        StsExchanger::new(config).unwrap_err().key
+    };
+    assert_eq!(bad(|c| c.role_arn.clear()), "role_arn");
+    assert_eq!(
+        bad(|c| c.role_arn = "payments-api-role-name-x".into()),
+        "role_arn"
+    );
+    assert_eq!(
+        bad(|c| c.role_arn = "arn:aws:iam::111122223333:user/bob".into()),
+        "role_arn"
+    );
+    assert_eq!(bad(|c| c.audience = " ".into()), "audience");
+    assert_eq!(
+        bad(|c| c.session_name = "spiffe://example.org/a".into()),
+        "session_name"
+    );
+    assert_eq!(bad(|c| c.session_name = "x".into()), "session_name");
+    assert_eq!(bad(|c| c.duration = Duration::from_millis(500)), "duration");
+    assert_eq!(
+        bad(|c| c.duration = Duration::from_secs(1 << 40)),
+        "duration"
+    );
+    assert_eq!(bad(|c| c.region.clear()), "region");
+}
+
+#[test]
+fn credentials_are_taken_with_their_expiration() {
+    let now = SystemTime::now();
+    let expiration = now + Duration::from_secs(900);
+    let credentials = credentials_from(output(expiration, "secret-canary"), now).unwrap();
+    assert_eq!(credentials.access_key_id, "ASIAEXAMPLE");
+    assert_eq!(credentials.secret_access_key.expose(), b"secret-canary");
+    assert_eq!(credentials.session_token.expose(), b"session-token");
+    // DateTime keeps whole seconds and fractions; allow rounding to the second.
+    let drift = credentials
+        .expiration
+        .duration_since(expiration)
+        .unwrap_or_else(|e| e.duration());
+    assert!(drift < Duration::from_secs(1), "{drift:?}");
+    assert!(!format!("{credentials:?}").contains("secret-canary"));
+}
+
+#[test]
+fn missing_empty_or_expired_credentials_are_refused() {
+    let now = SystemTime::now();
+    let none = AssumeRoleWithWebIdentityOutput::builder().build();
+    let err = credentials_from(none, now).unwrap_err();
+    assert_eq!(err.kind, ExchangeErrorKind::Fatal);
+    assert_eq!(err.message, "STS response carried no credentials");
+
+    let empty = credentials_from(output(now + Duration::from_secs(60), ""), now).unwrap_err();
+    assert_eq!(empty.message, "STS response carried no credentials");
+
+    let expired = credentials_from(output(now, "secret-canary"), now).unwrap_err();
+    assert_eq!(
+        (expired.kind, expired.code.as_str()),
+        (ExchangeErrorKind::Fatal, "ExpiredCredentials")
+    );
+    assert!(!expired.message.contains("secret-canary"));
+}
+
+#[test]
+fn audience_and_defaults() {
+    let exchanger = StsExchanger::new(config()).unwrap();
+    assert_eq!(exchanger.audience(), DEFAULT_AUDIENCE);
+    assert_eq!(exchanger.config().region, DEFAULT_REGION);
+    assert_eq!(exchanger.config().duration, Duration::from_secs(3600));
+}
+
+#[tokio::test]
+async fn a_silent_endpoint_is_cut_off_by_the_operation_timeout() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            connections.push(stream);
+        }
+    });
+    let exchanger = StsExchanger::new(StsConfig {
+        endpoint: Some(endpoint),
+        operation_timeout: Duration::from_millis(500),
+        ..config()
+    })
+    .unwrap();
+    let jwt = SecretBytes::copy_from(b"header.claims-canary.signature");
+    let started = std::time::Instant::now();
+    let err = exchanger.exchange(&jwt).await.unwrap_err();
+    held.abort();
+    assert_eq!(
+        (err.kind, err.code.as_str()),
+        (ExchangeErrorKind::Transient, "Timeout"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!err.to_string().contains("canary"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_transient() {
+    let exchanger = StsExchanger::new(StsConfig {
+        endpoint: Some("http://127.0.0.1:1".into()),
+        ..config()
+    })
+    .unwrap();
+    let jwt = SecretBytes::copy_from(b"header.claims.signature");
+    let err = exchanger.exchange(&jwt).await.unwrap_err();
+    assert_eq!(
+        (err.kind, err.code.as_str()),
+        (ExchangeErrorKind::Transient, "DispatchFailure"),
+        "{err}"
+    );
+}

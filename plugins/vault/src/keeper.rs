@@ -1,0 +1,341 @@
+//! The token keeper: one task that logs in with a fresh JWT-SVID, renews the token at
+//! about two thirds of each lease, logs in again when renewal is over (not renewable, max
+//! TTL reached, token revoked, renewal refused), and publishes the current token in a
+//! `watch` channel the resolvers read.
+//!
+//! While Vault is unreachable it backs off (1 s doubling to 30 s, jittered) and keeps
+//! serving the last token until it expires — never after. Only the keeper logs in: a 403
+//! a resolver gets on a secret path is a policy answer and never causes a login, so a
+//! denied path cannot turn into a login storm.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::Rng as _;
+use steeple_plugin_api::{BoxFuture, ExchangeError, ExchangeErrorKind, SecretBytes};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::login::{RenewError, VaultJwtLogin};
+use crate::token::VaultToken;
+
+/// Renew or log in again at this fraction of a lease (jittered up to [`LATEST`]): about
+/// two thirds, as Vault Agent does.
+const EARLIEST: f64 = 0.62;
+const LATEST: f64 = 0.72;
+/// After a refused login (role, audience, subject): wait this long, as the agent's
+/// exchange loop does for `Fatal` errors.
+pub const FATAL_RETRY: Duration = Duration::from_secs(60);
+/// How long revoking on shutdown may take.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fetches a fresh JWT-SVID for an audience (the agent adapts its Workload API fetcher).
+pub trait JwtSvidSource: Send + Sync + fmt::Debug {
+    /// A freshly fetched token for `audience`, never one reused from an earlier login.
+    fn fetch<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>>;
+}
+
+/// What the keeper does next with a token, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAction {
+    /// `renew-self` at `at`.
+    Renew {
+        /// When.
+        at: SystemTime,
+    },
+    /// Log in again with a fresh JWT-SVID at `at` (keeping the token until then).
+    Relogin {
+        /// When.
+        at: SystemTime,
+    },
+}
+
+impl TokenAction {
+    /// When to act.
+    pub fn at(&self) -> SystemTime {
+        match *self {
+            Self::Renew { at } | Self::Relogin { at } => at,
+        }
+    }
+}
+
+/// The next step for `token` at `now`: renew at 62–72 % of its lease (`jitter` in
+/// `[0, 1)` picks the point) while it is renewable and below its max TTL; otherwise log in
+/// again at that point. Never earlier than `now`.
+pub fn next_action(token: &VaultToken, now: SystemTime, jitter: f64) -> TokenAction {
+    let fraction = EARLIEST + (LATEST - EARLIEST) * jitter.clamp(0.0, 1.0);
+    let at = (token.issued_at + token.lease.mul_f64(fraction)).max(now);
+    if token.renewable && !token.max_ttl_reached {
+        TokenAction::Renew { at }
+    } else {
+        TokenAction::Relogin { at }
+    }
+}
+
+/// Keeps one Vault token alive for the resolvers (see the module docs).
+#[derive(Debug, Clone)]
+pub struct VaultTokenKeeper {
+    login: Arc<VaultJwtLogin>,
+    jwt: Arc<dyn JwtSvidSource>,
+    revoke_on_shutdown: bool,
+}
+
+/// What to do next and when.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Login,
+    Renew,
+}
+
+/// The keeper's mutable state: the current token, retry pacing, log-noise control.
+struct State {
+    tx: watch::Sender<Option<VaultToken>>,
+    current: Option<VaultToken>,
+    backoff: Backoff,
+    last_error: Option<String>,
+}
+
+impl VaultTokenKeeper {
+    /// A keeper logging in through `login` with JWT-SVIDs from `jwt`; it does not revoke
+    /// on shutdown unless told to.
+    pub fn new(login: Arc<VaultJwtLogin>, jwt: Arc<dyn JwtSvidSource>) -> Self {
+        Self {
+            login,
+            jwt,
+            revoke_on_shutdown: false,
+        }
+    }
+
+    /// Revoke the token (`revoke-self`) on shutdown, so it dies with the agent.
+    pub fn revoke_on_shutdown(mut self, revoke: bool) -> Self {
+        self.revoke_on_shutdown = revoke;
+        self
+    }
+
+    /// Spawns the keeper on `tasks` and returns the channel it publishes into.
+    pub fn spawn(
+        self,
+        shutdown: CancellationToken,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> watch::Receiver<Option<VaultToken>> {
+        let (tx, rx) = watch::channel(None);
+        tasks.spawn(self.run(tx, shutdown));
+        rx
+    }
+
+    /// Runs until `shutdown`, publishing the current token (or `None`) into `tx`.
+    pub async fn run(self, tx: watch::Sender<Option<VaultToken>>, shutdown: CancellationToken) {
+        let mut state = State {
+            tx,
+            current: None,
+            backoff: Backoff::default(),
+            last_error: None,
+        };
+        let (mut op, mut at) = (Op::Login, SystemTime::now());
+        loop {
+            let expiry = state.current.as_ref().map(|t| t.expires_at);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = sleep_until(Some(at)) => {}
+                () = sleep_until(expiry) => {
+                    tracing::warn!("vault token expired before it was renewed or replaced; no longer served");
+                    state.clear();
+                    (op, at) = (Op::Login, SystemTime::now());
+                    continue;
+                }
+            }
+            let step = async {
+                match op {
+                    Op::Login => self.login_step(&mut state).await,
+                    Op::Renew => self.renew_step(&mut state).await,
+                }
+            };
+            (op, at) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = step => next,
+            };
+        }
+        self.finish(state).await;
+    }
+
+    async fn login_step(&self, state: &mut State) -> (Op, SystemTime) {
+        let attempt = async {
+            let jwt = self
+                .jwt
+                .fetch(self.login.config().audience.as_str())
+                .await?;
+            self.login.login(&jwt).await
+        };
+        match attempt.await {
+            Ok(token) => {
+                tracing::info!(
+                    accessor = %token.accessor,
+                    ttl_s = token.lease.as_secs(),
+                    renewable = token.renewable,
+                    namespace = token.namespace.as_deref().unwrap_or(""),
+                    "logged in to vault"
+                );
+                state.succeeded(token)
+            }
+            Err(e) => {
+                let delay = match e.kind {
+                    ExchangeErrorKind::Fatal => FATAL_RETRY,
+                    _ => state.backoff.next_delay(),
+                };
+                state.failed("vault login", &e.to_string(), delay);
+                (Op::Login, SystemTime::now() + delay)
+            }
+        }
+    }
+
+    async fn renew_step(&self, state: &mut State) -> (Op, SystemTime) {
+        let Some(token) = state.current.clone() else {
+            return (Op::Login, SystemTime::now());
+        };
+        match self.login.renew_self(&token).await {
+            Ok(renewed) => {
+                if renewed.max_ttl_reached {
+                    tracing::info!(accessor = %renewed.accessor, ttl_s = renewed.lease.as_secs(), "vault token reached its max TTL; logging in again before it expires");
+                } else {
+                    tracing::debug!(accessor = %renewed.accessor, ttl_s = renewed.lease.as_secs(), "vault token renewed");
+                }
+                state.succeeded(renewed)
+            }
+            Err(RenewError::TokenInvalid(message)) => {
+                tracing::warn!(accessor = %token.accessor, error = %message, "vault refused the token (revoked or expired); logging in again");
+                state.clear();
+                (Op::Login, SystemTime::now())
+            }
+            Err(RenewError::Refused(message)) => {
+                tracing::info!(accessor = %token.accessor, error = %message, "vault token cannot be renewed; logging in again");
+                (Op::Login, SystemTime::now())
+            }
+            Err(e @ RenewError::Unavailable(_)) => {
+                let delay = state.backoff.next_delay();
+                state.failed("vault token renewal", &e.to_string(), delay);
+                (Op::Renew, SystemTime::now() + delay)
+            }
+        }
+    }
+
+    async fn finish(&self, mut state: State) {
+        let Some(token) = state.current.take() else {
+            return;
+        };
+        if !self.revoke_on_shutdown || !token.is_valid_at(SystemTime::now()) {
+            return;
+        }
+        match tokio::time::timeout(REVOKE_TIMEOUT, self.login.revoke_self(&token)).await {
+            Ok(Ok(())) => {
+                tracing::info!(accessor = %token.accessor, "vault token revoked on shutdown")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(accessor = %token.accessor, error = %e, "could not revoke the vault token on shutdown")
+            }
+            Err(_) => {
+                tracing::warn!(accessor = %token.accessor, "revoking the vault token on shutdown timed out")
+            }
+        }
+        state.tx.send_replace(None);
+    }
+}
+
+/// Runs a [`VaultTokenKeeper`] until `shutdown` (the function form of
+/// [`VaultTokenKeeper::run`]).
+pub async fn keep_token(
+    login: Arc<VaultJwtLogin>,
+    jwt: Arc<dyn JwtSvidSource>,
+    tx: watch::Sender<Option<VaultToken>>,
+    shutdown: CancellationToken,
+    revoke_on_shutdown: bool,
+) {
+    VaultTokenKeeper::new(login, jwt)
+        .revoke_on_shutdown(revoke_on_shutdown)
+        .run(tx, shutdown)
+        .await;
+}
+
+impl State {
+    /// Publishes `token` and schedules its upkeep.
+    fn succeeded(&mut self, token: VaultToken) -> (Op, SystemTime) {
+        if self.last_error.take().is_some() {
+            tracing::info!("vault token upkeep recovered");
+        }
+        self.backoff.reset();
+        let now = SystemTime::now();
+        let action = next_action(&token, now, rand::rng().random::<f64>());
+        if token.is_valid_at(now) {
+            self.current = Some(token.clone());
+            self.tx.send_replace(Some(token));
+        } else {
+            self.clear();
+        }
+        match action {
+            TokenAction::Renew { at } => (Op::Renew, at),
+            TokenAction::Relogin { at } => (Op::Login, at),
+        }
+    }
+
+    /// Logs a failure: the first of its kind at WARN, identical repeats at DEBUG.
+    fn failed(&mut self, what: &str, message: &str, retry: Duration) {
+        let retry_in_ms = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX);
+        let serving = self.current.is_some();
+        if self.last_error.as_deref() == Some(message) {
+            tracing::debug!(%what, error = %message, retry_in_ms, serving_token = serving, "still failing");
+        } else {
+            tracing::warn!(%what, error = %message, retry_in_ms, serving_token = serving, "failed; retrying with backoff");
+            self.last_error = Some(message.to_owned());
+        }
+    }
+
+    fn clear(&mut self) {
+        self.current = None;
+        self.tx.send_replace(None);
+    }
+}
+
+/// Exponential backoff with jitter: each delay is drawn from `[d/2, d]`, `d` doubling
+/// from 1 s to 30 s; reset after any success.
+#[derive(Debug, Clone)]
+struct Backoff {
+    current: Duration,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            current: BACKOFF_MIN,
+        }
+    }
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = self.current;
+        self.current = (self.current * 2).min(BACKOFF_MAX);
+        rand::rng().random_range(ceiling / 2..=ceiling)
+    }
+
+    fn reset(&mut self) {
+        self.current = BACKOFF_MIN;
+    }
+}
+
+/// Sleeps until the wall-clock time `at` (forever for `None`).
+async fn sleep_until(at: Option<SystemTime>) {
+    match at {
+        Some(at) => {
+            let delay = at.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(delay).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[path = "keeper_tests.rs"]
+mod tests;
