@@ -9,6 +9,8 @@ pub mod bench_support;
 pub mod bootstrap;
 pub mod envoy;
 pub mod http;
+pub mod moto;
+pub mod openbao;
 pub mod peers;
 pub mod process;
 pub mod sds_client;
