@@ -1,6 +1,7 @@
 //! The `steeple` command line: `run` (production), `dev` (embedded trust domain),
-//! `check-config`, and `envelope seal`.
+//! `check-config`, `envelope seal`, and `aws credential-process`.
 
+mod aws;
 mod seal;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,9 @@ enum Command {
     /// Work with secret envelopes.
     #[command(subcommand)]
     Envelope(EnvelopeCommand),
+    /// Hand the agent's AWS credentials to AWS SDKs and the AWS CLI.
+    #[command(subcommand)]
+    Aws(aws::AwsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +83,7 @@ pub fn main() -> ExitCode {
                 }
             };
         }
+        Command::Aws(command) => return aws::run(command),
     };
     let config = match Config::load(config_path.as_deref(), std::env::vars()) {
         Ok(config) => config,

@@ -4,6 +4,7 @@
 //! window however many consumers there are (single-flight by construction).
 
 pub mod aws_delivery;
+pub mod container_endpoint;
 pub mod jwt_source;
 pub mod refresh;
 

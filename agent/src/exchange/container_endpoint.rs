@@ -1,0 +1,270 @@
+//! The AWS container-credentials endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI` with
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`): unmodified SDKs `GET` it on loopback and
+//! receive `{"AccessKeyId","SecretAccessKey","Token","Expiration"}` from the exchange's
+//! watch channel. It never calls STS itself and never answers success without valid
+//! credentials.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use steeple_plugin_api::{AwsCredentials, SecretBytes};
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+use super::CredentialWatch;
+use super::aws_delivery::container_json;
+
+/// How long a client may take to send its request headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest token file read; anything longer is a misconfiguration, not a token.
+const MAX_TOKEN_BYTES: u64 = 8 * 1024;
+/// Pause after a failed `accept` (e.g. out of file descriptors) so it cannot spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What every request handler shares.
+#[derive(Debug)]
+struct Endpoint {
+    token_file: PathBuf,
+    credentials: CredentialWatch<AwsCredentials>,
+}
+
+/// Serves the endpoint on `listener` until `shutdown`: stops accepting, lets requests in
+/// flight finish, closes idle keep-alive connections, then returns. Errors only if the
+/// listener has no local address; failed accepts are logged and retried.
+pub async fn serve(
+    listener: TcpListener,
+    token_file: PathBuf,
+    credentials: CredentialWatch<AwsCredentials>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    tracing::info!(listen = %local, token_file = %token_file.display(), "AWS container-credentials endpoint listening");
+    let endpoint = Arc::new(Endpoint {
+        token_file,
+        credentials,
+    });
+    let mut connections = JoinSet::new();
+    let mut accept_failing = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    accept_failing = false;
+                    connections.spawn(connection(stream, peer, endpoint.clone(), shutdown.clone()));
+                }
+                Err(e) if accept_failing => {
+                    tracing::debug!(listen = %local, error = %e, "accepting a container-credentials connection still failing");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+                Err(e) => {
+                    accept_failing = true;
+                    tracing::warn!(listen = %local, error = %e, "accepting a container-credentials connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    tracing::info!(listen = %local, "AWS container-credentials endpoint stopped");
+    Ok(())
+}
+
+/// One HTTP/1.1 connection, closed gracefully on `shutdown`.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    endpoint: Arc<Endpoint>,
+    shutdown: CancellationToken,
+) {
+    let service = hyper::service::service_fn(move |request| {
+        let endpoint = endpoint.clone();
+        async move { Ok::<_, Infallible>(endpoint.handle(&request, peer).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "container-credentials connection ended with an error");
+    }
+}
+
+impl Endpoint {
+    async fn handle(&self, request: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let response = self.respond(request).await;
+        tracing::debug!(%peer, method = %request.method(), status = response.status().as_u16(), "container-credentials request");
+        response
+    }
+
+    async fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let headers = request.headers();
+        // A forwarding header means the request crossed a proxy: it did not come from an
+        // SDK on this host, whatever the TCP peer says.
+        if headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "requests through a proxy are refused",
+            );
+        }
+        if request.method() != Method::GET {
+            let mut response = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "only GET is supported",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET"));
+            return response;
+        }
+        let expected = match read_token(&self.token_file).await {
+            Ok(token) => token,
+            Err(reason) => {
+                tracing::error!(token_file = %self.token_file.display(), reason = %reason, "container-credentials token file unusable; refusing every request");
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "the endpoint's authorization token is not configured correctly",
+                );
+            }
+        };
+        let mut presented = headers.get_all(header::AUTHORIZATION).iter();
+        let authorized = match (presented.next(), presented.next()) {
+            (Some(value), None) => tokens_match(value.as_bytes(), &expected),
+            _ => false,
+        };
+        if !authorized {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "missing or wrong Authorization token",
+            );
+        }
+        self.credentials_response()
+    }
+
+    /// The current credentials as JSON, or 503 when none are valid right now.
+    fn credentials_response(&self) -> Response<Full<Bytes>> {
+        let rendered = {
+            let current = self.credentials.borrow();
+            current
+                .as_ref()
+                .filter(|c| c.expiration > SystemTime::now())
+                .map(container_json)
+        };
+        match rendered {
+            Some(Ok(json)) => {
+                let mut response = Response::new(Full::new(Bytes::from_owner(Body(json))));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "AWS credentials not served over the container endpoint");
+                unavailable()
+            }
+            None => unavailable(),
+        }
+    }
+}
+
+/// Response bytes that zeroize when hyper drops them.
+struct Body(SecretBytes);
+
+impl AsRef<[u8]> for Body {
+    fn as_ref(&self) -> &[u8] {
+        self.0.expose()
+    }
+}
+
+fn unavailable() -> Response<Full<Bytes>> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "CredentialsUnavailable",
+        "no valid AWS credentials yet; the exchange is retrying",
+    )
+}
+
+/// `{"code","message"}`, the error shape the SDKs read.
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "code": code, "message": message }).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The token in `path`, minus one trailing newline. The reason for a failure names the
+/// problem, never the content.
+async fn read_token(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    // Sized up front so reading never reallocates and leaves a copy behind.
+    let mut token = Zeroizing::new(Vec::with_capacity(MAX_TOKEN_BYTES as usize + 1));
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    file.take(MAX_TOKEN_BYTES + 1)
+        .read_to_end(&mut token)
+        .await
+        .map_err(|e| e.to_string())?;
+    if token.len() as u64 > MAX_TOKEN_BYTES {
+        return Err(format!("longer than {MAX_TOKEN_BYTES} bytes"));
+    }
+    let newline = if token.ends_with(b"\r\n") {
+        2
+    } else {
+        usize::from(token.ends_with(b"\n"))
+    };
+    let len = token.len() - newline;
+    // Zeroizing<Vec> wipes the whole capacity on drop, the cut-off bytes included.
+    token.truncate(len);
+    if token.is_empty() {
+        return Err("empty".to_owned());
+    }
+    Ok(token)
+}
+
+/// Compares SHA-256 digests in constant time, so neither the content nor the length of
+/// the expected token shows in the timing.
+fn tokens_match(presented: &[u8], expected: &[u8]) -> bool {
+    let a = ring::digest::digest(&ring::digest::SHA256, presented);
+    let b = ring::digest::digest(&ring::digest::SHA256, expected);
+    let difference = a
+        .as_ref()
+        .iter()
+        .zip(b.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
+}
+
+#[cfg(test)]
+#[path = "container_endpoint_tests.rs"]
+mod tests;
