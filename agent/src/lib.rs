@@ -2,6 +2,12 @@
 //! from it, to local workloads over an Envoy SDS stream on a Unix socket.
 
 pub mod authz;
+#[cfg(feature = "aws")]
+pub mod aws;
+/// Stands in for the AWS side in builds without the `aws` feature.
+#[cfg(not(feature = "aws"))]
+#[path = "aws_missing.rs"]
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod dev;

@@ -25,15 +25,18 @@ pub enum ProviderError {
     LocalKey(#[from] MasterKeyError),
 }
 
-/// The resolvers enabled by `config`.
+/// The resolvers enabled by `config`, plus those already running (`kms_envelope` once
+/// the AWS exchange runs).
 pub fn resolvers(
     config: &Config,
     mode: RunMode,
+    running: impl IntoIterator<Item = Arc<dyn EnvelopeResolver>>,
 ) -> Result<Vec<Arc<dyn EnvelopeResolver>>, ProviderError> {
     let mut resolvers: Vec<Arc<dyn EnvelopeResolver>> = Vec::new();
     if !config.envelopes.enabled {
         return Ok(resolvers);
     }
+    resolvers.extend(running);
     let var = &config.envelopes.local_master_key_env;
     if !var.is_empty() {
         let key = LocalKey::from_env(var)?;

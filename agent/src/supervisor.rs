@@ -2,7 +2,7 @@
 //! token, and drains them on shutdown.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::authz::Policy;
 use crate::config::Config;
-use crate::envelopes;
+use crate::envelopes::{self, RowSink};
 use crate::exchange::jwt_source::{JwtSvidFetcher, WorkloadApiJwtFetcher};
 use crate::identity::{self, DefaultNames};
 use crate::providers::{self, ProviderError, RunMode};
@@ -31,6 +31,38 @@ pub enum StartError {
     /// An envelope provider could not be built.
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// The AWS side could not start.
+    #[error(transparent)]
+    Aws(#[from] crate::aws::AwsStartError),
+}
+
+/// How a component stops the agent with an error: the reason is kept for the exit
+/// status, and shutdown begins.
+#[derive(Debug, Clone)]
+pub struct FatalSignal {
+    reason: Arc<OnceLock<String>>,
+    shutdown: CancellationToken,
+}
+
+impl FatalSignal {
+    pub(crate) fn new(shutdown: &CancellationToken) -> Self {
+        Self {
+            reason: Arc::default(),
+            shutdown: shutdown.clone(),
+        }
+    }
+
+    /// Stops the agent; the first reason raised is the one reported.
+    pub fn raise(&self, reason: String) {
+        tracing::error!(reason = %reason, "stopping Steeple");
+        let _ = self.reason.set(reason);
+        self.shutdown.cancel();
+    }
+
+    /// The reason raised, if any.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.get().map(String::as_str)
+    }
 }
 
 /// The running agent.
@@ -39,6 +71,7 @@ pub struct RunningAgent {
     tasks: JoinSet<()>,
     store: Arc<SecretStore>,
     sds_socket: PathBuf,
+    fatal: FatalSignal,
 }
 
 /// Starts identity, envelopes and SDS; they stop when `shutdown` is cancelled.
@@ -48,7 +81,7 @@ pub fn start(
     shutdown: &CancellationToken,
 ) -> Result<RunningAgent, StartError> {
     let store = Arc::new(SecretStore::new());
-    let resolvers = providers::resolvers(config, mode)?;
+    let fatal = FatalSignal::new(shutdown);
     let mut tasks = JoinSet::new();
     let listener = bind_socket(&config.sds.socket, config.sds.socket_mode)?;
     let own_uid = rustix::process::geteuid().as_raw();
@@ -59,10 +92,10 @@ pub fn start(
         shutdown.clone(),
     );
     let sds_shutdown = shutdown.clone();
+    let sds_fatal = fatal.clone();
     tasks.spawn(async move {
-        if let Err(e) = sds::serve(listener, service, sds_shutdown.clone()).await {
-            tracing::error!(error = %e, "SDS server failed; shutting down");
-            sds_shutdown.cancel();
+        if let Err(e) = sds::serve(listener, service, sds_shutdown).await {
+            sds_fatal.raise(format!("SDS server failed: {e}"));
         }
     });
     let workload_api = identity::client(&config.workload_api.socket);
@@ -76,8 +109,23 @@ pub fn start(
     );
     let jwt_fetcher: Arc<dyn JwtSvidFetcher> =
         Arc::new(WorkloadApiJwtFetcher::new(workload_api.clone(), None));
+    let rows = RowSink::default();
+    let aws = crate::aws::start(
+        &config.aws,
+        crate::aws::AwsContext {
+            jwt: jwt_fetcher.clone(),
+            store: store.clone(),
+            rows: config.envelopes.enabled.then(|| rows.clone()),
+            fatal: fatal.clone(),
+            shutdown,
+        },
+        &mut tasks,
+    )?;
+    let running = aws.map(|aws| aws.kms);
+    let resolvers = providers::resolvers(config, mode, running)?;
     envelopes::spawn(
         config,
+        rows,
         resolvers,
         jwt_fetcher,
         store.clone(),
@@ -93,6 +141,7 @@ pub fn start(
         tasks,
         store,
         sds_socket: config.sds.socket.clone(),
+        fatal,
     })
 }
 
@@ -103,8 +152,9 @@ impl RunningAgent {
     }
 
     /// Waits for every task to end after shutdown was requested, at most `grace`; then
-    /// aborts what is left and removes the SDS socket.
-    pub async fn drain(mut self, grace: Duration) {
+    /// aborts what is left and removes the SDS socket. Returns why a component stopped
+    /// the agent, if one did.
+    pub async fn drain(mut self, grace: Duration) -> Option<String> {
         let all_done = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, all_done).await.is_err() {
             tracing::warn!(
@@ -115,5 +165,6 @@ impl RunningAgent {
         }
         let _ = std::fs::remove_file(&self.sds_socket);
         tracing::info!("Steeple stopped");
+        self.fatal.reason().map(str::to_owned)
     }
 }

@@ -43,7 +43,7 @@ fn jwt() -> SecretBytes {
 fn sts(moto: &Moto, duration: Duration) -> anyhow::Result<StsExchanger> {
     Ok(StsExchanger::new(StsConfig {
         role_arn: ROLE_ARN.into(),
-        session_name: role_session_name(WORKLOAD),
+        session_name: Some(role_session_name(WORKLOAD)),
         duration,
         endpoint: Some(moto.endpoint()),
         ..StsConfig::default()

@@ -140,8 +140,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let agent = supervisor::start(&config, RunMode::Production, &shutdown)?;
     wait_for_signal(&shutdown).await?;
-    agent.drain(SHUTDOWN_GRACE).await;
-    Ok(())
+    match agent.drain(SHUTDOWN_GRACE).await {
+        Some(reason) => Err(anyhow::anyhow!(reason)),
+        None => Ok(()),
+    }
 }
 
 async fn run_dev(mut config: Config, dir: Option<PathBuf>) -> anyhow::Result<()> {
@@ -183,8 +185,10 @@ async fn run_dev(mut config: Config, dir: Option<PathBuf>) -> anyhow::Result<()>
         dev_bootstrap(&config.sds.socket, &config.dev.workload_id)
     );
     wait_for_signal(&shutdown).await?;
-    agent.drain(SHUTDOWN_GRACE).await;
-    Ok(())
+    match agent.drain(SHUTDOWN_GRACE).await {
+        Some(reason) => Err(anyhow::anyhow!(reason)),
+        None => Ok(()),
+    }
 }
 
 /// The dev Envoy bootstrap with the SDS socket and SPIFFE ID filled in.

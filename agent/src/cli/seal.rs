@@ -1,5 +1,7 @@
 //! `steeple envelope seal`: turns plaintext (from a file or stdin, never an argument)
-//! into an envelope row, so operators and tests never hand-write base64.
+//! into an envelope row, so operators and tests never hand-write base64. `kms_envelope`
+//! seals with the operator's own AWS identity (the SDK's default credential chain), never
+//! the workload's.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -16,7 +18,7 @@ const MAX_PLAINTEXT: u64 = 16 * 1024 * 1024;
 /// Arguments of `steeple envelope seal`.
 #[derive(Debug, Args)]
 pub struct SealArgs {
-    /// `local` (dev only).
+    /// `kms_envelope`, or `local` (dev only).
     #[arg(long)]
     provider: String,
     /// The envelope's logical path (its SDS resource name).
@@ -31,6 +33,12 @@ pub struct SealArgs {
     /// For `local`: the environment variable holding the base64 master key.
     #[arg(long, default_value = "STEEPLE_LOCAL_MASTER_KEY")]
     master_key_env: String,
+    /// For `kms_envelope`: the full KMS key or alias ARN to seal under.
+    #[arg(long)]
+    key_id: Option<String>,
+    /// For `kms_envelope`: a KMS endpoint override (VPC endpoint, test server).
+    #[arg(long)]
+    kms_endpoint: Option<String>,
 }
 
 /// Seals and prints the envelope row as JSON on stdout.
@@ -56,8 +64,42 @@ fn seal(
             let key = LocalKey::from_env(&args.master_key_env)?;
             Ok(key.seal(&args.logical_path, context, plaintext)?)
         }
-        other => anyhow::bail!("--provider {other:?}: seal supports local"),
+        #[cfg(feature = "aws")]
+        "kms_envelope" => seal_kms(args, context, plaintext),
+        other => anyhow::bail!("--provider {other:?}: seal supports {SEALABLE}"),
     }
+}
+
+#[cfg(feature = "aws")]
+const SEALABLE: &str = "kms_envelope and local";
+#[cfg(not(feature = "aws"))]
+const SEALABLE: &str = "local (this build has no `aws` feature)";
+
+#[cfg(feature = "aws")]
+fn seal_kms(
+    args: &SealArgs,
+    context: &steeple_plugin_api::EncryptionContext,
+    plaintext: &[u8],
+) -> anyhow::Result<EnvelopeRow> {
+    let key_id = args
+        .key_id
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--key-id: required with --provider kms_envelope"))?;
+    let options = steeple_plugin_aws::SealOptions {
+        endpoint: args.kms_endpoint.clone(),
+        sdk_config: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok(runtime.block_on(steeple_plugin_aws::seal_with_kms(
+        &options,
+        key_id,
+        &args.logical_path,
+        context,
+        plaintext,
+    ))?)
 }
 
 fn read_plaintext(input: Option<&PathBuf>) -> anyhow::Result<Vec<u8>> {

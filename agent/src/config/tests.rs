@@ -153,7 +153,7 @@ fn aws_and_envelope_sections_are_checked_and_overridable() {
         &[
             (
                 "STEEPLE_AWS_KEY_ARN_ALLOWLIST",
-                "arn:aws:kms:us-east-1:1:, arn:aws:kms:eu-west-1:1:",
+                "arn:aws:kms:us-east-1:111122223333:, arn:aws:kms:eu-west-1:111122223333:",
             ),
             ("STEEPLE_ENVELOPES_ENABLED", "true"),
         ],

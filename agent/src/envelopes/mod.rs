@@ -48,10 +48,11 @@ impl RowSink {
     }
 }
 
-/// Starts the configured envelope sources and the registry (when `[envelopes]` is
-/// enabled), resolving with `resolvers`.
+/// Starts the configured envelope sources, publishing into `sink`, and the registry
+/// (when `[envelopes]` is enabled), resolving with `resolvers`.
 pub fn spawn(
     config: &crate::config::Config,
+    sink: RowSink,
     resolvers: Vec<Arc<dyn steeple_plugin_api::EnvelopeResolver>>,
     jwt: Arc<dyn crate::exchange::jwt_source::JwtSvidFetcher>,
     store: Arc<crate::store::SecretStore>,
@@ -62,7 +63,6 @@ pub fn spawn(
     if !envelopes.enabled {
         return Ok(());
     }
-    let sink = RowSink::default();
     if !envelopes.paths.is_empty() {
         tasks.spawn(file_source::run(
             envelopes.paths.clone(),

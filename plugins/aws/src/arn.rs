@@ -127,6 +127,19 @@ fn parse_resource(resource: &str) -> Option<KmsResource> {
     ok.then(|| KmsResource::Alias(name.to_owned()))
 }
 
+/// Whether `prefix` reads `arn:<partition>:kms:<region>:<12 digits>:…`.
+fn pins_an_account(prefix: &str) -> bool {
+    let parts: Vec<&str> = prefix.splitn(6, ':').collect();
+    matches!(
+        parts.as_slice(),
+        ["arn", partition, "kms", region, account, _]
+            if !partition.is_empty()
+                && !region.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+    )
+}
+
 /// The key ARN prefixes envelopes may use. An empty list refuses every key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyArnAllowlist {
@@ -135,12 +148,17 @@ pub struct KeyArnAllowlist {
 
 impl KeyArnAllowlist {
     /// An allowlist of ARN prefixes such as `arn:aws:kms:eu-west-1:111122223333:key/`.
-    /// Every prefix must start with `arn:` (an empty prefix would allow every key).
+    /// Every prefix must name at least a KMS partition, region and 12-digit account
+    /// (`arn:<partition>:kms:<region>:<account>:`): anything shorter would let envelopes
+    /// name keys in accounts nobody chose.
     pub fn new(prefixes: Vec<String>) -> Result<Self, crate::ConfigError> {
-        if let Some(bad) = prefixes.iter().find(|p| !p.starts_with("arn:")) {
+        if let Some(bad) = prefixes.iter().find(|p| !pins_an_account(p)) {
             return Err(crate::ConfigError::new(
                 "key_arn_allowlist",
-                format!("{bad:?} is not an ARN prefix (it must start with arn:)"),
+                format!(
+                    "{bad:?} is not a KMS ARN prefix down to the account \
+                     (arn:<partition>:kms:<region>:<account>:…)"
+                ),
             ));
         }
         Ok(Self { prefixes })
@@ -232,7 +250,9 @@ mod tests {
 
     #[test]
     fn bare_ids_are_refused_before_the_allowlist() {
-        let err = allow(&["arn:"]).check("1234abcd-12ab").unwrap_err();
+        let err = allow(&["arn:aws:kms:us-east-1:111122223333:"])
+            .check("1234abcd-12ab")
+            .unwrap_err();
         assert!(
             matches!(&err, ResolveError::Refused(m) if m.contains("full KMS ARN")),
             "{err}"
@@ -270,7 +290,17 @@ mod tests {
             matches!(&err, ResolveError::Refused(m) if m.contains("empty")),
             "{err}"
         );
-        for bad in ["", "111122223333", " arn:aws:kms:"] {
+        for bad in [
+            "",
+            "111122223333",
+            " arn:aws:kms:",
+            "arn:",
+            "arn:aws:kms:",
+            "arn:aws:kms:us-east-1:",
+            "arn:aws:kms:us-east-1:1:",
+            "arn:aws:s3:us-east-1:111122223333:",
+            "arn:aws:kms:us-east-1:111122223333",
+        ] {
             let err = KeyArnAllowlist::new(vec![bad.into()]).unwrap_err();
             assert_eq!(err.key, "key_arn_allowlist");
         }

@@ -50,9 +50,41 @@ pub fn role_session_name(spiffe_id: &str) -> String {
     name
 }
 
+/// The session name for the SPIFFE ID in a JWT-SVID's `sub` claim; `None` when the token
+/// has no readable subject. The token is not verified here: it came from the Workload
+/// API, and STS verifies it.
+pub(crate) fn from_jwt_subject(jwt: &str) -> Option<String> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        sub: String,
+    }
+    let payload = jwt.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Claims = serde_json::from_slice(&json).ok()?;
+    (!claims.sub.is_empty()).then(|| role_session_name(&claims.sub))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwt_subjects_name_the_session() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let jwt = |claims: &str| format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(claims));
+        assert_eq!(
+            from_jwt_subject(&jwt(r#"{"sub":"spiffe://example.org/api","aud":["x"]}"#)).as_deref(),
+            Some("example.org-api")
+        );
+        assert_eq!(from_jwt_subject(&jwt(r#"{"aud":["x"]}"#)), None);
+        assert_eq!(from_jwt_subject(&jwt(r#"{"sub":""}"#)), None);
+        assert_eq!(from_jwt_subject("not a jwt"), None);
+        assert_eq!(from_jwt_subject("a.%%%.c"), None);
+    }
 
     #[test]
     fn maps_spiffe_ids_into_the_sts_pattern() {

@@ -28,9 +28,10 @@ pub struct StsConfig {
     pub role_arn: String,
     /// The JWT-SVID audience to request. Default [`DEFAULT_AUDIENCE`].
     pub audience: String,
-    /// `RoleSessionName`, already derived by the caller (see
-    /// [`role_session_name`](crate::role_session_name)). Default `steeple`.
-    pub session_name: String,
+    /// `RoleSessionName`. `None` (the default): derived from each JWT-SVID's subject, the
+    /// workload's SPIFFE ID (see [`role_session_name`](crate::role_session_name)), so
+    /// CloudTrail names the workload.
+    pub session_name: Option<String>,
     /// Requested session duration (`DurationSeconds`, whole seconds). Default 1 h. STS
     /// accepts 900 s to 12 h, capped by the role; this crate only requires 1 s or more, so
     /// test servers can hand out short sessions.
@@ -48,7 +49,7 @@ impl Default for StsConfig {
         Self {
             role_arn: String::new(),
             audience: DEFAULT_AUDIENCE.to_owned(),
-            session_name: "steeple".to_owned(),
+            session_name: None,
             duration: Duration::from_secs(3600),
             region: DEFAULT_REGION.to_owned(),
             endpoint: None,
@@ -102,11 +103,21 @@ impl StsExchanger {
                 "the JWT-SVID is not UTF-8 text",
             )
         })?;
+        let session_name = match &self.config.session_name {
+            Some(name) => name.clone(),
+            None => session_name::from_jwt_subject(token).ok_or_else(|| {
+                ExchangeError::new(
+                    ExchangeErrorKind::TokenRejected,
+                    "InvalidJwtSvid",
+                    "the JWT-SVID has no readable `sub` claim to name the STS session",
+                )
+            })?,
+        };
         let output = self
             .client
             .assume_role_with_web_identity()
             .role_arn(&self.config.role_arn)
-            .role_session_name(&self.config.session_name)
+            .role_session_name(session_name)
             .web_identity_token(token)
             .duration_seconds(self.duration_seconds)
             .send()
@@ -150,13 +161,14 @@ fn check(config: &StsConfig) -> Result<i32, ConfigError> {
     if config.audience.trim().is_empty() {
         return Err(ConfigError::new("audience", "is empty"));
     }
-    if !session_name::is_valid(&config.session_name) {
+    if let Some(name) = config
+        .session_name
+        .as_deref()
+        .filter(|n| !session_name::is_valid(n))
+    {
         return Err(ConfigError::new(
             "session_name",
-            format!(
-                "{:?} is not 2 to 64 characters of [A-Za-z0-9_+=,.@-]",
-                config.session_name
-            ),
+            format!("{name:?} is not 2 to 64 characters of [A-Za-z0-9_+=,.@-]"),
         ));
     }
     let seconds = i32::try_from(config.duration.as_secs())

@@ -9,6 +9,7 @@ use super::*;
 fn config() -> StsConfig {
     StsConfig {
         role_arn: "arn:aws:iam::111122223333:role/payments-api".into(),
+        session_name: Some("steeple".into()),
         ..StsConfig::default()
     }
 }
@@ -99,10 +100,10 @@ fn config_is_checked_naming_the_key() {
     );
     assert_eq!(bad(|c| c.audience = " ".into()), "audience");
     assert_eq!(
-        bad(|c| c.session_name = "spiffe://example.org/a".into()),
+        bad(|c| c.session_name = Some("spiffe://example.org/a".into())),
         "session_name"
     );
-    assert_eq!(bad(|c| c.session_name = "x".into()), "session_name");
+    assert_eq!(bad(|c| c.session_name = Some("x".into())), "session_name");
     assert_eq!(bad(|c| c.duration = Duration::from_millis(500)), "duration");
     assert_eq!(
         bad(|c| c.duration = Duration::from_secs(1 << 40)),

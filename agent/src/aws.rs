@@ -1,0 +1,174 @@
+//! The agent's AWS side (`[aws]`): one STS exchange loop trading JWT-SVIDs for
+//! credentials, their deliveries (the SDS generic secret and the loopback
+//! container-credentials endpoint), and the KMS envelope resolver that signs with them.
+
+mod key_probe;
+
+use std::sync::Arc;
+
+use steeple_plugin_api::{AwsCredentials, EnvelopeResolver};
+use steeple_plugin_aws::{
+    KeyArnAllowlist, KmsConfig, KmsEnvelopeResolver, StsConfig, StsExchanger,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AwsConfig;
+use crate::envelopes::RowSink;
+use crate::exchange::jwt_source::JwtSvidFetcher;
+use crate::exchange::{self, CredentialWatch, aws_delivery, container_endpoint};
+use crate::store::SecretStore;
+use crate::supervisor::FatalSignal;
+
+/// Why the AWS side could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AwsStartError {
+    /// The STS or KMS settings were refused (named by config key).
+    #[error("aws.{key}: {problem}")]
+    Config {
+        /// The `[aws]` key.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The container-credentials endpoint could not listen.
+    #[error("aws.container_credentials_listen: cannot listen on {addr}: {source}")]
+    Listen {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+}
+
+/// What the running AWS side offers the rest of the agent.
+#[derive(Debug)]
+pub struct AwsRuntime {
+    /// The latest valid credentials.
+    pub credentials: CredentialWatch<AwsCredentials>,
+    /// Resolves `kms_envelope` envelopes with those credentials.
+    pub kms: Arc<dyn EnvelopeResolver>,
+}
+
+/// Everything [`start`] needs from the supervisor.
+#[derive(Debug)]
+pub struct AwsContext<'a> {
+    /// Fresh JWT-SVIDs for the exchange.
+    pub jwt: Arc<dyn JwtSvidFetcher>,
+    /// Where the credentials are published as a generic secret.
+    pub store: Arc<SecretStore>,
+    /// The envelope rows, for the key probe (`None` when envelopes are off).
+    pub rows: Option<RowSink>,
+    /// Set when a start-time probe finds a bad key.
+    pub fatal: FatalSignal,
+    /// Stops everything.
+    pub shutdown: &'a CancellationToken,
+}
+
+/// Starts the exchange loop and its deliveries when `[aws] enabled`.
+pub fn start(
+    config: &AwsConfig,
+    context: AwsContext<'_>,
+    tasks: &mut JoinSet<()>,
+) -> Result<Option<AwsRuntime>, AwsStartError> {
+    if !config.enabled {
+        return Ok(None);
+    }
+    let exchanger = StsExchanger::new(sts_config(config)).map_err(config_error)?;
+    // Every setting is checked before anything starts.
+    KeyArnAllowlist::new(config.key_arn_allowlist.clone()).map_err(config_error)?;
+    let container = match config.container_credentials_listen {
+        Some(addr) => Some((bind(addr)?, config_token_file(config)?)),
+        None => None,
+    };
+    let credentials = exchange::spawn(
+        "aws-sts".to_owned(),
+        Arc::new(exchanger),
+        context.jwt,
+        context.shutdown.clone(),
+        tasks,
+    );
+    let kms = Arc::new(
+        KmsEnvelopeResolver::new(kms_config(config), Arc::new(credentials.clone()))
+            .map_err(config_error)?,
+    );
+    tasks.spawn(aws_delivery::publish_to_store(
+        config.credentials_resource_name.clone(),
+        credentials.clone(),
+        context.store,
+        context.shutdown.clone(),
+    ));
+    if let Some((listener, token_file)) = container {
+        let watch = credentials.clone();
+        let shutdown = context.shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = container_endpoint::serve(listener, token_file, watch, shutdown).await {
+                tracing::error!(error = %e, "AWS container-credentials endpoint stopped");
+            }
+        });
+    }
+    if let (true, Some(rows)) = (config.probe_keys, context.rows) {
+        tasks.spawn(key_probe::run(
+            kms.clone(),
+            credentials.clone(),
+            rows.subscribe(),
+            context.fatal,
+            context.shutdown.clone(),
+        ));
+    }
+    tracing::info!(
+        role_arn = %config.role_arn,
+        audience = %config.audience,
+        region = %config.region,
+        "AWS STS exchange enabled"
+    );
+    Ok(Some(AwsRuntime { credentials, kms }))
+}
+
+fn sts_config(config: &AwsConfig) -> StsConfig {
+    StsConfig {
+        role_arn: config.role_arn.clone(),
+        audience: config.audience.clone(),
+        session_name: None,
+        duration: config.session_duration,
+        region: config.region.clone(),
+        endpoint: config.sts_endpoint.clone(),
+        ..StsConfig::default()
+    }
+}
+
+fn kms_config(config: &AwsConfig) -> KmsConfig {
+    KmsConfig {
+        key_arn_allowlist: config.key_arn_allowlist.clone(),
+        endpoint: config.kms_endpoint.clone(),
+        ..KmsConfig::default()
+    }
+}
+
+fn config_error(e: steeple_plugin_aws::ConfigError) -> AwsStartError {
+    AwsStartError::Config {
+        key: e.key,
+        problem: e.problem,
+    }
+}
+
+fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, AwsStartError> {
+    let listen = |source| AwsStartError::Listen { addr, source };
+    let socket = std::net::TcpListener::bind(addr).map_err(listen)?;
+    socket.set_nonblocking(true).map_err(listen)?;
+    tokio::net::TcpListener::from_std(socket).map_err(listen)
+}
+
+fn config_token_file(config: &AwsConfig) -> Result<std::path::PathBuf, AwsStartError> {
+    config
+        .container_credentials_token_file
+        .clone()
+        .ok_or_else(|| AwsStartError::Config {
+            key: "container_credentials_token_file",
+            problem: "required with container_credentials_listen".into(),
+        })
+}
+
+#[cfg(test)]
+mod tests;
