@@ -53,6 +53,8 @@ pub struct MotoRequest {
     pub access_key_id: Option<String>,
     /// Form parameters of a query-protocol body, decoded, in order.
     pub form: Vec<(String, String)>,
+    /// `KeyId` of a JSON-protocol body (KMS), if it named one.
+    pub key_id: Option<String>,
 }
 
 impl MotoRequest {
@@ -280,6 +282,9 @@ fn parse_recorded(line: &str) -> anyhow::Result<MotoRequest> {
         signed: header("authorization").is_some(),
         access_key_id: header("authorization").and_then(signing_key_id),
         form,
+        key_id: serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|json| json["KeyId"].as_str().map(str::to_owned)),
     })
 }
 

@@ -1,6 +1,6 @@
 //! `[aws] probe_keys`: `DescribeKey` on every KMS key the envelopes name, as soon as
-//! credentials exist. A key that fails in the first round stops the agent with the key
-//! ARN named (fail fast, before anything depends on it); a key that appears later and
+//! credentials exist. Keys that fail in the first round stop the agent with every failing
+//! key named (fail fast, before anything depends on them); a key that appears later and
 //! fails is an ERROR event, and its envelopes report their own errors when resolved.
 
 use std::collections::{BTreeSet, HashSet};
@@ -33,6 +33,7 @@ pub async fn run(
     let mut first_round = true;
     loop {
         let keys = kms_keys(&rows.borrow_and_update());
+        let mut failures = Vec::new();
         for key in &keys {
             if !probed.insert(key.clone()) {
                 continue;
@@ -45,12 +46,15 @@ pub async fn run(
                 Ok(key_arn) => {
                     tracing::info!(key = %key, key_arn = %key_arn, "KMS key probe passed")
                 }
-                Err(e) if first_round => {
-                    fatal.raise(format!("aws.probe_keys: KMS key {key}: {e}"));
-                    return;
+                Err(e) => {
+                    tracing::error!(key = %key, error = %e, "KMS key probe failed");
+                    failures.push(format!("KMS key {key}: {e}"));
                 }
-                Err(e) => tracing::error!(key = %key, error = %e, "KMS key probe failed"),
             }
+        }
+        if first_round && !failures.is_empty() {
+            fatal.raise(format!("aws.probe_keys: {}", failures.join("; ")));
+            return;
         }
         first_round &= keys.is_empty();
         tokio::select! {

@@ -1,0 +1,211 @@
+//! What the AWS agent suite shares: sealing with the real `steeple envelope seal`, the
+//! agent's `[aws]` config against two moto servers (STS, KMS), reading credentials back
+//! from SDS and the container endpoint, and running boto3.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use steeple_e2e::moto::{DUMMY_ACCESS_KEY, Moto};
+use steeple_e2e::sds_client;
+use steeple_e2e::steeple::steeple_bin;
+
+/// The workload's SPIFFE ID (SPIRE entry) and the STS session name derived from it.
+pub const WORKLOAD: &str = "spiffe://example.org/payments/api";
+pub const SESSION_NAME: &str = "example.org-payments-api";
+/// The role the agent assumes (moto accepts any).
+pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/payments-api";
+/// The SDS name of the credentials (the default).
+pub const CREDENTIALS: &str = "aws-credentials";
+/// The token SDK callers send to the container endpoint.
+pub const CONTAINER_TOKEN: &str = "container-endpoint-token-3f9a";
+
+/// `steeple envelope seal --provider kms_envelope` against `kms`, with the operator's own
+/// (dummy) credentials, `plaintext` on stdin.
+pub fn seal(
+    kms: &Moto,
+    key: &str,
+    path: &str,
+    aad: &str,
+    plaintext: &[u8],
+) -> anyhow::Result<serde_json::Value> {
+    let mut child = Command::new(steeple_bin()?)
+        .args(["envelope", "seal", "--provider", "kms_envelope"])
+        .args(["--key-id", key, "--kms-endpoint", &kms.endpoint()])
+        .args(["--logical-path", path, "--aad", aad])
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", DUMMY_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", "operator-secret")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(plaintext)?;
+    let output = child.wait_with_output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "seal failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// Writes `rows` to `file` atomically (write, then rename), as config management would.
+pub fn write_rows(file: &Path, rows: &[serde_json::Value]) -> anyhow::Result<()> {
+    let temp = file.with_extension("tmp");
+    std::fs::write(&temp, serde_json::to_vec(rows)?)?;
+    std::fs::rename(&temp, file)?;
+    Ok(())
+}
+
+/// `arn:aws:kms:<region>:<account>:` of `key_arn`: the allowlist prefix for its account.
+pub fn account_prefix(key_arn: &str) -> anyhow::Result<String> {
+    let (prefix, _) = key_arn
+        .split_once("key/")
+        .with_context(|| format!("{key_arn} is not a key ARN"))?;
+    Ok(prefix.to_owned())
+}
+
+/// The agent config: envelopes from `envelopes`, STS and KMS at the two motos, `key_arn`'s
+/// account allowlisted, the container endpoint on `container_port`, plus `extra` keys for
+/// `[aws]`.
+pub fn agent_toml(
+    sts: &Moto,
+    kms: &Moto,
+    envelopes: &Path,
+    allow: &str,
+    container_port: u16,
+    token_file: &Path,
+    extra_aws: &str,
+) -> String {
+    format!(
+        "[envelopes]\nenabled = true\npaths = [\"{envelopes}\"]\npoll_interval = \"200ms\"\n\
+         max_ciphertext_bytes = 65536\n\
+         [aws]\nenabled = true\nrole_arn = \"{ROLE_ARN}\"\nsts_endpoint = \"{sts}\"\n\
+         kms_endpoint = \"{kms}\"\nkey_arn_allowlist = [\"{allow}\"]\n\
+         container_credentials_listen = \"127.0.0.1:{container_port}\"\n\
+         container_credentials_token_file = \"{token}\"\n{extra_aws}",
+        envelopes = envelopes.display(),
+        sts = sts.endpoint(),
+        kms = kms.endpoint(),
+        token = token_file.display(),
+    )
+}
+
+/// Credentials as an SDK reads them (credential_process or container JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    pub expiration: time::OffsetDateTime,
+}
+
+impl SeenCredentials {
+    /// Parses either JSON shape (`SessionToken` or `Token`).
+    pub fn parse(json: &[u8]) -> anyhow::Result<Self> {
+        let value: serde_json::Value = serde_json::from_slice(json)?;
+        let text = |name: &str| {
+            value[name]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("no {name} in the credentials"))
+        };
+        let expiration = time::OffsetDateTime::parse(
+            &text("Expiration")?,
+            &time::format_description::well_known::Rfc3339,
+        )?;
+        Ok(Self {
+            access_key_id: text("AccessKeyId")?,
+            secret_access_key: text("SecretAccessKey")?,
+            session_token: text("SessionToken").or_else(|_| text("Token"))?,
+            expiration,
+        })
+    }
+
+    /// The secret parts, for the canary check.
+    pub fn secrets(&self) -> Vec<Vec<u8>> {
+        vec![
+            self.secret_access_key.clone().into_bytes(),
+            self.session_token.clone().into_bytes(),
+        ]
+    }
+}
+
+/// The credentials the agent serves over SDS.
+pub async fn sds_credentials(socket: &Path) -> anyhow::Result<SeenCredentials> {
+    let served = sds_client::fetch(&mut sds_client::connect(socket), &[CREDENTIALS]).await?;
+    let first = served.first().context("no credentials served")?;
+    SeenCredentials::parse(&sds_client::secret_bytes(first).context("not a generic secret")?)
+}
+
+/// `GET /` on the container endpoint with the right token: status and credentials.
+pub async fn container_credentials(port: u16) -> anyhow::Result<(u16, Option<SeenCredentials>)> {
+    let response =
+        steeple_e2e::http::request(port, "GET", "/", &[("Authorization", CONTAINER_TOKEN)]).await?;
+    let credentials = match response.status {
+        200 => Some(SeenCredentials::parse(response.body.as_bytes())?),
+        _ => None,
+    };
+    Ok((response.status, credentials))
+}
+
+/// The Python of the peers' venv (where moto and boto3 live).
+fn venv_python() -> anyhow::Result<std::path::PathBuf> {
+    let moto = steeple_e2e::moto::moto_server_bin()?;
+    Ok(moto.with_file_name("python"))
+}
+
+/// Runs an unmodified boto3 (tests/e2e/sdk/boto3_probe.py) with only `env` (plus PATH)
+/// set, calling KMS ListKeys at `kms`; returns the access key id it signed with.
+pub fn boto3_access_key(kms: &Moto, env: &[(&str, String)]) -> anyhow::Result<String> {
+    let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/sdk/boto3_probe.py");
+    let output = Command::new(venv_python()?)
+        .arg(probe)
+        .arg(kms.endpoint())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "boto3 failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
+/// The claims of the JWT in `token` (not verified: STS did that).
+pub fn jwt_parts(token: &str) -> anyhow::Result<(serde_json::Value, serde_json::Value)> {
+    let mut parts = token.split('.');
+    let mut decode = |what: &str| -> anyhow::Result<serde_json::Value> {
+        let part = parts.next().with_context(|| format!("no JWT {what}"))?;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part)?;
+        Ok(serde_json::from_slice(&json)?)
+    };
+    Ok((decode("header")?, decode("claims")?))
+}
+
+/// A random-looking printable canary of `len` bytes.
+pub fn canary(tag: &str, len: usize) -> Vec<u8> {
+    let mut bytes = format!("canary-{tag}-").into_bytes();
+    let mut state: u32 = 0x9e37_79b9 ^ len as u32;
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        bytes.push(b'a' + (state % 26) as u8);
+    }
+    bytes
+}
