@@ -6,7 +6,7 @@ mod key_probe;
 
 use std::sync::Arc;
 
-use steeple_plugin_api::{AwsCredentials, EnvelopeResolver};
+use steeple_plugin_api::{AwsCredentials, EnvelopeResolver, JwtSvidSource};
 use steeple_plugin_aws::{
     KeyArnAllowlist, KmsConfig, KmsEnvelopeResolver, StsConfig, StsExchanger,
 };
@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AwsConfig;
 use crate::envelopes::RowSink;
-use crate::exchange::jwt_source::JwtSvidFetcher;
 use crate::exchange::{self, CredentialWatch, aws_delivery, container_endpoint};
 use crate::store::SecretStore;
 use crate::supervisor::FatalSignal;
@@ -55,7 +54,7 @@ pub struct AwsRuntime {
 #[derive(Debug)]
 pub struct AwsContext<'a> {
     /// Fresh JWT-SVIDs for the exchange.
-    pub jwt: Arc<dyn JwtSvidFetcher>,
+    pub jwt: Arc<dyn JwtSvidSource>,
     /// Where the credentials are published as a generic secret.
     pub store: Arc<SecretStore>,
     /// The envelope rows, for the key probe (`None` when envelopes are off).

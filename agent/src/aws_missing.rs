@@ -3,13 +3,12 @@
 
 use std::sync::Arc;
 
-use steeple_plugin_api::EnvelopeResolver;
+use steeple_plugin_api::{EnvelopeResolver, JwtSvidSource};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AwsConfig;
 use crate::envelopes::RowSink;
-use crate::exchange::jwt_source::JwtSvidFetcher;
 use crate::store::SecretStore;
 use crate::supervisor::FatalSignal;
 
@@ -33,7 +32,7 @@ pub struct AwsRuntime {
 #[derive(Debug)]
 pub struct AwsContext<'a> {
     /// Unused here.
-    pub jwt: Arc<dyn JwtSvidFetcher>,
+    pub jwt: Arc<dyn JwtSvidSource>,
     /// Unused here.
     pub store: Arc<SecretStore>,
     /// Unused here.

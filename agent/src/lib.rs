@@ -20,6 +20,12 @@ pub mod store;
 pub mod supervisor;
 pub mod svid;
 pub mod uds;
+#[cfg(feature = "vault")]
+pub mod vault;
+/// Stands in for the Vault side in builds without the `vault` feature.
+#[cfg(not(feature = "vault"))]
+#[path = "vault_missing.rs"]
+pub mod vault;
 
 #[cfg(test)]
 mod test_support;

@@ -26,7 +26,8 @@ pub enum ProviderError {
 }
 
 /// The resolvers enabled by `config`, plus those already running (`kms_envelope` once
-/// the AWS exchange runs).
+/// the AWS exchange runs, `vault_delegate` and `vault_transit` once the Vault keeper
+/// runs).
 pub fn resolvers(
     config: &Config,
     mode: RunMode,

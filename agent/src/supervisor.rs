@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use steeple_plugin_api::JwtSvidSource;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::authz::Policy;
 use crate::config::Config;
 use crate::envelopes::{self, RowSink};
-use crate::exchange::jwt_source::{JwtSvidFetcher, WorkloadApiJwtFetcher};
+use crate::exchange::jwt_source::WorkloadApiJwtFetcher;
 use crate::identity::{self, DefaultNames};
 use crate::providers::{self, ProviderError, RunMode};
 use crate::sds::{self, SdsService, SdsSettings};
@@ -34,6 +35,9 @@ pub enum StartError {
     /// The AWS side could not start.
     #[error(transparent)]
     Aws(#[from] crate::aws::AwsStartError),
+    /// The Vault side could not start.
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultStartError),
 }
 
 /// How a component stops the agent with an error: the reason is kept for the exit
@@ -107,7 +111,7 @@ pub fn start(
         shutdown,
         &mut tasks,
     );
-    let jwt_fetcher: Arc<dyn JwtSvidFetcher> =
+    let jwt_fetcher: Arc<dyn JwtSvidSource> =
         Arc::new(WorkloadApiJwtFetcher::new(workload_api.clone(), None));
     let rows = RowSink::default();
     let aws = crate::aws::start(
@@ -121,7 +125,20 @@ pub fn start(
         },
         &mut tasks,
     )?;
-    let running = aws.map(|aws| aws.kms);
+    let vault = crate::vault::start(
+        &config.vault,
+        crate::vault::VaultContext {
+            jwt: jwt_fetcher.clone(),
+            store: store.clone(),
+            shutdown,
+        },
+        &mut tasks,
+    )?;
+    let running = aws.map(|aws| aws.kms).into_iter().chain(
+        vault
+            .into_iter()
+            .flat_map(|vault| [vault.kv, vault.transit]),
+    );
     let resolvers = providers::resolvers(config, mode, running)?;
     envelopes::spawn(
         config,

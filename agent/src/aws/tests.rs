@@ -6,7 +6,7 @@ use crate::config::Config;
 #[derive(Debug)]
 struct NoJwt;
 
-impl JwtSvidFetcher for NoJwt {
+impl JwtSvidSource for NoJwt {
     fn fetch<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>> {
         Box::pin(async {
             Err(ExchangeError::new(

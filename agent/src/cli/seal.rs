@@ -1,7 +1,8 @@
 //! `steeple envelope seal`: turns plaintext (from a file or stdin, never an argument)
 //! into an envelope row, so operators and tests never hand-write base64. `kms_envelope`
-//! seals with the operator's own AWS identity (the SDK's default credential chain), never
-//! the workload's.
+//! seals with the operator's own AWS identity (the SDK's default credential chain), and
+//! `vault_transit` with the operator's own Vault token (`VAULT_TOKEN`), never the
+//! workload's.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ const MAX_PLAINTEXT: u64 = 16 * 1024 * 1024;
 /// Arguments of `steeple envelope seal`.
 #[derive(Debug, Args)]
 pub struct SealArgs {
-    /// `kms_envelope`, or `local` (dev only).
+    /// `kms_envelope`, `vault_transit`, or `local` (dev only).
     #[arg(long)]
     provider: String,
     /// The envelope's logical path (its SDS resource name).
@@ -33,12 +34,25 @@ pub struct SealArgs {
     /// For `local`: the environment variable holding the base64 master key.
     #[arg(long, default_value = "STEEPLE_LOCAL_MASTER_KEY")]
     master_key_env: String,
-    /// For `kms_envelope`: the full KMS key or alias ARN to seal under.
+    /// For `kms_envelope`: the full KMS key or alias ARN to seal under; for
+    /// `vault_transit`: the transit key name.
     #[arg(long)]
     key_id: Option<String>,
     /// For `kms_envelope`: a KMS endpoint override (VPC endpoint, test server).
     #[arg(long)]
     kms_endpoint: Option<String>,
+    /// For `vault_transit`: Vault's address (the token comes from `VAULT_TOKEN` only).
+    #[arg(long, env = "VAULT_ADDR")]
+    vault_addr: Option<String>,
+    /// For `vault_transit`: the namespace of the transit mount.
+    #[arg(long, env = "VAULT_NAMESPACE")]
+    vault_namespace: Option<String>,
+    /// For `vault_transit`: extra PEM CAs for Vault's TLS certificate.
+    #[arg(long, env = "VAULT_CACERT")]
+    vault_ca_file: Option<PathBuf>,
+    /// For `vault_transit`: the transit mount.
+    #[arg(long, default_value = "transit")]
+    transit_mount: String,
 }
 
 /// Seals and prints the envelope row as JSON on stdout.
@@ -66,14 +80,28 @@ fn seal(
         }
         #[cfg(feature = "aws")]
         "kms_envelope" => seal_kms(args, context, plaintext),
-        other => anyhow::bail!("--provider {other:?}: seal supports {SEALABLE}"),
+        #[cfg(feature = "vault")]
+        "vault_transit" => vault::seal(args, context, plaintext),
+        other => anyhow::bail!("--provider {other:?}: seal supports {}", sealable()),
     }
 }
 
-#[cfg(feature = "aws")]
-const SEALABLE: &str = "kms_envelope and local";
-#[cfg(not(feature = "aws"))]
-const SEALABLE: &str = "local (this build has no `aws` feature)";
+/// The providers this build can seal with.
+fn sealable() -> String {
+    let mut providers = Vec::new();
+    if cfg!(feature = "aws") {
+        providers.push("kms_envelope");
+    }
+    if cfg!(feature = "vault") {
+        providers.push("vault_transit");
+    }
+    providers.push("local");
+    providers.join(", ")
+}
+
+#[cfg(feature = "vault")]
+#[path = "seal_vault.rs"]
+mod vault;
 
 #[cfg(feature = "aws")]
 fn seal_kms(

@@ -102,8 +102,8 @@ pub struct LogConfig {
 pub enum Profile {
     /// The default: dev-only features are allowed with a WARN.
     Standard,
-    /// Dev-only features (the `local` provider) and plain-HTTP or loopback AWS endpoints
-    /// are refused unless explicitly allowed.
+    /// Dev-only features (the `local` provider), plain-HTTP or loopback AWS endpoints and
+    /// a plain-HTTP Vault address are refused unless explicitly allowed.
     Production,
 }
 
@@ -182,6 +182,45 @@ pub struct AwsConfig {
     pub container_credentials_token_file: Option<PathBuf>,
 }
 
+/// `[vault]`: JWT-SVID login to Vault / OpenBao, `vault_delegate` (KV) and
+/// `vault_transit` envelopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultConfig {
+    /// Log in to Vault with JWT-SVIDs and resolve Vault envelopes. Default false.
+    pub enabled: bool,
+    /// Vault's address, scheme included (`https://vault.example.org:8200`). Required
+    /// when enabled.
+    pub addr: String,
+    /// The namespace (`X-Vault-Namespace`) of the login and of every envelope that names
+    /// none itself. Default none (the root namespace).
+    pub namespace: Option<String>,
+    /// The JWT auth method's mount. Default `jwt`.
+    pub auth_mount: String,
+    /// The JWT auth role to log in as. Required when enabled.
+    pub role: String,
+    /// The audience of the JWT-SVIDs fetched for the login (the role's
+    /// `bound_audiences`). Default `vault`.
+    pub audience: String,
+    /// PEM CA certificates trusted for Vault's TLS certificate, on top of the system
+    /// roots (e.g. the SPIFFE bundle written to a file). Default none.
+    pub ca_file: Option<PathBuf>,
+    /// The KV secrets engine version `vault_delegate` envelopes read: 1 or 2. Default 2.
+    pub kv_version: u8,
+    /// The transit mount of `vault_transit` envelopes that name none. Default `transit`.
+    pub transit_mount: String,
+    /// How often `vault_delegate` envelopes are read again (a changed value is pushed as
+    /// a new SDS version); other envelopes follow `envelopes.refresh_interval`.
+    /// Default 60 s.
+    pub kv_refresh_interval: Duration,
+    /// Revoke the token (`revoke-self`) when the agent stops. Default true.
+    pub revoke_on_shutdown: bool,
+    /// Serve the Vault token itself as this SDS generic secret, for workloads that talk
+    /// to Vault directly. Default none (not served).
+    pub token_resource_name: Option<String>,
+    /// Allow a plain `http://` address under the production profile. Default false.
+    pub allow_insecure: bool,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -193,6 +232,8 @@ pub struct Config {
     pub control_plane: ControlPlaneConfig,
     /// `[aws]`.
     pub aws: AwsConfig,
+    /// `[vault]`.
+    pub vault: VaultConfig,
     /// `[workload_api]`.
     pub workload_api: WorkloadApiConfig,
     /// `[sds]`.

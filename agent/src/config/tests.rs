@@ -171,3 +171,85 @@ fn the_shipped_aws_example_is_valid() {
     assert!(config.aws.enabled && config.envelopes.enabled);
     assert_eq!(config.agent.profile, crate::config::Profile::Production);
 }
+
+#[test]
+fn the_shipped_vault_example_is_valid() {
+    let text = include_str!("../../../deploy/steeple-vault.toml");
+    let config = parse(text, &[]).unwrap();
+    assert!(config.vault.enabled && config.envelopes.enabled);
+    assert_eq!(config.vault.addr, "https://vault.example.org:8200");
+    assert_eq!(config.vault.role, "payments-api");
+    assert_eq!(config.agent.profile, crate::config::Profile::Production);
+}
+
+#[test]
+fn vault_defaults_and_overrides() {
+    let c = parse("", &[]).unwrap().vault;
+    assert!(!c.enabled && c.revoke_on_shutdown && !c.allow_insecure);
+    assert_eq!(
+        (
+            c.auth_mount.as_str(),
+            c.audience.as_str(),
+            c.transit_mount.as_str()
+        ),
+        ("jwt", "vault", "transit")
+    );
+    assert_eq!(
+        (c.kv_version, c.kv_refresh_interval),
+        (2, Duration::from_secs(60))
+    );
+    assert!(c.namespace.is_none() && c.ca_file.is_none() && c.token_resource_name.is_none());
+    let c = parse(
+        "[vault]\nenabled = true\nrole = \"web\"",
+        &[
+            ("STEEPLE_VAULT_ADDR", "https://vault:8200"),
+            ("STEEPLE_VAULT_KV_VERSION", "1"),
+            ("STEEPLE_VAULT_KV_REFRESH_INTERVAL", "5s"),
+            ("STEEPLE_VAULT_TOKEN_RESOURCE_NAME", "vault-token"),
+        ],
+    )
+    .unwrap()
+    .vault;
+    assert_eq!(c.addr, "https://vault:8200");
+    assert_eq!(c.kv_version, 1);
+    assert_eq!(c.kv_refresh_interval, Duration::from_secs(5));
+    assert_eq!(c.token_resource_name.as_deref(), Some("vault-token"));
+}
+
+#[test]
+fn every_bad_vault_key_is_named() {
+    let errors = parse(
+        "[vault]\nenabled = true\naddr = \"vault:8200\"\nkv_version = 3\n\
+         kv_refresh_interval = \"10ms\"\ntoken_resource_name = \"spiffe://x\"\ncolour = 1",
+        &[],
+    )
+    .unwrap_err()
+    .0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "vault.colour",
+            "vault.kv_version",
+            "vault.kv_refresh_interval",
+            "vault.token_resource_name",
+            "vault.addr",
+            "vault.role"
+        ]
+    );
+    assert!(errors[4].message.contains("https://"), "{}", errors[4]);
+    let errors = parse("[vault]\nenabled = true", &[]).unwrap_err().0;
+    assert!(errors[0].message.contains("required when vault.enabled"));
+}
+
+#[test]
+fn production_profile_refuses_a_plain_http_vault_unless_allowed() {
+    let text = "[agent]\nprofile = \"production\"\n\
+                [vault]\nenabled = true\naddr = \"http://vault:8200\"\nrole = \"web\"";
+    let errors = parse(text, &[]).unwrap_err().0;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].key, "vault.addr");
+    assert!(errors[0].message.contains("allow_insecure"));
+    assert!(parse(&format!("{text}\nallow_insecure = true"), &[]).is_ok());
+    assert!(parse(&text.replace("production", "standard"), &[]).is_ok());
+}

@@ -7,14 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use steeple_plugin_api::{EnvelopeRow, SecretBytes};
+use steeple_plugin_api::{EnvelopeRow, JwtSvidSource, SecretBytes};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroize as _;
 
 use super::RowSink;
 use super::parse::{Format, parse_document};
 use crate::config::ControlPlaneConfig;
-use crate::exchange::jwt_source::JwtSvidFetcher;
 
 /// The source name rows from the control plane are published under.
 pub const SOURCE: &str = "control-plane";
@@ -29,7 +28,7 @@ pub enum Credential {
     /// A bearer token in a file, re-read before every poll.
     TokenFile(PathBuf),
     /// A JWT-SVID for this audience, fetched fresh for every poll.
-    JwtSvid(Arc<dyn JwtSvidFetcher>, String),
+    JwtSvid(Arc<dyn JwtSvidSource>, String),
 }
 
 /// Why a poll failed. Never carries the token.

@@ -54,7 +54,7 @@ pub fn spawn(
     config: &crate::config::Config,
     sink: RowSink,
     resolvers: Vec<Arc<dyn steeple_plugin_api::EnvelopeResolver>>,
-    jwt: Arc<dyn crate::exchange::jwt_source::JwtSvidFetcher>,
+    jwt: Arc<dyn steeple_plugin_api::JwtSvidSource>,
     store: Arc<crate::store::SecretStore>,
     shutdown: &tokio_util::sync::CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
@@ -92,6 +92,7 @@ pub fn spawn(
     }
     let settings = registry::RegistrySettings {
         refresh_interval: envelopes.refresh_interval,
+        provider_refresh: provider_refresh(config),
         max_ciphertext_bytes: envelopes.max_ciphertext_bytes,
         aliases: envelopes.aliases.clone(),
         reserved: reserved_names(config),
@@ -103,7 +104,22 @@ pub fn spawn(
     Ok(())
 }
 
-/// The store names other producers own: SVIDs, bundles, JWT-SVIDs, credentials.
+/// Refresh intervals that differ from `envelopes.refresh_interval`, by provider.
+fn provider_refresh(
+    config: &crate::config::Config,
+) -> std::collections::HashMap<steeple_plugin_api::Provider, std::time::Duration> {
+    let mut refresh = std::collections::HashMap::new();
+    if config.vault.enabled {
+        refresh.insert(
+            steeple_plugin_api::Provider::VaultDelegate,
+            config.vault.kv_refresh_interval,
+        );
+    }
+    refresh
+}
+
+/// The store names other producers own: SVIDs, bundles, JWT-SVIDs, credentials, the
+/// Vault token.
 fn reserved_names(config: &crate::config::Config) -> registry::ReservedNames {
     let sds = &config.sds;
     let mut exact = vec![
@@ -113,6 +129,7 @@ fn reserved_names(config: &crate::config::Config) -> registry::ReservedNames {
         config.aws.credentials_resource_name.clone(),
     ];
     exact.extend(config.jwt_svids.iter().map(|j| j.resource_name.clone()));
+    exact.extend(config.vault.token_resource_name.clone());
     registry::ReservedNames {
         exact,
         prefixes: vec!["spiffe://".into(), "jwt-svid:".into(), "jwt-bundle:".into()],

@@ -45,12 +45,24 @@ impl ReservedNames {
 pub struct RegistrySettings {
     /// Re-resolve every envelope this often.
     pub refresh_interval: Duration,
+    /// Per-provider overrides of `refresh_interval` (`vault_delegate` follows
+    /// `vault.kv_refresh_interval`).
+    pub provider_refresh: HashMap<Provider, Duration>,
     /// Largest decoded ciphertext accepted.
     pub max_ciphertext_bytes: usize,
     /// Logical path → SDS name.
     pub aliases: BTreeMap<String, String>,
     /// Names that belong to other producers.
     pub reserved: ReservedNames,
+}
+
+impl RegistrySettings {
+    /// How often envelopes of `provider` (the row's wire name) are resolved again.
+    pub fn refresh_for(&self, provider: &str) -> Duration {
+        Provider::parse(provider)
+            .and_then(|p| self.provider_refresh.get(&p).copied())
+            .unwrap_or(self.refresh_interval)
+    }
 }
 
 /// Why an envelope is not served right now (for logs and tests).
@@ -178,7 +190,8 @@ impl Registry {
             .await;
         for (path, outcome) in outcomes {
             if let Some(slot) = self.slots.get_mut(&path) {
-                apply(slot, outcome, self.settings.refresh_interval);
+                let refresh = self.settings.refresh_for(&slot.row.provider);
+                apply(slot, outcome, refresh);
             }
         }
     }
@@ -276,7 +289,9 @@ fn describe(problem: &Problem) -> String {
         Problem::ProviderOff(Provider::Local) => {
             "provider local is not enabled (set envelopes.local_master_key_env; dev only)".into()
         }
-        Problem::ProviderOff(p) => format!("provider {p} is not enabled in this agent"),
+        Problem::ProviderOff(p) => {
+            format!("provider {p} is not enabled (set [vault] enabled = true, addr and role)")
+        }
         Problem::Resolve(e) => e.to_string(),
     }
 }

@@ -20,6 +20,7 @@ fn sealed(path: &str, plaintext: &[u8]) -> EnvelopeRow {
 fn settings() -> RegistrySettings {
     RegistrySettings {
         refresh_interval: Duration::from_secs(3600),
+        provider_refresh: HashMap::new(),
         max_ciphertext_bytes: 4096,
         aliases: [("aliased/path".to_owned(), "short".to_owned())].into(),
         reserved: ReservedNames {
@@ -158,4 +159,29 @@ async fn a_changed_row_that_fails_does_not_keep_the_old_value() {
     registry.resolve_due().await;
     registry.publish();
     assert!(served(&store, "p").is_none());
+}
+
+#[tokio::test]
+async fn a_provider_refresh_override_reschedules_only_that_provider() {
+    let store = Arc::new(SecretStore::new());
+    let kms = Arc::new(ScriptedResolver(Mutex::new(Ok(b"v1"))));
+    let local: Arc<dyn EnvelopeResolver> = Arc::new(LocalResolver::new(key()));
+    let settings = RegistrySettings {
+        provider_refresh: [(Provider::KmsEnvelope, Duration::from_secs(5))].into(),
+        ..settings()
+    };
+    assert_eq!(settings.refresh_for("kms_envelope"), Duration::from_secs(5));
+    assert_eq!(settings.refresh_for("local"), Duration::from_secs(3600));
+    assert_eq!(settings.refresh_for("rot13"), Duration::from_secs(3600));
+    let mut registry = Registry::new(vec![kms, local], settings, store);
+    registry.sync_rows(&sets(vec![kms_row("kms"), sealed("plain", b"x")]));
+    let before = Instant::now();
+    registry.resolve_due().await;
+    let due = |path: &str| registry.slots[path].due.unwrap() - before;
+    assert!(due("kms") <= Duration::from_secs(6), "{:?}", due("kms"));
+    assert!(
+        due("plain") >= Duration::from_secs(3599),
+        "{:?}",
+        due("plain")
+    );
 }

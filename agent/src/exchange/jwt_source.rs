@@ -1,19 +1,12 @@
 //! Fresh JWT-SVIDs for exchanges: every exchange fetches a new token from the Workload
-//! API (a JWT-SVID lives minutes, an STS session hours; a token is never reused).
+//! API (a JWT-SVID lives minutes, an STS session hours; a token is never reused), through
+//! the shared [`JwtSvidSource`] trait the Vault keeper takes too.
 
-use std::fmt;
-
-use steeple_plugin_api::{BoxFuture, ExchangeError, ExchangeErrorKind, SecretBytes};
+use steeple_plugin_api::{BoxFuture, ExchangeError, ExchangeErrorKind, JwtSvidSource, SecretBytes};
 use steeple_proto::workload::JwtsvidRequest;
 use zeroize::Zeroize as _;
 
 use crate::identity::{WorkloadApiClient, request};
-
-/// Fetches a JWT-SVID for an audience.
-pub trait JwtSvidFetcher: Send + Sync + fmt::Debug {
-    /// A fresh token for `audience`.
-    fn fetch<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>>;
-}
 
 /// JWT-SVIDs from the SPIFFE Workload API.
 #[derive(Debug, Clone)]
@@ -29,7 +22,7 @@ impl WorkloadApiJwtFetcher {
     }
 }
 
-impl JwtSvidFetcher for WorkloadApiJwtFetcher {
+impl JwtSvidSource for WorkloadApiJwtFetcher {
     fn fetch<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>> {
         Box::pin(async move {
             let req = JwtsvidRequest {

@@ -11,12 +11,13 @@ pub mod refresh;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use steeple_plugin_api::{CredentialExchanger, ExchangeError, ExchangeErrorKind, Expiring};
+use steeple_plugin_api::{
+    CredentialExchanger, ExchangeError, ExchangeErrorKind, Expiring, JwtSvidSource,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::backoff::Backoff;
-use jwt_source::JwtSvidFetcher;
 
 /// How long a `Fatal` exchange error waits before the next try, so a fix upstream (a
 /// trust policy, a role) recovers without a restart and without a login storm.
@@ -30,7 +31,7 @@ pub type CredentialWatch<C> = watch::Receiver<Option<C>>;
 pub fn spawn<E: CredentialExchanger>(
     name: String,
     exchanger: Arc<E>,
-    jwt: Arc<dyn JwtSvidFetcher>,
+    jwt: Arc<dyn JwtSvidSource>,
     shutdown: CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> CredentialWatch<E::Credentials> {
@@ -43,7 +44,7 @@ pub fn spawn<E: CredentialExchanger>(
 pub async fn run<E: CredentialExchanger>(
     name: String,
     exchanger: Arc<E>,
-    jwt: Arc<dyn JwtSvidFetcher>,
+    jwt: Arc<dyn JwtSvidSource>,
     tx: watch::Sender<Option<E::Credentials>>,
     shutdown: CancellationToken,
 ) {
@@ -93,7 +94,7 @@ pub async fn run<E: CredentialExchanger>(
 
 async fn exchange_once<E: CredentialExchanger>(
     exchanger: &E,
-    jwt: &dyn JwtSvidFetcher,
+    jwt: &dyn JwtSvidSource,
 ) -> Result<E::Credentials, ExchangeError> {
     let token = jwt.fetch(exchanger.audience()).await?;
     exchanger.exchange(&token).await

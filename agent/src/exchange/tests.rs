@@ -47,7 +47,7 @@ impl CredentialExchanger for ScriptedExchanger {
 #[derive(Debug)]
 struct AudienceJwt;
 
-impl JwtSvidFetcher for AudienceJwt {
+impl JwtSvidSource for AudienceJwt {
     fn fetch<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>> {
         Box::pin(async move {
             Ok(SecretBytes::copy_from(

@@ -13,6 +13,6 @@ pub use envelope::{
 };
 pub use provider::{
     AwsCredentials, BoxFuture, CredentialExchanger, EnvelopeResolver, ExchangeError,
-    ExchangeErrorKind, Expiring, ResolveError, Resolved,
+    ExchangeErrorKind, Expiring, JwtSvidSource, ResolveError, Resolved,
 };
 pub use secret::SecretBytes;

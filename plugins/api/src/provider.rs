@@ -1,5 +1,6 @@
 //! The two small traits providers implement: [`EnvelopeResolver`] turns an envelope into
-//! plaintext, [`CredentialExchanger`] trades a JWT-SVID for upstream credentials.
+//! plaintext, [`CredentialExchanger`] trades a JWT-SVID for upstream credentials, which a
+//! [`JwtSvidSource`] fetches.
 
 use std::fmt;
 use std::future::Future;
@@ -58,6 +59,14 @@ pub trait EnvelopeResolver: Send + Sync + fmt::Debug {
         &'a self,
         envelope: &'a SealedEnvelope,
     ) -> BoxFuture<'a, Result<Resolved, ResolveError>>;
+}
+
+/// Fetches a fresh JWT-SVID for an audience: the agent's Workload API client in
+/// production, a test signer in tests. Exchanges and logins take one through this trait
+/// so a token is never reused across them.
+pub trait JwtSvidSource: Send + Sync + fmt::Debug {
+    /// A freshly fetched token for `audience`, never one reused from an earlier call.
+    fn fetch<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>>;
 }
 
 /// Something that expires.

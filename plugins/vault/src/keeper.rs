@@ -8,12 +8,11 @@
 //! a resolver gets on a secret path is a policy answer and never causes a login, so a
 //! denied path cannot turn into a login storm.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rand::Rng as _;
-use steeple_plugin_api::{BoxFuture, ExchangeError, ExchangeErrorKind, SecretBytes};
+use steeple_plugin_api::{ExchangeErrorKind, JwtSvidSource};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -29,12 +28,6 @@ const LATEST: f64 = 0.72;
 pub const FATAL_RETRY: Duration = Duration::from_secs(60);
 /// How long revoking on shutdown may take.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Fetches a fresh JWT-SVID for an audience (the agent adapts its Workload API fetcher).
-pub trait JwtSvidSource: Send + Sync + fmt::Debug {
-    /// A freshly fetched token for `audience`, never one reused from an earlier login.
-    fn fetch<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>>;
-}
 
 /// What the keeper does next with a token, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +176,11 @@ impl VaultTokenKeeper {
                     ExchangeErrorKind::Fatal => FATAL_RETRY,
                     _ => state.backoff.next_delay(),
                 };
-                state.failed("vault login", &e.to_string(), delay);
+                if e.kind == ExchangeErrorKind::Transient {
+                    state.failed("vault login", &e.to_string(), delay);
+                } else {
+                    state.refused(&e.to_string(), delay);
+                }
                 (Op::Login, SystemTime::now() + delay)
             }
         }
@@ -285,6 +282,19 @@ impl State {
             tracing::debug!(%what, error = %message, retry_in_ms, serving_token = serving, "still failing");
         } else {
             tracing::warn!(%what, error = %message, retry_in_ms, serving_token = serving, "failed; retrying with backoff");
+            self.last_error = Some(message.to_owned());
+        }
+    }
+
+    /// Logs a login Vault refused (role, audience, subject, signature) as an ERROR event
+    /// the first time, identical repeats at DEBUG.
+    fn refused(&mut self, message: &str, retry: Duration) {
+        let retry_in_s = retry.as_secs();
+        let serving = self.current.is_some();
+        if self.last_error.as_deref() == Some(message) {
+            tracing::debug!(error = %message, retry_in_s, serving_token = serving, "vault login still refused");
+        } else {
+            tracing::error!(error = %message, retry_in_s, serving_token = serving, "vault refused the login; fix the role, its bound audience and subject, or the JWT auth keys");
             self.last_error = Some(message.to_owned());
         }
     }

@@ -20,9 +20,7 @@ mod token;
 mod transit;
 
 pub use client::{ClientBuildError, DEFAULT_TIMEOUT, VaultClient, VaultClientConfig, VaultError};
-pub use keeper::{
-    FATAL_RETRY, JwtSvidSource, TokenAction, VaultTokenKeeper, keep_token, next_action,
-};
+pub use keeper::{FATAL_RETRY, TokenAction, VaultTokenKeeper, keep_token, next_action};
 pub use kv::{KvPath, KvVersion, VaultKvResolver};
 pub use login::{RenewError, VaultJwtLogin, VaultJwtLoginConfig, login_error};
 pub use token::{NO_TTL_LEASE, StaticToken, TokenSource, VaultToken};

@@ -41,6 +41,7 @@ pub fn transit_context(context: &EncryptionContext) -> Option<String> {
 pub struct VaultTransitResolver {
     client: VaultClient,
     tokens: Arc<dyn TokenSource>,
+    default_mount: String,
 }
 
 #[derive(Serialize)]
@@ -66,7 +67,17 @@ impl std::fmt::Display for TransitKey<'_> {
 impl VaultTransitResolver {
     /// A resolver decrypting through `client` with tokens from `tokens`.
     pub fn new(client: VaultClient, tokens: Arc<dyn TokenSource>) -> Self {
-        Self { client, tokens }
+        Self {
+            client,
+            tokens,
+            default_mount: DEFAULT_TRANSIT_MOUNT.to_owned(),
+        }
+    }
+
+    /// Uses `mount` for envelopes that name none (default [`DEFAULT_TRANSIT_MOUNT`]).
+    pub fn with_default_mount(mut self, mount: &str) -> Self {
+        self.default_mount = mount.trim_matches('/').to_owned();
+        self
     }
 
     async fn open(&self, envelope: &SealedEnvelope) -> Result<Resolved, ResolveError> {
@@ -76,7 +87,7 @@ impl VaultTransitResolver {
                 .vault
                 .mount
                 .as_deref()
-                .map_or(DEFAULT_TRANSIT_MOUNT, |m| m.trim_matches('/')),
+                .map_or(self.default_mount.as_str(), |m| m.trim_matches('/')),
             name: envelope.key_id.trim_matches('/'),
             namespace: envelope.vault.namespace.as_deref(),
         };

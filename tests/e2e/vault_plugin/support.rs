@@ -15,10 +15,11 @@ use ring::rand::SystemRandom;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use steeple_e2e::openbao::{JwtKeys, JwtRole, OpenBao};
 use steeple_plugin_api::{
-    BoxFuture, EnvelopeResolver, EnvelopeRow, ExchangeError, ResolveError, Resolved, SecretBytes,
+    BoxFuture, EnvelopeResolver, EnvelopeRow, ExchangeError, JwtSvidSource, ResolveError, Resolved,
+    SecretBytes,
 };
 use steeple_plugin_vault::{
-    JwtSvidSource, VaultClient, VaultClientConfig, VaultJwtLogin, VaultJwtLoginConfig, VaultToken,
+    VaultClient, VaultClientConfig, VaultJwtLogin, VaultJwtLoginConfig, VaultToken,
     VaultTokenKeeper,
 };
 use tokio::sync::watch;

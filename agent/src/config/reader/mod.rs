@@ -8,6 +8,7 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 mod sections;
+mod vault;
 
 use super::{
     Config, ConfigErrors, DevSection, JwtSvidConfig, KeyError, LogConfig, LogFormat, SdsConfig,
@@ -53,6 +54,24 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "credentials_resource_name",
             "container_credentials_listen",
             "container_credentials_token_file",
+        ],
+    ),
+    (
+        "vault",
+        &[
+            "enabled",
+            "addr",
+            "namespace",
+            "auth_mount",
+            "role",
+            "audience",
+            "ca_file",
+            "kv_version",
+            "transit_mount",
+            "kv_refresh_interval",
+            "revoke_on_shutdown",
+            "token_resource_name",
+            "allow_insecure",
         ],
     ),
     ("workload_api", &["socket"]),
@@ -316,6 +335,7 @@ impl Reader {
             envelopes: self.read_envelopes(),
             control_plane: self.read_control_plane(),
             aws: self.read_aws(),
+            vault: self.read_vault(),
             workload_api: self.read_workload_api(),
             sds: self.read_sds(),
             jwt_svids: self.read_jwt_svids(),

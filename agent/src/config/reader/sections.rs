@@ -17,7 +17,7 @@ const SESSION_RANGE: std::ops::RangeInclusive<Duration> =
 
 impl Reader {
     /// A string that may be absent or empty (both mean `None`).
-    fn optional_string(&mut self, section: &str, key: &str) -> Option<String> {
+    pub(super) fn optional_string(&mut self, section: &str, key: &str) -> Option<String> {
         match self.value(section, key) {
             None => None,
             Some(Value::String(s)) => (!s.is_empty()).then(|| s.clone()),
@@ -259,6 +259,7 @@ impl Reader {
                 "the local provider is dev-only and refused under agent.profile = \"production\"",
             );
         }
+        self.check_vault_profile(&config.vault);
         if config.aws.allow_insecure_endpoints {
             return;
         }

@@ -1,0 +1,87 @@
+//! The `[vault]` section: JWT-SVID login to Vault / OpenBao and its envelope providers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Value;
+
+use super::Reader;
+use crate::config::VaultConfig;
+
+/// Resource-name prefixes other producers own (see `envelopes::reserved_names`).
+const RESERVED_PREFIXES: [&str; 3] = ["spiffe://", "jwt-svid:", "jwt-bundle:"];
+
+impl Reader {
+    pub(super) fn read_vault(&mut self) -> VaultConfig {
+        let s = "vault";
+        let config = VaultConfig {
+            enabled: self.bool(s, "enabled", false),
+            addr: self.optional_string(s, "addr").unwrap_or_default(),
+            namespace: self.optional_string(s, "namespace"),
+            auth_mount: self.string(s, "auth_mount", "jwt"),
+            role: self.optional_string(s, "role").unwrap_or_default(),
+            audience: self.string(s, "audience", "vault"),
+            ca_file: self.optional_string(s, "ca_file").map(PathBuf::from),
+            kv_version: self.parsed(s, "kv_version", 2, "1 or 2", |v| {
+                let n = match v {
+                    Value::Integer(i) => u8::try_from(*i).ok(),
+                    Value::String(text) => text.parse().ok(),
+                    _ => None,
+                };
+                n.filter(|n| matches!(n, 1 | 2))
+            }),
+            transit_mount: self.string(s, "transit_mount", "transit"),
+            kv_refresh_interval: self.duration(s, "kv_refresh_interval", Duration::from_secs(60)),
+            revoke_on_shutdown: self.bool(s, "revoke_on_shutdown", true),
+            token_resource_name: self.optional_string(s, "token_resource_name"),
+            allow_insecure: self.bool(s, "allow_insecure", false),
+        };
+        if config.kv_refresh_interval < Duration::from_millis(100) {
+            self.error("vault.kv_refresh_interval", "must be at least 100ms");
+        }
+        let reserved = |name: &String| RESERVED_PREFIXES.iter().any(|p| name.starts_with(p));
+        if config.token_resource_name.as_ref().is_some_and(reserved) {
+            self.error(
+                "vault.token_resource_name",
+                "must not start with spiffe://, jwt-svid: or jwt-bundle: (names of SVIDs and bundles)",
+            );
+        }
+        if config.enabled {
+            self.check_enabled_vault(&config);
+        }
+        config
+    }
+
+    fn check_enabled_vault(&mut self, config: &VaultConfig) {
+        let addr = config.addr.as_str();
+        if addr.is_empty() {
+            self.error(
+                "vault.addr",
+                "required when vault.enabled: Vault's address, e.g. https://vault.example.org:8200",
+            );
+        } else if !(addr.starts_with("https://") || addr.starts_with("http://")) {
+            self.error(
+                "vault.addr",
+                "expected an http:// or https:// URL, e.g. https://vault.example.org:8200",
+            );
+        }
+        if config.role.is_empty() {
+            self.error(
+                "vault.role",
+                "required when vault.enabled: the JWT auth role to log in as",
+            );
+        }
+    }
+
+    /// Under the production profile a plain-HTTP Vault address would send tokens and
+    /// plaintext in the clear.
+    pub(super) fn check_vault_profile(&mut self, config: &VaultConfig) {
+        if config.enabled && !config.allow_insecure && config.addr.starts_with("http://") {
+            self.error(
+                "vault.addr",
+                "plain-HTTP Vault addresses are refused under the production profile \
+                 (use https://, or set vault.allow_insecure = true to allow)",
+            );
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The agent's Vault side (`[vault]`): one token keeper logging in with JWT-SVIDs from the
+//! Workload API and keeping the token alive, the `vault_delegate` (KV) and
+//! `vault_transit` resolvers reading it, and — when asked — the token itself served as an
+//! SDS generic secret.
+
+use std::sync::Arc;
+
+use steeple_plugin_api::{EnvelopeResolver, JwtSvidSource};
+use steeple_plugin_vault::{
+    ClientBuildError, KvVersion, VaultClientConfig, VaultJwtLogin, VaultJwtLoginConfig,
+    VaultKvResolver, VaultToken, VaultTokenKeeper, VaultTransitResolver,
+};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::VaultConfig;
+use crate::store::{Secret, SecretStore};
+
+/// Why the Vault side could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultStartError {
+    /// A `[vault]` setting was refused (named by config key).
+    #[error("vault.{key}: {problem}")]
+    Config {
+        /// The `[vault]` key.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// What the running Vault side offers the rest of the agent.
+#[derive(Debug)]
+pub struct VaultRuntime {
+    /// The current token (`None` before the first login and after expiry).
+    pub tokens: watch::Receiver<Option<VaultToken>>,
+    /// Resolves `vault_delegate` envelopes.
+    pub kv: Arc<dyn EnvelopeResolver>,
+    /// Resolves `vault_transit` envelopes.
+    pub transit: Arc<dyn EnvelopeResolver>,
+}
+
+/// Everything [`start`] needs from the supervisor.
+#[derive(Debug)]
+pub struct VaultContext<'a> {
+    /// Fresh JWT-SVIDs for the login.
+    pub jwt: Arc<dyn JwtSvidSource>,
+    /// Where the token is published when `token_resource_name` is set.
+    pub store: Arc<SecretStore>,
+    /// Stops everything.
+    pub shutdown: &'a CancellationToken,
+}
+
+/// Starts the token keeper and builds the resolvers when `[vault] enabled`.
+pub fn start(
+    config: &VaultConfig,
+    context: VaultContext<'_>,
+    tasks: &mut JoinSet<()>,
+) -> Result<Option<VaultRuntime>, VaultStartError> {
+    if !config.enabled {
+        return Ok(None);
+    }
+    let kv_version = KvVersion::from_number(config.kv_version).ok_or(VaultStartError::Config {
+        key: "kv_version",
+        problem: format!("{} is not 1 or 2", config.kv_version),
+    })?;
+    let client = client_config(config).build().map_err(client_error)?;
+    let login = VaultJwtLogin::new(client.clone(), login_config(config));
+    let tokens = VaultTokenKeeper::new(Arc::new(login), context.jwt)
+        .revoke_on_shutdown(config.revoke_on_shutdown)
+        .spawn(context.shutdown.clone(), tasks);
+    if let Some(name) = &config.token_resource_name {
+        tasks.spawn(publish_token(
+            name.clone(),
+            tokens.clone(),
+            context.store,
+            context.shutdown.clone(),
+        ));
+    }
+    let source = Arc::new(tokens.clone());
+    let kv = Arc::new(VaultKvResolver::new(
+        client.clone(),
+        source.clone(),
+        kv_version,
+    ));
+    let transit = Arc::new(
+        VaultTransitResolver::new(client, source).with_default_mount(&config.transit_mount),
+    );
+    tracing::info!(
+        addr = %config.addr,
+        namespace = config.namespace.as_deref().unwrap_or(""),
+        auth_mount = %config.auth_mount,
+        role = %config.role,
+        audience = %config.audience,
+        "Vault JWT login enabled"
+    );
+    Ok(Some(VaultRuntime {
+        tokens,
+        kv,
+        transit,
+    }))
+}
+
+fn client_config(config: &VaultConfig) -> VaultClientConfig {
+    VaultClientConfig {
+        addr: config.addr.clone(),
+        ca_file: config.ca_file.clone(),
+        namespace: config.namespace.clone(),
+        ..VaultClientConfig::default()
+    }
+}
+
+fn login_config(config: &VaultConfig) -> VaultJwtLoginConfig {
+    VaultJwtLoginConfig {
+        auth_mount: config.auth_mount.clone(),
+        role: config.role.clone(),
+        audience: config.audience.clone(),
+        namespace: None,
+    }
+}
+
+fn client_error(e: ClientBuildError) -> VaultStartError {
+    let key = match &e {
+        ClientBuildError::CaFile { .. } => "ca_file",
+        _ => "addr",
+    };
+    VaultStartError::Config {
+        key,
+        problem: e.to_string(),
+    }
+}
+
+/// Mirrors the current token into the store as the generic secret `name`; removes it
+/// while no valid token is held.
+async fn publish_token(
+    name: String,
+    mut tokens: watch::Receiver<Option<VaultToken>>,
+    store: Arc<SecretStore>,
+    shutdown: CancellationToken,
+) {
+    let source = format!("vault/token/{name}");
+    loop {
+        let desired = tokens
+            .borrow_and_update()
+            .as_ref()
+            .filter(|t| t.is_valid_at(std::time::SystemTime::now()))
+            .map(|t| vec![(name.clone(), Secret::Generic(t.token.clone()))])
+            .unwrap_or_default();
+        store.sync_source(&source, desired);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = tokens.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "vault/tests.rs"]
+mod tests;

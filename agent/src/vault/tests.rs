@@ -1,0 +1,130 @@
+use std::time::{Duration, SystemTime};
+
+use steeple_plugin_api::{BoxFuture, ExchangeError, Provider, SecretBytes};
+
+use super::*;
+use crate::config::Config;
+
+#[derive(Debug)]
+struct NoJwt;
+
+impl JwtSvidSource for NoJwt {
+    fn fetch<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>> {
+        Box::pin(async {
+            Err(ExchangeError::new(
+                steeple_plugin_api::ExchangeErrorKind::Transient,
+                "NoWorkloadApi",
+                "unit test",
+            ))
+        })
+    }
+}
+
+fn vault_config(extra: &str) -> VaultConfig {
+    let text = format!(
+        "[vault]\nenabled = true\naddr = \"https://vault.example.org:8200\"\nrole = \"web\"\n{extra}"
+    );
+    Config::parse(&text, std::iter::empty())
+        .expect("valid config")
+        .vault
+}
+
+fn start_with(config: &VaultConfig) -> Result<Option<VaultRuntime>, VaultStartError> {
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let context = VaultContext {
+        jwt: Arc::new(NoJwt),
+        store: Arc::new(SecretStore::new()),
+        shutdown: &shutdown,
+    };
+    let started = start(config, context, &mut tasks);
+    shutdown.cancel();
+    started
+}
+
+fn token(value: &[u8], expires_in: Duration) -> VaultToken {
+    let now = SystemTime::now();
+    VaultToken {
+        token: SecretBytes::copy_from(value),
+        accessor: "acc".into(),
+        lease: expires_in,
+        renewable: true,
+        issued_at: now,
+        expires_at: now + expires_in,
+        max_ttl_reached: false,
+        namespace: None,
+    }
+}
+
+#[tokio::test]
+async fn disabled_starts_nothing() {
+    let config = VaultConfig {
+        enabled: false,
+        ..vault_config("")
+    };
+    assert!(start_with(&config).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_address_without_a_host_is_named() {
+    let config = VaultConfig {
+        addr: "https://".into(),
+        ..vault_config("")
+    };
+    let err = start_with(&config).unwrap_err().to_string();
+    assert!(err.starts_with("vault.addr:"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreadable_ca_file_is_named() {
+    let err = start_with(&vault_config("ca_file = \"/nonexistent/vault-ca.pem\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("vault.ca_file:"), "{err}");
+    assert!(err.contains("/nonexistent/vault-ca.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn enabled_serves_both_providers_and_starts_without_a_token() {
+    let runtime = start_with(&vault_config("")).unwrap().expect("enabled");
+    assert_eq!(runtime.kv.provider(), Provider::VaultDelegate);
+    assert_eq!(runtime.transit.provider(), Provider::VaultTransit);
+    assert!(runtime.tokens.borrow().is_none());
+}
+
+#[tokio::test]
+async fn the_token_is_served_while_valid_and_removed_after() {
+    let store = Arc::new(SecretStore::new());
+    let (tx, rx) = watch::channel(None);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(publish_token(
+        "vault-token".into(),
+        rx,
+        store.clone(),
+        shutdown.clone(),
+    ));
+    let mut snapshots = store.subscribe();
+    let served = |snapshot: &crate::store::Snapshot| match snapshot.get("vault-token") {
+        Some(entry) => match &entry.secret {
+            Secret::Generic(bytes) => Some(bytes.expose().to_vec()),
+            _ => None,
+        },
+        None => None,
+    };
+    tx.send_replace(Some(token(b"s.first", Duration::from_secs(60))));
+    let snapshot = snapshots
+        .wait_for(|s| served(s).is_some())
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(served(&snapshot).unwrap(), b"s.first");
+    tx.send_replace(Some(token(b"s.second", Duration::from_secs(60))));
+    snapshots
+        .wait_for(|s| served(s).as_deref() == Some(&b"s.second"[..]))
+        .await
+        .unwrap();
+    tx.send_replace(None);
+    snapshots.wait_for(|s| served(s).is_none()).await.unwrap();
+    shutdown.cancel();
+    task.await.unwrap();
+}

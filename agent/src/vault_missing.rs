@@ -1,0 +1,52 @@
+//! A build without the `vault` cargo feature: `[vault] enabled = true` is refused at
+//! start, naming the missing feature, and nothing else changes.
+
+use std::sync::Arc;
+
+use steeple_plugin_api::{EnvelopeResolver, JwtSvidSource};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::VaultConfig;
+use crate::store::SecretStore;
+
+/// Why the Vault side could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultStartError {
+    /// This binary was built without Vault support.
+    #[error("vault.enabled: this steeple was built without the `vault` cargo feature")]
+    NotCompiled,
+}
+
+/// Never built without the feature.
+#[derive(Debug)]
+pub struct VaultRuntime {
+    /// Resolves `vault_delegate` envelopes.
+    pub kv: Arc<dyn EnvelopeResolver>,
+    /// Resolves `vault_transit` envelopes.
+    pub transit: Arc<dyn EnvelopeResolver>,
+}
+
+/// Same shape as the real context so the supervisor is feature-agnostic.
+#[derive(Debug)]
+pub struct VaultContext<'a> {
+    /// Unused here.
+    pub jwt: Arc<dyn JwtSvidSource>,
+    /// Unused here.
+    pub store: Arc<SecretStore>,
+    /// Unused here.
+    pub shutdown: &'a CancellationToken,
+}
+
+/// Refuses `[vault] enabled = true`.
+pub fn start(
+    config: &VaultConfig,
+    _context: VaultContext<'_>,
+    _tasks: &mut JoinSet<()>,
+) -> Result<Option<VaultRuntime>, VaultStartError> {
+    if config.enabled {
+        return Err(VaultStartError::NotCompiled);
+    }
+    Ok(None)
+}

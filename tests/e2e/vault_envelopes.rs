@@ -1,0 +1,372 @@
+//! Vault envelopes end to end: a real SPIRE issues the JWT-SVID, a real OpenBao —
+//! configured from `deploy/vault/` to trust SPIRE's keys — logs Steeple in, and `steeple
+//! run` resolves `vault_delegate` (KV v2) and `vault_transit` envelopes into SDS generic
+//! secrets that real Envoys inject upstream. Then Vault changes under it: a KV update, a
+//! transit key rotation, an out-of-band revocation, a restart; and a second Steeple with
+//! the wrong audience is refused. Canaries never reach Steeple's logs.
+
+#[path = "vault_envelopes/support.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use steeple_e2e::bootstrap::credential_injector;
+use steeple_e2e::openbao::{OpenBao, OpenBaoMode};
+use steeple_e2e::sds_client::{self, assert_not_in_logs};
+use steeple_e2e::suite::{eventually_status, uid_selector};
+use steeple_e2e::{Envoy, RecordingUpstream, Spire, SpireOptions, SteepleProcess, free_port};
+use support::{
+    ROLE, WORKLOAD, eventually, injected, kv_row, last_accessor, refusal, seal_transit, served,
+    write_rows,
+};
+
+const KV_PATH: &str = "payments/db-password";
+const KV_SECRET: &str = "payments-api/db";
+const TRANSIT_PATH: &str = "payments/api-token";
+const TRANSIT_V2_PATH: &str = "payments/api-token-v2";
+const TRANSIT_V1_AGAIN: &str = "payments/api-token-v1-after-rotation";
+const TOKEN_NAME: &str = "vault-token";
+const CANARY_KV_1: &str = "canary-vault-kv-password-0001";
+const CANARY_KV_2: &str = "canary-vault-kv-password-0002";
+const CANARY_KV_3: &str = "canary-vault-kv-password-0003";
+const CANARY_TRANSIT_1: &str = "canary-vault-transit-token-0001";
+const CANARY_TRANSIT_2: &str = "canary-vault-transit-token-0002";
+/// `vault.kv_refresh_interval` in this suite.
+const KV_REFRESH: Duration = Duration::from_secs(2);
+/// The role's token TTL here: renewal (and so noticing a revocation) at ~⅔ of it.
+const TOKEN_TTL: &str = "12s";
+/// Bounds every wait that involves a renewal, a login or the registry's backoff.
+const RECOVERY: Duration = Duration::from_secs(45);
+
+/// One world for the whole suite (SPIRE, a persistent OpenBao, Steeple, two Envoys), so
+/// the phases share their slow start-ups; each phase asserts what it is about.
+struct World {
+    bao: OpenBao,
+    spire: Spire,
+    steeple: SteepleProcess,
+    rows_file: std::path::PathBuf,
+    rows: Vec<serde_json::Value>,
+    kv_envoy: (Envoy, u16, RecordingUpstream),
+    transit_envoy: (Envoy, u16, RecordingUpstream),
+    dir: tempfile::TempDir,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_envelopes_reach_envoy_and_follow_vault() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut world = tokio::time::timeout(Duration::from_secs(120), start_world()).await??;
+    happy_path(&world).await?;
+    malformed_references(&world)?;
+    kv_update(&world).await?;
+    transit_rotation(&mut world).await?;
+    refused_login(&world).await?;
+    revoked_token(&world).await?;
+    vault_restart(&mut world).await?;
+
+    let logs = world.steeple.logs();
+    let mut secrets: Vec<Vec<u8>> = [
+        CANARY_KV_1,
+        CANARY_KV_2,
+        CANARY_KV_3,
+        CANARY_TRANSIT_1,
+        CANARY_TRANSIT_2,
+    ]
+    .iter()
+    .map(|c| c.as_bytes().to_vec())
+    .collect();
+    secrets.extend(served(&world.steeple, TOKEN_NAME).await);
+    assert_not_in_logs(&secrets, &logs)?;
+    assert!(
+        started.elapsed() < Duration::from_secs(240),
+        "suite took {:?}",
+        started.elapsed()
+    );
+    drop(world.kv_envoy);
+    drop(world.transit_envoy);
+    drop(world.steeple);
+    drop(world.spire);
+    drop(world.bao);
+    drop(world.dir);
+    Ok(())
+}
+
+async fn start_world() -> anyhow::Result<World> {
+    let bao = OpenBao::start_mode(OpenBaoMode::Persistent)?;
+    let spire = Spire::start(SpireOptions::default())?;
+    spire.create_entry(WORKLOAD, &uid_selector(), None)?;
+    support::configure(&bao, support::spire_jwt_keys(&spire)?, TOKEN_TTL)?;
+    bao.admin().kv_put(
+        "secret",
+        KV_SECRET,
+        &[("password", CANARY_KV_1), ("user", "payments")],
+    )?;
+
+    let dir = tempfile::Builder::new()
+        .prefix("steeple-vault-")
+        .tempdir_in("/tmp")?;
+    let envelopes = dir.path().join("envelopes");
+    std::fs::create_dir_all(&envelopes)?;
+    let rows_file = envelopes.join("rows.json");
+    let mut rows = vec![
+        kv_row(KV_PATH, &format!("secret/{KV_SECRET}"), Some("password")),
+        seal_transit(&bao, TRANSIT_PATH, CANARY_TRANSIT_1)?,
+    ];
+    rows.extend(malformed_rows(&rows[1]).into_iter().map(|(row, _)| row));
+    write_rows(&rows_file, &rows)?;
+
+    let config = format!(
+        "[envelopes]\nenabled = true\npaths = [\"{}\"]\npoll_interval = \"200ms\"\n\
+         [vault]\nenabled = true\naddr = \"{}\"\nrole = \"{ROLE}\"\naudience = \"vault\"\n\
+         kv_refresh_interval = \"{}s\"\ntoken_resource_name = \"{TOKEN_NAME}\"\n",
+        envelopes.display(),
+        bao.addr(),
+        KV_REFRESH.as_secs()
+    );
+    let steeple = SteepleProcess::run(&dir.path().join("steeple"), spire.agent_socket(), &config)?;
+    let kv_envoy = injector(&steeple, dir.path(), KV_PATH).await?;
+    let transit_envoy = injector(&steeple, dir.path(), TRANSIT_PATH).await?;
+    Ok(World {
+        bao,
+        spire,
+        steeple,
+        rows_file,
+        rows,
+        kv_envoy,
+        transit_envoy,
+        dir,
+    })
+}
+
+/// An Envoy injecting generic secret `name` into requests to a recording upstream.
+async fn injector(
+    steeple: &SteepleProcess,
+    dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<(Envoy, u16, RecordingUpstream)> {
+    let upstream = RecordingUpstream::start().await?;
+    let port = free_port()?;
+    let bootstrap = credential_injector(
+        free_port()?,
+        port,
+        upstream.port(),
+        steeple.sds_socket(),
+        name,
+    );
+    let envoy = Envoy::start(&bootstrap, dir)?;
+    Ok((envoy, port, upstream))
+}
+
+/// References that must each be refused, naming their logical path, with the reason.
+fn malformed_rows(transit: &serde_json::Value) -> Vec<(serde_json::Value, &'static str)> {
+    let mut bad_prefix = transit.clone();
+    bad_prefix["logical_path"] = "bad/transit-prefix".into();
+    bad_prefix["ciphertext_ref"] = "vault1:AAAA".into();
+    vec![
+        (
+            kv_row("bad/empty-path", "", Some("password")),
+            "key_id is empty",
+        ),
+        (
+            kv_row("bad/mount-only", "secret", Some("password")),
+            "names no secret",
+        ),
+        (
+            kv_row("bad/no-field", &format!("secret/{KV_SECRET}"), None),
+            "field is empty",
+        ),
+        (
+            kv_row(
+                "bad/missing-field",
+                &format!("secret/{KV_SECRET}"),
+                Some("nope"),
+            ),
+            "field \"nope\" not found",
+        ),
+        (bad_prefix, "does not start with vault:v<N>:"),
+    ]
+}
+
+/// Both providers' values reach Envoy over SDS, and the token is served as asked.
+async fn happy_path(world: &World) -> anyhow::Result<()> {
+    let (_, kv_port, kv_upstream) = &world.kv_envoy;
+    let (_, transit_port, transit_upstream) = &world.transit_envoy;
+    injected(*kv_port, kv_upstream, CANARY_KV_1, RECOVERY).await?;
+    injected(*transit_port, transit_upstream, CANARY_TRANSIT_1, RECOVERY).await?;
+    let token = served(&world.steeple, TOKEN_NAME).await;
+    assert!(
+        token.is_some_and(|t| !t.is_empty()),
+        "the Vault token is served"
+    );
+    let logs = world.steeple.logs();
+    assert!(logs.contains("logged in to vault"), "{}", tail(&logs));
+    Ok(())
+}
+
+/// Each malformed reference is refused by logical path; the good ones still serve.
+fn malformed_references(world: &World) -> anyhow::Result<()> {
+    let logs = world.steeple.logs();
+    for (row, reason) in malformed_rows(&world.rows[1]) {
+        let path = row["logical_path"].as_str().unwrap_or_default();
+        let line = refusal(&logs, path)
+            .ok_or_else(|| anyhow::anyhow!("no refusal logged for {path}:\n{}", tail(&logs)))?;
+        assert!(
+            line.contains(reason),
+            "{path}: expected {reason:?} in {line}"
+        );
+    }
+    Ok(())
+}
+
+/// A KV update reaches Envoy within the refresh interval (plus Envoy's own latency).
+async fn kv_update(world: &World) -> anyhow::Result<()> {
+    world.bao.admin().kv_put(
+        "secret",
+        KV_SECRET,
+        &[("password", CANARY_KV_2), ("user", "payments")],
+    )?;
+    let updated = Instant::now();
+    let (_, port, upstream) = &world.kv_envoy;
+    injected(*port, upstream, CANARY_KV_2, KV_REFRESH * 5).await?;
+    assert!(
+        updated.elapsed() < KV_REFRESH * 5,
+        "{:?}",
+        updated.elapsed()
+    );
+    Ok(())
+}
+
+/// After rotation, the v1 ciphertext still resolves (under a path resolved only now) and
+/// a new v2 ciphertext resolves too.
+async fn transit_rotation(world: &mut World) -> anyhow::Result<()> {
+    world
+        .bao
+        .admin()
+        .rotate_transit_key("transit", support::TRANSIT_KEY)?;
+    let v2 = seal_transit(&world.bao, TRANSIT_V2_PATH, CANARY_TRANSIT_2)?;
+    let mut v1_again = world.rows[1].clone();
+    v1_again["logical_path"] = TRANSIT_V1_AGAIN.into();
+    assert!(
+        v1_again["ciphertext_ref"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("vault:v1:"))
+    );
+    assert!(
+        v2["ciphertext_ref"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("vault:v2:"))
+    );
+    world.rows.extend([v2, v1_again]);
+    write_rows(&world.rows_file, &world.rows)?;
+    let secrets = sds_client::wait_for(
+        world.steeple.sds_socket(),
+        &[TRANSIT_V2_PATH, TRANSIT_V1_AGAIN],
+        RECOVERY,
+    )
+    .await?;
+    let values: Vec<Vec<u8>> = secrets
+        .iter()
+        .filter_map(sds_client::secret_bytes)
+        .collect();
+    assert!(values.contains(&CANARY_TRANSIT_2.as_bytes().to_vec()));
+    assert!(values.contains(&CANARY_TRANSIT_1.as_bytes().to_vec()));
+    Ok(())
+}
+
+/// A Steeple asking for the wrong audience is refused by Vault: one clear ERROR event,
+/// and it keeps serving its SVID.
+async fn refused_login(world: &World) -> anyhow::Result<()> {
+    let config = format!(
+        "[vault]\nenabled = true\naddr = \"{}\"\nrole = \"{ROLE}\"\naudience = \"not-vault\"\n",
+        world.bao.addr()
+    );
+    let wrong = SteepleProcess::run(
+        &world.dir.path().join("steeple-wrong-audience"),
+        world.spire.agent_socket(),
+        &config,
+    )?;
+    eventually(
+        "the refused login reported",
+        Duration::from_secs(30),
+        || async { Ok(wrong.logs().contains("vault refused the login")) },
+    )
+    .await?;
+    let logs = wrong.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("vault refused the login"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("ERROR") && line.contains("audience"),
+        "{line}"
+    );
+    let svid =
+        sds_client::wait_for(wrong.sds_socket(), &["default"], Duration::from_secs(30)).await?;
+    assert_eq!(svid.len(), 1, "the SVID is still served");
+    assert!(served(&wrong, TOKEN_NAME).await.is_none());
+    Ok(())
+}
+
+/// A token revoked out of band is noticed at the next renewal, replaced by a fresh
+/// login, and the KV value is served again.
+async fn revoked_token(world: &World) -> anyhow::Result<()> {
+    let before = served(&world.steeple, TOKEN_NAME).await.unwrap_or_default();
+    let accessor = last_accessor(&world.steeple.logs())
+        .ok_or_else(|| anyhow::anyhow!("no login with an accessor logged"))?;
+    world.bao.admin().revoke_accessor(&accessor)?;
+    eventually("a new token after the revocation", RECOVERY, || async {
+        let now = served(&world.steeple, TOKEN_NAME).await;
+        Ok(now.is_some_and(|t| t != before && !t.is_empty()))
+    })
+    .await?;
+    let logs = world.steeple.logs();
+    assert!(
+        logs.contains("vault refused the token (revoked or expired); logging in again"),
+        "{}",
+        tail(&logs)
+    );
+    eventually("the KV value served again", RECOVERY, || async {
+        Ok(served(&world.steeple, KV_PATH).await.as_deref() == Some(CANARY_KV_2.as_bytes()))
+    })
+    .await
+}
+
+/// While OpenBao is down the last good values keep being served; after it comes back
+/// (same storage, unsealed) a new KV value reaches Envoy.
+async fn vault_restart(world: &mut World) -> anyhow::Result<()> {
+    world.bao.stop()?;
+    tokio::time::sleep(KV_REFRESH * 3).await;
+    assert_eq!(
+        served(&world.steeple, KV_PATH).await.as_deref(),
+        Some(CANARY_KV_2.as_bytes())
+    );
+    assert_eq!(
+        served(&world.steeple, TRANSIT_PATH).await.as_deref(),
+        Some(CANARY_TRANSIT_1.as_bytes())
+    );
+    let (_, port, upstream) = &world.kv_envoy;
+    eventually_status(*port, 200).await?;
+    assert_eq!(
+        upstream.last_header("authorization"),
+        Some(format!("Bearer {CANARY_KV_2}"))
+    );
+    let logs = world.steeple.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(&format!("logical_path={KV_PATH} "))
+                && l.contains("serving_last_good=true")),
+        "{}",
+        tail(&logs)
+    );
+
+    world.bao.start_again()?;
+    world.bao.admin().kv_put(
+        "secret",
+        KV_SECRET,
+        &[("password", CANARY_KV_3), ("user", "payments")],
+    )?;
+    injected(*port, upstream, CANARY_KV_3, RECOVERY).await
+}
+
+fn tail(logs: &str) -> String {
+    steeple_e2e::process::tail(logs, 40)
+}
