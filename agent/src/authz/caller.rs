@@ -1,14 +1,18 @@
 //! Who is on the other end of a local socket: the Unix peer credentials the kernel
 //! recorded at `connect()`, plus the process's executable and start time from `/proc`.
 //!
-//! The start time guards against PID reuse and inherited sockets: a right is only good
-//! while the process that connected still runs. If it exits (and a child or grandchild
-//! keeps the socket), or its PID is reused, every later request is refused.
+//! A right is only good while the process that connected still runs. If it exits (and a
+//! child or grandchild keeps the socket), or its PID is reused, every later request is
+//! refused. The process is held by a pidfd taken at connect time (one `poll` per check,
+//! and a reused PID can never match it); where the kernel has no pidfds, its start time
+//! is re-read from `/proc` instead, as SPIRE does.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// A local caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// Effective uid at connect time.
     pub uid: u32,
@@ -18,30 +22,48 @@ pub struct Caller {
     pub pid: Option<i32>,
     /// `/proc/<pid>/exe` at connect time.
     pub exe: Option<PathBuf>,
-    /// `/proc/<pid>/stat` start time (clock ticks since boot) at connect time.
-    start_time: Option<u64>,
+    /// How to tell later whether that process still runs.
+    liveness: Liveness,
+}
+
+/// How [`Caller::still_running`] checks the connecting process.
+#[derive(Debug, Clone)]
+enum Liveness {
+    /// The kernel named no process: nothing to re-check.
+    NoPid,
+    /// A pidfd for the process: readable once it has exited.
+    Pidfd(Arc<OwnedFd>),
+    /// Its `/proc/<pid>/stat` start time (clock ticks since boot) at connect time.
+    StartTime(i32, u64),
+    /// Gone already when it was looked up.
+    Gone,
 }
 
 impl Caller {
     /// The caller described by peer credentials, with its `/proc` facts read now.
     pub fn from_peer(uid: u32, gid: u32, pid: Option<i32>) -> Self {
         let pid = pid.filter(|p| *p > 0);
+        let liveness = match pid {
+            None => Liveness::NoPid,
+            Some(pid) => Liveness::of(pid),
+        };
         Self {
             uid,
             gid,
             pid,
             exe: pid.and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok()),
-            start_time: pid.and_then(start_time),
+            liveness,
         }
     }
 
     /// Whether the process that connected is still the one running under its PID.
     /// Without a PID (the kernel did not say) there is nothing to re-check.
     pub fn still_running(&self) -> bool {
-        match (self.pid, self.start_time) {
-            (Some(pid), Some(started)) => start_time(pid) == Some(started),
-            (Some(_), None) => false,
-            (None, _) => true,
+        match &self.liveness {
+            Liveness::NoPid => true,
+            Liveness::Pidfd(fd) => !has_exited(fd),
+            Liveness::StartTime(pid, started) => start_time(*pid) == Some(*started),
+            Liveness::Gone => false,
         }
     }
 
@@ -53,6 +75,32 @@ impl Caller {
             .as_ref()
             .map_or_else(|| "?".to_owned(), |e| e.display().to_string());
         format!("uid={} gid={} pid={pid} exe={exe}", self.uid, self.gid)
+    }
+}
+
+impl Liveness {
+    fn of(pid: i32) -> Self {
+        let Some(raw) = rustix::process::Pid::from_raw(pid) else {
+            return Self::Gone;
+        };
+        match rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => Self::Pidfd(Arc::new(fd)),
+            Err(rustix::io::Errno::SRCH) => Self::Gone,
+            // No pidfds here (old kernel, seccomp): fall back to the start time.
+            Err(_) => start_time(pid).map_or(Self::Gone, |t| Self::StartTime(pid, t)),
+        }
+    }
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd polls readable).
+fn has_exited(pidfd: &OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    match poll(&mut fds, Some(&rustix::time::Timespec::default())) {
+        Ok(0) => false,
+        Ok(_) => true,
+        // A check that cannot be made refuses: rights need a live, known caller.
+        Err(_) => true,
     }
 }
 
@@ -90,9 +138,31 @@ mod tests {
     }
 
     #[test]
-    fn a_different_start_time_is_a_different_process() {
-        let mut me = Caller::from_peer(0, 0, Some(std::process::id() as i32));
-        me.start_time = me.start_time.map(|t| t + 1);
-        assert!(!me.still_running());
+    fn an_exited_but_unreaped_process_loses_its_rights() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let caller = Caller::from_peer(0, 0, Some(child.id() as i32));
+        assert!(matches!(caller.liveness, Liveness::Pidfd(_)));
+        // A zombie keeps its /proc entry; its pidfd already says it exited.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while caller.still_running() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!caller.still_running());
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn the_start_time_fallback_tells_a_different_process() {
+        let pid = std::process::id() as i32;
+        let started = start_time(pid).unwrap();
+        let same = Liveness::StartTime(pid, started);
+        let reused = Liveness::StartTime(pid, started + 1);
+        let with = |liveness| Caller {
+            liveness,
+            ..Caller::from_peer(0, 0, Some(pid))
+        };
+        assert!(with(same).still_running());
+        assert!(!with(reused).still_running());
+        assert!(!with(Liveness::Gone).still_running());
     }
 }

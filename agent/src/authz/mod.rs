@@ -8,24 +8,26 @@ mod policy;
 pub use caller::Caller;
 pub use policy::{Policy, Rule, glob_matches};
 
+use std::sync::Arc;
+
 use tonic::Status;
 
 /// What one connected caller may fetch.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    caller: Caller,
+    caller: Arc<Caller>,
     resources: Vec<String>,
 }
 
 impl Grant {
     /// `caller`'s grant under `policy`.
-    pub fn new(caller: Caller, policy: &Policy) -> Self {
+    pub fn new(caller: Arc<Caller>, policy: &Policy) -> Self {
         let resources = policy.grants(&caller);
         Self { caller, resources }
     }
 
     /// A grant to everything (for callers that are the agent itself, and tests).
-    pub fn everything(caller: Caller) -> Self {
+    pub fn everything(caller: Arc<Caller>) -> Self {
         Self {
             caller,
             resources: vec!["*".into()],

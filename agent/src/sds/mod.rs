@@ -3,6 +3,7 @@
 
 pub mod delta;
 pub mod limits;
+pub mod peer;
 pub mod resources;
 pub mod sotw;
 pub mod stream;
@@ -17,9 +18,8 @@ use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server
 };
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::authz::{Caller, Grant, Policy};
@@ -61,17 +61,14 @@ impl SdsService {
     /// The caller's grant, from the Unix peer credentials of its connection. A connection
     /// without them (not a Unix socket, or the kernel did not say) gets nothing.
     fn grant<T>(&self, request: &Request<T>) -> Grant {
-        let peer = request
+        let caller = request
             .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|info| info.peer_cred);
-        match peer {
-            Some(cred) => Grant::new(
-                Caller::from_peer(cred.uid(), cred.gid(), cred.pid()),
-                &self.policy,
-            ),
+            .get::<peer::ConnectedCaller>()
+            .and_then(|connected| connected.0.clone());
+        match caller {
+            Some(caller) => Grant::new(caller, &self.policy),
             None => Grant::new(
-                Caller::from_peer(u32::MAX, u32::MAX, None),
+                Arc::new(Caller::from_peer(u32::MAX, u32::MAX, None)),
                 &Policy::deny_all(),
             ),
         }
@@ -193,10 +190,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(peer::incoming(listener), shutdown.cancelled_owned())
         .await
 }
 
