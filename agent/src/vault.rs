@@ -1,7 +1,8 @@
 //! The agent's Vault side (`[vault]`): one token keeper logging in with JWT-SVIDs from the
 //! Workload API and keeping the token alive, the `vault_delegate` (KV) and
-//! `vault_transit` resolvers reading it, and — when asked — the token itself served as an
-//! SDS generic secret.
+//! `vault_transit` resolvers reading it (and reporting a token Vault denies back to the
+//! keeper, which logs in again at once if it was revoked), and — when asked — the token
+//! itself served as an SDS generic secret.
 
 use std::sync::Arc;
 
@@ -68,9 +69,10 @@ pub fn start(
     })?;
     let client = client_config(config).build().map_err(client_error)?;
     let login = VaultJwtLogin::new(client.clone(), login_config(config));
-    let tokens = VaultTokenKeeper::new(Arc::new(login), context.jwt)
+    let kept = VaultTokenKeeper::new(Arc::new(login), context.jwt)
         .revoke_on_shutdown(config.revoke_on_shutdown)
         .spawn(context.shutdown.clone(), tasks);
+    let tokens = kept.channel().clone();
     if let Some(name) = &config.token_resource_name {
         tasks.spawn(publish_token(
             name.clone(),
@@ -79,7 +81,7 @@ pub fn start(
             context.shutdown.clone(),
         ));
     }
-    let source = Arc::new(tokens.clone());
+    let source = kept.shared();
     let kv = Arc::new(VaultKvResolver::new(
         client.clone(),
         source.clone(),

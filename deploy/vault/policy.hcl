@@ -15,9 +15,14 @@ path "transit/decrypt/payments-api" {
   capabilities = ["update"]
 }
 
-# Token upkeep by the agent itself: renew ahead of expiry, revoke on shutdown
-# (vault.revoke_on_shutdown). The "default" policy grants these too; they are listed for
-# roles with token_no_default_policy = true.
+# Token upkeep by the agent itself: renew ahead of expiry, check the token when a secret
+# path answers 403 (a token revoked out of band is replaced at once; a valid one means the
+# 403 is this policy's answer), revoke on shutdown (vault.revoke_on_shutdown). The
+# "default" policy grants these too; they are listed for roles with
+# token_no_default_policy = true.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
 path "auth/token/renew-self" {
   capabilities = ["update"]
 }

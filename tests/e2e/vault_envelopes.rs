@@ -2,8 +2,9 @@
 //! configured from `deploy/vault/` to trust SPIRE's keys — logs Steeple in, and `steeple
 //! run` resolves `vault_delegate` (KV v2) and `vault_transit` envelopes into SDS generic
 //! secrets that real Envoys inject upstream. Then Vault changes under it: a KV update, a
-//! transit key rotation, an out-of-band revocation, a restart; and a second Steeple with
-//! the wrong audience is refused. Canaries never reach Steeple's logs.
+//! transit key rotation, a path the policy does not grant, an out-of-band revocation
+//! (re-login within seconds, nothing withdrawn meanwhile), a restart; and a second Steeple
+//! with the wrong audience is refused. Canaries never reach Steeple's logs.
 
 #[path = "vault_envelopes/support.rs"]
 mod support;
@@ -29,12 +30,20 @@ const TOKEN_NAME: &str = "vault-token";
 const CANARY_KV_1: &str = "canary-vault-kv-password-0001";
 const CANARY_KV_2: &str = "canary-vault-kv-password-0002";
 const CANARY_KV_3: &str = "canary-vault-kv-password-0003";
+const CANARY_KV_4: &str = "canary-vault-kv-password-0004";
+const CANARY_DENIED: &str = "canary-vault-kv-denied-0001";
+/// A logical path whose KV secret lies outside what `deploy/vault/policy.hcl` grants.
+const DENIED_PATH: &str = "denied/other-team";
+const DENIED_SECRET: &str = "other-team/db";
 const CANARY_TRANSIT_1: &str = "canary-vault-transit-token-0001";
 const CANARY_TRANSIT_2: &str = "canary-vault-transit-token-0002";
-/// `vault.kv_refresh_interval` in this suite.
+/// `vault.kv_refresh_interval` (and `envelopes.refresh_interval`, for transit) here.
 const KV_REFRESH: Duration = Duration::from_secs(2);
-/// The role's token TTL here: renewal (and so noticing a revocation) at ~⅔ of it.
-const TOKEN_TTL: &str = "12s";
+/// The role's token TTL, as shipped: its renewal (~40 min) never happens during the
+/// suite, so a revocation can only be noticed by a read that Vault denies.
+const TOKEN_TTL: &str = "1h";
+/// How soon after an out-of-band revocation a new token must be served.
+const RELOGIN_WITHIN: Duration = Duration::from_secs(10);
 /// Bounds every wait that involves a renewal, a login or the registry's backoff.
 const RECOVERY: Duration = Duration::from_secs(45);
 
@@ -60,6 +69,7 @@ async fn vault_envelopes_reach_envoy_and_follow_vault() -> anyhow::Result<()> {
     kv_update(&world).await?;
     transit_rotation(&mut world).await?;
     refused_login(&world).await?;
+    policy_denial(&mut world).await?;
     revoked_token(&world).await?;
     vault_restart(&mut world).await?;
 
@@ -68,6 +78,8 @@ async fn vault_envelopes_reach_envoy_and_follow_vault() -> anyhow::Result<()> {
         CANARY_KV_1,
         CANARY_KV_2,
         CANARY_KV_3,
+        CANARY_KV_4,
+        CANARY_DENIED,
         CANARY_TRANSIT_1,
         CANARY_TRANSIT_2,
     ]
@@ -116,9 +128,11 @@ async fn start_world() -> anyhow::Result<World> {
 
     let config = format!(
         "[envelopes]\nenabled = true\npaths = [\"{}\"]\npoll_interval = \"200ms\"\n\
+         refresh_interval = \"{}s\"\n\
          [vault]\nenabled = true\naddr = \"{}\"\nrole = \"{ROLE}\"\naudience = \"vault\"\n\
          kv_refresh_interval = \"{}s\"\ntoken_resource_name = \"{TOKEN_NAME}\"\n",
         envelopes.display(),
+        KV_REFRESH.as_secs(),
         bao.addr(),
         KV_REFRESH.as_secs()
     );
@@ -306,28 +320,112 @@ async fn refused_login(world: &World) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A token revoked out of band is noticed at the next renewal, replaced by a fresh
-/// login, and the KV value is served again.
+/// A path the policy does not grant: Vault answers 403 with a valid token, so the
+/// envelope is withdrawn with an ERROR naming its logical path and the Vault path — and
+/// the token is not replaced (one `lookup-self`, no login).
+async fn policy_denial(world: &mut World) -> anyhow::Result<()> {
+    world
+        .bao
+        .admin()
+        .kv_put("secret", DENIED_SECRET, &[("password", CANARY_DENIED)])?;
+    let token = served(&world.steeple, TOKEN_NAME).await;
+    let logins = login_count(&world.steeple.logs());
+    world.rows.push(kv_row(
+        DENIED_PATH,
+        &format!("secret/{DENIED_SECRET}"),
+        Some("password"),
+    ));
+    write_rows(&world.rows_file, &world.rows)?;
+    eventually("the denied path refused", RECOVERY, || async {
+        Ok(refusal(&world.steeple.logs(), DENIED_PATH).is_some())
+    })
+    .await?;
+    let logs = world.steeple.logs();
+    let line = refusal(&logs, DENIED_PATH).unwrap_or_default();
+    assert!(
+        line.contains("ERROR")
+            && line.contains(&format!("permission denied on secret/{DENIED_SECRET}")),
+        "{line}"
+    );
+    // Its retries (every refresh) check the token again, and it stays valid.
+    tokio::time::sleep(KV_REFRESH * 2).await;
+    assert!(served(&world.steeple, DENIED_PATH).await.is_none());
+    assert_eq!(served(&world.steeple, TOKEN_NAME).await, token);
+    assert_eq!(login_count(&world.steeple.logs()), logins, "no new login");
+    assert_eq!(
+        served(&world.steeple, KV_PATH).await.as_deref(),
+        Some(CANARY_KV_2.as_bytes())
+    );
+    Ok(())
+}
+
+/// A token revoked out of band is noticed by the first read Vault denies: the keeper
+/// checks it, logs in again within seconds, and meanwhile the KV and transit values stay
+/// served — not one poll misses them. A KV update afterwards reaches Envoy.
 async fn revoked_token(world: &World) -> anyhow::Result<()> {
     let before = served(&world.steeple, TOKEN_NAME).await.unwrap_or_default();
     let accessor = last_accessor(&world.steeple.logs())
         .ok_or_else(|| anyhow::anyhow!("no login with an accessor logged"))?;
     world.bao.admin().revoke_accessor(&accessor)?;
-    eventually("a new token after the revocation", RECOVERY, || async {
-        let now = served(&world.steeple, TOKEN_NAME).await;
-        Ok(now.is_some_and(|t| t != before && !t.is_empty()))
-    })
-    .await?;
+    let revoked = Instant::now();
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        let kv = served(&world.steeple, KV_PATH).await;
+        let transit = served(&world.steeple, TRANSIT_PATH).await;
+        let elapsed = revoked.elapsed();
+        assert_eq!(
+            kv.as_deref(),
+            Some(CANARY_KV_2.as_bytes()),
+            "KV value missed {elapsed:?} after the revocation (poll {polls})"
+        );
+        assert_eq!(
+            transit.as_deref(),
+            Some(CANARY_TRANSIT_1.as_bytes()),
+            "transit value missed {elapsed:?} after the revocation (poll {polls})"
+        );
+        let token = served(&world.steeple, TOKEN_NAME).await;
+        if token.is_some_and(|t| t != before && !t.is_empty()) {
+            break;
+        }
+        anyhow::ensure!(
+            elapsed < RELOGIN_WITHIN,
+            "no new token within {RELOGIN_WITHIN:?} of the revocation:\n{}",
+            tail(&world.steeple.logs())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let relogin = revoked.elapsed();
     let logs = world.steeple.logs();
     assert!(
-        logs.contains("vault refused the token (revoked or expired); logging in again"),
+        logs.contains("no longer accepts the token (revoked or expired); logging in again"),
         "{}",
         tail(&logs)
     );
-    eventually("the KV value served again", RECOVERY, || async {
-        Ok(served(&world.steeple, KV_PATH).await.as_deref() == Some(CANARY_KV_2.as_bytes()))
-    })
-    .await
+    // Until every envelope has read with the new token, values must stay served too.
+    let settle = Instant::now() + KV_REFRESH * 2;
+    while Instant::now() < settle {
+        assert_eq!(
+            served(&world.steeple, KV_PATH).await.as_deref(),
+            Some(CANARY_KV_2.as_bytes()),
+            "KV value missed after the new login"
+        );
+        assert_eq!(
+            served(&world.steeple, TRANSIT_PATH).await.as_deref(),
+            Some(CANARY_TRANSIT_1.as_bytes()),
+            "transit value missed after the new login"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("revoked token replaced after {relogin:?} ({polls} polls, no miss)");
+
+    world.bao.admin().kv_put(
+        "secret",
+        KV_SECRET,
+        &[("password", CANARY_KV_4), ("user", "payments")],
+    )?;
+    let (_, port, upstream) = &world.kv_envoy;
+    injected(*port, upstream, CANARY_KV_4, KV_REFRESH * 5).await
 }
 
 /// While OpenBao is down the last good values keep being served; after it comes back
@@ -337,7 +435,7 @@ async fn vault_restart(world: &mut World) -> anyhow::Result<()> {
     tokio::time::sleep(KV_REFRESH * 3).await;
     assert_eq!(
         served(&world.steeple, KV_PATH).await.as_deref(),
-        Some(CANARY_KV_2.as_bytes())
+        Some(CANARY_KV_4.as_bytes())
     );
     assert_eq!(
         served(&world.steeple, TRANSIT_PATH).await.as_deref(),
@@ -347,7 +445,7 @@ async fn vault_restart(world: &mut World) -> anyhow::Result<()> {
     eventually_status(*port, 200).await?;
     assert_eq!(
         upstream.last_header("authorization"),
-        Some(format!("Bearer {CANARY_KV_2}"))
+        Some(format!("Bearer {CANARY_KV_4}"))
     );
     let logs = world.steeple.logs();
     assert!(
@@ -365,6 +463,13 @@ async fn vault_restart(world: &mut World) -> anyhow::Result<()> {
         &[("password", CANARY_KV_3), ("user", "payments")],
     )?;
     injected(*port, upstream, CANARY_KV_3, RECOVERY).await
+}
+
+/// How many logins Steeple has logged.
+fn login_count(logs: &str) -> usize {
+    logs.lines()
+        .filter(|l| l.contains("logged in to vault"))
+        .count()
 }
 
 fn tail(logs: &str) -> String {

@@ -4,18 +4,24 @@
 //! `watch` channel the resolvers read.
 //!
 //! While Vault is unreachable it backs off (1 s doubling to 30 s, jittered) and keeps
-//! serving the last token until it expires — never after. Only the keeper logs in: a 403
-//! a resolver gets on a secret path is a policy answer and never causes a login, so a
-//! denied path cannot turn into a login storm.
+//! serving the last token until it expires — never after. Only the keeper logs in. A 403
+//! a resolver gets on a secret path is reported to it ([`TokenDenials`]); it checks the
+//! token with one `lookup-self` (reports coalesced, lookups spaced) and logs in again at
+//! once only if Vault no longer accepts the token — otherwise the 403 was the policy's
+//! answer for that path, so a denied path cannot turn into a login storm.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rand::Rng as _;
-use steeple_plugin_api::{ExchangeErrorKind, JwtSvidSource};
-use tokio::sync::watch;
+use steeple_plugin_api::{ExchangeErrorKind, JwtSvidSource, SecretBytes};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+use crate::denial::{
+    DenialChecks, KeptToken, Report, TokenDenials, TokenVerdict, VERDICT_WAIT, answer_all,
+};
 use crate::login::{RenewError, VaultJwtLogin};
 use crate::token::VaultToken;
 
@@ -67,11 +73,13 @@ pub fn next_action(token: &VaultToken, now: SystemTime, jitter: f64) -> TokenAct
 }
 
 /// Keeps one Vault token alive for the resolvers (see the module docs).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct VaultTokenKeeper {
     login: Arc<VaultJwtLogin>,
     jwt: Arc<dyn JwtSvidSource>,
     revoke_on_shutdown: bool,
+    denials: TokenDenials,
+    inbox: Option<mpsc::Receiver<Report>>,
 }
 
 /// What to do next and when.
@@ -89,15 +97,32 @@ struct State {
     last_error: Option<String>,
 }
 
+/// What woke the keeper's loop.
+enum Wake {
+    Shutdown,
+    Due,
+    Expired,
+    Denied(Report),
+    Check,
+}
+
 impl VaultTokenKeeper {
     /// A keeper logging in through `login` with JWT-SVIDs from `jwt`; it does not revoke
     /// on shutdown unless told to.
     pub fn new(login: Arc<VaultJwtLogin>, jwt: Arc<dyn JwtSvidSource>) -> Self {
+        let (denials, inbox) = TokenDenials::channel();
         Self {
             login,
             jwt,
             revoke_on_shutdown: false,
+            denials,
+            inbox: Some(inbox),
         }
+    }
+
+    /// Where resolvers report a token Vault denied; the keeper answers while it runs.
+    pub fn denials(&self) -> TokenDenials {
+        self.denials.clone()
     }
 
     /// Revoke the token (`revoke-self`) on shutdown, so it dies with the agent.
@@ -106,35 +131,60 @@ impl VaultTokenKeeper {
         self
     }
 
-    /// Spawns the keeper on `tasks` and returns the channel it publishes into.
+    /// Spawns the keeper on `tasks` and returns its token for the resolvers (the channel
+    /// it publishes into, with denials reported back to it).
     pub fn spawn(
         self,
         shutdown: CancellationToken,
         tasks: &mut tokio::task::JoinSet<()>,
-    ) -> watch::Receiver<Option<VaultToken>> {
+    ) -> KeptToken {
         let (tx, rx) = watch::channel(None);
+        let kept = KeptToken::new(rx, self.denials());
         tasks.spawn(self.run(tx, shutdown));
-        rx
+        kept
     }
 
     /// Runs until `shutdown`, publishing the current token (or `None`) into `tx`.
-    pub async fn run(self, tx: watch::Sender<Option<VaultToken>>, shutdown: CancellationToken) {
+    pub async fn run(mut self, tx: watch::Sender<Option<VaultToken>>, shutdown: CancellationToken) {
         let mut state = State {
             tx,
             current: None,
             backoff: Backoff::default(),
             last_error: None,
         };
+        let mut inbox = self.inbox.take();
+        let mut checks = DenialChecks::default();
         let (mut op, mut at) = (Op::Login, SystemTime::now());
         loop {
             let expiry = state.current.as_ref().map(|t| t.expires_at);
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = sleep_until(Some(at)) => {}
-                () = sleep_until(expiry) => {
-                    tracing::warn!("vault token expired before it was renewed or replaced; no longer served");
+            let check_at = checks.check_at(tokio::time::Instant::now());
+            let wake = tokio::select! {
+                () = shutdown.cancelled() => Wake::Shutdown,
+                Some(report) = next_report(&mut inbox) => Wake::Denied(report),
+                () = sleep_until_instant(check_at) => Wake::Check,
+                () = sleep_until(Some(at)) => Wake::Due,
+                () = sleep_until(expiry) => Wake::Expired,
+            };
+            match wake {
+                Wake::Shutdown => break,
+                Wake::Due => {}
+                Wake::Expired => {
+                    tracing::warn!(
+                        "vault token expired before it was renewed or replaced; no longer served"
+                    );
                     state.clear();
+                    checks.answer_stale(None);
                     (op, at) = (Op::Login, SystemTime::now());
+                    continue;
+                }
+                Wake::Denied(report) => {
+                    checks.accept(report, state.current_secret());
+                    continue;
+                }
+                Wake::Check => {
+                    if self.check_denied(&mut state, &mut checks).await {
+                        (op, at) = (Op::Login, SystemTime::now());
+                    }
                     continue;
                 }
             }
@@ -148,8 +198,47 @@ impl VaultTokenKeeper {
                 () = shutdown.cancelled() => break,
                 next = step => next,
             };
+            checks.answer_stale(state.current_secret());
         }
+        drop(checks);
         self.finish(state).await;
+    }
+
+    /// One `lookup-self` for the reports pending on the current token. Returns whether
+    /// the token was found dead and dropped (so: log in now).
+    async fn check_denied(&self, state: &mut State, checks: &mut DenialChecks) -> bool {
+        let now = tokio::time::Instant::now();
+        let reports = checks.start_lookup(now);
+        let Some(token) = state.current.clone() else {
+            answer_all(reports, TokenVerdict::Replaced);
+            return false;
+        };
+        let lookup = tokio::time::timeout(VERDICT_WAIT, self.login.lookup_self(&token)).await;
+        let verdict = match lookup {
+            Ok(Ok(())) => {
+                tracing::debug!(accessor = %token.accessor, "vault denied a path but still accepts the token: a policy answer");
+                TokenVerdict::Valid
+            }
+            Ok(Err(RenewError::TokenInvalid(message))) if checks.may_relogin(now) => {
+                tracing::warn!(accessor = %token.accessor, error = %message, "vault denied a request and no longer accepts the token (revoked or expired); logging in again");
+                state.clear();
+                TokenVerdict::Replaced
+            }
+            Ok(Err(RenewError::TokenInvalid(message))) => {
+                tracing::warn!(accessor = %token.accessor, error = %message, "vault denies lookup-self soon after a new login; not logging in again (does the policy grant read on auth/token/lookup-self?)");
+                TokenVerdict::Unknown
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(accessor = %token.accessor, error = %e, "could not check a denied vault token");
+                TokenVerdict::Unknown
+            }
+            Err(_) => {
+                tracing::debug!(accessor = %token.accessor, "checking a denied vault token timed out");
+                TokenVerdict::Unknown
+            }
+        };
+        answer_all(reports, verdict);
+        verdict == TokenVerdict::Replaced
     }
 
     async fn login_step(&self, state: &mut State) -> (Op, SystemTime) {
@@ -299,39 +388,33 @@ impl State {
         }
     }
 
+    /// The token resolvers are sent right now, to match reports against.
+    fn current_secret(&self) -> Option<&SecretBytes> {
+        self.current.as_ref().map(|t| &t.token)
+    }
+
     fn clear(&mut self) {
         self.current = None;
         self.tx.send_replace(None);
     }
 }
 
-/// Exponential backoff with jitter: each delay is drawn from `[d/2, d]`, `d` doubling
-/// from 1 s to 30 s; reset after any success.
-#[derive(Debug, Clone)]
-struct Backoff {
-    current: Duration,
-}
-
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            current: BACKOFF_MIN,
-        }
+/// The next denial report (never, without an inbox or once every sender is gone).
+async fn next_report(inbox: &mut Option<mpsc::Receiver<Report>>) -> Option<Report> {
+    match inbox {
+        Some(rx) => match rx.recv().await {
+            Some(report) => Some(report),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 
-impl Backoff {
-    fn next_delay(&mut self) -> Duration {
-        let ceiling = self.current;
-        self.current = (self.current * 2).min(BACKOFF_MAX);
-        rand::rng().random_range(ceiling / 2..=ceiling)
-    }
-
-    fn reset(&mut self) {
-        self.current = BACKOFF_MIN;
+/// Sleeps until `at` (forever for `None`).
+async fn sleep_until_instant(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Upkeep decisions: when to renew, when to log in again, and the retry pacing.
 
-use steeple_plugin_api::SecretBytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 
@@ -61,15 +61,131 @@ fn late_decisions_act_now_never_in_the_past() {
     assert!(!t.is_valid_at(t.expires_at));
 }
 
-#[test]
-fn backoff_doubles_to_thirty_seconds_with_jitter_and_resets() {
-    let mut b = Backoff::default();
-    let delays: Vec<_> = (0..8).map(|_| b.next_delay()).collect();
-    assert!(delays[0] >= Duration::from_millis(500) && delays[0] <= Duration::from_secs(1));
-    assert!(delays[1] >= Duration::from_secs(1) && delays[1] <= Duration::from_secs(2));
-    for d in &delays[5..] {
-        assert!(*d >= Duration::from_secs(15) && *d <= BACKOFF_MAX, "{d:?}");
+/// A stand-in for Vault answering every request with `status` and `body`; counts them.
+async fn fake_vault(status: u16, body: &'static str) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            assert!(request.starts_with(b"GET /v1/auth/token/lookup-self "));
+            counted.fetch_add(1, Ordering::SeqCst);
+            let answer = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    (addr, hits)
+}
+
+#[derive(Debug)]
+struct NoJwt;
+
+impl JwtSvidSource for NoJwt {
+    fn fetch<'a>(
+        &'a self,
+        _audience: &'a str,
+    ) -> steeple_plugin_api::BoxFuture<'a, Result<SecretBytes, steeple_plugin_api::ExchangeError>>
+    {
+        Box::pin(std::future::pending())
     }
-    b.reset();
-    assert!(b.next_delay() <= Duration::from_secs(1));
+}
+
+/// A keeper against `addr` holding a fresh token, three resolvers' reports pending on it.
+fn keeper_with_reports(
+    addr: &str,
+) -> (
+    VaultTokenKeeper,
+    State,
+    DenialChecks,
+    Vec<tokio::sync::oneshot::Receiver<TokenVerdict>>,
+) {
+    let client = crate::VaultClientConfig {
+        addr: addr.into(),
+        ..crate::VaultClientConfig::default()
+    }
+    .build()
+    .unwrap();
+    let login = crate::VaultJwtLogin::new(client, crate::VaultJwtLoginConfig::default());
+    let keeper = VaultTokenKeeper::new(Arc::new(login), Arc::new(NoJwt));
+    let mut current = token(3600, true, false);
+    current.issued_at = SystemTime::now();
+    current.expires_at = current.issued_at + current.lease;
+    let (tx, _) = watch::channel(Some(current.clone()));
+    let state = State {
+        tx,
+        current: Some(current.clone()),
+        backoff: Backoff::default(),
+        last_error: None,
+    };
+    let mut checks = DenialChecks::default();
+    let (mut denials, mut verdicts) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (reply, verdict) = tokio::sync::oneshot::channel();
+        denials.push(Report {
+            token: current.token.clone(),
+            reply,
+        });
+        verdicts.push(verdict);
+    }
+    for report in denials {
+        checks.accept(report, Some(&current.token));
+    }
+    (keeper, state, checks, verdicts)
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_dropped_after_one_lookup_and_reports_say_replaced() {
+    let (addr, hits) = fake_vault(403, r#"{"errors":["permission denied"]}"#).await;
+    let (keeper, mut state, mut checks, verdicts) = keeper_with_reports(&addr);
+    let mut published = state.tx.subscribe();
+    assert!(
+        keeper.check_denied(&mut state, &mut checks).await,
+        "log in now"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "one lookup for three reports"
+    );
+    assert!(state.current.is_none());
+    assert!(published.borrow_and_update().is_none(), "no longer served");
+    for verdict in verdicts {
+        assert_eq!(verdict.await, Ok(TokenVerdict::Replaced));
+    }
+}
+
+#[tokio::test]
+async fn a_valid_token_is_kept_and_the_denial_is_the_policys() {
+    let (addr, hits) = fake_vault(200, r#"{"data":{"accessor":"acc"}}"#).await;
+    let (keeper, mut state, mut checks, verdicts) = keeper_with_reports(&addr);
+    assert!(!keeper.check_denied(&mut state, &mut checks).await);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(state.current.is_some());
+    for verdict in verdicts {
+        assert_eq!(verdict.await, Ok(TokenVerdict::Valid));
+    }
+}
+
+#[tokio::test]
+async fn a_failed_check_neither_drops_the_token_nor_keeps_the_value() {
+    let (addr, _) = fake_vault(503, r#"{"errors":["Vault is sealed"]}"#).await;
+    let (keeper, mut state, mut checks, verdicts) = keeper_with_reports(&addr);
+    assert!(!keeper.check_denied(&mut state, &mut checks).await);
+    assert!(state.current.is_some());
+    for verdict in verdicts {
+        assert_eq!(verdict.await, Ok(TokenVerdict::Unknown));
+    }
 }

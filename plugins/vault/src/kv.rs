@@ -10,7 +10,7 @@ use steeple_plugin_api::{
 };
 
 use crate::client::{Call, VaultClient, VaultError, encode_path};
-use crate::token::TokenSource;
+use crate::token::{TokenSource, denial_error};
 use crate::zeroize_json;
 
 /// Which KV secrets engine version the mounts speak.
@@ -114,7 +114,7 @@ impl VaultKvResolver {
         let token = self.tokens.token().ok_or_else(|| {
             ResolveError::Unavailable("no valid Vault token yet (login pending or failing)".into())
         })?;
-        let answer = self
+        let sent = self
             .client
             .send(Call {
                 method: reqwest::Method::GET,
@@ -123,8 +123,20 @@ impl VaultKvResolver {
                 token: Some(&token),
                 body: None,
             })
-            .await
-            .map_err(|e| kv_error(&e, &secret, vault.version))?;
+            .await;
+        let answer = match sent {
+            Ok(answer) => answer,
+            Err(e) if e.status() == Some(403) => {
+                let verdict = self.tokens.denied(&token).await;
+                let what = secret.to_string();
+                return Err(denial_error(
+                    verdict,
+                    &what,
+                    kv_error(&e, &secret, vault.version),
+                ));
+            }
+            Err(e) => return Err(kv_error(&e, &secret, vault.version)),
+        };
         let mut json: Value = serde_json::from_slice(&answer.body)
             .map_err(|_| ResolveError::Unavailable(format!("{secret}: answer is not JSON")))?;
         let result = pick_field(&json, self.kv, &secret, field).map_err(fail);
@@ -170,8 +182,8 @@ fn pick_field(
     }
 }
 
-/// Maps a failed read: 404 and 403 are upstream answers (403 never triggers a login),
-/// unreachable or 5xx is retryable.
+/// Maps a failed read: 404 and 403 are upstream answers (a 403 the keeper finds to be a
+/// dead token is retried instead, see [`denial_error`]), unreachable or 5xx is retryable.
 fn kv_error(e: &VaultError, secret: &KvPath, version: Option<u64>) -> ResolveError {
     if e.is_transient() {
         return ResolveError::Unavailable(format!("reading {secret}: {e}"));

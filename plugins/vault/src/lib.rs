@@ -10,9 +10,13 @@
 //! [`CredentialExchanger`](steeple_plugin_api::CredentialExchanger) trading a JWT-SVID
 //! for a [`VaultToken`]; [`VaultTokenKeeper`] renews it and publishes it in a `watch`
 //! channel; [`VaultKvResolver`] and [`VaultTransitResolver`] read it through a
-//! [`TokenSource`]; [`seal_with_transit`] makes transit envelopes.
+//! [`TokenSource`] ([`KeptToken`] in the agent) and report a token Vault denied back to
+//! the keeper, which checks it and logs in again at once if it is dead
+//! ([`TokenVerdict`]); [`seal_with_transit`] makes transit envelopes.
 
+mod backoff;
 mod client;
+mod denial;
 mod keeper;
 mod kv;
 mod login;
@@ -20,6 +24,7 @@ mod token;
 mod transit;
 
 pub use client::{ClientBuildError, DEFAULT_TIMEOUT, VaultClient, VaultClientConfig, VaultError};
+pub use denial::{KeptToken, MIN_CHECK_INTERVAL, TokenDenials, TokenVerdict, VERDICT_WAIT};
 pub use keeper::{FATAL_RETRY, TokenAction, VaultTokenKeeper, keep_token, next_action};
 pub use kv::{KvPath, KvVersion, VaultKvResolver};
 pub use login::{RenewError, VaultJwtLogin, VaultJwtLoginConfig, login_error};

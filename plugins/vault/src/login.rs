@@ -59,6 +59,9 @@ impl From<VaultError> for RenewError {
         match e.status() {
             _ if e.is_transient() => Self::Unavailable(e.to_string()),
             Some(403) => Self::TokenInvalid(e.to_string()),
+            Some(400) if e.vault_errors().contains("bad token") => {
+                Self::TokenInvalid(e.to_string())
+            }
             _ => Self::Refused(e.to_string()),
         }
     }
@@ -169,6 +172,21 @@ impl VaultJwtLogin {
         renewed.max_ttl_reached = renewed.lease < token.lease;
         renewed.namespace.clone_from(&token.namespace);
         Ok(renewed)
+    }
+
+    /// `GET auth/token/lookup-self`: whether Vault still accepts `token` at all
+    /// ([`RenewError::TokenInvalid`] when revoked or expired).
+    pub async fn lookup_self(&self, token: &VaultToken) -> Result<(), RenewError> {
+        self.client
+            .send(Call {
+                method: reqwest::Method::GET,
+                path: "auth/token/lookup-self",
+                namespace: token.namespace.as_deref(),
+                token: Some(&token.token),
+                body: None,
+            })
+            .await?;
+        Ok(())
     }
 
     /// `POST auth/token/revoke-self` (on shutdown, when configured).
@@ -313,6 +331,10 @@ mod tests {
     fn renew_errors_say_whether_the_token_is_gone() {
         assert!(matches!(
             RenewError::from(api(403, "permission denied")),
+            RenewError::TokenInvalid(_)
+        ));
+        assert!(matches!(
+            RenewError::from(api(400, "bad token")),
             RenewError::TokenInvalid(_)
         ));
         assert!(matches!(

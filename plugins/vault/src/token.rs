@@ -1,15 +1,16 @@
 //! Vault tokens: what a login or renewal yields ([`VaultToken`]), and where resolvers take
-//! the current one from ([`TokenSource`]).
+//! the current one from — and report it denied to ([`TokenSource`]).
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
-use steeple_plugin_api::{Expiring, SecretBytes};
+use steeple_plugin_api::{BoxFuture, Expiring, ResolveError, SecretBytes};
 use tokio::sync::watch;
 use zeroize::Zeroize as _;
 
 use crate::client::VaultError;
+use crate::denial::TokenVerdict;
 
 /// The lease assumed for a token Vault reports without one (lease 0: no TTL), so it is
 /// still re-checked now and then instead of being trusted forever.
@@ -126,6 +127,33 @@ pub trait TokenSource: Send + Sync + fmt::Debug {
     /// The token to use now, or `None` while no valid token is held (before the first
     /// login, after expiry).
     fn token(&self) -> Option<SecretBytes>;
+
+    /// Reports that Vault answered 403 to `token` on a secret path and returns, within
+    /// [`VERDICT_WAIT`](crate::VERDICT_WAIT), what the token's keeper made of it.
+    /// The default has no keeper to ask: [`TokenVerdict::Unknown`].
+    fn denied<'a>(&'a self, token: &'a SecretBytes) -> BoxFuture<'a, TokenVerdict> {
+        let _ = token;
+        Box::pin(std::future::ready(TokenVerdict::Unknown))
+    }
+}
+
+/// A 403 on `what` once the keeper's `verdict` is in: a token being replaced is
+/// retried soon (the registry keeps the last good value); otherwise `policy_denial`
+/// stands — the policy's answer, and the secret is withdrawn.
+pub(crate) fn denial_error(
+    verdict: TokenVerdict,
+    what: &str,
+    policy_denial: ResolveError,
+) -> ResolveError {
+    match verdict {
+        TokenVerdict::Replaced => ResolveError::Unavailable(format!(
+            "vault denied the token on {what}: it was revoked or expired and a new login is under way"
+        )),
+        TokenVerdict::Pending => ResolveError::Unavailable(format!(
+            "vault denied the token on {what}; the token keeper is still checking it"
+        )),
+        _ => policy_denial,
+    }
 }
 
 impl TokenSource for watch::Receiver<Option<VaultToken>> {

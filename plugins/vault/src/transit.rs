@@ -20,7 +20,7 @@ use steeple_plugin_api::{
 use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::client::{Call, VaultClient, VaultError, encode_path, json_body};
-use crate::token::TokenSource;
+use crate::token::{TokenSource, denial_error};
 use crate::zeroize_json;
 
 /// The transit mount when an envelope names none.
@@ -136,7 +136,7 @@ impl VaultTransitResolver {
             ciphertext,
             context: transit_context(context),
         });
-        let answer = self
+        let sent = self
             .client
             .send(Call {
                 method: reqwest::Method::POST,
@@ -145,8 +145,20 @@ impl VaultTransitResolver {
                 token: Some(token),
                 body: Some(body),
             })
-            .await
-            .map_err(|e| transit_error(&e, &key.to_string()))?;
+            .await;
+        let answer = match sent {
+            Ok(answer) => answer,
+            Err(e) if e.status() == Some(403) => {
+                let verdict = self.tokens.denied(token).await;
+                let what = format!("transit key {key}");
+                return Err(denial_error(
+                    verdict,
+                    &what,
+                    transit_error(&e, &key.to_string()),
+                ));
+            }
+            Err(e) => return Err(transit_error(&e, &key.to_string())),
+        };
         let mut json: Value = serde_json::from_slice(&answer.body).map_err(|_| {
             ResolveError::Unavailable(format!("decrypting with {key}: answer is not JSON"))
         })?;
