@@ -121,7 +121,7 @@ impl World {
             "SPIRE {SPIRE_VERSION} (server + agent, log INFO, agent sync 1 s); Steeple {} \
              release build (log info); {} streams per HTTP/2 connection; {} rotations per \
              round, figures are their median; client: one tokio runtime, 2 workers",
-            crate::git_describe(),
+            steeple_e2e::bench_support::git_describe(),
             args.per_connection,
             args.rotations
         )

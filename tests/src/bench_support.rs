@@ -104,3 +104,67 @@ fn proc_status_kib(path: &str, key: &str) -> anyhow::Result<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .with_context(|| format!("no {key} in {path}"))
 }
+
+/// Set in the re-executed benchmark, which runs with `STEEPLE_BIN` pointing at the
+/// release build (the harness reads it; setting it in-process would need `unsafe`).
+const CHILD_MARKER: &str = "STEEPLE_BENCH_CHILD";
+
+/// A benchmark's `main`: the first run builds the release `steeple` (unless `STEEPLE_BIN`
+/// names one) and runs the benchmark binary again with `STEEPLE_BIN` set and Steeple
+/// logging at `info`; that second run executes `bench` on a 2-worker runtime (Ctrl-C
+/// ends it with an error).
+pub fn main_with_release_steeple<F, Fut>(bench: F) -> anyhow::Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    if std::env::var_os(CHILD_MARKER).is_none() {
+        return reexec_with_release_steeple();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        tokio::select! {
+            result = bench() => result,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        }
+    })
+}
+
+fn reexec_with_release_steeple() -> anyhow::Result<()> {
+    let bin = match std::env::var_os("STEEPLE_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build_release_steeple()?,
+    };
+    eprintln!("bench: Steeple binary {}", bin.display());
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args(std::env::args_os().skip(1))
+        .env(CHILD_MARKER, "1")
+        .env("STEEPLE_BIN", &bin);
+    if std::env::var_os("STEEPLE_LOG_LEVEL").is_none() {
+        command.env("STEEPLE_LOG_LEVEL", "info");
+    }
+    let status = command.status().context("re-running the benchmark")?;
+    anyhow::ensure!(status.success(), "benchmark failed: {status}");
+    Ok(())
+}
+
+/// `program args…`'s trimmed stdout, or `unknown`.
+pub fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The Steeple commit being measured (`-dirty` with uncommitted changes).
+pub fn git_describe() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    command_output("git", &["-C", dir, "describe", "--always", "--dirty"])
+}

@@ -19,7 +19,6 @@ mod stats;
 mod upstream;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::Context as _;
 use steeple_e2e::bench_support;
@@ -27,54 +26,17 @@ use steeple_e2e::bench_support;
 use args::{Args, Part};
 use report::Report;
 
-/// Set in the re-executed benchmark, which runs with `STEEPLE_BIN` pointing at the
-/// release build (the harness reads it; setting it in-process would need `unsafe`).
-const CHILD_MARKER: &str = "STEEPLE_BENCH_CHILD";
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse(std::env::args().skip(1))?;
-    if std::env::var_os(CHILD_MARKER).is_none() {
-        return reexec_with_release_steeple();
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        tokio::select! {
-            result = run(&args) => result,
-            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
-        }
-    })
-}
-
-/// Builds the release `steeple` (unless `STEEPLE_BIN` names one) and runs this benchmark
-/// again with `STEEPLE_BIN` set, and Steeple logging at `info`.
-fn reexec_with_release_steeple() -> anyhow::Result<()> {
-    let bin = match std::env::var_os("STEEPLE_BIN") {
-        Some(bin) => PathBuf::from(bin),
-        None => bench_support::build_release_steeple()?,
-    };
-    eprintln!("bench: Steeple binary {}", bin.display());
-    let mut command = Command::new(std::env::current_exe()?);
-    command
-        .args(std::env::args_os().skip(1))
-        .env(CHILD_MARKER, "1")
-        .env("STEEPLE_BIN", &bin);
-    if std::env::var_os("STEEPLE_LOG_LEVEL").is_none() {
-        command.env("STEEPLE_LOG_LEVEL", "info");
-    }
-    let status = command.status().context("re-running the benchmark")?;
-    anyhow::ensure!(status.success(), "benchmark failed: {status}");
-    Ok(())
+    bench_support::main_with_release_steeple(|| run(&args))
 }
 
 async fn run(args: &Args) -> anyhow::Result<()> {
     bench_support::raise_nofile_limit()?;
     let mut report = Report {
-        date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        date: bench_support::command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         machine: bench_support::machine_description(),
-        git_rev: git_describe(),
+        git_rev: bench_support::git_describe(),
         command: args.command_line(),
         fetch: None,
         resolve: None,
@@ -95,21 +57,4 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     std::fs::write(&path, &markdown).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("bench: wrote {}", path.display());
     Ok(())
-}
-
-/// `program args…`'s trimmed stdout, or `unknown`.
-fn command_output(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// The Steeple commit being measured (`-dirty` with uncommitted changes).
-fn git_describe() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    command_output("git", &["-C", dir, "describe", "--always", "--dirty"])
 }
