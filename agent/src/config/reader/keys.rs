@@ -1,0 +1,93 @@
+//! Every key the configuration knows, by section: anything else is an error naming it.
+
+/// `[section]` tables and their keys.
+pub(super) const SECTIONS: &[(&str, &[&str])] = &[
+    ("agent", &["profile"]),
+    (
+        "envelopes",
+        &[
+            "enabled",
+            "paths",
+            "poll_interval",
+            "refresh_interval",
+            "max_ciphertext_bytes",
+            "local_master_key_env",
+        ],
+    ),
+    (
+        "control_plane",
+        &[
+            "url",
+            "token_file",
+            "jwt_audience",
+            "poll_interval",
+            "ca_file",
+        ],
+    ),
+    (
+        "aws",
+        &[
+            "enabled",
+            "role_arn",
+            "audience",
+            "session_duration",
+            "region",
+            "sts_endpoint",
+            "kms_endpoint",
+            "key_arn_allowlist",
+            "probe_keys",
+            "allow_insecure_endpoints",
+            "credentials_resource_name",
+            "container_credentials_listen",
+            "container_credentials_token_file",
+        ],
+    ),
+    (
+        "vault",
+        &[
+            "enabled",
+            "addr",
+            "namespace",
+            "auth_mount",
+            "role",
+            "audience",
+            "ca_file",
+            "kv_version",
+            "transit_mount",
+            "kv_refresh_interval",
+            "revoke_on_shutdown",
+            "token_resource_name",
+            "allow_insecure",
+        ],
+    ),
+    ("workload_api", &["socket"]),
+    (
+        "sds",
+        &[
+            "socket",
+            "socket_mode",
+            "default_svid_name",
+            "default_bundle_name",
+            "default_all_bundles_name",
+            "disable_spiffe_cert_validation",
+            "max_resource_names",
+            "max_resource_name_len",
+            "max_request_bytes",
+        ],
+    ),
+    (
+        "dev",
+        &[
+            "trust_domain",
+            "workload_id",
+            "x509_svid_ttl",
+            "jwt_svid_ttl",
+        ],
+    ),
+    ("log", &["level", "format"]),
+];
+/// `[[name]]` arrays of tables and their keys.
+pub(super) const TABLE_ARRAYS: &[(&str, &[&str])] = &[
+    ("jwt_svids", &["audience", "spiffe_id", "resource_name"]),
+    ("callers", &["uids", "gids", "exe", "resources"]),
+];
