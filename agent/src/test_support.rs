@@ -1,4 +1,5 @@
-//! Test-only helpers: a throwaway CA issuing SVIDs with rcgen.
+//! Test-only helpers: a throwaway CA issuing SVIDs with rcgen, and a JWT-SVID source
+//! whose Workload API is never there.
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 
@@ -41,5 +42,27 @@ impl TestCa {
             der: cert.der().to_vec(),
             key_pkcs8: key.serialize_der(),
         }
+    }
+}
+
+/// A JWT-SVID source that always fails as an unreachable Workload API would.
+#[derive(Debug)]
+pub struct NoWorkloadApi;
+
+impl steeple_plugin_api::JwtSvidSource for NoWorkloadApi {
+    fn fetch<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> steeple_plugin_api::BoxFuture<
+        'a,
+        Result<steeple_plugin_api::SecretBytes, steeple_plugin_api::ExchangeError>,
+    > {
+        Box::pin(async {
+            Err(steeple_plugin_api::ExchangeError::new(
+                steeple_plugin_api::ExchangeErrorKind::Transient,
+                "NoWorkloadApi",
+                "unit test",
+            ))
+        })
     }
 }

@@ -1,22 +1,6 @@
-use steeple_plugin_api::{BoxFuture, ExchangeError, SecretBytes};
-
 use super::*;
 use crate::config::Config;
-
-#[derive(Debug)]
-struct NoJwt;
-
-impl JwtSvidSource for NoJwt {
-    fn fetch<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>> {
-        Box::pin(async {
-            Err(ExchangeError::new(
-                steeple_plugin_api::ExchangeErrorKind::Transient,
-                "NoWorkloadApi",
-                "unit test",
-            ))
-        })
-    }
-}
+use crate::test_support::NoWorkloadApi;
 
 fn aws_config(extra: &str) -> AwsConfig {
     let text = format!(
@@ -31,7 +15,7 @@ fn start_with(config: &AwsConfig) -> Result<Option<AwsRuntime>, AwsStartError> {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let context = AwsContext {
-        jwt: Arc::new(NoJwt),
+        jwt: Arc::new(NoWorkloadApi),
         store: Arc::new(SecretStore::new()),
         rows: None,
         fatal: crate::supervisor::FatalSignal::new(&shutdown),

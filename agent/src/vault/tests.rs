@@ -1,24 +1,10 @@
 use std::time::{Duration, SystemTime};
 
-use steeple_plugin_api::{BoxFuture, ExchangeError, Provider, SecretBytes};
+use steeple_plugin_api::{Provider, SecretBytes};
 
 use super::*;
 use crate::config::Config;
-
-#[derive(Debug)]
-struct NoJwt;
-
-impl JwtSvidSource for NoJwt {
-    fn fetch<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>> {
-        Box::pin(async {
-            Err(ExchangeError::new(
-                steeple_plugin_api::ExchangeErrorKind::Transient,
-                "NoWorkloadApi",
-                "unit test",
-            ))
-        })
-    }
-}
+use crate::test_support::NoWorkloadApi;
 
 fn vault_config(extra: &str) -> VaultConfig {
     let text = format!(
@@ -33,7 +19,7 @@ fn start_with(config: &VaultConfig) -> Result<Option<VaultRuntime>, VaultStartEr
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let context = VaultContext {
-        jwt: Arc::new(NoJwt),
+        jwt: Arc::new(NoWorkloadApi),
         store: Arc::new(SecretStore::new()),
         shutdown: &shutdown,
     };
