@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use steeple_e2e::bootstrap::credential_injector;
-use steeple_e2e::moto::Moto;
 use steeple_e2e::sds_client::{self, assert_not_in_logs};
 use steeple_e2e::steeple::steeple_bin;
 use steeple_e2e::suite::eventually_status;
@@ -80,50 +79,45 @@ async fn logged_error(steeple: &SteepleProcess, path: &str, reason: &str) -> any
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> anyhow::Result<()> {
-    let sts = Moto::start().await?;
-    let kms = Moto::start().await?;
-    let key = kms.create_key("us-east-1").await?;
-    let foreign = kms.create_key("eu-west-1").await?;
-    let work = tempfile::Builder::new()
-        .prefix("steeple-aws-")
-        .tempdir_in("/tmp")?;
-    let envelopes = work.path().join("envelopes");
-    std::fs::create_dir_all(&envelopes)?;
+    let world = AwsWorld::start().await?;
+    let foreign = world.kms.create_key("eu-west-1").await?;
 
     let token = canary("kms-token", 40);
     let bundle = canary("kms-bundle", 10 * 1024);
-    let good = seal(&kms, &key, TOKEN_PATH, "service=api,env=prod", &token)?;
-    let large = seal(&kms, &key, BUNDLE_PATH, "service=api", &bundle)?;
+    let good = seal(
+        &world.kms,
+        &world.key,
+        TOKEN_PATH,
+        "service=api,env=prod",
+        &token,
+    )?;
+    let large = seal(&world.kms, &world.key, BUNDLE_PATH, "service=api", &bundle)?;
     assert!(
         large["data_key_ciphertext"].is_string(),
         "10 KiB goes through the data-key layer"
     );
     let mut mismatch = seal(
-        &kms,
-        &key,
+        &world.kms,
+        &world.key,
         "bad/context",
         "env=dev",
         b"irrelevant-plaintext",
     )?;
     mismatch["aad"] = "env=prod".into();
-    let outside = seal(&kms, &foreign, "bad/outside", "", b"irrelevant-outside")?;
+    let outside = seal(
+        &world.kms,
+        &foreign,
+        "bad/outside",
+        "",
+        b"irrelevant-outside",
+    )?;
     let bad = malformed(&good);
     let mut rows = vec![good.clone(), large, mismatch, outside];
     rows.extend(bad.iter().map(|(row, _)| row.clone()));
-    write_rows(&envelopes.join("rows.json"), &rows)?;
+    world.write_rows(&rows)?;
 
-    let token_file = work.path().join("container-token");
-    std::fs::write(&token_file, CONTAINER_TOKEN)?;
     let container_port = free_port()?;
-    let config = agent_toml(
-        &sts,
-        &kms,
-        &envelopes,
-        &account_prefix(&key)?,
-        container_port,
-        &token_file,
-        "",
-    );
+    let config = world.config(container_port, "")?;
     let suite = Suite::with_spire_config("1h", &[WORKLOAD], &config)?;
     let socket = suite.steeple.sds_socket().to_owned();
 
@@ -140,7 +134,7 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
     assert_eq!(value(BUNDLE_PATH).as_deref(), Some(bundle.as_slice()));
 
     // STS got a real RS256 JWT-SVID for the workload, and a session name derived from it.
-    let calls = sts.requests()?;
+    let calls = world.sts.requests()?;
     let assume: Vec<_> = calls
         .iter()
         .filter(|r| r.operation == "AssumeRoleWithWebIdentity")
@@ -170,7 +164,8 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
 
     // KMS was called only with the exchanged credentials, never for the foreign key.
     let credentials = sds_credentials(&socket).await?;
-    let decrypts: Vec<_> = kms
+    let decrypts: Vec<_> = world
+        .kms
         .requests()?
         .into_iter()
         .filter(|r| r.operation == "TrentService.Decrypt")
@@ -196,7 +191,7 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
     assert_eq!(upstream.last_header("authorization"), Some(bearer));
 
     // An unmodified boto3 signs with the same credentials, through credential_process…
-    let aws_config = work.path().join("aws-config");
+    let aws_config = world.work.path().join("aws-config");
     std::fs::write(
         &aws_config,
         format!(
@@ -206,7 +201,7 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
         ),
     )?;
     let via_process = boto3_access_key(
-        &kms,
+        &world.kms,
         &[
             ("AWS_CONFIG_FILE", aws_config.display().to_string()),
             ("AWS_PROFILE", "steeple".into()),
@@ -215,7 +210,7 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
     assert_eq!(via_process, credentials.access_key_id);
     // …and through the container-credentials endpoint.
     let via_container = boto3_access_key(
-        &kms,
+        &world.kms,
         &[
             (
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI",
@@ -223,12 +218,13 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
             ),
             (
                 "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-                token_file.display().to_string(),
+                world.token_file.display().to_string(),
             ),
         ],
     )?;
     assert_eq!(via_container, credentials.access_key_id);
-    let list_keys_signers: Vec<_> = kms
+    let list_keys_signers: Vec<_> = world
+        .kms
         .requests()?
         .into_iter()
         .filter(|r| r.operation == "TrentService.ListKeys")
@@ -251,31 +247,17 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_sessions_refresh_without_gaps_once_for_all_consumers_and_survive_sts_outages()
 -> anyhow::Result<()> {
-    let mut sts = Moto::start().await?;
-    let kms = Moto::start().await?;
-    let key = kms.create_key("us-east-1").await?;
-    let work = tempfile::Builder::new()
-        .prefix("steeple-aws-")
-        .tempdir_in("/tmp")?;
-    let envelopes = work.path().join("envelopes");
-    std::fs::create_dir_all(&envelopes)?;
+    let mut world = AwsWorld::start().await?;
     let token = canary("kms-outage", 48);
-    write_rows(
-        &envelopes.join("rows.json"),
-        &[seal(&kms, &key, TOKEN_PATH, "service=api", &token)?],
-    )?;
-    let token_file = work.path().join("container-token");
-    std::fs::write(&token_file, CONTAINER_TOKEN)?;
+    world.write_rows(&[seal(
+        &world.kms,
+        &world.key,
+        TOKEN_PATH,
+        "service=api",
+        &token,
+    )?])?;
     let container_port = free_port()?;
-    let config = agent_toml(
-        &sts,
-        &kms,
-        &envelopes,
-        &account_prefix(&key)?,
-        container_port,
-        &token_file,
-        "session_duration = \"20s\"\n",
-    );
+    let config = world.config(container_port, "session_duration = \"20s\"\n")?;
     let suite = Suite::with_spire_config("1h", &[WORKLOAD], &config)?;
     let socket = suite.steeple.sds_socket().to_owned();
     sds_client::wait_for(&socket, &[TOKEN_PATH, CREDENTIALS], Duration::from_secs(60)).await?;
@@ -296,7 +278,7 @@ async fn short_sessions_refresh_without_gaps_once_for_all_consumers_and_survive_
         "20 s sessions over 32 s: at least two refreshes, saw {:?}",
         polled.access_keys
     );
-    let exchanges = sts.count("AssumeRoleWithWebIdentity")?;
+    let exchanges = world.sts.count("AssumeRoleWithWebIdentity")?;
     assert!(
         exchanges <= polled.access_keys.len() + 1,
         "{exchanges} STS calls for {} credential sets",
@@ -312,7 +294,7 @@ async fn short_sessions_refresh_without_gaps_once_for_all_consumers_and_survive_
 
     // STS goes away: the last credentials stay served until they expire, then are
     // withdrawn (never served stale), while the resolved envelope stays served.
-    sts.stop()?;
+    world.sts.stop()?;
     let last = container_credentials(container_port)
         .await?
         .1
@@ -344,7 +326,7 @@ async fn short_sessions_refresh_without_gaps_once_for_all_consumers_and_survive_
     );
 
     // STS is back: the exchange recovers on its own.
-    sts.start_again().await?;
+    world.sts.start_again().await?;
     let recovered = steeple_e2e::wait_for(
         "credentials after STS recovery",
         Duration::from_secs(45),
@@ -373,34 +355,20 @@ async fn short_sessions_refresh_without_gaps_once_for_all_consumers_and_survive_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_probe_stops_the_agent_naming_a_key_it_may_not_use() -> anyhow::Result<()> {
-    let sts = Moto::start().await?;
-    let kms = Moto::start().await?;
-    let key = kms.create_key("us-east-1").await?;
-    let foreign = kms.create_key("eu-west-1").await?;
-    let work = tempfile::Builder::new()
-        .prefix("steeple-aws-")
-        .tempdir_in("/tmp")?;
-    let envelopes = work.path().join("envelopes");
-    std::fs::create_dir_all(&envelopes)?;
-    write_rows(
-        &envelopes.join("rows.json"),
-        &[
-            seal(&kms, &key, "ok/path", "", b"irrelevant-ok")?,
-            seal(&kms, &foreign, "bad/outside", "", b"irrelevant-outside")?,
-        ],
-    )?;
-    let token_file = work.path().join("container-token");
-    std::fs::write(&token_file, CONTAINER_TOKEN)?;
-    let config = agent_toml(
-        &sts,
-        &kms,
-        &envelopes,
-        &account_prefix(&key)?,
-        free_port()?,
-        &token_file,
-        "probe_keys = true\n",
-    );
-    let dir = work.path().join("agent");
+    let world = AwsWorld::start().await?;
+    let foreign = world.kms.create_key("eu-west-1").await?;
+    world.write_rows(&[
+        seal(&world.kms, &world.key, "ok/path", "", b"irrelevant-ok")?,
+        seal(
+            &world.kms,
+            &foreign,
+            "bad/outside",
+            "",
+            b"irrelevant-outside",
+        )?,
+    ])?;
+    let config = world.config(free_port()?, "probe_keys = true\n")?;
+    let dir = world.work.path().join("agent");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("steeple.toml"), config)?;
     // `steeple dev` (its own Workload API; moto's STS takes any token) is enough here.
@@ -426,7 +394,8 @@ async fn the_key_probe_stops_the_agent_naming_a_key_it_may_not_use() -> anyhow::
         "{last}"
     );
     assert!(stderr.contains("KMS key probe passed"), "{stderr}");
-    let describes: Vec<_> = kms
+    let describes: Vec<_> = world
+        .kms
         .requests()?
         .into_iter()
         .filter(|r| r.operation == "TrentService.DescribeKey")

@@ -3,7 +3,7 @@
 //! from SDS and the container endpoint, and running boto3.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::Context as _;
@@ -59,7 +59,7 @@ pub fn seal(
 }
 
 /// Writes `rows` to `file` atomically (write, then rename), as config management would.
-pub fn write_rows(file: &Path, rows: &[serde_json::Value]) -> anyhow::Result<()> {
+fn write_rows(file: &Path, rows: &[serde_json::Value]) -> anyhow::Result<()> {
     let temp = file.with_extension("tmp");
     std::fs::write(&temp, serde_json::to_vec(rows)?)?;
     std::fs::rename(&temp, file)?;
@@ -67,37 +67,71 @@ pub fn write_rows(file: &Path, rows: &[serde_json::Value]) -> anyhow::Result<()>
 }
 
 /// `arn:aws:kms:<region>:<account>:` of `key_arn`: the allowlist prefix for its account.
-pub fn account_prefix(key_arn: &str) -> anyhow::Result<String> {
+fn account_prefix(key_arn: &str) -> anyhow::Result<String> {
     let (prefix, _) = key_arn
         .split_once("key/")
         .with_context(|| format!("{key_arn} is not a key ARN"))?;
     Ok(prefix.to_owned())
 }
 
-/// The agent config: envelopes from `envelopes`, STS and KMS at the two motos, `key_arn`'s
-/// account allowlisted, the container endpoint on `container_port`, plus `extra` keys for
-/// `[aws]`.
-pub fn agent_toml(
-    sts: &Moto,
-    kms: &Moto,
-    envelopes: &Path,
-    allow: &str,
-    container_port: u16,
-    token_file: &Path,
-    extra_aws: &str,
-) -> String {
-    format!(
-        "[envelopes]\nenabled = true\npaths = [\"{envelopes}\"]\npoll_interval = \"200ms\"\n\
-         max_ciphertext_bytes = 65536\n\
-         [aws]\nenabled = true\nrole_arn = \"{ROLE_ARN}\"\nsts_endpoint = \"{sts}\"\n\
-         kms_endpoint = \"{kms}\"\nkey_arn_allowlist = [\"{allow}\"]\n\
-         container_credentials_listen = \"127.0.0.1:{container_port}\"\n\
-         container_credentials_token_file = \"{token}\"\n{extra_aws}",
-        envelopes = envelopes.display(),
-        sts = sts.endpoint(),
-        kms = kms.endpoint(),
-        token = token_file.display(),
-    )
+/// What every AWS test starts from: moto for STS and another for KMS (so STS can be
+/// stopped alone), a key in us-east-1, an envelope directory and the container
+/// endpoint's token file, all under one temp dir.
+pub struct AwsWorld {
+    pub sts: Moto,
+    pub kms: Moto,
+    /// A key whose account and region are allowlisted.
+    pub key: String,
+    pub envelopes: PathBuf,
+    pub token_file: PathBuf,
+    pub work: tempfile::TempDir,
+}
+
+impl AwsWorld {
+    pub async fn start() -> anyhow::Result<Self> {
+        let sts = Moto::start().await?;
+        let kms = Moto::start().await?;
+        let key = kms.create_key("us-east-1").await?;
+        let work = tempfile::Builder::new()
+            .prefix("steeple-aws-")
+            .tempdir_in("/tmp")?;
+        let envelopes = work.path().join("envelopes");
+        std::fs::create_dir_all(&envelopes)?;
+        let token_file = work.path().join("container-token");
+        std::fs::write(&token_file, CONTAINER_TOKEN)?;
+        Ok(Self {
+            sts,
+            kms,
+            key,
+            envelopes,
+            token_file,
+            work,
+        })
+    }
+
+    /// The agent config: envelopes from the directory, STS and KMS at the two motos, the
+    /// key's account allowlisted, the container endpoint on `container_port`, plus `extra`
+    /// keys for `[aws]`.
+    pub fn config(&self, container_port: u16, extra_aws: &str) -> anyhow::Result<String> {
+        Ok(format!(
+            "[envelopes]\nenabled = true\npaths = [\"{envelopes}\"]\npoll_interval = \"200ms\"\n\
+             max_ciphertext_bytes = 65536\n\
+             [aws]\nenabled = true\nrole_arn = \"{ROLE_ARN}\"\nsts_endpoint = \"{sts}\"\n\
+             kms_endpoint = \"{kms}\"\nkey_arn_allowlist = [\"{allow}\"]\n\
+             container_credentials_listen = \"127.0.0.1:{container_port}\"\n\
+             container_credentials_token_file = \"{token}\"\n{extra_aws}",
+            envelopes = self.envelopes.display(),
+            sts = self.sts.endpoint(),
+            kms = self.kms.endpoint(),
+            allow = account_prefix(&self.key)?,
+            token = self.token_file.display(),
+        ))
+    }
+
+    /// Writes `rows` as the envelope file.
+    pub fn write_rows(&self, rows: &[serde_json::Value]) -> anyhow::Result<()> {
+        write_rows(&self.envelopes.join("rows.json"), rows)
+    }
 }
 
 /// Credentials as an SDK reads them (credential_process or container JSON).
