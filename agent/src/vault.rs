@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use steeple_plugin_api::{EnvelopeResolver, JwtSvidSource};
 use steeple_plugin_vault::{
-    ClientBuildError, KvVersion, VaultClientConfig, VaultJwtLogin, VaultJwtLoginConfig,
+    ClientBuildError, KvVersion, LiveRoots, VaultClientConfig, VaultJwtLogin, VaultJwtLoginConfig,
     VaultKvResolver, VaultToken, VaultTokenKeeper, VaultTransitResolver,
 };
 use tokio::sync::watch;
@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::VaultConfig;
-use crate::store::{Secret, SecretStore};
+use crate::store::{Secret, SecretStore, Snapshot};
 
 /// Why the Vault side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,22 @@ pub fn start(
         key: "kv_version",
         problem: format!("{} is not 1 or 2", config.kv_version),
     })?;
-    let client = client_config(config).build().map_err(client_error)?;
+    let client = match &config.ca_spiffe_bundle {
+        None => client_config(config).build().map_err(client_error)?,
+        Some(trust_domain) => {
+            let origin = format!("the SPIFFE bundle of {trust_domain}");
+            let (client, roots) = client_config(config)
+                .build_with_live_roots(&origin)
+                .map_err(client_error)?;
+            tasks.spawn(follow_bundle(
+                format!("spiffe://{trust_domain}"),
+                roots,
+                context.store.subscribe(),
+                context.shutdown.clone(),
+            ));
+            client
+        }
+    };
     let login = VaultJwtLogin::new(client.clone(), login_config(config));
     let kept = VaultTokenKeeper::new(Arc::new(login), context.jwt)
         .revoke_on_shutdown(config.revoke_on_shutdown)
@@ -93,6 +108,7 @@ pub fn start(
     tracing::info!(
         addr = %config.addr,
         namespace = config.namespace.as_deref().unwrap_or(""),
+        ca_spiffe_bundle = config.ca_spiffe_bundle.as_deref().unwrap_or(""),
         auth_mount = %config.auth_mount,
         role = %config.role,
         audience = %config.audience,
@@ -131,6 +147,48 @@ fn client_error(e: ClientBuildError) -> VaultStartError {
     VaultStartError::Config {
         key,
         problem: e.to_string(),
+    }
+}
+
+/// Keeps `roots` equal to the X.509 bundle stored under `bundle_name` (a trust-domain
+/// ID), so new connections to Vault trust what the Workload API trusts now. A bundle
+/// that goes away keeps its last roots (SPIRE never withdraws its own trust domain; a
+/// federated one disappearing is logged).
+async fn follow_bundle(
+    bundle_name: String,
+    roots: LiveRoots,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    shutdown: CancellationToken,
+) {
+    let mut applied: Option<u64> = None;
+    loop {
+        let entry = snapshots.borrow_and_update().get(&bundle_name).cloned();
+        match entry {
+            Some(entry) if applied != Some(entry.version) => {
+                applied = Some(entry.version);
+                if let Secret::TrustBundle(bundle) = &entry.secret {
+                    match roots.replace(&bundle.roots_der) {
+                        Ok(()) => tracing::info!(
+                            bundle = %bundle_name,
+                            roots = bundle.roots_der.len(),
+                            "Vault TLS trusts the current SPIFFE bundle"
+                        ),
+                        Err(e) => {
+                            tracing::error!(error = %e, "SPIFFE bundle refused for Vault TLS; keeping the previous roots")
+                        }
+                    }
+                }
+            }
+            None if applied.take().is_some() => tracing::warn!(
+                bundle = %bundle_name,
+                "SPIFFE bundle for Vault TLS withdrawn; keeping its last roots"
+            ),
+            _ => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = snapshots.changed() => if changed.is_err() { return },
+        }
     }
 }
 

@@ -106,7 +106,7 @@ async fn start_world() -> anyhow::Result<World> {
     let bao = OpenBao::start_mode(OpenBaoMode::Persistent)?;
     let spire = Spire::start(SpireOptions::default())?;
     spire.create_entry(WORKLOAD, &uid_selector(), None)?;
-    support::configure(&bao, support::spire_jwt_keys(&spire)?, TOKEN_TTL)?;
+    support::configure(&bao.admin(), support::spire_jwt_keys(&spire)?, TOKEN_TTL)?;
     bao.admin().kv_put(
         "secret",
         KV_SECRET,

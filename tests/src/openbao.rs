@@ -2,10 +2,11 @@
 //! Vault suites need, done with OpenBao's own CLI (`bao`): namespaces, KV v1/v2, transit
 //! keys and rotation, JWT auth with roles, policies, token revocation, restarts.
 //!
-//! Three modes (see [`OpenBaoMode`]): `-dev` (in memory; a restart loses everything),
+//! Four modes (see [`OpenBaoMode`]): `-dev` (in memory; a restart loses everything),
 //! `-dev -dev-tls` (the same over TLS with a generated CA), and a persistent server (file
 //! storage, initialized with one key share and unsealed by the harness), whose state —
-//! mounts, keys, tokens — survives [`OpenBao::stop`] / [`OpenBao::start_again`].
+//! mounts, keys, tokens — survives [`OpenBao::stop`] / [`OpenBao::start_again`], over plain
+//! HTTP or over TLS with a certificate the test supplies (e.g. one SPIRE minted).
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -57,6 +58,20 @@ pub enum OpenBaoMode {
     /// unsealed by the harness, `secret/` mounted as KV v2, plain HTTP. State survives
     /// restarts; every start is unsealed again.
     Persistent,
+    /// As `Persistent`, over TLS at `https://localhost:<port>` with a certificate the
+    /// test supplies ([`OpenBao::start_tls`], [`OpenBao::set_tls`]).
+    PersistentTls,
+}
+
+/// A server certificate for [`OpenBaoMode::PersistentTls`], all PEM.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The certificate chain, leaf first, valid for `localhost`.
+    pub chain: String,
+    /// Its private key.
+    pub key: String,
+    /// What the `bao` CLI trusts for it.
+    pub ca: String,
 }
 
 /// A running OpenBao. Dropping it stops the server and removes its temp dir.
@@ -81,7 +96,35 @@ impl OpenBao {
     }
 
     /// Starts a server in `mode` and waits until it is unsealed and answering.
+    /// [`OpenBaoMode::PersistentTls`] needs its certificate: see [`OpenBao::start_tls`].
     pub fn start_mode(mode: OpenBaoMode) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            mode != OpenBaoMode::PersistentTls,
+            "OpenBaoMode::PersistentTls starts with OpenBao::start_tls"
+        );
+        Self::start_with(mode, None)
+    }
+
+    /// Starts a persistent server over TLS with `tls` ([`OpenBaoMode::PersistentTls`]).
+    pub fn start_tls(tls: &ServerTls) -> anyhow::Result<Self> {
+        Self::start_with(OpenBaoMode::PersistentTls, Some(tls))
+    }
+
+    /// Replaces the server certificate; it takes effect at [`OpenBao::start_again`].
+    pub fn set_tls(&self, tls: &ServerTls) -> anyhow::Result<()> {
+        let dir = self.dir.path().join("tls");
+        std::fs::create_dir_all(&dir).context("creating the TLS dir")?;
+        for (name, pem) in [
+            ("server.pem", &tls.chain),
+            ("server.key", &tls.key),
+            ("ca.pem", &tls.ca),
+        ] {
+            std::fs::write(dir.join(name), pem).with_context(|| format!("writing {name}"))?;
+        }
+        Ok(())
+    }
+
+    fn start_with(mode: OpenBaoMode, tls: Option<&ServerTls>) -> anyhow::Result<Self> {
         let bin = openbao_bin()?;
         let dir = tempfile::Builder::new()
             .prefix("openbao-")
@@ -89,7 +132,9 @@ impl OpenBao {
             .context("creating OpenBao temp dir")?;
         // Dev mode binds its cluster listener on port + 1, without a flag to move it.
         let (port, cluster_port) = match mode {
-            OpenBaoMode::Persistent => (process::free_port()?, process::free_port()?),
+            OpenBaoMode::Persistent | OpenBaoMode::PersistentTls => {
+                (process::free_port()?, process::free_port()?)
+            }
             _ => free_port_pair()?,
         };
         let mut bao = Self {
@@ -103,17 +148,21 @@ impl OpenBao {
             process: None,
             dir,
         };
+        if let Some(tls) = tls {
+            bao.set_tls(tls)?;
+        }
         bao.start_again()?;
         Ok(bao)
     }
 
-    /// `http://127.0.0.1:<port>` (`https://` in [`OpenBaoMode::DevTls`]).
+    /// `http://127.0.0.1:<port>` (`https://` in [`OpenBaoMode::DevTls`],
+    /// `https://localhost:<port>` in [`OpenBaoMode::PersistentTls`]).
     pub fn addr(&self) -> String {
-        let scheme = match self.mode {
-            OpenBaoMode::DevTls => "https",
-            _ => "http",
-        };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        match self.mode {
+            OpenBaoMode::DevTls => format!("https://127.0.0.1:{}", self.port),
+            OpenBaoMode::PersistentTls => format!("https://localhost:{}", self.port),
+            _ => format!("http://127.0.0.1:{}", self.port),
+        }
     }
 
     /// The API port.
@@ -121,9 +170,13 @@ impl OpenBao {
         self.port
     }
 
-    /// The CA that signed the server's certificate ([`OpenBaoMode::DevTls`] only).
+    /// The CA that signed the server's certificate (TLS modes only).
     pub fn ca_file(&self) -> Option<PathBuf> {
-        (self.mode == OpenBaoMode::DevTls).then(|| self.tls_dir().join("vault-ca.pem"))
+        match self.mode {
+            OpenBaoMode::DevTls => Some(self.tls_dir().join("vault-ca.pem")),
+            OpenBaoMode::PersistentTls => Some(self.dir.path().join("tls/ca.pem")),
+            _ => None,
+        }
     }
 
     /// The root token.
@@ -159,7 +212,10 @@ impl OpenBao {
         let log_dir = self.dir.path().join("logs");
         self.process = Some(ChildProcess::spawn(NAME, command, &log_dir)?);
         self.wait_status(&[0, 2])?;
-        if self.mode == OpenBaoMode::Persistent {
+        if matches!(
+            self.mode,
+            OpenBaoMode::Persistent | OpenBaoMode::PersistentTls
+        ) {
             self.init_and_unseal()?;
         }
         Ok(())
@@ -207,7 +263,7 @@ impl OpenBao {
                     format!("-dev-tls-cert-dir={}", tls_dir.display()),
                 ])
             }
-            OpenBaoMode::Persistent => {
+            OpenBaoMode::Persistent | OpenBaoMode::PersistentTls => {
                 let config = self.dir.path().join("server.hcl");
                 std::fs::write(&config, self.persistent_config()).context("writing server.hcl")?;
                 vec![format!("-config={}", config.display())]
@@ -217,9 +273,18 @@ impl OpenBao {
 
     fn persistent_config(&self) -> String {
         let data = self.dir.path().join("data");
+        let tls = self.dir.path().join("tls");
+        let listener_tls = match self.mode {
+            OpenBaoMode::PersistentTls => format!(
+                "tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"",
+                tls.join("server.pem").display(),
+                tls.join("server.key").display()
+            ),
+            _ => "tls_disable = true".to_owned(),
+        };
         format!(
             r#"ui = false
-api_addr = "http://127.0.0.1:{port}"
+api_addr = "{addr}"
 cluster_addr = "https://127.0.0.1:{cluster}"
 storage "file" {{
   path = "{data}"
@@ -227,9 +292,10 @@ storage "file" {{
 listener "tcp" {{
   address = "127.0.0.1:{port}"
   cluster_address = "127.0.0.1:{cluster}"
-  tls_disable = true
+  {listener_tls}
 }}
 "#,
+            addr = self.addr(),
             port = self.port,
             cluster = self.cluster_port,
             data = data.display(),

@@ -204,6 +204,10 @@ pub struct VaultConfig {
     /// PEM CA certificates trusted for Vault's TLS certificate, on top of the system
     /// roots (e.g. the SPIFFE bundle written to a file). Default none.
     pub ca_file: Option<PathBuf>,
+    /// Trust Vault's TLS certificate by the X.509 bundle of this trust domain (name
+    /// without `spiffe://`; own or federated), followed live from the Workload API — the
+    /// system roots are then not trusted, `ca_file` still is. Default none.
+    pub ca_spiffe_bundle: Option<String>,
     /// The KV secrets engine version `vault_delegate` envelopes read: 1 or 2. Default 2.
     pub kv_version: u8,
     /// The transit mount of `vault_transit` envelopes that name none. Default `transit`.

@@ -206,6 +206,7 @@ fn vault_defaults_and_overrides() {
             ("STEEPLE_VAULT_KV_VERSION", "1"),
             ("STEEPLE_VAULT_KV_REFRESH_INTERVAL", "5s"),
             ("STEEPLE_VAULT_TOKEN_RESOURCE_NAME", "vault-token"),
+            ("STEEPLE_VAULT_CA_SPIFFE_BUNDLE", "spiffe://example.org"),
         ],
     )
     .unwrap()
@@ -214,6 +215,35 @@ fn vault_defaults_and_overrides() {
     assert_eq!(c.kv_version, 1);
     assert_eq!(c.kv_refresh_interval, Duration::from_secs(5));
     assert_eq!(c.token_resource_name.as_deref(), Some("vault-token"));
+    assert_eq!(c.ca_spiffe_bundle.as_deref(), Some("example.org"));
+    assert!(c.ca_file.is_none());
+}
+
+#[test]
+fn vault_ca_spiffe_bundle_takes_a_trust_domain() {
+    let bundle = |value: &str| {
+        parse(&format!("[vault]\nca_spiffe_bundle = \"{value}\""), &[])
+            .map(|c| c.vault.ca_spiffe_bundle)
+    };
+    assert_eq!(
+        bundle("example.org").unwrap().as_deref(),
+        Some("example.org")
+    );
+    assert_eq!(
+        bundle("spiffe://td-1_x").unwrap().as_deref(),
+        Some("td-1_x")
+    );
+    assert_eq!(bundle("").unwrap(), None);
+    for bad in [
+        "spiffe://",
+        "Example.org",
+        "spiffe://example.org/vault",
+        "a b",
+    ] {
+        let errors = bundle(bad).unwrap_err().0;
+        assert_eq!(errors[0].key, "vault.ca_spiffe_bundle", "{bad}");
+        assert!(errors[0].message.contains("trust domain"), "{bad}");
+    }
 }
 
 #[test]

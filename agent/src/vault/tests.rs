@@ -114,3 +114,57 @@ async fn the_token_is_served_while_valid_and_removed_after() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn vault_tls_follows_the_named_bundle_only() {
+    use crate::store::TrustBundle;
+    use crate::test_support::TestCa;
+
+    let store = Arc::new(SecretStore::new());
+    let roots = LiveRoots::new("the SPIFFE bundle of example.org", Vec::new());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(follow_bundle(
+        "spiffe://example.org".into(),
+        roots.clone(),
+        store.subscribe(),
+        shutdown.clone(),
+    ));
+    let bundle = |name: &str, roots_der: Vec<Vec<u8>>| {
+        let bundle = TrustBundle {
+            trust_domain: name.into(),
+            roots_der,
+        };
+        vec![(format!("spiffe://{name}"), Secret::TrustBundle(bundle))]
+    };
+    // Another trust domain's bundle is not Vault's CA.
+    store.sync_source(
+        "x509",
+        bundle("other.org", vec![TestCa::new("other.org").der]),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!roots.is_ready());
+    // A malformed bundle is refused; the first good one is taken.
+    store.sync_source("x509", bundle("example.org", vec![b"junk".to_vec()]));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!roots.is_ready());
+    store.sync_source(
+        "x509",
+        bundle("example.org", vec![TestCa::new("example.org").der]),
+    );
+    for _ in 0..100 {
+        if roots.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(roots.is_ready());
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bundle_ca_starts_without_system_roots() {
+    let config = vault_config("ca_spiffe_bundle = \"example.org\"");
+    assert_eq!(config.ca_spiffe_bundle.as_deref(), Some("example.org"));
+    assert!(start_with(&config).unwrap().is_some());
+}

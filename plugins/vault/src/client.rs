@@ -3,12 +3,16 @@
 //! headers, and Vault's `{"errors": [...]}` answers turned into [`VaultError`].
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 use steeple_plugin_api::SecretBytes;
 use zeroize::Zeroizing;
+
+use crate::LiveRoots;
 
 /// The default per-request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -160,43 +164,78 @@ impl VaultClientConfig {
     /// Builds the client: rustls, system roots plus `ca_file`, no redirects (a redirect
     /// would carry `X-Vault-Token` to wherever it points).
     pub fn build(&self) -> Result<VaultClient, ClientBuildError> {
-        let base = self.addr.trim_end_matches('/').to_owned();
-        let url =
-            reqwest::Url::parse(&base).map_err(|_| ClientBuildError::Addr(self.addr.clone()))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(ClientBuildError::Addr(self.addr.clone()));
-        }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(self.timeout)
-            .connect_timeout(self.timeout)
-            .redirect(reqwest::redirect::Policy::none());
+        let mut builder = self.builder()?;
         if let Some(path) = &self.ca_file {
             for cert in read_ca_file(path)? {
+                let cert = reqwest::Certificate::from_der(&cert)
+                    .map_err(|e| ca_file_error(path, error_chain(&e)))?;
                 builder = builder.add_root_certificate(cert);
             }
         }
+        self.finish(builder)
+    }
+
+    /// Builds the client trusting only live roots — no system roots: the returned
+    /// [`LiveRoots`] starts with `ca_file` (if any) and takes the roots of `origin` (e.g.
+    /// `the SPIFFE bundle of example.org`, named in handshake errors) through
+    /// [`LiveRoots::replace`] whenever they change. Until then, with no `ca_file`, every
+    /// call fails as unreachable, naming `origin` as not received yet.
+    pub fn build_with_live_roots(
+        &self,
+        origin: &str,
+    ) -> Result<(VaultClient, LiveRoots), ClientBuildError> {
+        let fixed = match &self.ca_file {
+            Some(path) => read_ca_file(path)?,
+            None => Vec::new(),
+        };
+        let roots = LiveRoots::new(origin, fixed);
+        let tls = roots
+            .client_config()
+            .map_err(|e| ClientBuildError::Client(e.to_string()))?;
+        let client = self.finish(self.builder()?.use_preconfigured_tls(tls))?;
+        Ok((client, roots))
+    }
+
+    fn builder(&self) -> Result<reqwest::ClientBuilder, ClientBuildError> {
+        let url = reqwest::Url::parse(self.addr.trim_end_matches('/'))
+            .map_err(|_| ClientBuildError::Addr(self.addr.clone()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(ClientBuildError::Addr(self.addr.clone()));
+        }
+        Ok(reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none()))
+    }
+
+    fn finish(&self, builder: reqwest::ClientBuilder) -> Result<VaultClient, ClientBuildError> {
         let http = builder
             .build()
             .map_err(|e| ClientBuildError::Client(error_chain(&e)))?;
         Ok(VaultClient {
             http,
-            base,
+            base: self.addr.trim_end_matches('/').to_owned(),
             namespace: self.namespace.clone().filter(|n| !n.is_empty()),
         })
     }
 }
 
-fn read_ca_file(path: &PathBuf) -> Result<Vec<reqwest::Certificate>, ClientBuildError> {
-    let fail = |problem: String| ClientBuildError::CaFile {
-        path: path.clone(),
+fn ca_file_error(path: &Path, problem: String) -> ClientBuildError {
+    ClientBuildError::CaFile {
+        path: path.to_path_buf(),
         problem,
-    };
-    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| fail(format!("not PEM certificates: {}", error_chain(&e))))?;
+    }
+}
+
+/// The certificates of a PEM CA file, as DER.
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientBuildError> {
+    let pem = std::fs::read(path).map_err(|e| ca_file_error(path, e.to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ca_file_error(path, format!("not PEM certificates: {e}")))?;
     if certs.is_empty() {
-        return Err(fail("holds no PEM certificate".to_owned()));
+        return Err(ca_file_error(path, "holds no PEM certificate".to_owned()));
     }
     Ok(certs)
 }

@@ -19,6 +19,7 @@ mod client;
 mod denial;
 mod keeper;
 mod kv;
+mod live_roots;
 mod login;
 mod token;
 mod transit;
@@ -27,6 +28,7 @@ pub use client::{ClientBuildError, DEFAULT_TIMEOUT, VaultClient, VaultClientConf
 pub use denial::{KeptToken, MIN_CHECK_INTERVAL, TokenDenials, TokenVerdict, VERDICT_WAIT};
 pub use keeper::{FATAL_RETRY, TokenAction, VaultTokenKeeper, keep_token, next_action};
 pub use kv::{KvPath, KvVersion, VaultKvResolver};
+pub use live_roots::{LiveRoots, RootsError};
 pub use login::{RenewError, VaultJwtLogin, VaultJwtLoginConfig, login_error};
 pub use token::{NO_TTL_LEASE, StaticToken, TokenSource, VaultToken};
 pub use transit::{

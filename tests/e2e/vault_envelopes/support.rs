@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use steeple_e2e::openbao::{JwtKeys, OpenBao};
+use steeple_e2e::openbao::{Admin, JwtKeys, OpenBao};
 use steeple_e2e::steeple::steeple_bin;
 use steeple_e2e::{RecordingUpstream, Spire, SteepleProcess, sds_client};
 
@@ -97,12 +97,11 @@ fn der_integer(unsigned: &[u8]) -> Vec<u8> {
     der(0x02, &content)
 }
 
-/// Configures `bao` as an operator following `deploy/vault/` would: JWT auth trusting
-/// SPIRE's keys, the shipped policy, the shipped role (its token TTL shortened to
-/// `token_ttl` so renewal happens during the test), KV v2 at `secret/` (already mounted)
-/// and transit with the workload's key.
-pub fn configure(bao: &OpenBao, spire_keys: Vec<String>, token_ttl: &str) -> anyhow::Result<()> {
-    let admin = bao.admin();
+/// Configures one namespace of OpenBao (`admin`'s) as an operator following
+/// `deploy/vault/` would: JWT auth trusting SPIRE's keys, the shipped policy, the shipped
+/// role (with token TTL `token_ttl`) and transit with the workload's key. KV v2 at
+/// `secret/` is the caller's (the root namespace has it already).
+pub fn configure(admin: &Admin, spire_keys: Vec<String>, token_ttl: &str) -> anyhow::Result<()> {
     admin.enable_jwt_auth("jwt", &JwtKeys::Pubkeys(spire_keys), None)?;
     admin.write_policy(POLICY, include_str!("../../../deploy/vault/policy.hcl"))?;
     let mut role: serde_json::Value =
@@ -120,7 +119,19 @@ pub fn seal_transit(
     path: &str,
     plaintext: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let mut child = Command::new(steeple_bin()?)
+    seal_transit_in(bao, None, path, plaintext)
+}
+
+/// [`seal_transit`] with the transit key of `namespace`, trusting the server's CA if it
+/// has one.
+pub fn seal_transit_in(
+    bao: &OpenBao,
+    namespace: Option<&str>,
+    path: &str,
+    plaintext: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let mut command = Command::new(steeple_bin()?);
+    command
         .args([
             "envelope",
             "seal",
@@ -133,10 +144,17 @@ pub fn seal_transit(
         .env("VAULT_ADDR", bao.addr())
         .env("VAULT_TOKEN", bao.root_token())
         .env_remove("VAULT_NAMESPACE")
+        .env_remove("VAULT_CACERT")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+        .stderr(Stdio::piped());
+    if let Some(namespace) = namespace {
+        command.env("VAULT_NAMESPACE", namespace);
+    }
+    if let Some(ca) = bao.ca_file() {
+        command.env("VAULT_CACERT", ca);
+    }
+    let mut child = command.spawn()?;
     child
         .stdin
         .take()

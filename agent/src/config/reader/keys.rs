@@ -52,6 +52,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "role",
             "audience",
             "ca_file",
+            "ca_spiffe_bundle",
             "kv_version",
             "transit_mount",
             "kv_refresh_interval",

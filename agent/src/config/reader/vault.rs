@@ -22,6 +22,7 @@ impl Reader {
             role: self.optional_string(s, "role").unwrap_or_default(),
             audience: self.string(s, "audience", "vault"),
             ca_file: self.optional_string(s, "ca_file").map(PathBuf::from),
+            ca_spiffe_bundle: self.trust_domain(s, "ca_spiffe_bundle"),
             kv_version: self.parsed(s, "kv_version", 2, "1 or 2", |v| {
                 let n = match v {
                     Value::Integer(i) => u8::try_from(*i).ok(),
@@ -50,6 +51,26 @@ impl Reader {
             self.check_enabled_vault(&config);
         }
         config
+    }
+
+    /// An optional trust domain, as `example.org` or `spiffe://example.org`: lower-case
+    /// letters, digits, `.`, `-` and `_` (the SPIFFE ID specification).
+    fn trust_domain(&mut self, section: &str, key: &str) -> Option<String> {
+        let text = self.optional_string(section, key)?;
+        let name = text.strip_prefix("spiffe://").unwrap_or(&text);
+        let valid = !name.is_empty()
+            && name.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+            });
+        if valid {
+            Some(name.to_owned())
+        } else {
+            self.error(
+                &format!("{section}.{key}"),
+                "expected a trust domain such as example.org or spiffe://example.org",
+            );
+            None
+        }
     }
 
     fn check_enabled_vault(&mut self, config: &VaultConfig) {
