@@ -6,10 +6,12 @@ _steeple_peers_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$_steeple_peers_dir/install-spire.sh" || return 1
 bash "$_steeple_peers_dir/install-envoy.sh" || return 1
 _steeple_openbao_bin="$(bash "$_steeple_peers_dir/install-openbao.sh")" || return 1
+_steeple_helm_bin="$(bash "$_steeple_peers_dir/install-helm.sh")" || return 1
 
 _steeple_cache="${STEEPLE_PEERS_CACHE:-$HOME/.cache/steeple-peers}"
 export STEEPLE_SPIRE_BIN_DIR="$_steeple_cache/spire-${SPIRE_VERSION:-1.15.3}/bin"
 export STEEPLE_ENVOY_BIN="$_steeple_cache/venv/bin/envoy"
 export STEEPLE_MOTO_SERVER_BIN="$_steeple_cache/venv/bin/moto_server"
 export STEEPLE_OPENBAO_BIN="$_steeple_openbao_bin"
-unset _steeple_peers_dir _steeple_cache _steeple_openbao_bin
+export STEEPLE_HELM_BIN="$_steeple_helm_bin"
+unset _steeple_peers_dir _steeple_cache _steeple_openbao_bin _steeple_helm_bin
