@@ -13,6 +13,7 @@ pub mod config;
 pub mod dev;
 pub mod envelopes;
 pub mod exchange;
+pub mod hardening;
 pub mod identity;
 pub mod providers;
 pub mod sds;

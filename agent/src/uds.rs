@@ -20,6 +20,30 @@ pub enum BindError {
         /// The configured socket path.
         path: PathBuf,
     },
+    /// The socket path is a symbolic link: it could point the socket anywhere.
+    #[error("{path}: is a symbolic link; refusing to bind through it (use the real path)")]
+    Symlink {
+        /// The configured socket path.
+        path: PathBuf,
+    },
+    /// The directory holding the socket could let someone else replace or intercept it.
+    #[error(
+        "{dir}: {problem}; the SDS socket's directory must be a real directory owned by Steeple's user or root and not writable by others (e.g. /run/steeple, mode 0750)"
+    )]
+    UnsafeDirectory {
+        /// The socket's parent directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A socket owned by another user sits at the path: not a stale one of ours.
+    #[error("{path}: a socket owned by uid {uid} is already there; refusing to replace it")]
+    ForeignSocket {
+        /// The configured socket path.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
     /// The OS refused to create, bind or chmod the socket.
     #[error("{path}: {source}")]
     Io {
@@ -31,22 +55,34 @@ pub enum BindError {
 }
 
 /// Binds a Unix listener at `path` with permission bits `mode`, replacing a stale socket
-/// left by an earlier run (never any other kind of file). The parent directory is
-/// created if missing, owner-only.
+/// of ours left by an earlier run (never any other kind of file, nor another user's
+/// socket). The parent directory is created if missing, owner-only; an existing one must
+/// be safe (see [`check_socket_dir`]). A symlink at `path` is refused.
 pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
     let io_err = |source| BindError::Io {
         path: path.to_owned(),
         source,
     };
-    if let Some(parent) = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
-    {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent.filter(|p| std::fs::symlink_metadata(p).is_err()) {
         std::fs::create_dir_all(parent).map_err(io_err)?;
         std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)).map_err(io_err)?;
     }
+    check_socket_dir(parent.unwrap_or(Path::new(".")))?;
     match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(BindError::Symlink {
+                path: path.to_owned(),
+            });
+        }
         Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+            let uid = std::os::unix::fs::MetadataExt::uid(&meta);
+            if uid != rustix::process::geteuid().as_raw() {
+                return Err(BindError::ForeignSocket {
+                    path: path.to_owned(),
+                    uid,
+                });
+            }
             std::fs::remove_file(path).map_err(io_err)?;
         }
         Ok(_) => {
@@ -60,6 +96,42 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
     let listener = UnixListener::bind(path).map_err(io_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
     Ok(listener)
+}
+
+/// Checks the directory a socket is bound in: a real directory (not a symlink), owned by
+/// this process's user or root, and not writable by others (a world-writable directory
+/// lets anyone swap the socket for their own, sticky bit or not: they can take the name
+/// first).
+pub fn check_socket_dir(dir: &Path) -> Result<(), BindError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let unsafe_dir = |problem: String| BindError::UnsafeDirectory {
+        dir: dir.to_owned(),
+        problem,
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(|source| BindError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_dir("is a symbolic link".to_owned()));
+    }
+    if !meta.is_dir() {
+        return Err(unsafe_dir("is not a directory".to_owned()));
+    }
+    let own_uid = rustix::process::geteuid().as_raw();
+    if meta.uid() != own_uid && meta.uid() != 0 {
+        return Err(unsafe_dir(format!(
+            "is owned by uid {} (Steeple runs as uid {own_uid})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o002 != 0 {
+        return Err(unsafe_dir(format!(
+            "is writable by every user (mode {:04o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// A lazily connecting gRPC channel to the Unix socket at `path`: every (re)connect dials
@@ -93,6 +165,69 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, BindError::NotASocket { .. }), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+    }
+
+    #[tokio::test]
+    async fn refuses_a_symlink_at_the_socket_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere.sock");
+        drop(bind_socket(&target, 0o600).unwrap());
+        let link = dir.path().join("sds.sock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = bind_socket(&link, 0o600).unwrap_err();
+        assert!(matches!(err, BindError::Symlink { .. }), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    }
+
+    #[tokio::test]
+    async fn refuses_unsafe_parent_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = bind_socket(&open.join("sds.sock"), 0o600).unwrap_err();
+        assert!(matches!(err, BindError::UnsafeDirectory { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("writable by every user (mode 1777)"),
+            "{err}"
+        );
+
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(&real, &linked).unwrap();
+        let err = bind_socket(&linked.join("sds.sock"), 0o600).unwrap_err();
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
+
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let err = check_socket_dir(&file).unwrap_err();
+        assert!(err.to_string().contains("is not a directory"), "{err}");
+        // A group-readable directory of ours is fine (Envoy in Steeple's group).
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o750)).unwrap();
+        drop(bind_socket(&real.join("sds.sock"), 0o660).unwrap());
+    }
+
+    #[test]
+    fn refuses_a_directory_owned_by_someone_else() {
+        // Root-owned directories are accepted (e.g. /run itself).
+        check_socket_dir(Path::new("/")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        let own_uid = rustix::process::geteuid().as_raw();
+        let other = if own_uid == 65534 { 65533 } else { 65534 };
+        match std::os::unix::fs::chown(&theirs, Some(other), None) {
+            Ok(()) => {
+                let err = check_socket_dir(&theirs).unwrap_err();
+                let expected = format!("is owned by uid {other} (Steeple runs as uid {own_uid})");
+                assert!(err.to_string().contains(&expected), "{err}");
+            }
+            // Only root can give a directory away; elsewhere the rule is unreachable here.
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied),
+        }
     }
 
     #[tokio::test]

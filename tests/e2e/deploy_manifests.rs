@@ -160,7 +160,7 @@ const HARDENING: &[(&str, &str)] = &[
     ("SystemCallArchitectures", "native"),
     ("CapabilityBoundingSet", ""),
     ("LimitCORE", "0"),
-    ("LimitMEMLOCK", "64M"),
+    ("LimitMEMLOCK", "infinity"),
     ("RuntimeDirectory", "steeple"),
     ("RuntimeDirectoryMode", "0750"),
     ("ConfigurationDirectory", "steeple"),

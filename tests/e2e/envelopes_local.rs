@@ -3,15 +3,13 @@
 //! served over SDS, where Envoy's credential-injector filter sends one upstream.
 //! Malformed rows are refused by logical path while the rest keep being served.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
 use steeple_e2e::bootstrap::credential_injector;
 use steeple_e2e::sds_client::{self, assert_not_in_logs};
-use steeple_e2e::steeple::steeple_bin;
+use steeple_e2e::steeple::seal_local as seal;
 use steeple_e2e::suite::eventually_status;
 use steeple_e2e::{Envoy, RecordingUpstream, SteepleProcess, free_port};
 
@@ -19,38 +17,6 @@ const TOKEN_PATH: &str = "upstream/api-token";
 const CANARY_1: &str = "canary-envelope-token-0001";
 const CANARY_2: &str = "canary-envelope-token-0002";
 const CANARY_DB: &str = "canary-envelope-db-password";
-
-/// Runs `steeple envelope seal --provider local` with `plaintext` on stdin.
-fn seal(master: &str, path: &str, aad: &str, plaintext: &str) -> anyhow::Result<serde_json::Value> {
-    let mut child = Command::new(steeple_bin()?)
-        .args([
-            "envelope",
-            "seal",
-            "--provider",
-            "local",
-            "--logical-path",
-            path,
-            "--aad",
-            aad,
-        ])
-        .env("STEEPLE_LOCAL_MASTER_KEY", master)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
-        .write_all(plaintext.as_bytes())?;
-    let output = child.wait_with_output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "seal failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(serde_json::from_slice(&output.stdout)?)
-}
 
 fn write_rows(file: &Path, rows: &[serde_json::Value]) -> anyhow::Result<()> {
     // Write then rename, as a config management tool would.

@@ -165,3 +165,42 @@ impl SteepleProcess {
         &self.dir
     }
 }
+
+/// `steeple envelope seal --provider local` under the base64 master key `master`, with
+/// `plaintext` on stdin; returns the envelope row.
+pub fn seal_local(
+    master: &str,
+    path: &str,
+    aad: &str,
+    plaintext: &str,
+) -> anyhow::Result<serde_json::Value> {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = Command::new(steeple_bin()?)
+        .args([
+            "envelope",
+            "seal",
+            "--provider",
+            "local",
+            "--logical-path",
+            path,
+        ])
+        .args(["--aad", aad])
+        .env("STEEPLE_LOCAL_MASTER_KEY", master)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+        .write_all(plaintext.as_bytes())?;
+    let output = child.wait_with_output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "seal failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}

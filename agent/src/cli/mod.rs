@@ -97,6 +97,11 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_tracing(&config);
+    if let Err(e) = crate::hardening::harden_process(config.agent.lock_memory) {
+        tracing::error!(error = %e, "Steeple failed");
+        eprintln!("steeple: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

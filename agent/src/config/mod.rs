@@ -112,6 +112,9 @@ pub enum Profile {
 pub struct AgentSection {
     /// `standard` (default) or `production`.
     pub profile: Profile,
+    /// Lock the agent's memory (`mlockall`) so secrets are never swapped out, when
+    /// `RLIMIT_MEMLOCK` allows it (unlimited); a WARN otherwise. Default true.
+    pub lock_memory: bool,
 }
 
 /// `[envelopes]`: resolving secret envelopes into SDS generic secrets.

@@ -2,7 +2,7 @@
 
 /// `[section]` tables and their keys.
 pub(super) const SECTIONS: &[(&str, &[&str])] = &[
-    ("agent", &["profile"]),
+    ("agent", &["profile", "lock_memory"]),
     (
         "envelopes",
         &[

@@ -66,7 +66,11 @@ impl Reader {
                 _ => None,
             },
         );
-        AgentSection { profile }
+        let lock_memory = self.bool("agent", "lock_memory", true);
+        AgentSection {
+            profile,
+            lock_memory,
+        }
     }
 
     pub(super) fn read_envelopes(&mut self) -> EnvelopesConfig {
