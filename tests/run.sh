@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Steeple's one test command (README, CI): installs the real peers (SPIRE, Envoy; cached
-# by version under ~/.cache/steeple-peers), checks formatting and lints, then runs every
-# unit test and every end-to-end suite against those peers.
+# Steeple's one test command (README, CI): installs the real peers (SPIRE, Envoy, moto,
+# OpenBao, Helm; cached by version under ~/.cache/steeple-peers), checks formatting, lints
+# and the supply chain (cargo deny), then runs every unit test and every end-to-end suite
+# against those peers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,7 @@ source tests/peers/env.sh
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+bash tests/supply-chain/run.sh
 cargo build --locked -p steeple --bin steeple
 cargo test --workspace --locked --exclude steeple-e2e
 # The suites each start SPIRE and Envoys; on 2 cores they run one at a time.
