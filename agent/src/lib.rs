@@ -1,6 +1,7 @@
 //! Steeple: holds a workload's SPIFFE identity and hands it, with the credentials derived
 //! from it, to local workloads over an Envoy SDS stream on a Unix socket.
 
+pub mod admin;
 pub mod authz;
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -14,7 +15,9 @@ pub mod dev;
 pub mod envelopes;
 pub mod exchange;
 pub mod hardening;
+pub mod http_serve;
 pub mod identity;
+pub mod metrics;
 pub mod providers;
 pub mod sds;
 pub mod store;

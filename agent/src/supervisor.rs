@@ -38,6 +38,9 @@ pub enum StartError {
     /// The Vault side could not start.
     #[error(transparent)]
     Vault(#[from] crate::vault::VaultStartError),
+    /// The admin listener could not be bound (names `admin.listen`).
+    #[error("{0}")]
+    Admin(String),
 }
 
 /// How a component stops the agent with an error: the reason is kept for the exit
@@ -102,6 +105,18 @@ pub fn start(
             sds_fatal.raise(format!("SDS server failed: {e}"));
         }
     });
+    if let Some(listen) = config.admin.listen {
+        let admin = std::net::TcpListener::bind(listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|e| StartError::Admin(format!("admin.listen {listen}: {e}")))?;
+        let (admin_store, admin_shutdown) = (store.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = crate::admin::serve(admin, admin_store, admin_shutdown).await {
+                tracing::error!(error = %e, "admin listener stopped");
+            }
+        });
+    }
     let workload_api = identity::client(&config.workload_api.socket);
     identity::spawn(
         &workload_api,

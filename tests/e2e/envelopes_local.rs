@@ -3,13 +3,12 @@
 //! served over SDS, where Envoy's credential-injector filter sends one upstream.
 //! Malformed rows are refused by logical path while the rest keep being served.
 
-use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
 use steeple_e2e::bootstrap::credential_injector;
 use steeple_e2e::sds_client::{self, assert_not_in_logs};
-use steeple_e2e::steeple::seal_local as seal;
+use steeple_e2e::steeple::{seal_local as seal, write_rows};
 use steeple_e2e::suite::eventually_status;
 use steeple_e2e::{Envoy, RecordingUpstream, SteepleProcess, free_port};
 
@@ -17,14 +16,6 @@ const TOKEN_PATH: &str = "upstream/api-token";
 const CANARY_1: &str = "canary-envelope-token-0001";
 const CANARY_2: &str = "canary-envelope-token-0002";
 const CANARY_DB: &str = "canary-envelope-db-password";
-
-fn write_rows(file: &Path, rows: &[serde_json::Value]) -> anyhow::Result<()> {
-    // Write then rename, as a config management tool would.
-    let temp = file.with_extension("tmp");
-    std::fs::write(&temp, serde_json::to_vec(rows)?)?;
-    std::fs::rename(&temp, file)?;
-    Ok(())
-}
 
 /// Rows that must each be refused with a reason naming their logical path.
 fn malformed_rows(master: &str) -> anyhow::Result<Vec<(serde_json::Value, &'static str)>> {

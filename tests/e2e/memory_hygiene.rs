@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use steeple_e2e::SteepleProcess;
 use steeple_e2e::sds_client;
-use steeple_e2e::steeple::seal_local;
+use steeple_e2e::steeple::{seal_local, write_rows};
 
 const PATH: &str = "payments/memory-canary";
 
@@ -141,13 +141,6 @@ fn count_in_memory(pid: u32, needle: &[u8]) -> anyhow::Result<Scan> {
             .count();
     }
     Ok(scan)
-}
-
-fn write_rows(file: &std::path::Path, rows: &[serde_json::Value]) -> anyhow::Result<()> {
-    let temp = file.with_extension("tmp");
-    std::fs::write(&temp, serde_json::to_vec(rows)?)?;
-    std::fs::rename(&temp, file)?;
-    Ok(())
 }
 
 fn random<const N: usize>() -> anyhow::Result<[u8; N]> {

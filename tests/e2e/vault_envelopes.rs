@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use steeple_e2e::bootstrap::credential_injector;
 use steeple_e2e::openbao::{OpenBao, OpenBaoMode};
 use steeple_e2e::sds_client::{self, assert_not_in_logs};
+use steeple_e2e::steeple::write_rows;
 use steeple_e2e::suite::{eventually_status, uid_selector};
 use steeple_e2e::{Envoy, RecordingUpstream, Spire, SpireOptions, SteepleProcess, free_port};
 use support::{
     ROLE, WORKLOAD, eventually, injected, kv_row, last_accessor, refusal, seal_transit, served,
-    write_rows,
 };
 
 const KV_PATH: &str = "payments/db-password";

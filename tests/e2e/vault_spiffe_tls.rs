@@ -22,9 +22,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use steeple_e2e::openbao::{OpenBao, ServerTls};
 use steeple_e2e::sds_client::assert_not_in_logs;
+use steeple_e2e::steeple::write_rows;
 use steeple_e2e::suite::uid_selector;
 use steeple_e2e::{Spire, SpireOptions, SteepleProcess};
-use support::{ROLE, WORKLOAD, eventually, kv_row, seal_transit_in, served, write_rows};
+use support::{ROLE, WORKLOAD, eventually, kv_row, seal_transit_in, served};
 
 /// The namespace Steeple logs in to and reads from.
 const NAMESPACE: &str = "payments";

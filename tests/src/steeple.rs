@@ -204,3 +204,12 @@ pub fn seal_local(
     );
     Ok(serde_json::from_slice(&output.stdout)?)
 }
+
+/// Writes envelope `rows` to `file` as JSON atomically (write, then rename), as a config
+/// management tool would.
+pub fn write_rows(file: &Path, rows: &[serde_json::Value]) -> anyhow::Result<()> {
+    let temp = file.with_extension("tmp");
+    std::fs::write(&temp, serde_json::to_vec(rows)?)?;
+    std::fs::rename(&temp, file)?;
+    Ok(())
+}

@@ -254,6 +254,16 @@ pub struct Config {
     pub dev: DevSection,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdminConfig {
+    /// Where to listen, e.g. `127.0.0.1:9464`. Default none (no admin listener). A
+    /// non-loopback address (for Kubernetes probes on the pod IP) is allowed with a WARN.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {

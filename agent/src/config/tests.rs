@@ -283,3 +283,13 @@ fn production_profile_refuses_a_plain_http_vault_unless_allowed() {
     assert!(parse(&format!("{text}\nallow_insecure = true"), &[]).is_ok());
     assert!(parse(&text.replace("production", "standard"), &[]).is_ok());
 }
+
+#[test]
+fn admin_listen_is_an_address_or_nothing() {
+    assert_eq!(parse("", &[]).unwrap().admin.listen, None);
+    let c = parse("[admin]\nlisten = \"127.0.0.1:9464\"", &[]).unwrap();
+    assert_eq!(c.admin.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    let errors = parse("[admin]\nlisten = \"localhost\"", &[]).unwrap_err().0;
+    assert_eq!(errors[0].key, "admin.listen");
+    assert!(errors[0].message.contains("127.0.0.1:9464"), "{}", errors[0]);
+}

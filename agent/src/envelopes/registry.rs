@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RowSets;
 use crate::identity::backoff::Backoff;
+use crate::metrics::metrics;
 use crate::store::{Secret, SecretStore};
 
 const SOURCE: &str = "envelopes";
@@ -209,7 +210,15 @@ impl Registry {
             .resolvers
             .get(&sealed.provider)
             .ok_or(Problem::ProviderOff(sealed.provider))?;
-        match tokio::time::timeout(RESOLVE_TIMEOUT, resolver.resolve(&sealed)).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(RESOLVE_TIMEOUT, resolver.resolve(&sealed)).await;
+        let label = match &outcome {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(e)) => resolve_error_kind(e),
+            Err(_) => "timeout",
+        };
+        metrics().envelope_resolved(&row.provider, label, started.elapsed());
+        match outcome {
             Ok(Ok(resolved)) => {
                 tracing::info!(logical_path = %sealed.logical_path, provider = %sealed.provider, key_id = %resolved.key_id, bytes = resolved.plaintext.len(), "envelope resolved");
                 Ok(resolved.plaintext)
@@ -224,11 +233,12 @@ impl Registry {
 
     /// Writes every resolved envelope into the store.
     pub fn publish(&self) {
-        let entries = self
+        let entries: Vec<_> = self
             .slots
             .values()
             .filter_map(|s| Some((s.name.clone(), Secret::Generic(s.value.clone()?))))
             .collect();
+        metrics().set_envelopes(entries.len(), self.slots.len() - entries.len());
         self.store.sync_source(SOURCE, entries);
     }
 
@@ -244,6 +254,9 @@ fn apply(slot: &mut Slot, outcome: Result<SecretBytes, Problem>, refresh: Durati
     let path = &slot.row.logical_path;
     match outcome {
         Ok(value) => {
+            if slot.value.as_ref() == Some(&value) {
+                metrics().envelope_unchanged();
+            }
             slot.value = Some(value);
             slot.stale = false;
             slot.problem = None;
@@ -276,6 +289,17 @@ fn apply(slot: &mut Slot, outcome: Result<SecretBytes, Problem>, refresh: Durati
             };
             slot.problem = Some(problem);
         }
+    }
+}
+
+/// The metrics label of a resolver error.
+fn resolve_error_kind(e: &ResolveError) -> &'static str {
+    match e {
+        ResolveError::Refused(_) => "refused",
+        ResolveError::Undecryptable(_) => "undecryptable",
+        ResolveError::Upstream(_) => "upstream",
+        ResolveError::Unavailable(_) => "unavailable",
+        _ => "other",
     }
 }
 

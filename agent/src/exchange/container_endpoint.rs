@@ -4,33 +4,26 @@
 //! watch channel. It never calls STS itself and never answers success without valid
 //! credentials.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use steeple_plugin_api::{AwsCredentials, SecretBytes};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 use super::CredentialWatch;
 use super::aws_delivery::container_json;
 
-/// How long a client may take to send its request headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest token file read; anything longer is a misconfiguration, not a token.
 const MAX_TOKEN_BYTES: u64 = 8 * 1024;
-/// Pause after a failed `accept` (e.g. out of file descriptors) so it cannot spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -54,62 +47,11 @@ pub async fn serve(
         token_file,
         credentials,
     });
-    let mut connections = JoinSet::new();
-    let mut accept_failing = false;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    accept_failing = false;
-                    connections.spawn(connection(stream, peer, endpoint.clone(), shutdown.clone()));
-                }
-                Err(e) if accept_failing => {
-                    tracing::debug!(listen = %local, error = %e, "accepting a container-credentials connection still failing");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                }
-                Err(e) => {
-                    accept_failing = true;
-                    tracing::warn!(listen = %local, error = %e, "accepting a container-credentials connection failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
-    tracing::info!(listen = %local, "AWS container-credentials endpoint stopped");
-    Ok(())
-}
-
-/// One HTTP/1.1 connection, closed gracefully on `shutdown`.
-async fn connection(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    endpoint: Arc<Endpoint>,
-    shutdown: CancellationToken,
-) {
-    let service = hyper::service::service_fn(move |request| {
+    let handler = move |request: Request<Incoming>, peer: SocketAddr| {
         let endpoint = endpoint.clone();
-        async move { Ok::<_, Infallible>(endpoint.handle(&request, peer).await) }
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+        async move { endpoint.handle(&request, peer).await }
     };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "container-credentials connection ended with an error");
-    }
+    crate::http_serve::serve(listener, "container-credentials", handler, shutdown).await
 }
 
 impl Endpoint {

@@ -1,6 +1,7 @@
 //! The container-credentials endpoint over real loopback TCP, driven by a raw HTTP/1.1
 //! client so the exact wire behaviour is what is tested.
 
+use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::watch;

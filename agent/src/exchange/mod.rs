@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::backoff::Backoff;
+use crate::metrics::metrics;
 
 /// How long a `Fatal` exchange error waits before the next try, so a fix upstream (a
 /// trust policy, a role) recovers without a restart and without a login storm.
@@ -58,6 +59,18 @@ pub async fn run<E: CredentialExchanger>(
             () = shutdown.cancelled() => return,
             r = exchange_once(&*exchanger, &*jwt) => r,
         };
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(e) => match e.kind {
+                ExchangeErrorKind::Transient => "transient",
+                ExchangeErrorKind::TokenRejected => "token_rejected",
+                ExchangeErrorKind::Fatal => "fatal",
+            },
+        };
+        let elapsed = SystemTime::now()
+            .duration_since(started)
+            .unwrap_or_default();
+        metrics().exchanged(&name, label, elapsed);
         let delay = match outcome {
             Ok(credentials) => {
                 let expires_at = credentials.expires_at();

@@ -26,6 +26,26 @@ pub struct X509State {
     own_trust_domain: Option<String>,
 }
 
+/// Each SVID's SPIFFE ID and leaf certificate (public parts only).
+pub(super) fn leaves(svids: &[Certificate]) -> BTreeMap<String, Vec<u8>> {
+    svids
+        .iter()
+        .filter_map(|c| Some((c.spiffe_id.clone(), c.chain_der.first()?.clone())))
+        .collect()
+}
+
+/// How many SPIFFE IDs of `before` now have a different leaf certificate.
+pub(super) fn rotations(before: &BTreeMap<String, Vec<u8>>, after: &[Certificate]) -> usize {
+    after
+        .iter()
+        .filter(|new| {
+            before
+                .get(&new.spiffe_id)
+                .is_some_and(|leaf| new.chain_der.first() != Some(leaf))
+        })
+        .count()
+}
+
 /// The trust domain name of a SPIFFE ID or trust-domain ID (`spiffe://td/...` → `td`).
 pub fn trust_domain_of(id: &str) -> Option<&str> {
     let rest = id.strip_prefix("spiffe://").unwrap_or(id);
@@ -180,7 +200,11 @@ pub async fn run(
                     Ok(Some(response)) => {
                         errors.recovered("FetchX509SVID");
                         backoff.reset();
+                        let before = leaves(&state.svids);
                         state.apply(response, SystemTime::now());
+                        for _ in 0..rotations(&before, &state.svids) {
+                            crate::metrics::metrics().svid_rotated();
+                        }
                         if store.sync_source(SOURCE, state.entries(&names, SystemTime::now())) {
                             tracing::info!(svids = state.svids.len(), bundles = state.bundles.len(), "X.509 identity updated");
                         }

@@ -105,3 +105,26 @@ fn an_expired_svid_is_never_served() {
     assert!(names_of(&entries).contains(&"ROOTCA"));
     assert_eq!(state.next_expiry(later), None);
 }
+
+#[test]
+fn a_new_leaf_for_a_known_id_counts_as_a_rotation() {
+    use super::x509::{leaves, rotations};
+    use crate::store::Certificate;
+    use steeple_plugin_api::SecretBytes;
+    let ca = TestCa::new("example.org");
+    let cert = |id: &str| Certificate {
+        spiffe_id: id.into(),
+        chain_der: vec![ca.issue(id, 600).der],
+        key_pkcs8: SecretBytes::copy_from(b"k"),
+        not_after: SystemTime::now(),
+    };
+    let (web, db) = (
+        cert("spiffe://example.org/web"),
+        cert("spiffe://example.org/db"),
+    );
+    let before = leaves(std::slice::from_ref(&web));
+    // Same leaf: none; a new leaf for web: one; a brand-new id: not a rotation.
+    assert_eq!(rotations(&before, std::slice::from_ref(&web)), 0);
+    let rotated = cert("spiffe://example.org/web");
+    assert_eq!(rotations(&before, &[rotated, db]), 1);
+}

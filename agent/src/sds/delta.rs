@@ -12,6 +12,7 @@ use tonic::Status;
 use super::limits::SdsSettings;
 use super::resources::{ClientCaps, SECRET_TYPE_URL, encode};
 use super::stream::Protocol;
+use crate::metrics::{SdsFlavour, metrics};
 use crate::store::Snapshot;
 
 const WILDCARD: &str = "*";
@@ -96,6 +97,7 @@ impl DeltaStream {
 impl Protocol for DeltaStream {
     type Request = DeltaDiscoveryRequest;
     type Response = DeltaDiscoveryResponse;
+    const FLAVOUR: SdsFlavour = SdsFlavour::Delta;
 
     fn on_request(
         &mut self,
@@ -130,6 +132,7 @@ impl Protocol for DeltaStream {
             }
         }
         if let (false, Some(detail)) = (request.response_nonce.is_empty(), &request.error_detail) {
+            metrics().sds_nack(Self::FLAVOUR);
             tracing::warn!(reason = %detail.message, nonce = %request.response_nonce, "SDS delta client rejected (NACKed) a response");
         }
         Ok(self.respond(snapshot))

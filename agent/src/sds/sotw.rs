@@ -10,6 +10,7 @@ use tonic::Status;
 use super::limits::SdsSettings;
 use super::resources::{ClientCaps, SECRET_TYPE_URL, encode};
 use super::stream::Protocol;
+use crate::metrics::{SdsFlavour, metrics};
 use crate::store::Snapshot;
 
 /// What a stream watches.
@@ -85,6 +86,7 @@ impl SotwStream {
 impl Protocol for SotwStream {
     type Request = DiscoveryRequest;
     type Response = DiscoveryResponse;
+    const FLAVOUR: SdsFlavour = SdsFlavour::StateOfTheWorld;
 
     fn on_request(
         &mut self,
@@ -104,6 +106,7 @@ impl Protocol for SotwStream {
                 return Ok(None);
             }
             if let Some(detail) = &request.error_detail {
+                metrics().sds_nack(Self::FLAVOUR);
                 tracing::warn!(
                     resources = ?request.resource_names,
                     rejected_version = %request.version_info,

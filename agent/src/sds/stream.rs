@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 use crate::authz::Grant;
+use crate::metrics::{SdsFlavour, metrics};
 use crate::store::Snapshot;
 
 /// One flavour of the xDS protocol (state of the world, or delta) as a state machine.
@@ -16,6 +17,8 @@ pub trait Protocol: Send + 'static {
     type Request: Send + 'static;
     /// The server's message.
     type Response: Send + 'static;
+    /// Which flavour this is, for metrics.
+    const FLAVOUR: SdsFlavour;
 
     /// Handles a client request; `Err` ends the stream with that status.
     fn on_request(
@@ -40,6 +43,7 @@ pub async fn run<P: Protocol>(
     mut store: watch::Receiver<Arc<Snapshot>>,
     shutdown: CancellationToken,
 ) {
+    let _open = metrics().sds_stream_opened(P::FLAVOUR);
     loop {
         let response = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -53,6 +57,7 @@ pub async fn run<P: Protocol>(
                     match verdict {
                         Ok(response) => response,
                         Err(status) => {
+                            metrics().sds_request_refused();
                             tracing::warn!(code = ?status.code(), reason = status.message(), "SDS request refused; closing the stream");
                             let _ = outbound.send(Err(status)).await;
                             return;
@@ -81,10 +86,11 @@ pub async fn run<P: Protocol>(
                 protocol.on_snapshot(&snapshot)
             }
         };
-        if let Some(response) = response
-            && outbound.send(Ok(response)).await.is_err()
-        {
-            return;
+        if let Some(response) = response {
+            if outbound.send(Ok(response)).await.is_err() {
+                return;
+            }
+            metrics().sds_response_sent(P::FLAVOUR);
         }
     }
 }

@@ -4,7 +4,6 @@
 //! Envoy and Steeple's log.
 
 use std::io::Write as _;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -178,14 +177,6 @@ pub fn kv_row(path: &str, key_id: &str, field: Option<&str>) -> serde_json::Valu
         row["field"] = field.into();
     }
     row
-}
-
-/// Writes `rows` to `file` atomically (write, then rename).
-pub fn write_rows(file: &Path, rows: &[serde_json::Value]) -> anyhow::Result<()> {
-    let temp = file.with_extension("tmp");
-    std::fs::write(&temp, serde_json::to_vec(rows)?)?;
-    std::fs::rename(&temp, file)?;
-    Ok(())
 }
 
 /// Polls until `check` passes, at most `timeout`; the error says what was awaited.

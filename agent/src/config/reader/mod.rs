@@ -255,6 +255,7 @@ impl Reader {
             callers: self.read_callers(),
             dev: self.read_dev(),
             log: self.read_log(),
+            admin: self.read_admin(),
         }
     }
 

@@ -8,7 +8,9 @@ use toml::Value;
 
 use super::Reader;
 use crate::authz::Rule;
-use crate::config::{AgentSection, AwsConfig, ControlPlaneConfig, EnvelopesConfig, Profile};
+use crate::config::{
+    AdminConfig, AgentSection, AwsConfig, ControlPlaneConfig, EnvelopesConfig, Profile,
+};
 
 /// STS accepts 900 s to 12 h; shorter sessions are allowed for tests against STS
 /// look-alikes and refused by real STS with a clear error.
@@ -297,6 +299,23 @@ fn is_insecure_endpoint(url: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Reader {
+    pub(super) fn read_admin(&mut self) -> AdminConfig {
+        let listen = self.parsed(
+            "admin",
+            "listen",
+            None,
+            "an address such as \"127.0.0.1:9464\" (empty: no admin listener)",
+            |v| match v.as_str() {
+                Some("") => Some(None),
+                Some(text) => text.parse::<std::net::SocketAddr>().ok().map(Some),
+                None => None,
+            },
+        );
+        AdminConfig { listen }
+    }
 }
 
 #[cfg(test)]

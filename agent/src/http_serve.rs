@@ -1,0 +1,98 @@
+//! The small HTTP/1.1 servers Steeple runs on TCP (the AWS container-credentials endpoint,
+//! the admin listener): an accept loop that survives failed accepts, a header-read
+//! timeout, and a graceful stop — stop accepting, let requests in flight finish, close
+//! idle keep-alive connections.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How long a client may take to send its request headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept` (e.g. out of file descriptors) so it cannot spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves `handler` on `listener` until `shutdown`, then drains (see the module docs).
+/// `what` names the server in log events. Errors only if the listener has no local
+/// address.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    what: &'static str,
+    handler: H,
+    shutdown: CancellationToken,
+) -> std::io::Result<()>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let local = listener.local_addr()?;
+    let mut connections = JoinSet::new();
+    let mut accept_failing = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    accept_failing = false;
+                    connections.spawn(connection(stream, peer, what, handler.clone(), shutdown.clone()));
+                }
+                Err(e) if accept_failing => {
+                    tracing::debug!(server = what, listen = %local, error = %e, "accepting a connection still failing");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+                Err(e) => {
+                    accept_failing = true;
+                    tracing::warn!(server = what, listen = %local, error = %e, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    tracing::info!(server = what, listen = %local, "stopped");
+    Ok(())
+}
+
+/// One HTTP/1.1 connection, closed gracefully on `shutdown`.
+async fn connection<H, F>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    what: &'static str,
+    handler: H,
+    shutdown: CancellationToken,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let response = handler(request, peer);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(server = what, %peer, error = %e, "connection ended with an error");
+    }
+}

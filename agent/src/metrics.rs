@@ -1,0 +1,372 @@
+//! Prometheus metrics, process-wide: components record into [`metrics()`] (atomics and
+//! small maps, no allocation on the SDS hot path), and the admin listener renders them in
+//! the text exposition format together with what the store shows at scrape time (SVID
+//! expiry, secrets by kind).
+//!
+//! Labels only ever carry fixed words and configuration (provider names, outcomes, SPIFFE
+//! IDs) — never a secret, a logical path's value or a token.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::store::{Secret, Snapshot};
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// The SDS protocol flavour of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdsFlavour {
+    /// StreamSecrets / FetchSecrets.
+    StateOfTheWorld,
+    /// DeltaSecrets.
+    Delta,
+}
+
+impl SdsFlavour {
+    fn index(self) -> usize {
+        match self {
+            Self::StateOfTheWorld => 0,
+            Self::Delta => 1,
+        }
+    }
+}
+
+const FLAVOURS: [(SdsFlavour, &str); 2] = [
+    (SdsFlavour::StateOfTheWorld, "sotw"),
+    (SdsFlavour::Delta, "delta"),
+];
+
+/// A latency histogram with [`BUCKETS`].
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter_mut()) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
+/// Every metric Steeple records.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    sds_streams: [AtomicI64; 2],
+    sds_responses: [AtomicU64; 2],
+    sds_nacks: [AtomicU64; 2],
+    sds_refused: AtomicU64,
+    svid_rotations: AtomicU64,
+    envelopes_served: AtomicI64,
+    envelopes_unserved: AtomicI64,
+    envelope_unchanged: AtomicU64,
+    /// (provider, outcome) → resolve latency.
+    resolves: Mutex<BTreeMap<(String, &'static str), Histogram>>,
+    /// (exchange, outcome) → exchange latency, e.g. ("aws-sts", "ok").
+    exchanges: Mutex<BTreeMap<(String, &'static str), Histogram>>,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+/// Counts an open SDS stream until dropped.
+#[derive(Debug)]
+pub struct StreamGauge<'a> {
+    metrics: &'a Metrics,
+    flavour: SdsFlavour,
+}
+
+impl Drop for StreamGauge<'_> {
+    fn drop(&mut self) {
+        self.metrics.sds_streams[self.flavour.index()].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    /// An SDS stream opened; it counts until the guard drops.
+    pub fn sds_stream_opened(&self, flavour: SdsFlavour) -> StreamGauge<'_> {
+        self.sds_streams[flavour.index()].fetch_add(1, Ordering::Relaxed);
+        StreamGauge {
+            metrics: self,
+            flavour,
+        }
+    }
+
+    /// A response (push) was sent on an SDS stream.
+    pub fn sds_response_sent(&self, flavour: SdsFlavour) {
+        self.sds_responses[flavour.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client NACKed a response.
+    pub fn sds_nack(&self, flavour: SdsFlavour) {
+        self.sds_nacks[flavour.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request was refused (authorization, limits, malformed).
+    pub fn sds_request_refused(&self) {
+        self.sds_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An X.509-SVID was replaced by a new one.
+    pub fn svid_rotated(&self) {
+        self.svid_rotations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One envelope resolve against `provider` ended with `outcome` (`ok` or an error
+    /// kind) after `elapsed`.
+    pub fn envelope_resolved(&self, provider: &str, outcome: &'static str, elapsed: Duration) {
+        observe(
+            &self.resolves,
+            (provider.to_owned(), outcome),
+            elapsed.as_secs_f64(),
+        );
+    }
+
+    /// A refresh resolved the same value as before: nothing new pushed.
+    pub fn envelope_unchanged(&self) {
+        self.envelope_unchanged.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many configured envelopes are served and how many are not (pending, refused
+    /// or failing).
+    pub fn set_envelopes(&self, served: usize, unserved: usize) {
+        self.envelopes_served
+            .store(gauge(served), Ordering::Relaxed);
+        self.envelopes_unserved
+            .store(gauge(unserved), Ordering::Relaxed);
+    }
+
+    /// Configured envelopes not served right now.
+    pub fn envelopes_unserved(&self) -> i64 {
+        self.envelopes_unserved.load(Ordering::Relaxed)
+    }
+
+    /// One credential exchange (named by its task, e.g. `aws-sts`) ended with `outcome`.
+    pub fn exchanged(&self, exchange: &str, outcome: &'static str, elapsed: Duration) {
+        observe(
+            &self.exchanges,
+            (exchange.to_owned(), outcome),
+            elapsed.as_secs_f64(),
+        );
+    }
+
+    /// The text exposition of every metric, plus the SVIDs and secrets in `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot, now: SystemTime) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        header(
+            &mut out,
+            "steeple_sds_streams",
+            "gauge",
+            "Open SDS streams.",
+        );
+        for (flavour, name) in FLAVOURS {
+            let value = self.sds_streams[flavour.index()].load(Ordering::Relaxed);
+            let _ = writeln!(out, "steeple_sds_streams{{protocol=\"{name}\"}} {value}");
+        }
+        header(
+            &mut out,
+            "steeple_sds_responses_total",
+            "counter",
+            "Responses (pushes) sent on SDS streams.",
+        );
+        for (flavour, name) in FLAVOURS {
+            let value = load(&self.sds_responses[flavour.index()]);
+            let _ = writeln!(
+                out,
+                "steeple_sds_responses_total{{protocol=\"{name}\"}} {value}"
+            );
+        }
+        header(
+            &mut out,
+            "steeple_sds_nacks_total",
+            "counter",
+            "Responses SDS clients rejected.",
+        );
+        for (flavour, name) in FLAVOURS {
+            let value = load(&self.sds_nacks[flavour.index()]);
+            let _ = writeln!(
+                out,
+                "steeple_sds_nacks_total{{protocol=\"{name}\"}} {value}"
+            );
+        }
+        counter(
+            &mut out,
+            "steeple_sds_requests_refused_total",
+            "SDS requests refused (authorization, limits, malformed).",
+            load(&self.sds_refused),
+        );
+        counter(
+            &mut out,
+            "steeple_svid_rotations_total",
+            "X.509-SVIDs replaced by a new one.",
+            load(&self.svid_rotations),
+        );
+        render_svids(&mut out, snapshot, now);
+        header(
+            &mut out,
+            "steeple_envelopes",
+            "gauge",
+            "Configured envelopes by state.",
+        );
+        for (state, value) in [
+            ("served", &self.envelopes_served),
+            ("unserved", &self.envelopes_unserved),
+        ] {
+            let value = value.load(Ordering::Relaxed);
+            let _ = writeln!(out, "steeple_envelopes{{state=\"{state}\"}} {value}");
+        }
+        counter(
+            &mut out,
+            "steeple_envelope_cache_hits_total",
+            "Refreshes that resolved the value already served (no new SDS version).",
+            load(&self.envelope_unchanged),
+        );
+        render_histograms(
+            &mut out,
+            "steeple_envelope_resolve_duration_seconds",
+            "Envelope resolves (one upstream call each) by provider and outcome.",
+            &lock(&self.resolves)
+                .iter()
+                .map(|((p, o), h)| (format!("provider=\"{p}\",outcome=\"{o}\""), h.clone()))
+                .collect::<Vec<_>>(),
+        );
+        render_histograms(
+            &mut out,
+            "steeple_exchange_duration_seconds",
+            "Credential exchanges (one upstream call each) by exchange and outcome.",
+            &lock(&self.exchanges)
+                .iter()
+                .map(|((e, o), h)| {
+                    (
+                        format!("exchange=\"{}\",outcome=\"{o}\"", escape(e)),
+                        h.clone(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        out
+    }
+}
+
+fn gauge(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn observe<K: Ord>(map: &Mutex<BTreeMap<K, Histogram>>, key: K, seconds: f64) {
+    lock(map).entry(key).or_default().observe(seconds);
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Expiry of every served X.509-SVID, and the secrets held by kind.
+fn render_svids(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
+    header(
+        out,
+        "steeple_svid_expiry_timestamp_seconds",
+        "gauge",
+        "notAfter of each X.509-SVID served, Unix time.",
+    );
+    let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut svids: BTreeMap<&str, SystemTime> = BTreeMap::new();
+    for (_, entry) in snapshot.iter() {
+        let kind = match &entry.secret {
+            Secret::Certificate(cert) => {
+                svids.insert(&cert.spiffe_id, cert.not_after);
+                "tls_certificate"
+            }
+            Secret::TrustBundle(_) | Secret::BundleSet(_) => "validation_context",
+            Secret::Generic(_) => "generic_secret",
+        };
+        *kinds.entry(kind).or_default() += 1;
+    }
+    for (id, not_after) in &svids {
+        let at = not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let _ = writeln!(
+            out,
+            "steeple_svid_expiry_timestamp_seconds{{spiffe_id=\"{}\"}} {at}",
+            escape(id)
+        );
+    }
+    header(
+        out,
+        "steeple_svid_remaining_seconds",
+        "gauge",
+        "Seconds until the soonest-expiring X.509-SVID expires (negative: expired).",
+    );
+    if let Some(soonest) = svids.values().min() {
+        let remaining = match soonest.duration_since(now) {
+            Ok(left) => left.as_secs_f64(),
+            Err(past) => -past.duration().as_secs_f64(),
+        };
+        let _ = writeln!(out, "steeple_svid_remaining_seconds {remaining:.0}");
+    }
+    header(
+        out,
+        "steeple_secrets",
+        "gauge",
+        "Secrets held, by SDS kind.",
+    );
+    for (kind, count) in kinds {
+        let _ = writeln!(out, "steeple_secrets{{kind=\"{kind}\"}} {count}");
+    }
+}
+
+fn render_histograms(out: &mut String, name: &str, help: &str, series: &[(String, Histogram)]) {
+    header(out, name, "histogram", help);
+    for (labels, histogram) in series {
+        for (bound, count) in BUCKETS.iter().zip(histogram.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels},le=\"+Inf\"}} {}\n{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}",
+            histogram.count, histogram.sum, histogram.count
+        );
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;
