@@ -2,7 +2,7 @@
 //! credentials, their deliveries (the SDS generic secret and the loopback
 //! container-credentials endpoint), and the KMS envelope resolver that signs with them.
 
-mod key_probe;
+pub mod key_probe;
 
 use std::sync::Arc;
 
@@ -125,7 +125,8 @@ pub fn start(
     Ok(Some(AwsRuntime { credentials, kms }))
 }
 
-fn sts_config(config: &AwsConfig) -> StsConfig {
+/// The STS exchange settings `[aws]` stands for.
+pub fn sts_config(config: &AwsConfig) -> StsConfig {
     StsConfig {
         role_arn: config.role_arn.clone(),
         audience: config.audience.clone(),
@@ -137,7 +138,8 @@ fn sts_config(config: &AwsConfig) -> StsConfig {
     }
 }
 
-fn kms_config(config: &AwsConfig) -> KmsConfig {
+/// The KMS resolver settings `[aws]` stands for.
+pub fn kms_config(config: &AwsConfig) -> KmsConfig {
     KmsConfig {
         key_arn_allowlist: config.key_arn_allowlist.clone(),
         endpoint: config.kms_endpoint.clone(),

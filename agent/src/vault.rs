@@ -121,7 +121,8 @@ pub fn start(
     }))
 }
 
-fn client_config(config: &VaultConfig) -> VaultClientConfig {
+/// The Vault client settings `[vault]` stands for.
+pub fn client_config(config: &VaultConfig) -> VaultClientConfig {
     VaultClientConfig {
         addr: config.addr.clone(),
         ca_file: config.ca_file.clone(),
@@ -130,7 +131,8 @@ fn client_config(config: &VaultConfig) -> VaultClientConfig {
     }
 }
 
-fn login_config(config: &VaultConfig) -> VaultJwtLoginConfig {
+/// The JWT login settings `[vault]` stands for.
+pub fn login_config(config: &VaultConfig) -> VaultJwtLoginConfig {
     VaultJwtLoginConfig {
         auth_mount: config.auth_mount.clone(),
         role: config.role.clone(),
@@ -139,7 +141,8 @@ fn login_config(config: &VaultConfig) -> VaultJwtLoginConfig {
     }
 }
 
-fn client_error(e: ClientBuildError) -> VaultStartError {
+/// A client that could not be built, named by the `[vault]` key at fault.
+pub fn client_error(e: ClientBuildError) -> VaultStartError {
     let key = match &e {
         ClientBuildError::CaFile { .. } => "ca_file",
         _ => "addr",

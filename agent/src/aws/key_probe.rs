@@ -65,7 +65,7 @@ pub async fn run(
 }
 
 /// The distinct key ids of every `kms_envelope` row.
-fn kms_keys(sets: &RowSets) -> BTreeSet<String> {
+pub fn kms_keys(sets: &RowSets) -> BTreeSet<String> {
     sets.values()
         .flat_map(|rows| rows.iter())
         .filter(|row| row.provider == Provider::KmsEnvelope.as_str())

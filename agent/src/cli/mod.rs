@@ -1,7 +1,8 @@
 //! The `steeple` command line: `run` (production), `dev` (embedded trust domain),
-//! `check-config`, `envelope seal`, and `aws credential-process`.
+//! `check-config`, `doctor`, `envelope seal`, and `aws credential-process`.
 
 mod aws;
+mod doctor;
 mod seal;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,8 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Check the configuration, sockets, Workload API and upstreams before deploying.
+    Doctor(doctor::DoctorArgs),
     /// Work with secret envelopes.
     #[command(subcommand)]
     Envelope(EnvelopeCommand),
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
             };
         }
         Command::Aws(command) => return aws::run(command),
+        Command::Doctor(args) => return doctor::run(args),
     };
     let config = match Config::load(config_path.as_deref(), std::env::vars()) {
         Ok(config) => config,

@@ -1,0 +1,251 @@
+//! The checks that need no peer: the configuration (valid, and what each section will
+//! do), the cargo features it needs, and the two socket paths.
+
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+use std::path::Path;
+
+use super::report::Check;
+use super::span;
+use crate::config::{Config, ConfigErrors, Profile};
+use crate::uds::{BindError, check_socket_dir};
+
+/// `config`: valid, or every bad key with its message.
+pub fn config_check(loaded: &Result<Config, ConfigErrors>, file: Option<&Path>) -> Check {
+    let source = file.map_or("defaults and STEEPLE_* variables".to_owned(), |f| {
+        f.display().to_string()
+    });
+    match loaded {
+        Ok(config) => {
+            let profile = match config.agent.profile {
+                Profile::Standard => "standard",
+                Profile::Production => "production",
+            };
+            Check::ok("config", format!("{source} is valid (profile {profile})"))
+        }
+        Err(ConfigErrors(errors)) => {
+            let keys: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            Check::fail(
+                "config",
+                format!(
+                    "{source}: {} invalid key(s): {}",
+                    errors.len(),
+                    keys.join("; ")
+                ),
+                "correct each key listed (`steeple check-config` re-checks without peers)",
+            )
+        }
+    }
+}
+
+/// `config.<section>`: one line per configured section saying what it will do.
+pub fn explain(config: &Config) -> Vec<Check> {
+    let mut out = vec![
+        Check::ok(
+            "config.workload_api",
+            format!(
+                "SVIDs from the Workload API at {}",
+                config.workload_api.socket.display()
+            ),
+        ),
+        Check::ok(
+            "config.sds",
+            format!(
+                "SDS on {} (mode {:04o}), {} [[callers]] rule(s){}",
+                config.sds.socket.display(),
+                config.sds.socket_mode,
+                config.callers.len(),
+                if config.callers.is_empty() {
+                    " (own uid only)"
+                } else {
+                    ""
+                }
+            ),
+        ),
+    ];
+    if !config.jwt_svids.is_empty() {
+        let audiences: Vec<&str> = config
+            .jwt_svids
+            .iter()
+            .map(|j| j.audience.as_str())
+            .collect();
+        out.push(Check::ok(
+            "config.jwt_svids",
+            format!("JWT-SVIDs served for audience(s) {}", audiences.join(", ")),
+        ));
+    }
+    if config.envelopes.enabled {
+        let paths: Vec<String> = config
+            .envelopes
+            .paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        out.push(Check::ok(
+            "config.envelopes",
+            format!(
+                "envelopes from {} path(s) [{}], polled every {}, resolved again every {}",
+                paths.len(),
+                paths.join(", "),
+                span(config.envelopes.poll_interval),
+                span(config.envelopes.refresh_interval)
+            ),
+        ));
+    }
+    let cp = &config.control_plane;
+    if !cp.url.is_empty() {
+        let auth = match (&cp.jwt_audience, &cp.token_file) {
+            (Some(audience), _) => format!("a JWT-SVID for audience {audience}"),
+            (None, Some(file)) => format!("the bearer token in {}", file.display()),
+            (None, None) => "no credentials".to_owned(),
+        };
+        out.push(Check::ok(
+            "config.control_plane",
+            format!(
+                "envelope rows from {} every {}, authenticated by {auth}",
+                display_url(&cp.url),
+                span(cp.poll_interval)
+            ),
+        ));
+    }
+    if config.aws.enabled {
+        let aws = &config.aws;
+        let endpoint = aws
+            .sts_endpoint
+            .as_deref()
+            .map_or(String::new(), |e| format!(" at {}", display_url(e)));
+        out.push(Check::ok(
+            "config.aws",
+            format!(
+                "STS AssumeRoleWithWebIdentity as {} in {}{endpoint}, audience {}; KMS keys under [{}]",
+                aws.role_arn,
+                aws.region,
+                aws.audience,
+                aws.key_arn_allowlist.join(", ")
+            ),
+        ));
+    }
+    if config.vault.enabled {
+        let vault = &config.vault;
+        let namespace = vault
+            .namespace
+            .as_deref()
+            .map_or(String::new(), |n| format!(" in namespace {n}"));
+        let tls = match (&vault.ca_spiffe_bundle, &vault.ca_file) {
+            (Some(td), _) => format!("TLS trusted by the SPIFFE bundle of {td}"),
+            (None, Some(file)) => format!("TLS trusted by the system roots and {}", file.display()),
+            (None, None) => "TLS trusted by the system roots".to_owned(),
+        };
+        out.push(Check::ok(
+            "config.vault",
+            format!(
+                "JWT login as role {} at {}{namespace} (auth mount {}), audience {}; {tls}",
+                vault.role,
+                display_url(&vault.addr),
+                vault.auth_mount,
+                vault.audience
+            ),
+        ));
+    }
+    out
+}
+
+/// `feature.aws` and `feature.vault`: an enabled section needs its cargo feature.
+pub fn features(config: &Config) -> Vec<Check> {
+    vec![
+        feature("aws", config.aws.enabled, cfg!(feature = "aws")),
+        feature("vault", config.vault.enabled, cfg!(feature = "vault")),
+    ]
+}
+
+/// One feature check: `enabled` in the config, `compiled` into this binary.
+pub fn feature(name: &str, enabled: bool, compiled: bool) -> Check {
+    let check = format!("feature.{name}");
+    match (enabled, compiled) {
+        (false, _) => Check::skipped(&check, format!("[{name}] is not enabled")),
+        (true, true) => Check::ok(&check, format!("[{name}] enabled and compiled in")),
+        (true, false) => Check::fail(
+            &check,
+            format!(
+                "[{name}] is enabled but this steeple was built without the `{name}` cargo feature"
+            ),
+            format!(
+                "install a steeple built with `--features {name}` (a default build has it), or set [{name}] enabled = false"
+            ),
+        ),
+    }
+}
+
+/// `socket.workload_api`: the path exists and is a socket.
+pub fn workload_socket(path: &Path) -> Check {
+    const NAME: &str = "socket.workload_api";
+    let fix = "start the SPIRE agent, or point workload_api.socket (or SPIFFE_ENDPOINT_SOCKET) at its socket";
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            Check::ok(NAME, format!("{} is a socket", path.display()))
+        }
+        Ok(_) => Check::fail(
+            NAME,
+            format!("{} exists but is not a socket", path.display()),
+            fix,
+        ),
+        Err(e) => Check::fail(NAME, format!("{}: {e}", path.display()), fix),
+    }
+}
+
+/// `socket.sds`: the socket's directory exists and is safe as the agent checks it at
+/// bind time (a real directory owned by us or root, not writable by others); the socket
+/// path is not a symlink, nor a file or another user's socket the agent would refuse.
+pub fn sds_socket(path: &Path) -> Check {
+    const NAME: &str = "socket.sds";
+    let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        let detail = format!("{} has no directory", path.display());
+        return Check::fail(NAME, detail, "set sds.socket to an absolute path");
+    };
+    let own_dir = format!("install -d -m 0750 {} as the agent's user", dir.display());
+    if let Err(e) = check_socket_dir(dir) {
+        let fix = match e {
+            BindError::Io { .. } => format!("create the directory: {own_dir}"),
+            _ => format!("give the socket a directory of its own: {own_dir}"),
+        };
+        return Check::fail(NAME, e.to_string(), fix);
+    }
+    let path_buf = path.to_owned();
+    let refused = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let detail = format!("{} can be created in a safe directory", path.display());
+            return Check::ok(NAME, detail);
+        }
+        Err(source) => BindError::Io {
+            path: path_buf,
+            source,
+        },
+        Ok(meta) if meta.file_type().is_symlink() => BindError::Symlink { path: path_buf },
+        Ok(meta) if !meta.file_type().is_socket() => BindError::NotASocket { path: path_buf },
+        Ok(meta) if meta.uid() != rustix::process::geteuid().as_raw() => BindError::ForeignSocket {
+            path: path_buf,
+            uid: meta.uid(),
+        },
+        Ok(_) => {
+            let detail = format!(
+                "{} is our socket (an agent may be running) in a safe directory",
+                path.display()
+            );
+            return Check::ok(NAME, detail);
+        }
+    };
+    let fix = format!("remove {}, or choose another sds.socket", path.display());
+    Check::fail(NAME, refused.to_string(), fix)
+}
+
+/// `url` without user info or query, which may carry credentials.
+pub fn display_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}{path}")
+}
