@@ -2,6 +2,7 @@
 //! from it, to local workloads over an Envoy SDS stream on a Unix socket.
 
 pub mod admin;
+pub mod audit;
 pub mod authz;
 #[cfg(feature = "aws")]
 pub mod aws;

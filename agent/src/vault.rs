@@ -88,6 +88,11 @@ pub fn start(
         .revoke_on_shutdown(config.revoke_on_shutdown)
         .spawn(context.shutdown.clone(), tasks);
     let tokens = kept.channel().clone();
+    tasks.spawn(audit_tokens(
+        tokens.clone(),
+        config.role.clone(),
+        context.shutdown.clone(),
+    ));
     if let Some(name) = &config.token_resource_name {
         tasks.spawn(publish_token(
             name.clone(),
@@ -191,6 +196,33 @@ async fn follow_bundle(
         tokio::select! {
             () = shutdown.cancelled() => return,
             changed = snapshots.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// One audit event per Vault token obtained (login or renewal): role, accessor, expiry —
+/// never the token.
+async fn audit_tokens(
+    mut tokens: watch::Receiver<Option<VaultToken>>,
+    role: String,
+    shutdown: CancellationToken,
+) {
+    let mut last: Option<(String, std::time::SystemTime)> = None;
+    loop {
+        let current = tokens
+            .borrow_and_update()
+            .as_ref()
+            .map(|t| (t.accessor.clone(), t.expires_at));
+        if let Some((accessor, expires_at)) = current.as_ref().filter(|_| current != last) {
+            let expires_at = expires_at
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            tracing::info!(target: crate::audit::TARGET, exchange = "vault", role = %role, accessor = %accessor, outcome = "ok", expires_at, "exchange");
+        }
+        last = current;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = tokens.changed() => if changed.is_err() { return },
         }
     }
 }

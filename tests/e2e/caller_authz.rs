@@ -4,6 +4,8 @@
 //! upstream; a second one, also `nobody`, asking for `admin/root-token` is refused — the
 //! upstream never sees that secret, and Steeple audits the denial with the caller's uid
 //! and the resource — while root (Steeple's own uid, per its rule) still fetches it.
+//! The audit trail goes to its own file (`[audit] sink`): the grant, the denial and both
+//! resolves are there as JSON lines, none in the operational log, no secret in either.
 //! Needs root (to run as `nobody`).
 
 use std::time::Duration;
@@ -41,12 +43,15 @@ async fn another_user_gets_only_what_its_rule_grants() -> anyhow::Result<()> {
             seal_local(&master, DENIED, "", CANARY_DENIED)?,
         ],
     )?;
+    let audit_file = dir.path().join("audit.jsonl");
     let config = format!(
-        "[sds]\nsocket_mode = \"0666\"\n\
+        "[audit]\nsink = \"file:{}\"\n\
+         [sds]\nsocket_mode = \"0666\"\n\
          [[callers]]\nuids = [0]\nresources = [\"*\"]\n\
          [[callers]]\nuids = [{NOBODY}]\nresources = [\"payments/*\"]\n\
          [envelopes]\nenabled = true\npaths = [\"{}\"]\npoll_interval = \"200ms\"\n\
          local_master_key_env = \"STEEPLE_LOCAL_MASTER_KEY\"\n",
+        audit_file.display(),
         envelopes.display()
     );
     let steeple_dir = dir.path().join("steeple");
@@ -83,20 +88,20 @@ async fn another_user_gets_only_what_its_rule_grants() -> anyhow::Result<()> {
     }
 
     // The denied one: refused by Steeple, audited, and nothing reaches its upstream.
+    let nobody = format!("uid={NOBODY} ");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let denial = loop {
-        let logs = steeple.logs();
-        if let Some(line) = logs.lines().find(|l| {
-            l.contains("steeple::audit")
-                && l.contains("decision=\"deny\"")
-                && l.contains(DENIED)
-                && l.contains(&format!("uid={NOBODY}"))
+        let events = audit_events(&audit_file)?;
+        if let Some(event) = events.iter().find(|e| {
+            e["decision"] == "deny"
+                && e["resource"] == DENIED
+                && e["caller"].as_str().is_some_and(|c| c.starts_with(&nobody))
         }) {
-            break line.to_owned();
+            break event.to_string();
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "no audited denial of {DENIED} for uid {NOBODY}:\n{logs}"
+            "no audited denial of {DENIED} for uid {NOBODY} in {events:?}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
@@ -111,10 +116,32 @@ async fn another_user_gets_only_what_its_rule_grants() -> anyhow::Result<()> {
     assert!(!leaked, "the denied secret reached the upstream");
     assert!(!denial.contains(CANARY_DENIED), "{denial}");
 
-    assert_not_in_logs(
-        &[CANARY_GRANTED.into(), CANARY_DENIED.into()],
-        &steeple.logs(),
-    )?;
+    let events = audit_events(&audit_file)?;
+    let granted_event = events.iter().any(|e| {
+        e["message"] == "sds"
+            && e["decision"] == "grant"
+            && e["resource"] == GRANTED
+            && e["caller"].as_str().is_some_and(|c| c.starts_with(&nobody))
+    });
+    assert!(granted_event, "no audited grant of {GRANTED} to nobody");
+    for path in [GRANTED, DENIED] {
+        let resolved = events.iter().any(|e| {
+            e["message"] == "resolve"
+                && e["logical_path"] == path
+                && e["provider"] == "local"
+                && e["outcome"] == "ok"
+        });
+        assert!(resolved, "no audited resolve of {path}");
+    }
+    let logs = steeple.logs();
+    assert!(
+        !logs.contains("steeple::audit"),
+        "audit events in the operational log"
+    );
+    let audit_text = std::fs::read_to_string(&audit_file)?;
+    let canaries = [CANARY_GRANTED.into(), CANARY_DENIED.into()];
+    assert_not_in_logs(&canaries, &logs)?;
+    assert_not_in_logs(&canaries, &audit_text)?;
     drop((granted, denied));
     Ok(())
 }
@@ -136,6 +163,14 @@ async fn injector_as_nobody(
     );
     let envoy = Envoy::start_as_user(&bootstrap, dir, NOBODY)?;
     Ok((envoy, port, upstream))
+}
+
+/// Every audit event written so far (each line must be a JSON object).
+fn audit_events(file: &std::path::Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .map(|line| Ok(serde_json::from_str(line)?))
+        .collect()
 }
 
 fn set_mode(path: &std::path::Path, mode: u32) -> anyhow::Result<()> {

@@ -56,7 +56,7 @@ impl Grant {
             Some(names) => self.authorize(names),
             None if self.is_unrestricted() => self.authorize([]),
             None => {
-                tracing::warn!(target: "steeple::audit", caller = %self.caller.describe(), resource = "*", decision = "deny", "sds");
+                tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), resource = "*", decision = "deny", "sds");
                 Err(Status::permission_denied(
                     "a wildcard request needs access to every resource; name the resources",
                 ))
@@ -68,20 +68,20 @@ impl Grant {
     /// (never the policy). Each decision is an audit event.
     pub fn authorize<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), Status> {
         if !self.caller.still_running() {
-            tracing::warn!(target: "steeple::audit", caller = %self.caller.describe(), decision = "deny", reason = "connecting process exited or PID reused", "sds");
+            tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), decision = "deny", reason = "connecting process exited or PID reused", "sds");
             return Err(Status::permission_denied(
                 "the process that opened this connection is gone; reconnect",
             ));
         }
         for name in names {
             if !self.covers(name) {
-                tracing::warn!(target: "steeple::audit", caller = %self.caller.describe(), resource = name, decision = "deny", "sds");
+                tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), resource = name, decision = "deny", "sds");
                 let shown: String = name.chars().take(200).collect();
                 return Err(Status::permission_denied(format!(
                     "not authorized for resource {shown:?}"
                 )));
             }
-            tracing::debug!(target: "steeple::audit", caller = %self.caller.describe(), resource = name, decision = "grant", "sds");
+            tracing::debug!(target: crate::audit::TARGET, caller = %self.caller.describe(), resource = name, decision = "grant", "sds");
         }
         Ok(())
     }

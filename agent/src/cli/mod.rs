@@ -100,7 +100,10 @@ pub fn main() -> ExitCode {
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
-    init_tracing(&config);
+    if let Err(e) = init_tracing(&config) {
+        eprintln!("steeple: audit.sink: {e}");
+        return ExitCode::from(2);
+    }
     if let Err(e) = crate::hardening::harden_process(config.agent.lock_memory) {
         tracing::error!(error = %e, "Steeple failed");
         eprintln!("steeple: {e}");
@@ -132,17 +135,31 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(config: &Config) {
+/// The operational log on stderr (`[log]`, audit events excluded) and the audit trail on
+/// its own sink (`[audit] sink`).
+fn init_tracing(config: &Config) -> std::io::Result<()> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    let not_audit =
+        tracing_subscriber::filter::filter_fn(|meta| !crate::audit::is_audit(meta.target()));
+    let operational = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let operational = match config.log.format {
+        LogFormat::Json => operational.json().boxed(),
+        LogFormat::Text => operational
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
     }
+    .with_filter(filter)
+    .with_filter(not_audit);
+    let audit = crate::audit::layer(&config.audit)?;
+    tracing_subscriber::registry()
+        .with(operational)
+        .with(audit)
+        .init();
+    Ok(())
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -256,6 +256,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[admin]`.
     pub admin: AdminConfig,
+    /// `[audit] sink`: where audit events go. Default stderr.
+    pub audit: crate::audit::AuditSink,
 }
 
 /// `[admin]`: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.

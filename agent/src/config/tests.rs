@@ -291,5 +291,22 @@ fn admin_listen_is_an_address_or_nothing() {
     assert_eq!(c.admin.listen, Some("127.0.0.1:9464".parse().unwrap()));
     let errors = parse("[admin]\nlisten = \"localhost\"", &[]).unwrap_err().0;
     assert_eq!(errors[0].key, "admin.listen");
-    assert!(errors[0].message.contains("127.0.0.1:9464"), "{}", errors[0]);
+    assert!(
+        errors[0].message.contains("127.0.0.1:9464"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn audit_sink_defaults_to_stderr_and_bad_values_are_named() {
+    use crate::audit::AuditSink;
+    assert_eq!(parse("", &[]).unwrap().audit, AuditSink::Stderr);
+    let c = parse("[audit]\nsink = \"file:/var/log/steeple/audit.jsonl\"", &[]).unwrap();
+    assert_eq!(
+        c.audit,
+        AuditSink::File("/var/log/steeple/audit.jsonl".into())
+    );
+    let errors = parse("[audit]\nsink = \"journald\"", &[]).unwrap_err().0;
+    assert_eq!(errors[0].key, "audit.sink");
 }

@@ -218,6 +218,7 @@ impl Registry {
             Err(_) => "timeout",
         };
         metrics().envelope_resolved(&row.provider, label, started.elapsed());
+        tracing::info!(target: crate::audit::TARGET, logical_path = %row.logical_path, provider = %row.provider, key_id = %row.key_id, outcome = label, "resolve");
         match outcome {
             Ok(Ok(resolved)) => {
                 tracing::info!(logical_path = %sealed.logical_path, provider = %sealed.provider, key_id = %resolved.key_id, bytes = resolved.plaintext.len(), "envelope resolved");

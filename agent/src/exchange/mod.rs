@@ -71,6 +71,8 @@ pub async fn run<E: CredentialExchanger>(
             .duration_since(started)
             .unwrap_or_default();
         metrics().exchanged(&name, label, elapsed);
+        let expires_at = outcome.as_ref().ok().map(|c| unix_secs(c.expires_at()));
+        tracing::info!(target: crate::audit::TARGET, exchange = %name, audience = exchanger.audience(), outcome = label, expires_at, "exchange");
         let delay = match outcome {
             Ok(credentials) => {
                 let expires_at = credentials.expires_at();
@@ -111,6 +113,12 @@ async fn exchange_once<E: CredentialExchanger>(
 ) -> Result<E::Credentials, ExchangeError> {
     let token = jwt.fetch(exchanger.audience()).await?;
     exchanger.exchange(&token).await
+}
+
+/// Seconds since the Unix epoch (0 before it).
+fn unix_secs(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Error events: the first of a kind at its level, identical repeats at DEBUG.

@@ -87,6 +87,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
     ),
     ("log", &["level", "format"]),
     ("admin", &["listen"]),
+    ("audit", &["sink"]),
 ];
 /// `[[name]]` arrays of tables and their keys.
 pub(super) const TABLE_ARRAYS: &[(&str, &[&str])] = &[

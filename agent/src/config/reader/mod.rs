@@ -256,6 +256,13 @@ impl Reader {
             dev: self.read_dev(),
             log: self.read_log(),
             admin: self.read_admin(),
+            audit: self.parsed(
+                "audit",
+                "sink",
+                crate::audit::AuditSink::default(),
+                "\"off\", \"stdout\", \"stderr\", \"syslog\" or \"file:/absolute/path\"",
+                |v| v.as_str().and_then(crate::audit::AuditSink::parse),
+            ),
         }
     }
 
