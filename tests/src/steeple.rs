@@ -126,6 +126,21 @@ impl SteepleProcess {
         Ok(())
     }
 
+    /// Kills the agent with SIGKILL — no shutdown, its socket left behind — and waits
+    /// until it is gone (at most 10 s).
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.process.signal(rustix::process::Signal::KILL)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.process.is_running() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "steeple survived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// The SDS socket.
     pub fn sds_socket(&self) -> &Path {
         &self.sds_socket
