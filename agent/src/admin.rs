@@ -113,6 +113,7 @@ mod tests {
             spiffe_id: "spiffe://example.org/web".into(),
             chain_der: vec![vec![1]],
             key_pkcs8: SecretBytes::copy_from(b"k"),
+            not_before: SystemTime::now(),
             not_after: SystemTime::now(),
         };
         store.sync_source("x509", vec![("default".into(), Secret::Certificate(cert))]);

@@ -299,10 +299,12 @@ fn render_svids(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
     );
     let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
     let mut svids: BTreeMap<&str, SystemTime> = BTreeMap::new();
+    let mut overdue: BTreeMap<&str, bool> = BTreeMap::new();
     for (_, entry) in snapshot.iter() {
         let kind = match &entry.secret {
             Secret::Certificate(cert) => {
                 svids.insert(&cert.spiffe_id, cert.not_after);
+                overdue.insert(&cert.spiffe_id, cert.rotation_overdue_at() <= now);
                 "tls_certificate"
             }
             Secret::TrustBundle(_) | Secret::BundleSet(_) => "validation_context",
@@ -333,6 +335,20 @@ fn render_svids(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
             Err(past) => -past.duration().as_secs_f64(),
         };
         let _ = writeln!(out, "steeple_svid_remaining_seconds {remaining:.0}");
+    }
+    header(
+        out,
+        "steeple_svid_rotation_overdue",
+        "gauge",
+        "1 while an X.509-SVID is served past two thirds of its lifetime (rotation failing).",
+    );
+    for (id, late) in &overdue {
+        let _ = writeln!(
+            out,
+            "steeple_svid_rotation_overdue{{spiffe_id=\"{}\"}} {}",
+            escape(id),
+            u8::from(*late)
+        );
     }
     header(
         out,

@@ -84,6 +84,7 @@ fn svid_expiry_comes_from_the_store_and_no_secret_value_is_rendered() {
         spiffe_id: "spiffe://example.org/web".into(),
         chain_der: vec![vec![1, 2, 3]],
         key_pkcs8: SecretBytes::copy_from(b"private-key-canary"),
+        not_before: now - Duration::from_secs(600),
         not_after,
     };
     store.sync_source(
@@ -107,6 +108,14 @@ fn svid_expiry_comes_from_the_store_and_no_secret_value_is_rendered() {
     assert!(
         text.contains("steeple_svid_remaining_seconds 600"),
         "{text}"
+    );
+    // Halfway through its 20-minute life: not overdue; with 5 minutes left: overdue.
+    assert!(
+        text.contains("steeple_svid_rotation_overdue{spiffe_id=\"spiffe://example.org/web\"} 0")
+    );
+    let late = Metrics::default().render(&store.snapshot(), now + Duration::from_secs(300));
+    assert!(
+        late.contains("steeple_svid_rotation_overdue{spiffe_id=\"spiffe://example.org/web\"} 1")
     );
     assert!(text.contains("steeple_secrets{kind=\"tls_certificate\"} 1"));
     assert!(text.contains("steeple_secrets{kind=\"generic_secret\"} 1"));

@@ -30,8 +30,23 @@ pub struct Certificate {
     pub chain_der: Vec<Vec<u8>>,
     /// PKCS#8 DER private key.
     pub key_pkcs8: SecretBytes,
+    /// The leaf's `notBefore`.
+    pub not_before: SystemTime,
     /// The leaf's `notAfter`.
     pub not_after: SystemTime,
+}
+
+impl Certificate {
+    /// When this SVID counts as overdue for rotation: two thirds into its lifetime. SPIRE
+    /// rotates at half-life, so an SVID still served past this point means rotation is
+    /// failing (e.g. the SPIRE server is down) and expiry is a third of a lifetime away.
+    pub fn rotation_overdue_at(&self) -> SystemTime {
+        let lifetime = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default();
+        self.not_before + lifetime * 2 / 3
+    }
 }
 
 /// What a store entry holds; the SDS layer decides how each kind is encoded for a client.

@@ -97,12 +97,18 @@ pub fn validate_svid(
         return Err(SvidError::KeyMismatch);
     }
     verify_chain(&chain, roots_der, now)?;
-    let not_after =
-        UNIX_EPOCH + Duration::from_secs(leaf.validity().not_after.timestamp().max(0) as u64);
+    let at = |time: x509_parser::time::ASN1Time| {
+        UNIX_EPOCH + Duration::from_secs(time.timestamp().max(0).unsigned_abs())
+    };
+    let (not_before, not_after) = (
+        at(leaf.validity().not_before),
+        at(leaf.validity().not_after),
+    );
     Ok(Certificate {
         spiffe_id: spiffe_id.to_owned(),
         chain_der: chain,
         key_pkcs8: SecretBytes::copy_from(key_pkcs8),
+        not_before,
         not_after,
     })
 }

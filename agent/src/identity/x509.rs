@@ -26,6 +26,21 @@ pub struct X509State {
     own_trust_domain: Option<String>,
 }
 
+/// The alarm for SVIDs that should have been rotated by now: one WARN per SVID, with the
+/// time left before it stops being served (the metric `steeple_svid_rotation_overdue`
+/// says the same to scrapers).
+fn alarm_overdue(state: &X509State) {
+    let now = SystemTime::now();
+    for cert in state.overdue(now) {
+        let expires_in_s = cert
+            .not_after
+            .duration_since(now)
+            .unwrap_or_default()
+            .as_secs();
+        tracing::warn!(spiffe_id = %cert.spiffe_id, expires_in_s, "X.509-SVID not rotated past two thirds of its lifetime (is the SPIRE server reachable?); still served until it expires, never after");
+    }
+}
+
 /// Each SVID's SPIFFE ID and leaf certificate (public parts only).
 pub(super) fn leaves(svids: &[Certificate]) -> BTreeMap<String, Vec<u8>> {
     svids
@@ -155,6 +170,24 @@ impl X509State {
         out
     }
 
+    /// The served SVIDs past their rotation point (see
+    /// [`Certificate::rotation_overdue_at`]) and not yet expired at `now`.
+    pub fn overdue(&self, now: SystemTime) -> Vec<&Certificate> {
+        self.svids
+            .iter()
+            .filter(|c| c.rotation_overdue_at() <= now && now < c.not_after)
+            .collect()
+    }
+
+    /// The next rotation point still ahead of `now`, if any.
+    pub fn next_overdue(&self, now: SystemTime) -> Option<SystemTime> {
+        self.svids
+            .iter()
+            .map(Certificate::rotation_overdue_at)
+            .filter(|t| *t > now)
+            .min()
+    }
+
     /// When the next served SVID expires, if any is still valid.
     pub fn next_expiry(&self, now: SystemTime) -> Option<SystemTime> {
         self.svids
@@ -190,8 +223,10 @@ pub async fn run(
         }
         loop {
             let expiry = until(state.next_expiry(SystemTime::now()));
+            let overdue = until(state.next_overdue(SystemTime::now()));
             tokio::select! {
                 () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(overdue) => alarm_overdue(&state),
                 () = tokio::time::sleep(expiry) => {
                     tracing::warn!("an X.509-SVID expired before it was rotated; no longer served");
                     store.sync_source(SOURCE, state.entries(&names, SystemTime::now()));

@@ -116,6 +116,7 @@ fn a_new_leaf_for_a_known_id_counts_as_a_rotation() {
         spiffe_id: id.into(),
         chain_der: vec![ca.issue(id, 600).der],
         key_pkcs8: SecretBytes::copy_from(b"k"),
+        not_before: SystemTime::now(),
         not_after: SystemTime::now(),
     };
     let (web, db) = (

@@ -104,6 +104,7 @@ fn certificate_carries_pem_chain_and_pkcs8_key() {
         spiffe_id: "spiffe://a.org/w".into(),
         chain_der: vec![leaf.der],
         key_pkcs8: SecretBytes::new(leaf.key_pkcs8),
+        not_before: std::time::SystemTime::now(),
         not_after: std::time::SystemTime::now(),
     });
     let secret = decode(&encode(

@@ -21,6 +21,9 @@ pub(super) fn server(dir: &Path, port: u16, o: &SpireOptions) -> String {
     default_x509_svid_ttl = "{x509_ttl}"
     default_jwt_svid_ttl = "{jwt_ttl}"
     ca_ttl = "{ca_ttl}"
+    # The agent's own SVID lives an hour whatever the workloads' TTL, as in production:
+    # an agent whose SVID expires while the server is down exits for good.
+    agent_ttl = "1h"
     jwt_key_type = "rsa-2048"
     experimental {{
         # Serve new and changed entries to the agent within a second, not five.
