@@ -7,9 +7,10 @@
 //! and a reused PID can never match it); where the kernel has no pidfds, its start time
 //! is re-read from `/proc` instead, as SPIRE does.
 
+use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A local caller.
 #[derive(Debug, Clone)]
@@ -24,7 +25,12 @@ pub struct Caller {
     pub exe: Option<PathBuf>,
     /// How to tell later whether that process still runs.
     liveness: Liveness,
+    /// Resource names whose grant was already audited for this connection.
+    audited: Arc<Mutex<HashSet<String>>>,
 }
+
+/// Most names remembered as audited per connection; past it, grants are audited again.
+const MAX_AUDITED: usize = 4096;
 
 /// How [`Caller::still_running`] checks the connecting process.
 #[derive(Debug, Clone)]
@@ -53,7 +59,25 @@ impl Caller {
             pid,
             exe: pid.and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok()),
             liveness,
+            audited: Arc::default(),
         }
+    }
+
+    /// Whether a grant of `name` to this connection is news for the audit trail: true the
+    /// first time, so a client re-fetching the same resource on one connection is
+    /// audited once, not per request.
+    pub fn first_grant_of(&self, name: &str) -> bool {
+        let mut audited = self
+            .audited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if audited.contains(name) {
+            return false;
+        }
+        if audited.len() < MAX_AUDITED {
+            audited.insert(name.to_owned());
+        }
+        true
     }
 
     /// Whether the process that connected is still the one running under its PID.
@@ -123,6 +147,20 @@ mod tests {
         assert!(me.still_running());
         assert!(me.exe.is_some());
         assert!(me.describe().starts_with("uid=1 gid=2 pid="));
+    }
+
+    #[test]
+    fn a_grant_is_news_once_per_connection() {
+        let caller = Caller::from_peer(1, 2, None);
+        assert!(caller.first_grant_of("default"));
+        assert!(!caller.first_grant_of("default"));
+        assert!(caller.clone().first_grant_of("ROOTCA"));
+        assert!(
+            !caller.first_grant_of("ROOTCA"),
+            "clones share the connection's memory"
+        );
+        // Another connection of the same process is audited afresh.
+        assert!(Caller::from_peer(1, 2, None).first_grant_of("default"));
     }
 
     #[test]

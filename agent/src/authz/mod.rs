@@ -65,7 +65,8 @@ impl Grant {
     }
 
     /// Checks every name of one request; refuses the first one not granted, naming it
-    /// (never the policy). Each decision is an audit event.
+    /// (never the policy). Each denial is an audit event, as is the first grant of each
+    /// name on a connection.
     pub fn authorize<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), Status> {
         if !self.caller.still_running() {
             tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), decision = "deny", reason = "connecting process exited or PID reused", "sds");
@@ -81,7 +82,9 @@ impl Grant {
                     "not authorized for resource {shown:?}"
                 )));
             }
-            tracing::debug!(target: crate::audit::TARGET, caller = %self.caller.describe(), resource = name, decision = "grant", "sds");
+            if self.caller.first_grant_of(name) {
+                tracing::debug!(target: crate::audit::TARGET, caller = %self.caller.describe(), resource = name, decision = "grant", "sds");
+            }
         }
         Ok(())
     }
