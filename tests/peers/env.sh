@@ -7,6 +7,7 @@ bash "$_steeple_peers_dir/install-spire.sh" || return 1
 bash "$_steeple_peers_dir/install-envoy.sh" || return 1
 _steeple_openbao_bin="$(bash "$_steeple_peers_dir/install-openbao.sh")" || return 1
 _steeple_helm_bin="$(bash "$_steeple_peers_dir/install-helm.sh")" || return 1
+bash "$_steeple_peers_dir/install-strace.sh" || return 1
 
 _steeple_cache="${STEEPLE_PEERS_CACHE:-$HOME/.cache/steeple-peers}"
 export STEEPLE_SPIRE_BIN_DIR="$_steeple_cache/spire-${SPIRE_VERSION:-1.15.3}/bin"
