@@ -61,6 +61,20 @@ pub(super) fn rotations(before: &BTreeMap<String, Vec<u8>>, after: &[Certificate
         .count()
 }
 
+/// Every bundle of a Workload API response — each SVID's own, then the federated ones —
+/// keyed by the SPIFFE ID or trust-domain ID it came with, as DER.
+pub fn bundle_sources(response: &X509svidResponse) -> impl Iterator<Item = (&str, &Vec<u8>)> {
+    let own = response
+        .svids
+        .iter()
+        .map(|s| (s.spiffe_id.as_str(), &s.bundle));
+    let federated = response
+        .federated_bundles
+        .iter()
+        .map(|(k, v)| (k.as_str(), v));
+    own.chain(federated)
+}
+
 /// The trust domain name of a SPIFFE ID or trust-domain ID (`spiffe://td/...` → `td`).
 pub fn trust_domain_of(id: &str) -> Option<&str> {
     let rest = id.strip_prefix("spiffe://").unwrap_or(id);
@@ -73,15 +87,7 @@ impl X509State {
     /// does not is logged and the last good value for it stays.
     pub fn apply(&mut self, response: X509svidResponse, now: SystemTime) {
         let mut bundles = BTreeMap::new();
-        let own = response
-            .svids
-            .iter()
-            .map(|s| (s.spiffe_id.as_str(), &s.bundle));
-        let federated = response
-            .federated_bundles
-            .iter()
-            .map(|(k, v)| (k.as_str(), v));
-        for (id, der) in own.chain(federated) {
+        for (id, der) in bundle_sources(&response) {
             let Some(td) = trust_domain_of(id) else {
                 tracing::error!(id, "bundle keyed by an invalid trust domain; ignored");
                 continue;

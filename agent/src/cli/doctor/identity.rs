@@ -13,7 +13,7 @@ use zeroize::Zeroize as _;
 use super::report::Check;
 use super::{CALL_TIMEOUT, expiry};
 use crate::identity::jwt::token_times;
-use crate::identity::x509::trust_domain_of;
+use crate::identity::x509::{bundle_sources, trust_domain_of};
 use crate::identity::{WorkloadApiClient, request};
 use crate::svid::{split_der_certificates, validate_svid};
 
@@ -129,15 +129,7 @@ fn examine(response: X509svidResponse, socket: &Path) -> (Check, Option<Issued>)
 
 /// Trust domain name → roots, for every bundle (own and federated) that parses.
 fn bundles(response: &X509svidResponse) -> BTreeMap<String, Vec<Vec<u8>>> {
-    let own = response
-        .svids
-        .iter()
-        .map(|s| (s.spiffe_id.as_str(), &s.bundle));
-    let federated = response
-        .federated_bundles
-        .iter()
-        .map(|(k, v)| (k.as_str(), v));
-    own.chain(federated)
+    bundle_sources(response)
         .filter_map(|(id, der)| {
             let td = trust_domain_of(id)?;
             Some((td.to_owned(), split_der_certificates(der).ok()?))
