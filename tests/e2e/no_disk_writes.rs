@@ -4,6 +4,8 @@
 //! file is opened for writing, none created, renamed, linked or truncated, no directory
 //! made; the only things unlinked are its own socket paths (a stale one at start, its own
 //! at shutdown). Its log goes to the inherited stderr, which is the harness's, not Steeple's.
+//! strace writes one file per thread (`-ff`), so no call is split across
+//! `<unfinished ...>` / `<... resumed>` lines by another thread's call.
 
 use std::path::Path;
 use std::process::Command;
@@ -44,11 +46,12 @@ async fn the_agent_writes_nothing_but_its_sockets() -> anyhow::Result<()> {
             envelopes.display()
         ),
     )?;
-    let trace = dir.path().join("strace.txt");
+    let traces = dir.path().join("strace");
+    std::fs::create_dir_all(&traces)?;
     let mut command = Command::new("strace");
     command
-        .args(["-f", "-qq", "-e", TRACED, "-o"])
-        .arg(&trace)
+        .args(["-ff", "-qq", "-e", TRACED, "-o"])
+        .arg(traces.join("trace"))
         .arg(steeple_bin()?)
         .args(["dev", "--config"])
         .arg(&config)
@@ -87,7 +90,7 @@ async fn the_agent_writes_nothing_but_its_sockets() -> anyhow::Result<()> {
     }
     assert!(!sds.exists(), "the SDS socket was not removed at shutdown");
 
-    let text = std::fs::read_to_string(&trace).context("reading the strace output")?;
+    let text = read_traces(&traces)?;
     let sockets = [sds, run.join("workload.sock")];
     let violations: Vec<&str> = text
         .lines()
@@ -132,6 +135,28 @@ fn is_write(line: &str, sockets: &[std::path::PathBuf]) -> bool {
         "" => false,
         _ => true,
     }
+}
+
+/// Every per-thread strace file in `dir`, joined, each line prefixed with its thread id.
+fn read_traces(dir: &Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let tid = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("?")
+            .to_owned();
+        let body = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        for line in body.lines() {
+            text.push_str(&tid);
+            text.push(' ');
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    Ok(text)
 }
 
 /// The process `strace` (pid `tracer`) started.
