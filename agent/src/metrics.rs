@@ -70,6 +70,8 @@ pub struct Metrics {
     sds_nacks: [AtomicU64; 2],
     sds_refused: AtomicU64,
     svid_rotations: AtomicU64,
+    /// SIGHUP reloads: [applied, refused].
+    config_reloads: [AtomicU64; 2],
     envelopes_served: AtomicI64,
     envelopes_unserved: AtomicI64,
     envelope_unchanged: AtomicU64,
@@ -127,6 +129,12 @@ impl Metrics {
     /// An X.509-SVID was replaced by a new one.
     pub fn svid_rotated(&self) {
         self.svid_rotations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A SIGHUP reload was applied (`true`) or refused.
+    pub fn config_reload(&self, applied: bool) {
+        let index = usize::from(!applied);
+        self.config_reloads[index].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One envelope resolve against `provider` ended with `outcome` (`ok` or an error
@@ -219,6 +227,19 @@ impl Metrics {
             "X.509-SVIDs replaced by a new one.",
             load(&self.svid_rotations),
         );
+        header(
+            &mut out,
+            "steeple_config_reloads_total",
+            "counter",
+            "SIGHUP configuration reloads by outcome.",
+        );
+        for (index, outcome) in ["applied", "refused"].into_iter().enumerate() {
+            let value = load(&self.config_reloads[index]);
+            let _ = writeln!(
+                out,
+                "steeple_config_reloads_total{{outcome=\"{outcome}\"}} {value}"
+            );
+        }
         render_svids(&mut out, snapshot, now);
         header(
             &mut out,

@@ -28,6 +28,9 @@ fn counters_gauges_and_the_stream_guard() {
     metrics.sds_request_refused();
     metrics.svid_rotated();
     metrics.set_envelopes(3, 1);
+    metrics.config_reload(true);
+    metrics.config_reload(false);
+    metrics.config_reload(false);
     let text = metrics.render(&store.snapshot(), SystemTime::now());
     for expected in [
         "steeple_sds_streams{protocol=\"delta\"} 0",
@@ -35,6 +38,8 @@ fn counters_gauges_and_the_stream_guard() {
         "steeple_sds_nacks_total{protocol=\"sotw\"} 1",
         "steeple_sds_requests_refused_total 1",
         "steeple_svid_rotations_total 1",
+        "steeple_config_reloads_total{outcome=\"applied\"} 1",
+        "steeple_config_reloads_total{outcome=\"refused\"} 2",
         "steeple_envelopes{state=\"served\"} 3",
         "steeple_envelopes{state=\"unserved\"} 1",
         "# TYPE steeple_envelope_cache_hits_total counter",

@@ -5,16 +5,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use steeple_plugin_api::JwtSvidSource;
+use steeple_plugin_api::{EnvelopeResolver, JwtSvidSource};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::authz::Policy;
 use crate::config::Config;
-use crate::envelopes::{self, RowSink};
+use crate::envelopes::{self, EnvelopeTasks, RowSink};
 use crate::exchange::jwt_source::WorkloadApiJwtFetcher;
-use crate::identity::{self, DefaultNames};
+use crate::identity::{self, DefaultNames, WorkloadApiClient};
 use crate::providers::{self, ProviderError, RunMode};
+use crate::reload::ConfigChange;
 use crate::sds::{self, SdsService, SdsSettings};
 use crate::store::SecretStore;
 use crate::uds::{BindError, bind_socket};
@@ -79,6 +80,71 @@ pub struct RunningAgent {
     store: Arc<SecretStore>,
     sds_socket: PathBuf,
     fatal: FatalSignal,
+    reloadable: Reloadable,
+}
+
+/// What a reload can restart, and what it needs to do so.
+#[derive(Debug)]
+struct Reloadable {
+    config: Config,
+    mode: RunMode,
+    sds: SdsService,
+    workload_api: WorkloadApiClient,
+    jwt_fetcher: Arc<dyn JwtSvidSource>,
+    rows: RowSink,
+    /// The KMS and Vault resolvers (their sections are read only at start).
+    running: Vec<Arc<dyn EnvelopeResolver>>,
+    jwt_svids: TaskGroup,
+    envelopes: TaskGroup,
+}
+
+/// Tasks stopped together by their own token (a child of the agent's shutdown).
+#[derive(Debug)]
+struct TaskGroup {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+/// How long a reload waits for the tasks it replaces to stop before aborting them.
+const RELOAD_STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl TaskGroup {
+    fn new(shutdown: &CancellationToken) -> Self {
+        Self {
+            stop: shutdown.child_token(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Stops the group's tasks (aborting any still running after the grace period) and
+    /// returns a fresh, empty group.
+    async fn replace(&mut self, shutdown: &CancellationToken) -> &mut Self {
+        self.stop.cancel();
+        let all_done = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(RELOAD_STOP_GRACE, all_done)
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+        }
+        *self = Self::new(shutdown);
+        self
+    }
+}
+
+/// Why a new configuration was not applied (the running one stays).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// Sections read only at start changed.
+    #[error("{} changed; these are read only at start, restart Steeple to apply them", .0.join(", "))]
+    NeedsRestart(Vec<&'static str>),
+    /// An envelope provider of the new configuration could not be built.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The new control-plane envelope source could not be built.
+    #[error(transparent)]
+    ControlPlane(#[from] envelopes::control_plane::PollError),
 }
 
 /// Starts identity, envelopes and SDS; they stop when `shutdown` is cancelled.
@@ -91,17 +157,17 @@ pub fn start(
     let fatal = FatalSignal::new(shutdown);
     let mut tasks = JoinSet::new();
     let listener = bind_socket(&config.sds.socket, config.sds.socket_mode)?;
-    let own_uid = rustix::process::geteuid().as_raw();
     let service = SdsService::new(
         store.clone(),
         SdsSettings::from(&config.sds),
-        Policy::new(config.callers.clone(), own_uid),
+        policy(config),
         shutdown.clone(),
     );
     let sds_shutdown = shutdown.clone();
     let sds_fatal = fatal.clone();
+    let sds_service = service.clone();
     tasks.spawn(async move {
-        if let Err(e) = sds::serve(listener, service, sds_shutdown).await {
+        if let Err(e) = sds::serve(listener, sds_service, sds_shutdown).await {
             sds_fatal.raise(format!("SDS server failed: {e}"));
         }
     });
@@ -121,10 +187,17 @@ pub fn start(
     identity::spawn(
         &workload_api,
         DefaultNames::from(&config.sds),
-        &config.jwt_svids,
         store.clone(),
         shutdown,
         &mut tasks,
+    );
+    let mut jwt_svids = TaskGroup::new(shutdown);
+    identity::spawn_jwt_svids(
+        &workload_api,
+        &config.jwt_svids,
+        &store,
+        &jwt_svids.stop,
+        &mut jwt_svids.tasks,
     );
     let jwt_fetcher: Arc<dyn JwtSvidSource> =
         Arc::new(WorkloadApiJwtFetcher::new(workload_api.clone(), None));
@@ -149,21 +222,25 @@ pub fn start(
         },
         &mut tasks,
     )?;
-    let running = aws.map(|aws| aws.kms).into_iter().chain(
-        vault
-            .into_iter()
-            .flat_map(|vault| [vault.kv, vault.transit]),
-    );
-    let resolvers = providers::resolvers(config, mode, running)?;
-    envelopes::spawn(
+    let running: Vec<Arc<dyn EnvelopeResolver>> = aws
+        .map(|aws| aws.kms)
+        .into_iter()
+        .chain(
+            vault
+                .into_iter()
+                .flat_map(|vault| [vault.kv, vault.transit]),
+        )
+        .collect();
+    let resolvers = providers::resolvers(config, mode, running.clone())?;
+    let mut envelopes = TaskGroup::new(shutdown);
+    EnvelopeTasks::prepare(
         config,
-        rows,
+        rows.clone(),
         resolvers,
-        jwt_fetcher,
+        jwt_fetcher.clone(),
         store.clone(),
-        shutdown,
-        &mut tasks,
-    )?;
+    )?
+    .spawn(&envelopes.stop, &mut envelopes.tasks);
     tracing::info!(
         sds_socket = %config.sds.socket.display(),
         workload_api = %config.workload_api.socket.display(),
@@ -174,7 +251,23 @@ pub fn start(
         store,
         sds_socket: config.sds.socket.clone(),
         fatal,
+        reloadable: Reloadable {
+            config: config.clone(),
+            mode,
+            sds: service,
+            workload_api,
+            jwt_fetcher,
+            rows,
+            running,
+            jwt_svids,
+            envelopes,
+        },
     })
+}
+
+/// The `[[callers]]` policy, with the agent's own uid as the default.
+fn policy(config: &Config) -> Policy {
+    Policy::new(config.callers.clone(), rustix::process::geteuid().as_raw())
 }
 
 impl RunningAgent {
@@ -183,17 +276,91 @@ impl RunningAgent {
         &self.store
     }
 
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.reloadable.config
+    }
+
+    /// Applies `new` without dropping SDS streams or served secrets: a changed
+    /// `[[callers]]` policy is put in force on open streams too, changed `[[jwt_svids]]`
+    /// and envelope settings restart those tasks (what they served stays served until
+    /// their successors replace or remove it). `[log] level` is the caller's to apply.
+    /// Refused as a whole, changing nothing, if a section read only at start changed or
+    /// the new envelope settings cannot be built. Returns what changed.
+    pub async fn reload(
+        &mut self,
+        new: Config,
+        shutdown: &CancellationToken,
+    ) -> Result<ConfigChange, ReloadError> {
+        let r = &mut self.reloadable;
+        let change = ConfigChange::between(&r.config, &new);
+        if !change.needs_restart.is_empty() {
+            return Err(ReloadError::NeedsRestart(change.needs_restart));
+        }
+        // Everything that can fail is built before anything running is stopped.
+        let envelopes = if change.envelopes {
+            let resolvers = providers::resolvers(&new, r.mode, r.running.clone())?;
+            Some(EnvelopeTasks::prepare(
+                &new,
+                r.rows.clone(),
+                resolvers,
+                r.jwt_fetcher.clone(),
+                self.store.clone(),
+            )?)
+        } else {
+            None
+        };
+        if change.callers {
+            r.sds.replace_policy(policy(&new));
+        }
+        if change.jwt_svids {
+            let group = r.jwt_svids.replace(shutdown).await;
+            identity::spawn_jwt_svids(
+                &r.workload_api,
+                &new.jwt_svids,
+                &self.store,
+                &group.stop,
+                &mut group.tasks,
+            );
+            for gone in r.config.jwt_svids.iter().filter(|old| {
+                !new.jwt_svids
+                    .iter()
+                    .any(|j| j.resource_name == old.resource_name)
+            }) {
+                self.store
+                    .sync_source(&identity::jwt::source_name(&gone.resource_name), Vec::new());
+            }
+        }
+        if let Some(envelopes) = envelopes {
+            let group = r.envelopes.replace(shutdown).await;
+            envelopes.spawn(&group.stop, &mut group.tasks);
+        }
+        r.config = new;
+        Ok(change)
+    }
+
     /// Waits for every task to end after shutdown was requested, at most `grace`; then
     /// aborts what is left and removes the SDS socket. Returns why a component stopped
     /// the agent, if one did.
-    pub async fn drain(mut self, grace: Duration) -> Option<String> {
-        let all_done = async { while self.tasks.join_next().await.is_some() {} };
+    pub async fn drain(self, grace: Duration) -> Option<String> {
+        let mut sets = [
+            self.tasks,
+            self.reloadable.jwt_svids.tasks,
+            self.reloadable.envelopes.tasks,
+        ];
+        let all_done = async {
+            for set in &mut sets {
+                while set.join_next().await.is_some() {}
+            }
+        };
         if tokio::time::timeout(grace, all_done).await.is_err() {
             tracing::warn!(
                 grace_secs = grace.as_secs(),
                 "tasks still running after the grace period; aborting them"
             );
-            self.tasks.abort_all();
+            for set in &mut sets {
+                set.abort_all();
+            }
         }
         let _ = std::fs::remove_file(&self.sds_socket);
         tracing::info!("Steeple stopped");

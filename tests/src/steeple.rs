@@ -141,6 +141,26 @@ impl SteepleProcess {
         Ok(())
     }
 
+    /// Sends `signal` to the agent.
+    pub fn signal(&mut self, signal: rustix::process::Signal) -> anyhow::Result<()> {
+        self.process.signal(signal)
+    }
+
+    /// Waits at most `timeout` for the agent to exit; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.process.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "steeple still running after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The SDS socket.
     pub fn sds_socket(&self) -> &Path {
         &self.sds_socket

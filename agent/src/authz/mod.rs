@@ -17,13 +17,38 @@ use tonic::Status;
 pub struct Grant {
     caller: Arc<Caller>,
     resources: Vec<String>,
+    /// Whether a reloaded policy applies (not to connections without peer credentials).
+    follows_policy: bool,
 }
 
 impl Grant {
     /// `caller`'s grant under `policy`.
     pub fn new(caller: Arc<Caller>, policy: &Policy) -> Self {
         let resources = policy.grants(&caller);
-        Self { caller, resources }
+        Self {
+            caller,
+            resources,
+            follows_policy: true,
+        }
+    }
+
+    /// A grant to nothing, whatever the policy says now or later (for connections
+    /// without peer credentials).
+    pub fn nothing(caller: Arc<Caller>) -> Self {
+        Self {
+            caller,
+            resources: Vec::new(),
+            follows_policy: false,
+        }
+    }
+
+    /// The same caller's grant under `policy` (after a reload).
+    #[must_use]
+    pub fn under(&self, policy: &Policy) -> Self {
+        if !self.follows_policy {
+            return self.clone();
+        }
+        Self::new(self.caller.clone(), policy)
     }
 
     /// A grant to everything (for callers that are the agent itself, and tests).
@@ -31,6 +56,7 @@ impl Grant {
         Self {
             caller,
             resources: vec!["*".into()],
+            follows_policy: false,
         }
     }
 

@@ -39,11 +39,6 @@ impl Policy {
         Self { rules }
     }
 
-    /// A policy that grants nothing (for connections without peer credentials).
-    pub fn deny_all() -> Self {
-        Self { rules: Vec::new() }
-    }
-
     /// The resource globs `caller` is granted (empty: none).
     pub fn grants(&self, caller: &Caller) -> Vec<String> {
         self.rules

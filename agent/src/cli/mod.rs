@@ -121,8 +121,8 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Dev { dir, .. } => run_dev(config, dir).await,
-            _ => run(config).await,
+            Command::Dev { dir, .. } => run_dev(config, config_path, dir).await,
+            _ => run(config, config_path).await,
         }
     });
     match result {
@@ -141,8 +141,13 @@ fn init_tracing(config: &Config) -> std::io::Result<()> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter(&config.log.level);
+    let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = LOG_LEVEL.set(Box::new(move |level: &str| {
+        if let Err(e) = filter_handle.reload(log_filter(level)) {
+            tracing::error!(error = %e, "log.level not changed");
+        }
+    }));
     let not_audit =
         tracing_subscriber::filter::filter_fn(|meta| !crate::audit::is_audit(meta.target()));
     let operational = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
@@ -162,17 +167,32 @@ fn init_tracing(config: &Config) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// `[log] level` as a filter (the config reader has checked it; `info` otherwise).
+fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// Sets the operational log's level after a reload.
+type SetLogLevel = Box<dyn Fn(&str) + Send + Sync>;
+static LOG_LEVEL: std::sync::OnceLock<SetLogLevel> = std::sync::OnceLock::new();
+
+async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    let agent = supervisor::start(&config, RunMode::Production, &shutdown)?;
-    wait_for_signal(&shutdown).await?;
+    let mut agent = supervisor::start(&config, RunMode::Production, &shutdown)?;
+    let load = || Config::load(path.as_deref(), std::env::vars());
+    serve_until_stopped(&mut agent, load, &shutdown).await?;
     match agent.drain(SHUTDOWN_GRACE).await {
         Some(reason) => Err(anyhow::anyhow!(reason)),
         None => Ok(()),
     }
 }
 
-async fn run_dev(mut config: Config, dir: Option<PathBuf>) -> anyhow::Result<()> {
+async fn run_dev(
+    mut config: Config,
+    path: Option<PathBuf>,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let temp = match dir {
         Some(_) => None,
         None => Some(tempfile::Builder::new().prefix("steeple-dev-").tempdir()?),
@@ -182,8 +202,7 @@ async fn run_dev(mut config: Config, dir: Option<PathBuf>) -> anyhow::Result<()>
         (None, Some(d)) => d,
         (None, None) => anyhow::bail!("no directory for the dev sockets"),
     };
-    config.workload_api.socket = dir.join("workload.sock");
-    config.sds.socket = dir.join("sds.sock");
+    dev_sockets(&mut config, dir);
     let shutdown = CancellationToken::new();
     let dev = DevConfig {
         trust_domain: config.dev.trust_domain.clone(),
@@ -196,7 +215,7 @@ async fn run_dev(mut config: Config, dir: Option<PathBuf>) -> anyhow::Result<()>
     tracing::warn!(
         "dev mode: an in-process trust domain with a throwaway CA; never use it in production"
     );
-    let agent = supervisor::start(&config, RunMode::Dev, &shutdown)?;
+    let mut agent = supervisor::start(&config, RunMode::Dev, &shutdown)?;
     println!("# Steeple dev is running.");
     println!("#   SDS socket:          {}", config.sds.socket.display());
     println!(
@@ -210,7 +229,13 @@ async fn run_dev(mut config: Config, dir: Option<PathBuf>) -> anyhow::Result<()>
         "{}",
         dev_bootstrap(&config.sds.socket, &config.dev.workload_id)
     );
-    wait_for_signal(&shutdown).await?;
+    let load = || {
+        Config::load(path.as_deref(), std::env::vars()).map(|mut config| {
+            dev_sockets(&mut config, dir);
+            config
+        })
+    };
+    serve_until_stopped(&mut agent, load, &shutdown).await?;
     match agent.drain(SHUTDOWN_GRACE).await {
         Some(reason) => Err(anyhow::anyhow!(reason)),
         None => Ok(()),
@@ -224,15 +249,71 @@ pub fn dev_bootstrap(sds_socket: &Path, spiffe_id: &str) -> String {
         .replace("__SPIFFE_ID__", spiffe_id)
 }
 
-async fn wait_for_signal(shutdown: &CancellationToken) -> std::io::Result<()> {
+/// Where `steeple dev` puts its sockets: in `dir`, whatever the configuration says.
+fn dev_sockets(config: &mut Config, dir: &Path) {
+    config.workload_api.socket = dir.join("workload.sock");
+    config.sds.socket = dir.join("sds.sock");
+}
+
+/// Runs until SIGTERM, SIGINT or a component's fatal error; on SIGHUP reads the
+/// configuration again (`load`) and applies it. A new configuration that does not load,
+/// or changes what is read only at start, is refused and the running one stays.
+async fn serve_until_stopped(
+    agent: &mut supervisor::RunningAgent,
+    load: impl Fn() -> Result<Config, crate::config::ConfigErrors>,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        () = shutdown.cancelled() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: shutting down");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: shutting down");
+                break;
+            }
+            _ = hup.recv() => reload(agent, &load, shutdown).await,
+            () = shutdown.cancelled() => break,
+        }
     }
     shutdown.cancel();
     Ok(())
+}
+
+/// One SIGHUP: load, check and apply the configuration, logging the outcome.
+async fn reload(
+    agent: &mut supervisor::RunningAgent,
+    load: &impl Fn() -> Result<Config, crate::config::ConfigErrors>,
+    shutdown: &CancellationToken,
+) {
+    tracing::info!("SIGHUP: reloading the configuration");
+    let new = match load() {
+        Ok(new) => new,
+        Err(errors) => {
+            crate::metrics::metrics().config_reload(false);
+            tracing::error!(errors = %errors, "new configuration refused; the running one stays");
+            return;
+        }
+    };
+    let level = new.log.level.clone();
+    match agent.reload(new, shutdown).await {
+        Ok(change) => {
+            if change.log_level
+                && let Some(set_level) = LOG_LEVEL.get()
+            {
+                set_level(&level);
+            }
+            crate::metrics::metrics().config_reload(true);
+            tracing::info!(changed = ?change.applied(), "configuration reloaded");
+        }
+        Err(e) => {
+            crate::metrics::metrics().config_reload(false);
+            tracing::error!(error = %e, "new configuration refused; the running one stays");
+        }
+    }
 }

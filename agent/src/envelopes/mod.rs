@@ -42,66 +42,121 @@ impl RowSink {
         });
     }
 
+    /// Drops the rows of every source not in `sources`.
+    pub fn retain(&self, sources: &[&str]) {
+        self.tx.send_if_modified(|sets| {
+            let before = sets.len();
+            sets.retain(|name, _| sources.contains(&name.as_str()));
+            sets.len() != before
+        });
+    }
+
     /// A receiver of every source's rows.
     pub fn subscribe(&self) -> watch::Receiver<RowSets> {
         self.tx.subscribe()
     }
 }
 
-/// Starts the configured envelope sources, publishing into `sink`, and the registry
-/// (when `[envelopes]` is enabled), resolving with `resolvers`.
-pub fn spawn(
-    config: &crate::config::Config,
+/// The envelope tasks one configuration asks for, built (everything that can fail has
+/// been checked) but not started.
+#[derive(Debug)]
+pub struct EnvelopeTasks {
+    files: Option<(Vec<std::path::PathBuf>, std::time::Duration)>,
+    control_plane: Option<(control_plane::ControlPlaneSource, std::time::Duration)>,
+    registry: Option<registry::Registry>,
     sink: RowSink,
-    resolvers: Vec<Arc<dyn steeple_plugin_api::EnvelopeResolver>>,
-    jwt: Arc<dyn steeple_plugin_api::JwtSvidSource>,
     store: Arc<crate::store::SecretStore>,
-    shutdown: &tokio_util::sync::CancellationToken,
-    tasks: &mut tokio::task::JoinSet<()>,
-) -> Result<(), control_plane::PollError> {
-    let envelopes = &config.envelopes;
-    if !envelopes.enabled {
-        return Ok(());
-    }
-    if !envelopes.paths.is_empty() {
-        tasks.spawn(file_source::run(
-            envelopes.paths.clone(),
-            envelopes.poll_interval,
-            sink.clone(),
-            shutdown.clone(),
-        ));
-    }
-    let plane = &config.control_plane;
-    if !plane.url.is_empty() {
-        let credential = match (&plane.token_file, &plane.jwt_audience) {
-            (Some(file), _) => control_plane::Credential::TokenFile(file.clone()),
-            (None, Some(audience)) => control_plane::Credential::JwtSvid(jwt, audience.clone()),
-            (None, None) => {
-                return Err(control_plane::PollError::Token(
-                    "set control_plane.token_file or control_plane.jwt_audience".into(),
-                ));
-            }
+}
+
+impl EnvelopeTasks {
+    /// Builds the configured envelope sources, publishing into `sink`, and the registry
+    /// (when `[envelopes]` is enabled), resolving with `resolvers` into `store`.
+    pub fn prepare(
+        config: &crate::config::Config,
+        sink: RowSink,
+        resolvers: Vec<Arc<dyn steeple_plugin_api::EnvelopeResolver>>,
+        jwt: Arc<dyn steeple_plugin_api::JwtSvidSource>,
+        store: Arc<crate::store::SecretStore>,
+    ) -> Result<Self, control_plane::PollError> {
+        let envelopes = &config.envelopes;
+        let mut tasks = Self {
+            files: None,
+            control_plane: None,
+            registry: None,
+            sink,
+            store: store.clone(),
         };
-        let source = control_plane::ControlPlaneSource::new(plane, credential)?;
-        tasks.spawn(control_plane::run(
-            source,
-            plane.poll_interval,
-            sink.clone(),
-            shutdown.clone(),
-        ));
+        if !envelopes.enabled {
+            return Ok(tasks);
+        }
+        if !envelopes.paths.is_empty() {
+            tasks.files = Some((envelopes.paths.clone(), envelopes.poll_interval));
+        }
+        let plane = &config.control_plane;
+        if !plane.url.is_empty() {
+            let credential = match (&plane.token_file, &plane.jwt_audience) {
+                (Some(file), _) => control_plane::Credential::TokenFile(file.clone()),
+                (None, Some(audience)) => control_plane::Credential::JwtSvid(jwt, audience.clone()),
+                (None, None) => {
+                    return Err(control_plane::PollError::Token(
+                        "set control_plane.token_file or control_plane.jwt_audience".into(),
+                    ));
+                }
+            };
+            let source = control_plane::ControlPlaneSource::new(plane, credential)?;
+            tasks.control_plane = Some((source, plane.poll_interval));
+        }
+        let settings = registry::RegistrySettings {
+            refresh_interval: envelopes.refresh_interval,
+            provider_refresh: provider_refresh(config),
+            max_ciphertext_bytes: envelopes.max_ciphertext_bytes,
+            aliases: envelopes.aliases.clone(),
+            reserved: reserved_names(config),
+        };
+        let providers: Vec<_> = resolvers.iter().map(|r| r.provider().as_str()).collect();
+        tracing::info!(providers = ?providers, files = envelopes.paths.len(), "envelope resolution enabled");
+        tasks.registry = Some(registry::Registry::new(resolvers, settings, store));
+        Ok(tasks)
     }
-    let settings = registry::RegistrySettings {
-        refresh_interval: envelopes.refresh_interval,
-        provider_refresh: provider_refresh(config),
-        max_ciphertext_bytes: envelopes.max_ciphertext_bytes,
-        aliases: envelopes.aliases.clone(),
-        reserved: reserved_names(config),
-    };
-    let providers: Vec<_> = resolvers.iter().map(|r| r.provider().as_str()).collect();
-    tracing::info!(providers = ?providers, files = envelopes.paths.len(), "envelope resolution enabled");
-    let registry = registry::Registry::new(resolvers, settings, store);
-    tasks.spawn(registry.run(sink.subscribe(), shutdown.clone()));
-    Ok(())
+
+    /// Starts what was prepared; it runs until `shutdown`. Row sets of sources this
+    /// configuration no longer has are dropped first, so a reload that removes a source
+    /// removes its envelopes.
+    pub fn spawn(
+        self,
+        shutdown: &tokio_util::sync::CancellationToken,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) {
+        let mut live = Vec::new();
+        if let Some((paths, every)) = self.files {
+            live.push(file_source::SOURCE);
+            tasks.spawn(file_source::run(
+                paths,
+                every,
+                self.sink.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some((source, every)) = self.control_plane {
+            live.push(control_plane::SOURCE);
+            tasks.spawn(control_plane::run(
+                source,
+                every,
+                self.sink.clone(),
+                shutdown.clone(),
+            ));
+        }
+        self.sink.retain(&live);
+        match self.registry {
+            Some(registry) => {
+                tasks.spawn(registry.run(self.sink.subscribe(), shutdown.clone()));
+            }
+            None => {
+                // Envelopes are off (perhaps since a reload): none stay served.
+                self.store.sync_source(registry::SOURCE, Vec::new());
+            }
+        }
+    }
 }
 
 /// Refresh intervals that differ from `envelopes.refresh_interval`, by provider.
@@ -133,5 +188,54 @@ fn reserved_names(config: &crate::config::Config) -> registry::ReservedNames {
     registry::ReservedNames {
         exact,
         prefixes: vec!["spiffe://".into(), "jwt-svid:".into(), "jwt-bundle:".into()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use steeple_plugin_api::SecretBytes;
+
+    use super::*;
+    use crate::store::{Secret, SecretStore};
+
+    fn prepare(toml: &str, sink: &RowSink, store: &Arc<SecretStore>) -> EnvelopeTasks {
+        let config = crate::config::Config::parse(toml, Vec::new()).expect("test config");
+        let jwt = Arc::new(crate::test_support::NoWorkloadApi);
+        EnvelopeTasks::prepare(&config, sink.clone(), Vec::new(), jwt, store.clone())
+            .expect("prepared")
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_turns_envelopes_off_stops_serving_them() {
+        let store = Arc::new(SecretStore::new());
+        let served = Secret::Generic(SecretBytes::copy_from(b"v"));
+        store.sync_source(registry::SOURCE, vec![("app/token".into(), served)]);
+        let sink = RowSink::default();
+        sink.publish(file_source::SOURCE, Vec::new());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        prepare("", &sink, &store).spawn(&shutdown, &mut tasks);
+        assert!(store.snapshot().get("app/token").is_none());
+        assert!(
+            sink.subscribe().borrow().is_empty(),
+            "rows of a gone source"
+        );
+        assert!(tasks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_rows_of_sources_still_configured() {
+        let store = Arc::new(SecretStore::new());
+        let sink = RowSink::default();
+        sink.publish(file_source::SOURCE, Vec::new());
+        sink.publish(control_plane::SOURCE, Vec::new());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let toml = "[envelopes]\nenabled = true\npaths = [\"/nonexistent\"]\n";
+        prepare(toml, &sink, &store).spawn(&shutdown, &mut tasks);
+        let sources: Vec<String> = sink.subscribe().borrow().keys().cloned().collect();
+        assert_eq!(sources, [file_source::SOURCE]);
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
     }
 }

@@ -20,7 +20,8 @@ use crate::identity::backoff::Backoff;
 use crate::metrics::metrics;
 use crate::store::{Secret, SecretStore};
 
-const SOURCE: &str = "envelopes";
+/// The store source the registry writes resolved envelopes under.
+pub const SOURCE: &str = "envelopes";
 /// Envelopes resolved at once.
 const CONCURRENCY: usize = 16;
 /// Longest one resolution may take before it counts as unavailable.

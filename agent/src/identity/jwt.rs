@@ -89,6 +89,11 @@ pub fn refresh_delay(times: JwtTimes, now: SystemTime) -> Duration {
         .max(Duration::from_secs(1))
 }
 
+/// The store source of the JWT-SVID served as `resource_name`.
+pub fn source_name(resource_name: &str) -> String {
+    format!("identity/jwt/{resource_name}")
+}
+
 /// Keeps one audience's JWT-SVID in the store until `shutdown`.
 pub async fn run(
     mut client: WorkloadApiClient,
@@ -96,7 +101,7 @@ pub async fn run(
     config: JwtSvidConfig,
     shutdown: CancellationToken,
 ) {
-    let source = format!("identity/jwt/{}", config.resource_name);
+    let source = source_name(&config.resource_name);
     let what = format!("FetchJWTSVID audience={}", config.audience);
     let mut backoff = Backoff::default();
     let mut errors = RepeatFilter::default();

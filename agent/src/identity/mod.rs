@@ -55,12 +55,11 @@ pub fn client(socket: &Path) -> WorkloadApiClient {
     SpiffeWorkloadApiClient::new(crate::uds::lazy_channel(socket))
 }
 
-/// Starts the identity tasks on `client`; they run until `shutdown` and never return
-/// errors (they log and retry).
+/// Starts the X.509-SVID and JWT-bundle tasks on `client`; they run until `shutdown` and
+/// never return errors (they log and retry).
 pub fn spawn(
     client: &WorkloadApiClient,
     names: DefaultNames,
-    jwt_svids: &[JwtSvidConfig],
     store: Arc<SecretStore>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
@@ -76,6 +75,17 @@ pub fn spawn(
         store.clone(),
         shutdown.clone(),
     ));
+}
+
+/// Starts one task per `[[jwt_svids]]` entry, keeping that JWT-SVID in the store until
+/// `shutdown`.
+pub fn spawn_jwt_svids(
+    client: &WorkloadApiClient,
+    jwt_svids: &[JwtSvidConfig],
+    store: &Arc<SecretStore>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
     for jwt in jwt_svids {
         tasks.spawn(jwt::run(
             client.clone(),

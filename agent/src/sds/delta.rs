@@ -142,6 +142,10 @@ impl Protocol for DeltaStream {
         self.respond(snapshot)
     }
 
+    fn watched(&self) -> Option<Vec<&str>> {
+        (!self.wildcard).then(|| self.subscribed.iter().map(String::as_str).collect())
+    }
+
     fn requested_names<'a>(&self, request: &'a DeltaDiscoveryRequest) -> Option<Vec<&'a str>> {
         let names = &request.resource_names_subscribe;
         let legacy_wildcard = self.caps.is_none() && names.is_empty();

@@ -15,6 +15,7 @@ type Client = SecretDiscoveryServiceClient<tonic::transport::Channel>;
 
 struct Harness {
     store: Arc<SecretStore>,
+    service: SdsService,
     client: Client,
     socket: std::path::PathBuf,
     shutdown: CancellationToken,
@@ -34,10 +35,11 @@ async fn start_with(policy: Policy) -> Harness {
     let mut s = (*settings()).clone();
     s.max_request_bytes = 16 * 1024;
     let service = SdsService::new(store.clone(), s, policy, shutdown.clone());
-    tokio::spawn(serve(listener, service, shutdown.clone()));
+    tokio::spawn(serve(listener, service.clone(), shutdown.clone()));
     let client = SecretDiscoveryServiceClient::new(crate::uds::lazy_channel(&socket));
     Harness {
         store,
+        service,
         client,
         socket,
         shutdown,
@@ -194,5 +196,51 @@ async fn a_caller_no_rule_matches_gets_nothing() {
     h.store.sync_source("t", vec![("a".into(), generic(b"v"))]);
     let err = h.client.fetch_secrets(req(&["a"], "")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    h.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_reloaded_policy_reaches_streams_already_open() {
+    let me = rustix::process::geteuid().as_raw();
+    let mut h = start_with(Policy::new(vec![own_uid_rule(&["app/*", "keep"])], me)).await;
+    h.store.sync_source(
+        "t",
+        vec![
+            ("app/token".into(), generic(b"v")),
+            ("keep".into(), generic(b"k")),
+        ],
+    );
+    let (_revoked_tx, mut revoked) = open(&mut h.client, "app/token").await;
+    let (_kept_tx, mut kept) = open(&mut h.client, "keep").await;
+    for stream in [&mut revoked, &mut kept] {
+        let first = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
+        assert_eq!(first.unwrap().unwrap().unwrap().resources.len(), 1);
+    }
+
+    h.service
+        .replace_policy(Policy::new(vec![own_uid_rule(&["keep"])], me));
+    let err = tokio::time::timeout(Duration::from_secs(5), revoked.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(err.message().contains("\"app/token\""), "{}", err.message());
+
+    // The stream whose names are still granted stays open and gets the next update.
+    h.store.sync_source(
+        "t",
+        vec![
+            ("app/token".into(), generic(b"v")),
+            ("keep".into(), generic(b"k2")),
+        ],
+    );
+    let update = tokio::time::timeout(Duration::from_secs(5), kept.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(update.resources.len(), 1);
+    let denied = h.client.fetch_secrets(req(&["app/token"], "")).await;
+    assert_eq!(denied.unwrap_err().code(), tonic::Code::PermissionDenied);
     h.shutdown.cancel();
 }

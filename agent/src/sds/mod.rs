@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server
     SecretDiscoveryService, SecretDiscoveryServiceServer,
 };
 use tokio::net::UnixListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -37,7 +37,7 @@ const STREAM_BUFFER: usize = 4;
 pub struct SdsService {
     store: Arc<SecretStore>,
     settings: Arc<SdsSettings>,
-    policy: Arc<Policy>,
+    policy: Arc<watch::Sender<Arc<Policy>>>,
     shutdown: CancellationToken,
 }
 
@@ -53,9 +53,15 @@ impl SdsService {
         Self {
             store,
             settings: Arc::new(settings),
-            policy: Arc::new(policy),
+            policy: Arc::new(watch::Sender::new(Arc::new(policy))),
             shutdown,
         }
+    }
+
+    /// Puts `policy` in force: new connections get it, and every open stream re-checks
+    /// what it watches (and is closed with PermissionDenied if no longer granted).
+    pub fn replace_policy(&self, policy: Policy) {
+        self.policy.send_replace(Arc::new(policy));
     }
 
     /// The caller's grant, from the Unix peer credentials of its connection. A connection
@@ -66,11 +72,8 @@ impl SdsService {
             .get::<peer::ConnectedCaller>()
             .and_then(|connected| connected.0.clone());
         match caller {
-            Some(caller) => Grant::new(caller, &self.policy),
-            None => Grant::new(
-                Arc::new(Caller::from_peer(u32::MAX, u32::MAX, None)),
-                &Policy::deny_all(),
-            ),
+            Some(caller) => Grant::new(caller, &self.policy.borrow()),
+            None => Grant::nothing(Arc::new(Caller::from_peer(u32::MAX, u32::MAX, None))),
         }
     }
 
@@ -94,6 +97,7 @@ impl SdsService {
             inbound,
             tx,
             store,
+            self.policy.subscribe(),
             self.shutdown.clone(),
         ));
         ReceiverStream::new(rx)

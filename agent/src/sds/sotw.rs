@@ -132,6 +132,13 @@ impl Protocol for SotwStream {
         self.respond(snapshot)
     }
 
+    fn watched(&self) -> Option<Vec<&str>> {
+        match &self.watch {
+            Watch::All => None,
+            Watch::Names(names) => Some(names.iter().map(String::as_str).collect()),
+        }
+    }
+
     fn requested_names<'a>(&self, request: &'a DiscoveryRequest) -> Option<Vec<&'a str>> {
         (!request.resource_names.is_empty())
             .then(|| request.resource_names.iter().map(String::as_str).collect())

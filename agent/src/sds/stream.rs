@@ -1,5 +1,6 @@
 //! The loop every SDS stream runs: requests from the client and store changes in, responses
-//! out, until the client leaves, a request is refused, or the agent shuts down.
+//! out, until the client leaves, a request is refused, the caller loses its rights to what
+//! it watches (a reloaded policy), or the agent shuts down.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
-use crate::authz::Grant;
+use crate::authz::{Grant, Policy};
 use crate::metrics::{SdsFlavour, metrics};
 use crate::store::Snapshot;
 
@@ -32,15 +33,20 @@ pub trait Protocol: Send + 'static {
 
     /// The names `request` subscribes to; `None` for a wildcard (every resource).
     fn requested_names<'a>(&self, request: &'a Self::Request) -> Option<Vec<&'a str>>;
+
+    /// The names the stream watches now; `None` for a wildcard.
+    fn watched(&self) -> Option<Vec<&str>>;
 }
 
-/// Runs `protocol` over one gRPC stream for the caller holding `grant`.
+/// Runs `protocol` over one gRPC stream for the caller holding `grant`; when `policy`
+/// changes, the grant is recomputed and everything the stream watches checked again.
 pub async fn run<P: Protocol>(
-    grant: Grant,
+    mut grant: Grant,
     mut protocol: P,
     mut inbound: Streaming<P::Request>,
     outbound: mpsc::Sender<Result<P::Response, Status>>,
     mut store: watch::Receiver<Arc<Snapshot>>,
+    mut policy: watch::Receiver<Arc<Policy>>,
     shutdown: CancellationToken,
 ) {
     let _open = metrics().sds_stream_opened(P::FLAVOUR);
@@ -48,6 +54,19 @@ pub async fn run<P: Protocol>(
         let response = tokio::select! {
             () = shutdown.cancelled() => return,
             () = outbound.closed() => return,
+            changed = policy.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                grant = grant.under(&policy.borrow_and_update());
+                if let Err(status) = grant.authorize_request(protocol.watched()) {
+                    metrics().sds_request_refused();
+                    tracing::warn!(code = ?status.code(), reason = status.message(), "the reloaded policy no longer grants what this stream watches; closing it");
+                    let _ = outbound.send(Err(status)).await;
+                    return;
+                }
+                None
+            }
             message = inbound.message() => match message {
                 Ok(Some(request)) => {
                     let snapshot = store.borrow_and_update().clone();
