@@ -59,6 +59,9 @@ pub struct AwsContext<'a> {
     pub store: Arc<SecretStore>,
     /// The envelope rows, for the key probe (`None` when envelopes are off).
     pub rows: Option<RowSink>,
+    /// Who may fetch the credentials from the container endpoint (by the resource name
+    /// `credentials_resource_name`, as over SDS).
+    pub policy: crate::authz::SharedPolicy,
     /// Set when a start-time probe finds a bad key.
     pub fatal: FatalSignal,
     /// Stops everything.
@@ -99,10 +102,15 @@ pub fn start(
         context.shutdown.clone(),
     ));
     if let Some((listener, token_file)) = container {
-        let watch = credentials.clone();
+        let endpoint = container_endpoint::Endpoint {
+            token_file,
+            credentials: credentials.clone(),
+            policy: context.policy.clone(),
+            resource_name: config.credentials_resource_name.clone(),
+        };
         let shutdown = context.shutdown.clone();
         tasks.spawn(async move {
-            if let Err(e) = container_endpoint::serve(listener, token_file, watch, shutdown).await {
+            if let Err(e) = container_endpoint::serve(listener, endpoint, shutdown).await {
                 tracing::error!(error = %e, "AWS container-credentials endpoint stopped");
             }
         });

@@ -9,7 +9,7 @@ use steeple_plugin_api::{EnvelopeResolver, JwtSvidSource};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::authz::Policy;
+use crate::authz::{Policy, SharedPolicy};
 use crate::config::Config;
 use crate::envelopes::{self, EnvelopeTasks, RowSink};
 use crate::exchange::jwt_source::WorkloadApiJwtFetcher;
@@ -88,7 +88,7 @@ pub struct RunningAgent {
 struct Reloadable {
     config: Config,
     mode: RunMode,
-    sds: SdsService,
+    policy: SharedPolicy,
     workload_api: WorkloadApiClient,
     jwt_fetcher: Arc<dyn JwtSvidSource>,
     rows: RowSink,
@@ -157,17 +157,17 @@ pub fn start(
     let fatal = FatalSignal::new(shutdown);
     let mut tasks = JoinSet::new();
     let listener = bind_socket(&config.sds.socket, config.sds.socket_mode)?;
+    let shared_policy = SharedPolicy::new(policy(config));
     let service = SdsService::new(
         store.clone(),
         SdsSettings::from(&config.sds),
-        policy(config),
+        shared_policy.clone(),
         shutdown.clone(),
     );
     let sds_shutdown = shutdown.clone();
     let sds_fatal = fatal.clone();
-    let sds_service = service.clone();
     tasks.spawn(async move {
-        if let Err(e) = sds::serve(listener, sds_service, sds_shutdown).await {
+        if let Err(e) = sds::serve(listener, service, sds_shutdown).await {
             sds_fatal.raise(format!("SDS server failed: {e}"));
         }
     });
@@ -208,6 +208,7 @@ pub fn start(
             jwt: jwt_fetcher.clone(),
             store: store.clone(),
             rows: config.envelopes.enabled.then(|| rows.clone()),
+            policy: shared_policy.clone(),
             fatal: fatal.clone(),
             shutdown,
         },
@@ -254,7 +255,7 @@ pub fn start(
         reloadable: Reloadable {
             config: config.clone(),
             mode,
-            sds: service,
+            policy: shared_policy.clone(),
             workload_api,
             jwt_fetcher,
             rows,
@@ -311,7 +312,7 @@ impl RunningAgent {
             None
         };
         if change.callers {
-            r.sds.replace_policy(policy(&new));
+            r.policy.replace(policy(&new));
         }
         if change.jwt_svids {
             let group = r.jwt_svids.replace(shutdown).await;

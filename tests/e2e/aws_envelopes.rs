@@ -21,6 +21,8 @@ use steeple_e2e::{Envoy, RecordingUpstream, SteepleProcess, Suite, free_port};
 use support::*;
 
 const TOKEN_PATH: &str = "upstream/api-token";
+/// Another local user (`nobody`).
+const NOBODY: u32 = 65534;
 const BUNDLE_PATH: &str = "app/ca-bundle";
 
 /// Rows that must each be refused with a reason naming their logical path.
@@ -237,6 +239,20 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
     // A caller without the token gets nothing.
     let (status, _) = steeple_e2e::http_get(container_port, "/").await?;
     assert_eq!(status, 401);
+    // Another local user holding the token is refused too: the policy (by default only
+    // Steeple's own uid) is checked against the process behind the loopback connection.
+    let response = container_get_as(NOBODY, container_port, CONTAINER_TOKEN)?;
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert!(response.contains(r#"\"aws-credentials\""#), "{response}");
+    assert!(!response.contains(&credentials.access_key_id), "{response}");
+    let denied = format!("uid={NOBODY} gid={NOBODY}");
+    let logs = suite.steeple.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("container-credentials")
+            && l.contains(&denied)
+            && l.contains("deny")),
+        "no audit event for the refused caller:\n{logs}"
+    );
 
     let mut secrets = vec![token, bundle, CONTAINER_TOKEN.as_bytes().to_vec()];
     secrets.extend(credentials.secrets());

@@ -4,13 +4,42 @@
 
 mod caller;
 mod policy;
+pub mod tcp_peer;
 
 pub use caller::Caller;
 pub use policy::{Policy, Rule, glob_matches};
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tonic::Status;
+
+/// The policy in force, shared by every local endpoint and replaced by a reload.
+#[derive(Debug, Clone)]
+pub struct SharedPolicy(Arc<watch::Sender<Arc<Policy>>>);
+
+impl SharedPolicy {
+    /// `policy`, in force until replaced.
+    pub fn new(policy: Policy) -> Self {
+        Self(Arc::new(watch::Sender::new(Arc::new(policy))))
+    }
+
+    /// The policy in force now.
+    pub fn current(&self) -> Arc<Policy> {
+        self.0.borrow().clone()
+    }
+
+    /// A receiver woken whenever the policy is replaced.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Policy>> {
+        self.0.subscribe()
+    }
+
+    /// Puts `policy` in force: new requests get it, and open SDS streams re-check what
+    /// they watch (closed with PermissionDenied if no longer granted).
+    pub fn replace(&self, policy: Policy) {
+        self.0.send_replace(Arc::new(policy));
+    }
+}
 
 /// What one connected caller may fetch.
 #[derive(Debug, Clone)]
@@ -19,6 +48,8 @@ pub struct Grant {
     resources: Vec<String>,
     /// Whether a reloaded policy applies (not to connections without peer credentials).
     follows_policy: bool,
+    /// The endpoint asked, naming the audit events (`sds` unless set).
+    endpoint: &'static str,
 }
 
 impl Grant {
@@ -29,7 +60,16 @@ impl Grant {
             caller,
             resources,
             follows_policy: true,
+            endpoint: "sds",
         }
+    }
+
+    /// The same grant, its audit events named for `endpoint` (e.g.
+    /// `container-credentials`).
+    #[must_use]
+    pub fn on_endpoint(mut self, endpoint: &'static str) -> Self {
+        self.endpoint = endpoint;
+        self
     }
 
     /// A grant to nothing, whatever the policy says now or later (for connections
@@ -39,6 +79,7 @@ impl Grant {
             caller,
             resources: Vec::new(),
             follows_policy: false,
+            endpoint: "sds",
         }
     }
 
@@ -48,7 +89,7 @@ impl Grant {
         if !self.follows_policy {
             return self.clone();
         }
-        Self::new(self.caller.clone(), policy)
+        Self::new(self.caller.clone(), policy).on_endpoint(self.endpoint)
     }
 
     /// A grant to everything (for callers that are the agent itself, and tests).
@@ -57,6 +98,7 @@ impl Grant {
             caller,
             resources: vec!["*".into()],
             follows_policy: false,
+            endpoint: "sds",
         }
     }
 
@@ -82,7 +124,7 @@ impl Grant {
             Some(names) => self.authorize(names),
             None if self.is_unrestricted() => self.authorize([]),
             None => {
-                tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), resource = "*", decision = "deny", "sds");
+                tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), resource = "*", decision = "deny", "{}", self.endpoint);
                 Err(Status::permission_denied(
                     "a wildcard request needs access to every resource; name the resources",
                 ))
@@ -95,21 +137,21 @@ impl Grant {
     /// name on a connection.
     pub fn authorize<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), Status> {
         if !self.caller.still_running() {
-            tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), decision = "deny", reason = "connecting process exited or PID reused", "sds");
+            tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), decision = "deny", reason = "connecting process exited or PID reused", "{}", self.endpoint);
             return Err(Status::permission_denied(
                 "the process that opened this connection is gone; reconnect",
             ));
         }
         for name in names {
             if !self.covers(name) {
-                tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), resource = name, decision = "deny", "sds");
+                tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), resource = name, decision = "deny", "{}", self.endpoint);
                 let shown: String = name.chars().take(200).collect();
                 return Err(Status::permission_denied(format!(
                     "not authorized for resource {shown:?}"
                 )));
             }
             if self.caller.first_grant_of(name) {
-                tracing::debug!(target: crate::audit::TARGET, caller = %self.caller.describe(), resource = name, decision = "grant", "sds");
+                tracing::debug!(target: crate::audit::TARGET, caller = %self.caller.describe(), resource = name, decision = "grant", "{}", self.endpoint);
             }
         }
         Ok(())

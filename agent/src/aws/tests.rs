@@ -18,6 +18,7 @@ fn start_with(config: &AwsConfig) -> Result<Option<AwsRuntime>, AwsStartError> {
         jwt: Arc::new(NoWorkloadApi),
         store: Arc::new(SecretStore::new()),
         rows: None,
+        policy: crate::authz::SharedPolicy::new(crate::authz::Policy::new(Vec::new(), 0)),
         fatal: crate::supervisor::FatalSignal::new(&shutdown),
         shutdown: &shutdown,
     };

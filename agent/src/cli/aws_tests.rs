@@ -106,7 +106,10 @@ async fn fetches_from_a_running_sds_server() {
     let socket = dir.path().join("sds.sock");
     let store = std::sync::Arc::new(SecretStore::new());
     let config = Config::parse("", Vec::new()).unwrap();
-    let policy = crate::authz::Policy::new(Vec::new(), rustix::process::geteuid().as_raw());
+    let policy = crate::authz::SharedPolicy::new(crate::authz::Policy::new(
+        Vec::new(),
+        rustix::process::geteuid().as_raw(),
+    ));
     let shutdown = tokio_util::sync::CancellationToken::new();
     let service = crate::sds::SdsService::new(
         store.clone(),

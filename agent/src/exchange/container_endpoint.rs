@@ -2,7 +2,10 @@
 //! `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`): unmodified SDKs `GET` it on loopback and
 //! receive `{"AccessKeyId","SecretAccessKey","Token","Expiration"}` from the exchange's
 //! watch channel. It never calls STS itself and never answers success without valid
-//! credentials.
+//! credentials. Besides the token, the caller is authorized like an SDS caller: the
+//! process behind the loopback connection (uid, gid, executable — see
+//! [`crate::authz::tcp_peer`]) must be granted `aws.credentials_resource_name` by
+//! `[[callers]]`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,47 +24,63 @@ use zeroize::Zeroizing;
 
 use super::CredentialWatch;
 use super::aws_delivery::container_json;
+use crate::authz::{Grant, SharedPolicy, tcp_peer};
+
+/// The endpoint's name in audit events.
+const ENDPOINT: &str = "container-credentials";
 
 /// Largest token file read; anything longer is a misconfiguration, not a token.
 const MAX_TOKEN_BYTES: u64 = 8 * 1024;
 
-/// What every request handler shares.
+/// What the endpoint serves, and to whom.
 #[derive(Debug)]
-struct Endpoint {
-    token_file: PathBuf,
-    credentials: CredentialWatch<AwsCredentials>,
+pub struct Endpoint {
+    /// The file holding the token SDKs must present.
+    pub token_file: PathBuf,
+    /// The exchange's credentials.
+    pub credentials: CredentialWatch<AwsCredentials>,
+    /// Who may fetch them.
+    pub policy: SharedPolicy,
+    /// The resource name the policy must grant (`aws.credentials_resource_name`).
+    pub resource_name: String,
 }
 
-/// Serves the endpoint on `listener` until `shutdown`: stops accepting, lets requests in
+/// Serves `endpoint` on `listener` until `shutdown`: stops accepting, lets requests in
 /// flight finish, closes idle keep-alive connections, then returns. Errors only if the
 /// listener has no local address; failed accepts are logged and retried.
 pub async fn serve(
     listener: TcpListener,
-    token_file: PathBuf,
-    credentials: CredentialWatch<AwsCredentials>,
+    endpoint: Endpoint,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    tracing::info!(listen = %local, token_file = %token_file.display(), "AWS container-credentials endpoint listening");
-    let endpoint = Arc::new(Endpoint {
-        token_file,
-        credentials,
-    });
+    tracing::info!(listen = %local, token_file = %endpoint.token_file.display(), "AWS container-credentials endpoint listening");
+    let endpoint = Arc::new(endpoint);
     let handler = move |request: Request<Incoming>, peer: SocketAddr| {
         let endpoint = endpoint.clone();
-        async move { endpoint.handle(&request, peer).await }
+        async move { endpoint.handle(&request, peer, local).await }
     };
-    crate::http_serve::serve(listener, "container-credentials", handler, shutdown).await
+    crate::http_serve::serve(listener, ENDPOINT, handler, shutdown).await
 }
 
 impl Endpoint {
-    async fn handle(&self, request: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
-        let response = self.respond(request).await;
+    async fn handle(
+        &self,
+        request: &Request<Incoming>,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let response = self.respond(request, peer, local).await;
         tracing::debug!(%peer, method = %request.method(), status = response.status().as_u16(), "container-credentials request");
         response
     }
 
-    async fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn respond(
+        &self,
+        request: &Request<Incoming>,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Response<Full<Bytes>> {
         let headers = request.headers();
         // A forwarding header means the request crossed a proxy: it did not come from an
         // SDK on this host, whatever the TCP peer says.
@@ -106,7 +125,35 @@ impl Endpoint {
                 "missing or wrong Authorization token",
             );
         }
+        if let Err(refusal) = self.authorize_caller(peer, local).await {
+            return refusal;
+        }
         self.credentials_response()
+    }
+
+    /// Checks the process behind the connection against the policy (an audit event
+    /// either way, as for SDS); a refusal names the resource, never the policy.
+    async fn authorize_caller(
+        &self,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<(), Response<Full<Bytes>>> {
+        let caller = tokio::task::spawn_blocking(move || tcp_peer::loopback_caller(peer, local))
+            .await
+            .ok()
+            .flatten();
+        let Some(caller) = caller else {
+            tracing::warn!(target: crate::audit::TARGET, caller = %peer, resource = %self.resource_name, decision = "deny", reason = "connecting process not found", "{ENDPOINT}");
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "the connecting process could not be identified",
+            ));
+        };
+        let grant = Grant::new(Arc::new(caller), &self.policy.current()).on_endpoint(ENDPOINT);
+        grant
+            .authorize([self.resource_name.as_str()])
+            .map_err(|status| error(StatusCode::FORBIDDEN, "Forbidden", status.message()))
     }
 
     /// The current credentials as JSON, or 503 when none are valid right now.

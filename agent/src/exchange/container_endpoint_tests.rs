@@ -7,6 +7,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::*;
+use crate::authz::{Policy, Rule};
 
 const TOKEN: &str = "token-abc-123";
 
@@ -21,6 +22,11 @@ struct Harness {
 
 impl Harness {
     async fn start(initial: Option<AwsCredentials>) -> Self {
+        let own = rustix::process::geteuid().as_raw();
+        Self::start_with(initial, Policy::new(Vec::new(), own)).await
+    }
+
+    async fn start_with(initial: Option<AwsCredentials>, policy: Policy) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
@@ -28,7 +34,13 @@ impl Harness {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(initial);
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, token_file.clone(), rx, shutdown.clone()));
+        let endpoint = Endpoint {
+            token_file: token_file.clone(),
+            credentials: rx,
+            policy: SharedPolicy::new(policy),
+            resource_name: "aws-credentials".to_owned(),
+        };
+        let server = tokio::spawn(serve(listener, endpoint, shutdown.clone()));
         Self {
             addr,
             credentials: tx,
@@ -215,4 +227,45 @@ fn token_comparison_is_exact() {
     assert!(!tokens_match(b"abc", b"abd"));
     assert!(!tokens_match(b"abc", b"abc "));
     assert!(!tokens_match(b"", b"abc"));
+}
+
+#[tokio::test]
+async fn a_caller_the_policy_does_not_grant_the_credentials_is_forbidden() {
+    let own = rustix::process::geteuid().as_raw();
+    let elsewhere = Rule {
+        uids: vec![own],
+        gids: Vec::new(),
+        exe: None,
+        resources: vec!["payments/*".to_owned()],
+    };
+    let h = Harness::start_with(Some(credentials(3600)), Policy::new(vec![elsewhere], own)).await;
+    let (status, body) = h.get(TOKEN).await;
+    assert_error(status, &body, 403, "Forbidden");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"aws-credentials\""),
+        "{body}"
+    );
+    // The token is still checked first: a wrong one is 401, whoever asks.
+    let (status, body) = h.get("wrong").await;
+    assert_error(status, &body, 401, "Unauthorized");
+    h.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_rule_matching_the_callers_executable_grants_the_credentials() {
+    let own = rustix::process::geteuid().as_raw();
+    let exe = std::env::current_exe().unwrap().display().to_string();
+    let by_exe = Rule {
+        uids: Vec::new(),
+        gids: Vec::new(),
+        exe: Some(exe),
+        resources: vec!["aws-credentials".to_owned()],
+    };
+    let h = Harness::start_with(Some(credentials(3600)), Policy::new(vec![by_exe], own)).await;
+    let (status, body) = h.get(TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    h.shutdown.cancel();
 }

@@ -8,14 +8,14 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::authz::{Policy, Rule};
+use crate::authz::{Policy, Rule, SharedPolicy};
 use crate::sds::{SdsService, serve};
 
 type Client = SecretDiscoveryServiceClient<tonic::transport::Channel>;
 
 struct Harness {
     store: Arc<SecretStore>,
-    service: SdsService,
+    policy: SharedPolicy,
     client: Client,
     socket: std::path::PathBuf,
     shutdown: CancellationToken,
@@ -34,12 +34,13 @@ async fn start_with(policy: Policy) -> Harness {
     let listener = crate::uds::bind_socket(&socket, 0o600).unwrap();
     let mut s = (*settings()).clone();
     s.max_request_bytes = 16 * 1024;
-    let service = SdsService::new(store.clone(), s, policy, shutdown.clone());
-    tokio::spawn(serve(listener, service.clone(), shutdown.clone()));
+    let policy = SharedPolicy::new(policy);
+    let service = SdsService::new(store.clone(), s, policy.clone(), shutdown.clone());
+    tokio::spawn(serve(listener, service, shutdown.clone()));
     let client = SecretDiscoveryServiceClient::new(crate::uds::lazy_channel(&socket));
     Harness {
         store,
-        service,
+        policy,
         client,
         socket,
         shutdown,
@@ -217,8 +218,8 @@ async fn a_reloaded_policy_reaches_streams_already_open() {
         assert_eq!(first.unwrap().unwrap().unwrap().resources.len(), 1);
     }
 
-    h.service
-        .replace_policy(Policy::new(vec![own_uid_rule(&["keep"])], me));
+    h.policy
+        .replace(Policy::new(vec![own_uid_rule(&["keep"])], me));
     let err = tokio::time::timeout(Duration::from_secs(5), revoked.message())
         .await
         .unwrap()

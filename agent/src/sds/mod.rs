@@ -17,12 +17,12 @@ use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server
     SecretDiscoveryService, SecretDiscoveryServiceServer,
 };
 use tokio::net::UnixListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::authz::{Caller, Grant, Policy};
+use crate::authz::{Caller, Grant, SharedPolicy};
 use crate::store::SecretStore;
 use delta::DeltaStream;
 pub use limits::SdsSettings;
@@ -37,31 +37,26 @@ const STREAM_BUFFER: usize = 4;
 pub struct SdsService {
     store: Arc<SecretStore>,
     settings: Arc<SdsSettings>,
-    policy: Arc<watch::Sender<Arc<Policy>>>,
+    policy: SharedPolicy,
     shutdown: CancellationToken,
 }
 
 impl SdsService {
-    /// A service answering from `store` to callers as `policy` allows; its streams end
+    /// A service answering from `store` to callers as `policy` allows (as it is when a
+    /// request comes, and re-checked on open streams when replaced); its streams end
     /// when `shutdown` is cancelled.
     pub fn new(
         store: Arc<SecretStore>,
         settings: SdsSettings,
-        policy: Policy,
+        policy: SharedPolicy,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
             settings: Arc::new(settings),
-            policy: Arc::new(watch::Sender::new(Arc::new(policy))),
+            policy,
             shutdown,
         }
-    }
-
-    /// Puts `policy` in force: new connections get it, and every open stream re-checks
-    /// what it watches (and is closed with PermissionDenied if no longer granted).
-    pub fn replace_policy(&self, policy: Policy) {
-        self.policy.send_replace(Arc::new(policy));
     }
 
     /// The caller's grant, from the Unix peer credentials of its connection. A connection
@@ -72,7 +67,7 @@ impl SdsService {
             .get::<peer::ConnectedCaller>()
             .and_then(|connected| connected.0.clone());
         match caller {
-            Some(caller) => Grant::new(caller, &self.policy.borrow()),
+            Some(caller) => Grant::new(caller, &self.policy.current()),
             None => Grant::nothing(Arc::new(Caller::from_peer(u32::MAX, u32::MAX, None))),
         }
     }

@@ -220,6 +220,28 @@ pub fn boto3_access_key(kms: &Moto, env: &[(&str, String)]) -> anyhow::Result<St
     Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
+/// `GET /` on the container endpoint at `port` with `token`, sent by another local user
+/// (`uid`, through `setpriv` and bash's `/dev/tcp`); the raw HTTP response.
+pub fn container_get_as(uid: u32, port: u16, token: &str) -> anyhow::Result<String> {
+    let script = "exec 3<>/dev/tcp/127.0.0.1/$1 && \
+                  printf 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: %s\r\nConnection: close\r\n\r\n' \"$2\" >&3 && \
+                  cat <&3";
+    let output = Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .args(["--clear-groups", "--", "bash", "-c", script, "get"])
+        .arg(port.to_string())
+        .arg(token)
+        .output()
+        .context("running bash under setpriv")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the request as uid {uid} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
 /// The claims of the JWT in `token` (not verified: STS did that).
 pub fn jwt_parts(token: &str) -> anyhow::Result<(serde_json::Value, serde_json::Value)> {
     let mut parts = token.split('.');
