@@ -4,8 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use steeple_e2e::bootstrap::dev_on_free_ports;
 use steeple_e2e::suite::eventually_status;
-use steeple_e2e::{Envoy, SteepleProcess, free_port, http_get};
+use steeple_e2e::{Envoy, SteepleProcess, http_get};
 
 const ID: &str = "spiffe://steeple.dev/workload";
 
@@ -15,12 +16,7 @@ async fn the_printed_bootstrap_works_and_svids_rotate() -> anyhow::Result<()> {
         .prefix("steeple-dev-")
         .tempdir_in("/tmp")?;
     let dev = SteepleProcess::dev(dir.path(), "steeple.dev", ID, "6s")?;
-    let (admin, client, server) = (free_port()?, free_port()?, free_port()?);
-    let yaml = dev
-        .printed_bootstrap()?
-        .replace("port_value: 9901", &format!("port_value: {admin}"))
-        .replace("port_value: 10080", &format!("port_value: {client}"))
-        .replace("port_value: 10443", &format!("port_value: {server}"));
+    let (yaml, client) = dev_on_free_ports(&dev.printed_bootstrap()?)?;
     let envoy = Envoy::start(&yaml, dir.path())?;
     let (_, body) = eventually_status(client, 200).await?;
     assert_eq!(body, "hello over SPIFFE mTLS\n");

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use rustix::process::Signal;
+use steeple_e2e::bootstrap::dev_on_free_ports;
 use steeple_e2e::sds_client::{self, assert_not_in_logs};
 use steeple_e2e::steeple::{seal_local, write_rows};
 use steeple_e2e::suite::eventually_status;
-use steeple_e2e::{Envoy, SteepleProcess, free_port, http_get};
+use steeple_e2e::{Envoy, SteepleProcess, http_get};
 use tokio::sync::mpsc;
 
 const ID: &str = "spiffe://steeple.dev/workload";
@@ -133,12 +134,7 @@ async fn sighup_reloads_without_dropping_streams_and_sigterm_drains() -> anyhow:
         &config(&rows_a, ""),
         &[("STEEPLE_LOCAL_MASTER_KEY", &master)],
     )?;
-    let (admin, client, server) = (free_port()?, free_port()?, free_port()?);
-    let yaml = steeple
-        .printed_bootstrap()?
-        .replace("port_value: 9901", &format!("port_value: {admin}"))
-        .replace("port_value: 10080", &format!("port_value: {client}"))
-        .replace("port_value: 10443", &format!("port_value: {server}"));
+    let (yaml, client) = dev_on_free_ports(&steeple.printed_bootstrap()?)?;
     let envoy = Envoy::start(&yaml, dir.path())?;
     eventually_status(client, 200).await?;
     assert_eq!(envoy.stat(SDS_TOTAL).await?, Some(1));

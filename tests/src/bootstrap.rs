@@ -191,3 +191,18 @@ pub fn credential_injector(
         cluster = sds_cluster(sds_socket),
     )
 }
+
+/// The dev bootstrap (`steeple dev` prints it; `deploy/envoy/dev-bootstrap.yaml`) moved
+/// to free ports: the YAML and the plaintext client port (`curl` it for the mTLS hop).
+pub fn dev_on_free_ports(yaml: &str) -> anyhow::Result<(String, u16)> {
+    let (admin, client, server) = (
+        crate::free_port()?,
+        crate::free_port()?,
+        crate::free_port()?,
+    );
+    let yaml = yaml
+        .replace("port_value: 9901", &format!("port_value: {admin}"))
+        .replace("port_value: 10080", &format!("port_value: {client}"))
+        .replace("port_value: 10443", &format!("port_value: {server}"));
+    Ok((yaml, client))
+}
