@@ -11,7 +11,8 @@ const CLIENT: &str = "spiffe://example.org/client";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_follows_svid_rotation_without_failed_requests() -> anyhow::Result<()> {
-    // 20 s SVIDs: SPIRE agent rotates at half life, so about every 10 s.
+    // 20 s SVIDs: SPIRE 1.15 backdates them (30 s valid) and rotates at half life, so
+    // about every 5 s.
     let suite = Suite::with_spire("20s", &[SERVER, CLIENT])?;
     sds_client::wait_for(
         suite.steeple.sds_socket(),

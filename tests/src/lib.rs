@@ -7,6 +7,7 @@
 
 pub mod bench_support;
 pub mod bootstrap;
+pub mod cutting_proxy;
 pub mod envoy;
 pub mod http;
 pub mod moto;
