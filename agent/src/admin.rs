@@ -99,6 +99,8 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::store::Certificate;
     use steeple_plugin_api::SecretBytes;
 
@@ -109,14 +111,24 @@ mod tests {
             not_ready(&store.snapshot(), 2).as_deref(),
             Some("no X.509-SVID yet; 2 configured envelope(s) not served")
         );
-        let cert = Certificate {
-            spiffe_id: "spiffe://example.org/web".into(),
-            chain_der: vec![vec![1]],
-            key_pkcs8: SecretBytes::copy_from(b"k"),
-            not_before: SystemTime::now(),
-            not_after: SystemTime::now(),
+        let cert = |not_after| {
+            Secret::Certificate(Certificate {
+                spiffe_id: "spiffe://example.org/web".into(),
+                chain_der: vec![vec![1]],
+                key_pkcs8: SecretBytes::copy_from(b"k"),
+                not_before: SystemTime::now() - Duration::from_secs(60),
+                not_after,
+            })
         };
-        store.sync_source("x509", vec![("default".into(), Secret::Certificate(cert))]);
+        let expired = cert(SystemTime::now() - Duration::from_secs(1));
+        store.sync_source("x509", vec![("default".into(), expired)]);
+        assert_eq!(
+            not_ready(&store.snapshot(), 0).as_deref(),
+            Some("no X.509-SVID yet"),
+            "an expired SVID does not count"
+        );
+        let valid = cert(SystemTime::now() + Duration::from_secs(600));
+        store.sync_source("x509", vec![("default".into(), valid)]);
         assert_eq!(
             not_ready(&store.snapshot(), 1).as_deref(),
             Some("1 configured envelope(s) not served")

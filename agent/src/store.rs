@@ -74,6 +74,13 @@ pub struct Entry {
     pub secret: Secret,
 }
 
+impl Entry {
+    /// Whether the entry may be served at `now`: not a certificate past its `notAfter`.
+    fn is_live(&self, now: SystemTime) -> bool {
+        !matches!(&self.secret, Secret::Certificate(c) if c.not_after <= now)
+    }
+}
+
 /// An immutable view of the whole store.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -83,24 +90,31 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The entry named `name`, if present.
+    /// The entry named `name`, if present — never a certificate past its `notAfter`: the
+    /// producer withdraws it, but a reader may come first (e.g. just after the host woke
+    /// from a suspend).
     pub fn get(&self, name: &str) -> Option<&Arc<Entry>> {
-        self.entries.get(name)
+        let now = SystemTime::now();
+        self.entries.get(name).filter(|entry| entry.is_live(now))
     }
 
-    /// Every entry, in no particular order.
+    /// Every entry, in no particular order (expired certificates left out, as in
+    /// [`Snapshot::get`]).
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Entry>)> {
-        self.entries.iter()
+        let now = SystemTime::now();
+        self.entries
+            .iter()
+            .filter(move |(_, entry)| entry.is_live(now))
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.iter().count()
     }
 
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.iter().next().is_none()
     }
 }
 
@@ -207,5 +221,41 @@ mod tests {
         assert!(snap.get("x").is_none());
         assert!(snap.get("y").is_some());
         assert_eq!(snap.len(), 1);
+    }
+
+    #[test]
+    fn a_certificate_past_not_after_is_never_handed_out() {
+        let store = SecretStore::new();
+        let now = SystemTime::now();
+        let cert = |not_after| {
+            Secret::Certificate(Certificate {
+                spiffe_id: "spiffe://example.org/w".into(),
+                chain_der: vec![vec![1]],
+                key_pkcs8: SecretBytes::copy_from(b"k"),
+                not_before: now - std::time::Duration::from_secs(60),
+                not_after,
+            })
+        };
+        store.sync_source(
+            "x509",
+            vec![
+                (
+                    "expired".into(),
+                    cert(now - std::time::Duration::from_secs(1)),
+                ),
+                (
+                    "valid".into(),
+                    cert(now + std::time::Duration::from_secs(60)),
+                ),
+                ("token".into(), generic(b"t")),
+            ],
+        );
+        let snap = store.snapshot();
+        assert!(snap.get("expired").is_none());
+        assert!(snap.get("valid").is_some());
+        let mut names: Vec<&str> = snap.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["token", "valid"]);
+        assert_eq!(snap.len(), 2);
     }
 }

@@ -104,6 +104,11 @@ impl Envoy {
         })
     }
 
+    /// The process id (Envoy itself: the wheel's launcher `exec`s it).
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     /// The port of the admin API on 127.0.0.1.
     pub fn admin_port(&self) -> u16 {
         self.admin_port

@@ -127,6 +127,11 @@ impl Spire {
         self.agent.as_ref().map(ChildProcess::id)
     }
 
+    /// The running server's process id (`None` while it is stopped).
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(ChildProcess::id)
+    }
+
     /// The server's admin API socket (what `spire-server` CLI commands use).
     pub fn server_socket(&self) -> &Path {
         &self.server_socket

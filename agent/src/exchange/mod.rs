@@ -11,6 +11,7 @@ pub mod refresh;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use steeple_plugin_api::wall_clock::{self, Deadline};
 use steeple_plugin_api::{
     CredentialExchanger, ExchangeError, ExchangeErrorKind, Expiring, JwtSvidSource,
 };
@@ -51,8 +52,9 @@ pub async fn run<E: CredentialExchanger>(
 ) {
     let mut backoff = Backoff::default();
     let mut last_error: Option<ExchangeError> = None;
-    // The current credentials' expiry on the monotonic clock.
-    let mut expiry: Option<tokio::time::Instant> = None;
+    // The current credentials' expiry. Both waits below hold on the wall clock too: after
+    // a host suspend, expired credentials are withdrawn and the refresh runs at once.
+    let mut expiry: Option<Deadline> = None;
     loop {
         let started = SystemTime::now();
         let outcome = tokio::select! {
@@ -81,7 +83,7 @@ pub async fn run<E: CredentialExchanger>(
                 }
                 tracing::info!(exchange = %name, expires_in_s = secs_until(expires_at), "credentials exchanged");
                 tx.send_replace(Some(credentials));
-                expiry = Some(tokio::time::Instant::now() + until(expires_at));
+                expiry = Some(Deadline::at(expires_at));
                 backoff.reset();
                 refresh::delay(started, expires_at, SystemTime::now(), rand::random())
             }
@@ -95,13 +97,17 @@ pub async fn run<E: CredentialExchanger>(
                 delay
             }
         };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-            () = sleep_until(expiry) => {
+        let retry = Deadline::after(delay);
+        loop {
+            if expiry.is_some_and(|at| at.passed()) {
                 tracing::warn!(exchange = %name, "credentials expired before a refresh succeeded; no longer served");
                 tx.send_replace(None);
                 expiry = None;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = retry.reached() => break,
+                () = wall_clock::reached(expiry) => {}
             }
         }
     }
@@ -153,13 +159,6 @@ fn until(at: SystemTime) -> Duration {
 
 fn secs_until(at: SystemTime) -> u64 {
     until(at).as_secs()
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use steeple_plugin_api::SecretBytes;
+use steeple_plugin_api::wall_clock::{self, Deadline};
 use steeple_proto::workload::JwtsvidRequest;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroize;
@@ -89,6 +90,9 @@ pub fn refresh_delay(times: JwtTimes, now: SystemTime) -> Duration {
         .max(Duration::from_secs(1))
 }
 
+/// How long one FetchJWTSVID may take before it counts as failed (and is retried).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The store source of the JWT-SVID served as `resource_name`.
 pub fn source_name(resource_name: &str) -> String {
     format!("identity/jwt/{resource_name}")
@@ -105,7 +109,7 @@ pub async fn run(
     let what = format!("FetchJWTSVID audience={}", config.audience);
     let mut backoff = Backoff::default();
     let mut errors = RepeatFilter::default();
-    let mut current_expiry: Option<SystemTime> = None;
+    let mut current_expiry: Option<Deadline> = None;
     loop {
         let req = JwtsvidRequest {
             audience: vec![config.audience.clone()],
@@ -113,7 +117,9 @@ pub async fn run(
         };
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            r = client.fetch_jwtsvid(request(req)) => r,
+            r = tokio::time::timeout(FETCH_TIMEOUT, client.fetch_jwtsvid(request(req))) => {
+                r.unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded(format!("no answer within {}s", FETCH_TIMEOUT.as_secs()))))
+            }
         };
         let delay = match outcome.map(|r| r.into_inner().svids.into_iter().next()) {
             Ok(Some(mut svid)) => {
@@ -127,7 +133,7 @@ pub async fn run(
                         if store.sync_source(&source, vec![(config.resource_name.clone(), token)]) {
                             tracing::info!(audience = %config.audience, name = %config.resource_name, "JWT-SVID refreshed");
                         }
-                        current_expiry = Some(times.expires_at);
+                        current_expiry = Some(Deadline::at(times.expires_at));
                         refresh_delay(times, now)
                     }
                     Err(e) => {
@@ -147,14 +153,19 @@ pub async fn run(
                 backoff.next_delay()
             }
         };
-        let expired_in = current_expiry.and_then(|t| t.duration_since(SystemTime::now()).ok());
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-            () = tokio::time::sleep(expired_in.unwrap_or(Duration::MAX)), if current_expiry.is_some() => {
+        // Both deadlines hold on the wall clock too, so a host waking from a suspend past
+        // the token's expiry withdraws it at once.
+        let refresh = Deadline::after(delay);
+        loop {
+            if current_expiry.is_some_and(|t| t.passed()) {
                 tracing::warn!(audience = %config.audience, "JWT-SVID expired before a fresh one arrived; no longer served");
                 store.sync_source(&source, Vec::new());
                 current_expiry = None;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = refresh.reached() => break,
+                () = wall_clock::reached(current_expiry) => {}
             }
         }
     }

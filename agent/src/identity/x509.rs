@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use steeple_plugin_api::wall_clock;
 use steeple_proto::workload::{X509svidRequest, X509svidResponse};
 use tokio_util::sync::CancellationToken;
 
@@ -204,6 +205,9 @@ impl X509State {
     }
 }
 
+/// How long opening the X.509 stream may take before it is retried.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Follows the X.509 stream until `shutdown`, reconnecting with backoff, and keeps the
 /// store in step with [`X509State`].
 pub async fn run(
@@ -216,10 +220,23 @@ pub async fn run(
     let mut backoff = Backoff::default();
     let mut errors = RepeatFilter::default();
     loop {
-        let mut stream = match client.fetch_x509svid(request(X509svidRequest {})).await {
-            Ok(response) => Some(response.into_inner()),
-            Err(status) => {
+        // Bounded, so a Workload API that accepts but never answers cannot hold the
+        // loop below (which withdraws expired SVIDs) off for long.
+        let opened = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = tokio::time::timeout(OPEN_TIMEOUT, client.fetch_x509svid(request(X509svidRequest {}))) => r,
+        };
+        let mut stream = match opened {
+            Ok(Ok(response)) => Some(response.into_inner()),
+            Ok(Err(status)) => {
                 errors.warn("FetchX509SVID", status.message().to_owned());
+                None
+            }
+            Err(_) => {
+                errors.warn(
+                    "FetchX509SVID",
+                    format!("no answer within {}s", OPEN_TIMEOUT.as_secs()),
+                );
                 None
             }
         };
@@ -227,16 +244,25 @@ pub async fn run(
         if stream.is_none() {
             retry_at += backoff.next_delay();
         }
+        let mut overdue_at = state.next_overdue(SystemTime::now());
         loop {
-            let expiry = until(state.next_expiry(SystemTime::now()));
-            let overdue = until(state.next_overdue(SystemTime::now()));
+            // Whichever branch woke the loop — a message, a nap, or the host waking from
+            // a suspend — what expired meanwhile is withdrawn before anything else.
+            let now = SystemTime::now();
+            if store.sync_source(SOURCE, state.entries(&names, now)) {
+                tracing::warn!("an X.509-SVID expired before it was rotated; no longer served");
+            }
+            if overdue_at.is_some_and(|at| at <= now) {
+                alarm_overdue(&state);
+                overdue_at = state.next_overdue(now);
+            }
+            let next = [state.next_expiry(now), overdue_at]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(overdue) => alarm_overdue(&state),
-                () = tokio::time::sleep(expiry) => {
-                    tracing::warn!("an X.509-SVID expired before it was rotated; no longer served");
-                    store.sync_source(SOURCE, state.entries(&names, SystemTime::now()));
-                }
+                () = tokio::time::sleep(wall_clock::nap_towards(next)) => {}
                 message = next_message(&mut stream), if stream.is_some() => match message {
                     Ok(Some(response)) => {
                         errors.recovered("FetchX509SVID");
@@ -246,9 +272,11 @@ pub async fn run(
                         for _ in 0..rotations(&before, &state.svids) {
                             crate::metrics::metrics().svid_rotated();
                         }
-                        if store.sync_source(SOURCE, state.entries(&names, SystemTime::now())) {
+                        let now = SystemTime::now();
+                        if store.sync_source(SOURCE, state.entries(&names, now)) {
                             tracing::info!(svids = state.svids.len(), bundles = state.bundles.len(), "X.509 identity updated");
                         }
+                        overdue_at = state.next_overdue(now);
                     }
                     Ok(None) => {
                         errors.warn("FetchX509SVID", "stream closed by the Workload API".into());
@@ -274,11 +302,4 @@ async fn next_message(
         Some(s) => s.message().await,
         None => std::future::pending().await,
     }
-}
-
-/// How long until `at` (a long time if never).
-fn until(at: Option<SystemTime>) -> Duration {
-    at.map_or(Duration::from_secs(3600), |t| {
-        t.duration_since(SystemTime::now()).unwrap_or_default()
-    })
 }

@@ -6,6 +6,7 @@ pub mod aead;
 mod envelope;
 mod provider;
 mod secret;
+pub mod wall_clock;
 
 pub use envelope::{
     EncryptionContext, EnvelopeError, EnvelopeRow, MAX_LOGICAL_PATH_LEN, Provider, SealedEnvelope,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rand::Rng as _;
+use steeple_plugin_api::wall_clock::{self, Deadline};
 use steeple_plugin_api::{ExchangeErrorKind, JwtSvidSource, SecretBytes};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -418,15 +419,10 @@ async fn sleep_until_instant(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Sleeps until the wall-clock time `at` (forever for `None`).
+/// Sleeps until the wall-clock time `at` (forever for `None`), also across a host
+/// suspend (see [`wall_clock`]).
 async fn sleep_until(at: Option<SystemTime>) {
-    match at {
-        Some(at) => {
-            let delay = at.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::sleep(delay).await;
-        }
-        None => std::future::pending().await,
-    }
+    wall_clock::reached(at.map(Deadline::at)).await;
 }
 
 #[cfg(test)]
