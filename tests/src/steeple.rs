@@ -36,7 +36,27 @@ fn build() -> anyhow::Result<PathBuf> {
         .parent()
         .context("workspace root")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    // What cargo sets for a running test (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...) must not
+    // reach this build: ring's build script reruns when CARGO_MANIFEST_DIR changes, and
+    // then ring and everything above it would be rebuilt for every suite.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_BIN_NAME"
+            )
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command
         .args(["build", "-p", "steeple", "--bin", "steeple"])
         .current_dir(root)
         .status()
