@@ -63,6 +63,19 @@ async fn envoy_resubscribes_after_every_cut_and_never_holds_a_stale_certificate(
     let seen = Observed::drive(client_port, sides, run_for).await?;
     server_proxy.stop_cutting();
     client_proxy.stop_cutting();
+    // The last cut may have come an instant ago: Envoy must re-subscribe after it too.
+    for (proxy, id) in [(&server_proxy, SERVER), (&client_proxy, CLIENT)] {
+        wait_for(
+            &format!("{id}: Envoy re-subscribed after the last cut"),
+            Duration::from_secs(30),
+            || async move {
+                let stats = proxy.stats();
+                anyhow::ensure!(stats.upstream_connected > stats.cuts, "{stats:?}");
+                Ok(())
+            },
+        )
+        .await?;
+    }
 
     let (server_cuts, client_cuts) = (server_proxy.stats(), client_proxy.stats());
     println!(
