@@ -38,6 +38,8 @@ pub struct AwsContext<'a> {
     /// Unused here.
     pub rows: Option<RowSink>,
     /// Unused here.
+    pub policy: crate::authz::SharedPolicy,
+    /// Unused here.
     pub fatal: FatalSignal,
     /// Unused here.
     pub shutdown: &'a CancellationToken,
