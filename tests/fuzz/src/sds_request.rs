@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryService;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
-use steeple::authz::{Caller, Grant, Policy, Rule};
+use steeple::authz::{Caller, Grant, Policy, Rule, SharedPolicy};
 use steeple::sds::delta::DeltaStream;
 use steeple::sds::peer::ConnectedCaller;
 use steeple::sds::resources::SECRET_TYPE_URL;
@@ -110,7 +110,7 @@ impl Session {
             service: SdsService::new(
                 store.clone(),
                 settings,
-                policy,
+                SharedPolicy::new(policy),
                 tokio_util::sync::CancellationToken::new(),
             ),
             store,
