@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use steeple_e2e::bootstrap::{TlsNames, mtls_client, mtls_server};
 use steeple_e2e::cutting_proxy::{CutStats, CuttingProxy};
-use steeple_e2e::{Envoy, Suite, free_port, http_get, sds_client, wait_for};
+use steeple_e2e::{Envoy, Suite, free_port, http_get, sds_client, seconds_from_env, wait_for};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -332,17 +332,4 @@ async fn steeple_sds_streams(admin_port: u16) -> anyhow::Result<u64> {
         total += value.parse::<f64>().with_context(|| line.to_owned())?;
     }
     Ok(total as u64)
-}
-
-/// A whole number of seconds from environment variable `name`, or `default`.
-fn seconds_from_env(name: &str, default: Duration) -> anyhow::Result<Duration> {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map(Duration::from_secs)
-            .with_context(|| format!("{name}={text:?} is not a whole number of seconds")),
-        Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(e) => Err(e).with_context(|| name.to_owned()),
-    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use steeple_e2e::suite::MtlsPair;
-use steeple_e2e::{Suite, http_get, sds_client};
+use steeple_e2e::{Suite, http_get, sds_client, seconds_from_env};
 
 const SERVER: &str = "spiffe://example.org/server";
 const CLIENT: &str = "spiffe://example.org/client";
@@ -213,17 +213,4 @@ fn median(samples: &[u64]) -> u64 {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
     sorted[sorted.len() / 2]
-}
-
-/// A whole number of seconds from environment variable `name`, or `default`.
-fn seconds_from_env(name: &str, default: Duration) -> anyhow::Result<Duration> {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map(Duration::from_secs)
-            .with_context(|| format!("{name}={text:?} is not a whole number of seconds")),
-        Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(e) => Err(e).with_context(|| name.to_owned()),
-    }
 }

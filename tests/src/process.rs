@@ -291,3 +291,17 @@ pub fn run_command<S: AsRef<std::ffi::OsStr>>(
     }
     Ok(out)
 }
+
+/// A duration from the environment variable `name` in whole seconds (e.g. a soak's
+/// length), or `default` when it is unset.
+pub fn seconds_from_env(name: &str, default: Duration) -> anyhow::Result<Duration> {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map(Duration::from_secs)
+            .with_context(|| format!("{name}={text:?} is not a whole number of seconds")),
+        Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(e) => Err(e).with_context(|| name.to_owned()),
+    }
+}
