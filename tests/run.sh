@@ -10,6 +10,9 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # shellcheck source=tests/peers/env.sh
 source tests/peers/env.sh
 
+# tests/run.sh builds the tree once through; incremental state would only take disk (GBs).
+export CARGO_INCREMENTAL=0
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 bash tests/supply-chain/run.sh

@@ -42,6 +42,10 @@ fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/steeple-helmbuild.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
+# Go's module and build caches live in the throwaway dir too: several GB that nothing
+# reads again once the binary is cached, and disk on a CI machine is finite.
+# (-modcacherw: module files are read-only by default, which rm -rf cannot remove.)
+export GOMODCACHE="$WORK/gomodcache" GOCACHE="$WORK/gocache" GOFLAGS="${GOFLAGS:-} -modcacherw"
 
 echo "helm $HELM_VERSION: building into $BIN (a few minutes the first time)" >&2
 # Install into a staging dir and move into place last, so an interrupted build never leaves

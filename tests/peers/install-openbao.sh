@@ -60,6 +60,10 @@ fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/steeple-openbaobuild.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
+# Go's module and build caches live in the throwaway dir too: several GB that nothing
+# reads again once the binary is cached, and disk on a CI machine is finite.
+# (-modcacherw: module files are read-only by default, which rm -rf cannot remove.)
+export GOMODCACHE="$WORK/gomodcache" GOCACHE="$WORK/gocache" GOFLAGS="${GOFLAGS:-} -modcacherw"
 
 cat >"$WORK/go.mod" <<GOMOD
 module steeple.local/openbaobuild
