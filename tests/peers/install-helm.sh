@@ -12,40 +12,9 @@
 set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-3.22.0}"
-CACHE="${STEEPLE_PEERS_CACHE:-$HOME/.cache/steeple-peers}"
-DEST="$CACHE/helm-$HELM_VERSION"
-BIN="$DEST/bin"
-
-have_binary() {
-    [[ -x "$BIN/helm" ]]
-}
-
-if have_binary; then
-    echo "helm $HELM_VERSION: cached in $BIN" >&2
-    echo "$BIN/helm"
-    exit 0
-fi
-
-command -v go >/dev/null || { echo "install-helm: 'go' not found" >&2; exit 1; }
-mkdir -p "$DEST"
-
-# One build per cache dir at a time; a second caller waits, then finds the binary.
-exec 9>"$DEST/.build.lock"
-if command -v flock >/dev/null; then
-    flock 9
-fi
-if have_binary; then
-    echo "helm $HELM_VERSION: cached in $BIN" >&2
-    echo "$BIN/helm"
-    exit 0
-fi
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/steeple-helmbuild.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
-# Go's module and build caches live in the throwaway dir too: several GB that nothing
-# reads again once the binary is cached, and disk on a CI machine is finite.
-# (-modcacherw: module files are read-only by default, which rm -rf cannot remove.)
-export GOMODCACHE="$WORK/gomodcache" GOCACHE="$WORK/gocache" GOFLAGS="${GOFLAGS:-} -modcacherw"
+# shellcheck source=tests/peers/go-peer.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-peer.sh"
+go_peer_begin helm "$HELM_VERSION" "Go" helm
 
 echo "helm $HELM_VERSION: building into $BIN (a few minutes the first time)" >&2
 # Install into a staging dir and move into place last, so an interrupted build never leaves

@@ -30,40 +30,9 @@ set -euo pipefail
 OPENBAO_VERSION="${OPENBAO_VERSION:-2.4.0}"
 OPENBAO_COMMIT="${OPENBAO_COMMIT:-f9407a27fbee45f62ba521bba2bf1e2360c61031}"
 OPENBAO_MODULE_VERSION="${OPENBAO_MODULE_VERSION:-v0.0.0-20250828202315-f9407a27fbee}"
-CACHE="${STEEPLE_PEERS_CACHE:-$HOME/.cache/steeple-peers}"
-DEST="$CACHE/openbao-$OPENBAO_VERSION"
-BIN="$DEST/bin"
-
-have_binary() {
-    [[ -x "$BIN/bao" ]]
-}
-
-if have_binary; then
-    echo "openbao $OPENBAO_VERSION: cached in $BIN" >&2
-    echo "$BIN/bao"
-    exit 0
-fi
-
-command -v go >/dev/null || { echo "install-openbao: 'go' not found (need Go >= 1.24.6)" >&2; exit 1; }
-mkdir -p "$DEST"
-
-# One build per cache dir at a time; a second caller waits, then finds the binary.
-exec 9>"$DEST/.build.lock"
-if command -v flock >/dev/null; then
-    flock 9
-fi
-if have_binary; then
-    echo "openbao $OPENBAO_VERSION: cached in $BIN" >&2
-    echo "$BIN/bao"
-    exit 0
-fi
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/steeple-openbaobuild.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
-# Go's module and build caches live in the throwaway dir too: several GB that nothing
-# reads again once the binary is cached, and disk on a CI machine is finite.
-# (-modcacherw: module files are read-only by default, which rm -rf cannot remove.)
-export GOMODCACHE="$WORK/gomodcache" GOCACHE="$WORK/gocache" GOFLAGS="${GOFLAGS:-} -modcacherw"
+# shellcheck source=tests/peers/go-peer.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-peer.sh"
+go_peer_begin openbao "$OPENBAO_VERSION" "Go >= 1.24.6" bao
 
 cat >"$WORK/go.mod" <<GOMOD
 module steeple.local/openbaobuild

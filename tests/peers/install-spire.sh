@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds spire-server and spire-agent (SPIRE_VERSION, default 1.15.3) into
-# $STEEPLE_PEERS_CACHE/spire-<version>/bin, once per version. Needs Go >= 1.26.6 and a C
-# compiler (SPIRE's sqlite3 datastore uses cgo). Takes ~10 minutes on 2 cores the first time.
+# $STEEPLE_PEERS_CACHE/spire-<version>/bin, once per version, and prints spire-server's path
+# on stdout. Needs Go >= 1.26.6 and a C compiler (SPIRE's sqlite3 datastore uses cgo). Takes
+# ~10 minutes on 2 cores the first time.
 #
 # Why not `go install github.com/spiffe/spire/cmd/spire-server@v1.15.3`: the module proxy
 # answers 403 on SPIRE's @v/list here, and one of its dependencies,
@@ -12,38 +13,9 @@
 set -euo pipefail
 
 SPIRE_VERSION="${SPIRE_VERSION:-1.15.3}"
-CACHE="${STEEPLE_PEERS_CACHE:-$HOME/.cache/steeple-peers}"
-DEST="$CACHE/spire-$SPIRE_VERSION"
-BIN="$DEST/bin"
-
-have_binaries() {
-    [[ -x "$BIN/spire-server" && -x "$BIN/spire-agent" ]]
-}
-
-if have_binaries; then
-    echo "spire $SPIRE_VERSION: cached in $BIN" >&2
-    exit 0
-fi
-
-command -v go >/dev/null || { echo "install-spire: 'go' not found (need Go >= 1.26.6)" >&2; exit 1; }
-mkdir -p "$DEST"
-
-# One build per cache dir at a time; a second caller waits, then finds the binaries.
-exec 9>"$DEST/.build.lock"
-if command -v flock >/dev/null; then
-    flock 9
-fi
-if have_binaries; then
-    echo "spire $SPIRE_VERSION: cached in $BIN" >&2
-    exit 0
-fi
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/steeple-spirebuild.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
-# Go's module and build caches live in the throwaway dir too: several GB that nothing
-# reads again once the binary is cached, and disk on a CI machine is finite.
-# (-modcacherw: module files are read-only by default, which rm -rf cannot remove.)
-export GOMODCACHE="$WORK/gomodcache" GOCACHE="$WORK/gocache" GOFLAGS="${GOFLAGS:-} -modcacherw"
+# shellcheck source=tests/peers/go-peer.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-peer.sh"
+go_peer_begin spire "$SPIRE_VERSION" "Go >= 1.26.6" spire-server spire-agent
 
 cat >"$WORK/go.mod" <<GOMOD
 module steeple.local/spirebuild
@@ -83,3 +55,4 @@ mkdir -p "$BIN"
 mv -f "$STAGE/spire-server" "$STAGE/spire-agent" "$BIN/"
 "$BIN/spire-server" --version >&2 || true
 echo "spire $SPIRE_VERSION: installed in $BIN" >&2
+echo "$BIN/spire-server"
