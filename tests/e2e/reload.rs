@@ -2,6 +2,7 @@
 //! stream held open by the test:
 //! - a reload that moves the envelope files takes effect on the open stream (same stream,
 //!   new value) and Envoy's SDS connection is never dropped;
+//! - a reload that changes `[log] level` changes what the log shows;
 //! - a malformed configuration, and one that changes a start-only section, are refused
 //!   (the log names the key / section) and the running configuration keeps working;
 //! - a reload that narrows `[[callers]]` closes the open stream that lost its grant with
@@ -32,11 +33,13 @@ const CANARY_4: &str = "canary-reload-0004";
 /// Envoy's SDS cluster in the dev bootstrap.
 const SDS_TOTAL: &str = "cluster.steeple_sds.upstream_cx_total";
 const SDS_ACTIVE: &str = "cluster.steeple_sds.upstream_cx_active";
+/// The dev CA's DEBUG line, every 2 s with its 4 s X.509-SVIDs.
+const REISSUED: &str = "dev trust domain reissued its X.509-SVIDs";
 
 /// The dev config (the harness adds debug logging): envelopes from `rows`, plus `extra`.
 fn config(rows: &Path, extra: &str) -> String {
     format!(
-        "[dev]\nworkload_id = \"{ID}\"\n\
+        "[dev]\nworkload_id = \"{ID}\"\nx509_svid_ttl = \"4s\"\n\
          [envelopes]\nenabled = true\npaths = [\"{}\"]\npoll_interval = \"200ms\"\n\
          local_master_key_env = \"STEEPLE_LOCAL_MASTER_KEY\"\n{extra}",
         rows.display()
@@ -92,11 +95,21 @@ impl OpenStream {
     }
 }
 
-/// Writes `toml` (with the harness's debug logging) as the config, sends SIGHUP and waits until the log shows `outcome` one
-/// more time than before.
+/// Writes `toml` (with the harness's debug logging) as the config, sends SIGHUP and waits
+/// until the log shows `outcome` one more time than before.
 async fn reload(steeple: &mut SteepleProcess, toml: &str, outcome: &str) -> anyhow::Result<String> {
+    reload_at(steeple, "debug", toml, outcome).await
+}
+
+/// [`reload`] with `[log] level = level`.
+async fn reload_at(
+    steeple: &mut SteepleProcess,
+    level: &str,
+    toml: &str,
+    outcome: &str,
+) -> anyhow::Result<String> {
     let before = steeple.logs().matches(outcome).count();
-    let toml = format!("[log]\nlevel = \"debug\"\n{toml}");
+    let toml = format!("[log]\nlevel = \"{level}\"\n{toml}");
     std::fs::write(steeple.dir().join("steeple.toml"), toml)?;
     steeple.signal(Signal::HUP)?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -152,6 +165,43 @@ async fn sighup_reloads_without_dropping_streams_and_sigterm_drains() -> anyhow:
         sds_client::secret_bytes(&added[0]).as_deref(),
         Some(CANARY_3.as_bytes())
     );
+
+    // 1b. `[log] level` applies: at info the dev CA's reissues (DEBUG, every 2 s) are no
+    // longer logged; back at debug they are again.
+    let quiet_from = reload_at(
+        &mut steeple,
+        "info",
+        &config(&rows_b, ""),
+        "configuration reloaded",
+    )
+    .await?
+    .len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let quiet = steeple
+        .logs()
+        .get(quiet_from..)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        !quiet.contains(REISSUED),
+        "DEBUG lines at level info:\n{quiet}"
+    );
+    let loud_from = reload(&mut steeple, &config(&rows_b, ""), "configuration reloaded")
+        .await?
+        .len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !steeple
+        .logs()
+        .get(loud_from..)
+        .unwrap_or_default()
+        .contains(REISSUED)
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no DEBUG line back at level debug"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // 2. A malformed config is refused, naming the key; the running config stays.
     let logs = reload(
