@@ -6,18 +6,15 @@ pub mod key_probe;
 
 use std::sync::Arc;
 
-use steeple_plugin_api::{AwsCredentials, EnvelopeResolver, JwtSvidSource};
+use steeple_plugin_api::{AwsCredentials, EnvelopeResolver};
 use steeple_plugin_aws::{
     KeyArnAllowlist, KmsConfig, KmsEnvelopeResolver, StsConfig, StsExchanger,
 };
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::AwsConfig;
-use crate::envelopes::RowSink;
 use crate::exchange::{self, CredentialWatch, aws_delivery, container_endpoint};
-use crate::store::SecretStore;
-use crate::supervisor::FatalSignal;
+pub use crate::start_context::AwsContext;
 
 /// Why the AWS side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,24 +45,6 @@ pub struct AwsRuntime {
     pub credentials: CredentialWatch<AwsCredentials>,
     /// Resolves `kms_envelope` envelopes with those credentials.
     pub kms: Arc<dyn EnvelopeResolver>,
-}
-
-/// Everything [`start`] needs from the supervisor.
-#[derive(Debug)]
-pub struct AwsContext<'a> {
-    /// Fresh JWT-SVIDs for the exchange.
-    pub jwt: Arc<dyn JwtSvidSource>,
-    /// Where the credentials are published as a generic secret.
-    pub store: Arc<SecretStore>,
-    /// The envelope rows, for the key probe (`None` when envelopes are off).
-    pub rows: Option<RowSink>,
-    /// Who may fetch the credentials from the container endpoint (by the resource name
-    /// `credentials_resource_name`, as over SDS).
-    pub policy: crate::authz::SharedPolicy,
-    /// Set when a start-time probe finds a bad key.
-    pub fatal: FatalSignal,
-    /// Stops everything.
-    pub shutdown: &'a CancellationToken,
 }
 
 /// Starts the exchange loop and its deliveries when `[aws] enabled`.

@@ -3,14 +3,11 @@
 
 use std::sync::Arc;
 
-use steeple_plugin_api::{EnvelopeResolver, JwtSvidSource};
+use steeple_plugin_api::EnvelopeResolver;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::AwsConfig;
-use crate::envelopes::RowSink;
-use crate::store::SecretStore;
-use crate::supervisor::FatalSignal;
+pub use crate::start_context::AwsContext;
 
 /// Why the AWS side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,23 +23,6 @@ pub enum AwsStartError {
 pub struct AwsRuntime {
     /// Resolves `kms_envelope` envelopes.
     pub kms: Arc<dyn EnvelopeResolver>,
-}
-
-/// Same shape as the real context so the supervisor is feature-agnostic.
-#[derive(Debug)]
-pub struct AwsContext<'a> {
-    /// Unused here.
-    pub jwt: Arc<dyn JwtSvidSource>,
-    /// Unused here.
-    pub store: Arc<SecretStore>,
-    /// Unused here.
-    pub rows: Option<RowSink>,
-    /// Unused here.
-    pub policy: crate::authz::SharedPolicy,
-    /// Unused here.
-    pub fatal: FatalSignal,
-    /// Unused here.
-    pub shutdown: &'a CancellationToken,
 }
 
 /// Refuses `[aws] enabled = true`.

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod providers;
 pub mod reload;
 pub mod sds;
+pub mod start_context;
 pub mod store;
 pub mod supervisor;
 pub mod svid;

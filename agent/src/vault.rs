@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use steeple_plugin_api::{EnvelopeResolver, JwtSvidSource};
+use steeple_plugin_api::EnvelopeResolver;
 use steeple_plugin_vault::{
     ClientBuildError, KvVersion, LiveRoots, VaultClientConfig, VaultJwtLogin, VaultJwtLoginConfig,
     VaultKvResolver, VaultToken, VaultTokenKeeper, VaultTransitResolver,
@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::VaultConfig;
+pub use crate::start_context::VaultContext;
 use crate::store::{Secret, SecretStore, Snapshot};
 
 /// Why the Vault side could not start.
@@ -41,17 +42,6 @@ pub struct VaultRuntime {
     pub kv: Arc<dyn EnvelopeResolver>,
     /// Resolves `vault_transit` envelopes.
     pub transit: Arc<dyn EnvelopeResolver>,
-}
-
-/// Everything [`start`] needs from the supervisor.
-#[derive(Debug)]
-pub struct VaultContext<'a> {
-    /// Fresh JWT-SVIDs for the login.
-    pub jwt: Arc<dyn JwtSvidSource>,
-    /// Where the token is published when `token_resource_name` is set.
-    pub store: Arc<SecretStore>,
-    /// Stops everything.
-    pub shutdown: &'a CancellationToken,
 }
 
 /// Starts the token keeper and builds the resolvers when `[vault] enabled`.

@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use steeple_plugin_api::{EnvelopeResolver, JwtSvidSource};
+use steeple_plugin_api::EnvelopeResolver;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::VaultConfig;
-use crate::store::SecretStore;
+pub use crate::start_context::VaultContext;
 
 /// Why the Vault side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,17 +25,6 @@ pub struct VaultRuntime {
     pub kv: Arc<dyn EnvelopeResolver>,
     /// Resolves `vault_transit` envelopes.
     pub transit: Arc<dyn EnvelopeResolver>,
-}
-
-/// Same shape as the real context so the supervisor is feature-agnostic.
-#[derive(Debug)]
-pub struct VaultContext<'a> {
-    /// Unused here.
-    pub jwt: Arc<dyn JwtSvidSource>,
-    /// Unused here.
-    pub store: Arc<SecretStore>,
-    /// Unused here.
-    pub shutdown: &'a CancellationToken,
 }
 
 /// Refuses `[vault] enabled = true`.

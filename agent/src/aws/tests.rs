@@ -1,5 +1,8 @@
 use super::*;
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
+use crate::store::SecretStore;
 use crate::test_support::NoWorkloadApi;
 
 fn aws_config(extra: &str) -> AwsConfig {
