@@ -12,10 +12,9 @@ mod support;
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use steeple_e2e::bootstrap::credential_injector;
 use steeple_e2e::sds_client::{self, assert_not_in_logs};
-use steeple_e2e::steeple::steeple_bin;
+use steeple_e2e::steeple::{malformed_rows, steeple_bin};
 use steeple_e2e::suite::eventually_status;
 use steeple_e2e::{Envoy, RecordingUpstream, SteepleProcess, Suite, free_port};
 use support::*;
@@ -24,39 +23,6 @@ const TOKEN_PATH: &str = "upstream/api-token";
 /// Another local user (`nobody`).
 const NOBODY: u32 = 65534;
 const BUNDLE_PATH: &str = "app/ca-bundle";
-
-/// Rows that must each be refused with a reason naming their logical path.
-fn malformed(good: &serde_json::Value) -> Vec<(serde_json::Value, &'static str)> {
-    let mut rows = Vec::new();
-    let mut variant = |path: &str, field: &str, value: &str, reason: &'static str| {
-        let mut row = good.clone();
-        row["logical_path"] = path.into();
-        row[field] = value.into();
-        rows.push((row, reason));
-    };
-    variant(
-        "bad/base64",
-        "ciphertext_ref",
-        "%%% not base64 %%%",
-        "not valid base64",
-    );
-    variant("bad/empty", "ciphertext_ref", "", "ciphertext_ref is empty");
-    variant(
-        "bad/provider",
-        "provider",
-        "kms_envelop",
-        "unknown provider",
-    );
-    variant("bad/aad", "aad", "service", "has no '='");
-    let big = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 100 * 1024]);
-    variant(
-        "bad/oversized",
-        "ciphertext_ref",
-        &big,
-        "larger than 65536 bytes",
-    );
-    rows
-}
 
 /// Waits (at most 30 s) for a log line about `path` that contains `reason`: envelopes
 /// are first tried before any credentials exist, so earlier lines may say something else.
@@ -113,7 +79,7 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
         "",
         b"irrelevant-outside",
     )?;
-    let bad = malformed(&good);
+    let bad = malformed_rows(&good, "kms_envelop", 65536);
     let mut rows = vec![good.clone(), large, mismatch, outside];
     rows.extend(bad.iter().map(|(row, _)| row.clone()));
     world.write_rows(&rows)?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use steeple_e2e::bootstrap::credential_injector;
 use steeple_e2e::sds_client::{self, assert_not_in_logs};
-use steeple_e2e::steeple::{seal_local as seal, write_rows};
+use steeple_e2e::steeple::{malformed_rows, seal_local as seal, write_rows};
 use steeple_e2e::suite::eventually_status;
 use steeple_e2e::{Envoy, RecordingUpstream, SteepleProcess, free_port};
 
@@ -17,36 +17,15 @@ const CANARY_1: &str = "canary-envelope-token-0001";
 const CANARY_2: &str = "canary-envelope-token-0002";
 const CANARY_DB: &str = "canary-envelope-db-password";
 
-/// Rows that must each be refused with a reason naming their logical path.
-fn malformed_rows(master: &str) -> anyhow::Result<Vec<(serde_json::Value, &'static str)>> {
+/// Rows that must each be refused with a reason naming their logical path: the shared
+/// malformed ones plus an AAD mismatch.
+fn refused_rows(master: &str) -> anyhow::Result<Vec<(serde_json::Value, String)>> {
     let good = seal(master, "bad/aad", "env=dev", "irrelevant-plaintext-1")?;
-    let mut rows = Vec::new();
-    let mut variant = |path: &str, field: &str, value: &str, reason: &'static str| {
-        let mut row = good.clone();
-        row["logical_path"] = path.into();
-        row[field] = value.into();
-        rows.push((row, reason));
-    };
-    variant(
-        "bad/base64",
-        "ciphertext_ref",
-        "%%% not base64 %%%",
-        "not valid base64",
-    );
-    variant("bad/empty", "ciphertext_ref", "", "ciphertext_ref is empty");
-    variant("bad/provider", "provider", "rot13", "unknown provider");
-    variant("bad/aad", "aad", "env", "has no '='");
-    let big = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 8192]);
-    variant(
-        "bad/oversized",
-        "ciphertext_ref",
-        &big,
-        "larger than 4096 bytes",
-    );
+    let mut rows = malformed_rows(&good, "rot13", 4096);
     // Sealed for env=dev, presented with env=prod: the AEAD refuses it.
     let mut tampered = seal(master, "bad/context", "env=dev", "irrelevant-plaintext-2")?;
     tampered["aad"] = "env=prod".into();
-    rows.push((tampered, "cannot decrypt"));
+    rows.push((tampered, "cannot decrypt".to_owned()));
     Ok(rows)
 }
 
@@ -66,7 +45,7 @@ async fn sealed_envelopes_reach_envoy_and_bad_rows_are_refused_by_path() -> anyh
             seal(&master, "db/password", "", CANARY_DB)?,
         ],
     )?;
-    let bad = malformed_rows(&master)?;
+    let bad = refused_rows(&master)?;
     let bad_rows: Vec<_> = bad.iter().map(|(row, _)| row.clone()).collect();
     write_rows(&envelopes.join("bad.json"), &bad_rows)?;
 

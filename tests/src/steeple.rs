@@ -268,3 +268,51 @@ pub fn write_rows(file: &Path, rows: &[serde_json::Value]) -> anyhow::Result<()>
     std::fs::rename(&temp, file)?;
     Ok(())
 }
+
+/// Variants of the well-formed envelope row `good` that the agent must each refuse with
+/// the reason given beside it, under a logical path of their own (`bad/…`): bad and empty
+/// base64 ciphertext, the misspelled provider `wrong_provider`, an AAD entry without `=`,
+/// and a ciphertext over the `max_ciphertext` bytes the provider accepts.
+pub fn malformed_rows(
+    good: &serde_json::Value,
+    wrong_provider: &str,
+    max_ciphertext: usize,
+) -> Vec<(serde_json::Value, String)> {
+    use base64::Engine as _;
+    let oversized = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 2 * max_ciphertext]);
+    [
+        (
+            "bad/base64",
+            "ciphertext_ref",
+            "%%% not base64 %%%",
+            "not valid base64".to_owned(),
+        ),
+        (
+            "bad/empty",
+            "ciphertext_ref",
+            "",
+            "ciphertext_ref is empty".to_owned(),
+        ),
+        (
+            "bad/provider",
+            "provider",
+            wrong_provider,
+            "unknown provider".to_owned(),
+        ),
+        ("bad/aad", "aad", "service", "has no '='".to_owned()),
+        (
+            "bad/oversized",
+            "ciphertext_ref",
+            oversized.as_str(),
+            format!("larger than {max_ciphertext} bytes"),
+        ),
+    ]
+    .into_iter()
+    .map(|(path, field, value, reason)| {
+        let mut row = good.clone();
+        row["logical_path"] = path.into();
+        row[field] = value.into();
+        (row, reason)
+    })
+    .collect()
+}
