@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Helm CLI (HELM_VERSION, default 3.22.0) into
-# $STEEPLE_PEERS_CACHE/helm-<version>/bin/helm, once per version, and prints its path on
-# stdout. Needs Go (any release >= the go line of Helm's go.mod). Pure Go (CGO_ENABLED=0,
+# $STEEPLE_PEERS_CACHE/helm-<version>/<key>/bin/helm, once per version and build recipe
+# (see go-peer.sh), and prints its path on stdout. Needs Go (any release >= the go line of Helm's go.mod). Pure Go (CGO_ENABLED=0,
 # as Helm's own release builds). Used by tests/e2e/deploy_manifests.rs to lint and render
 # the chart in deploy/helm/steeple; it never talks to a cluster.
 #
@@ -14,17 +14,12 @@ set -euo pipefail
 HELM_VERSION="${HELM_VERSION:-3.22.0}"
 # shellcheck source=tests/peers/go-peer.sh
 source "$(dirname "${BASH_SOURCE[0]}")/go-peer.sh"
-go_peer_begin helm "$HELM_VERSION" "Go" helm
+go_peer_begin helm "$HELM_VERSION" "Go" "" helm
 
-echo "helm $HELM_VERSION: building into $BIN (a few minutes the first time)" >&2
-# Install into a staging dir and move into place last, so an interrupted build never leaves
-# a binary that the cache check above would accept. The version stamp is what Helm's own
-# Makefile sets; without it `helm version` reports the module's pseudo default.
-CGO_ENABLED=0 GOBIN="$WORK/bin" go install -trimpath \
+# The version stamp is what Helm's own Makefile sets; without it `helm version` reports the
+# module's pseudo default.
+cd "$MOD"
+go_peer_run "go install" env CGO_ENABLED=0 GOBIN="$WORK/bin" go install -trimpath \
     -ldflags "-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" \
     "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
-mkdir -p "$BIN"
-mv -f "$WORK/bin/helm" "$BIN/helm"
-"$BIN/helm" version >&2 || true
-echo "helm $HELM_VERSION: installed in $BIN" >&2
-echo "$BIN/helm"
+go_peer_finish helm

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the OpenBao server/CLI binary `bao` (OPENBAO_VERSION, default 2.4.0) into
-# $STEEPLE_PEERS_CACHE/openbao-<version>/bin/bao, once per version, and prints its path on
-# stdout. Needs Go (any release >= the go line of OpenBao's go.mod; 1.24.6 for 2.4.0). Pure
+# $STEEPLE_PEERS_CACHE/openbao-<version>/<key>/bin/bao, once per version and build recipe
+# (see go-peer.sh), and prints its path on stdout. Needs Go (any release >= the go line of OpenBao's go.mod; 1.24.6 for 2.4.0). Pure
 # Go (CGO_ENABLED=0, as OpenBao's own release builds), no UI (built without the `ui` tag).
 # Takes ~5 minutes on 2 cores the first time (4.3 measured with empty Go caches).
 #
@@ -32,9 +32,9 @@ OPENBAO_COMMIT="${OPENBAO_COMMIT:-f9407a27fbee45f62ba521bba2bf1e2360c61031}"
 OPENBAO_MODULE_VERSION="${OPENBAO_MODULE_VERSION:-v0.0.0-20250828202315-f9407a27fbee}"
 # shellcheck source=tests/peers/go-peer.sh
 source "$(dirname "${BASH_SOURCE[0]}")/go-peer.sh"
-go_peer_begin openbao "$OPENBAO_VERSION" "Go >= 1.24.6" bao
+go_peer_begin openbao "$OPENBAO_VERSION" "Go >= 1.24.6" "$OPENBAO_COMMIT $OPENBAO_MODULE_VERSION" bao
 
-cat >"$WORK/go.mod" <<GOMOD
+cat >"$MOD/go.mod" <<GOMOD
 module steeple.local/openbaobuild
 
 go 1.24.6
@@ -42,7 +42,7 @@ go 1.24.6
 require github.com/openbao/openbao $OPENBAO_MODULE_VERSION
 GOMOD
 
-cat >"$WORK/tools.go" <<'GOSRC'
+cat >"$MOD/tools.go" <<'GOSRC'
 //go:build tools
 
 package tools
@@ -50,30 +50,19 @@ package tools
 import _ "github.com/openbao/openbao"
 GOSRC
 
-echo "openbao $OPENBAO_VERSION: building into $BIN (this takes a while)" >&2
-# Build into a staging path and move into place last, so an interrupted build never leaves
-# a binary that the cache check above would accept.
-STAGE="$WORK/bin/bao"
-(
-    cd "$WORK"
-    go mod download -json "github.com/openbao/openbao@$OPENBAO_MODULE_VERSION" >download.json ||
-        { cat download.json >&2; exit 1; }
-    src="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' download.json)"
-    [[ -f "$src/go.sum" ]] || { cat download.json >&2; echo "install-openbao: no go.sum in '$src'" >&2; exit 1; }
-    cp "$src/go.sum" go.sum
-    chmod u+w go.sum
-    # -e: OpenBao's go.mod requires api/auth/{approle,userpass}/v2 v2.0.0, versions that
-    # exist only through its own replace directives (no such tags; the proxy answers 403).
-    # Only tests of OpenBao's packages import them, never the binary, so tidy may leave them
-    # out; anything the binary does need and cannot get still fails the build below.
-    echo "install-openbao: 403s for api/auth/{approle,userpass}/v2 below are expected (test-only imports)" >&2
-    go mod tidy -e
-    CGO_ENABLED=0 go build -trimpath -o "$STAGE" \
-        -ldflags "-X github.com/openbao/openbao/version.fullVersion=$OPENBAO_VERSION -X github.com/openbao/openbao/version.GitCommit=$OPENBAO_COMMIT" \
-        github.com/openbao/openbao
-)
-mkdir -p "$BIN"
-mv -f "$STAGE" "$BIN/bao"
-"$BIN/bao" version >&2 || true
-echo "openbao $OPENBAO_VERSION: installed in $BIN" >&2
-echo "$BIN/bao"
+cd "$MOD"
+go mod download -json "github.com/openbao/openbao@$OPENBAO_MODULE_VERSION" >"$WORK/download.json" ||
+    { cat "$WORK/download.json" >&2; exit 1; }
+src="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' "$WORK/download.json")"
+[[ -f "$src/go.sum" ]] || { cat "$WORK/download.json" >&2; echo "install-openbao: no go.sum in '$src'" >&2; exit 1; }
+cp "$src/go.sum" go.sum
+chmod u+w go.sum
+# -e: OpenBao's go.mod requires api/auth/{approle,userpass}/v2 v2.0.0, versions that exist
+# only through its own replace directives (no such tags; the proxy answers 403). Only tests
+# of OpenBao's packages import them, never the binary, so tidy may leave them out; anything
+# the binary does need and cannot get still fails the build below.
+go_peer_run "go mod tidy" go mod tidy -e
+go_peer_run "go build" env CGO_ENABLED=0 go build -trimpath -o "$WORK/bin/bao" \
+    -ldflags "-X github.com/openbao/openbao/version.fullVersion=$OPENBAO_VERSION -X github.com/openbao/openbao/version.GitCommit=$OPENBAO_COMMIT" \
+    github.com/openbao/openbao
+go_peer_finish bao

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds spire-server and spire-agent (SPIRE_VERSION, default 1.15.3) into
-# $STEEPLE_PEERS_CACHE/spire-<version>/bin, once per version, and prints spire-server's path
-# on stdout. Needs Go >= 1.26.6 and a C compiler (SPIRE's sqlite3 datastore uses cgo). Takes
+# $STEEPLE_PEERS_CACHE/spire-<version>/<key>/bin, once per version and build recipe (see
+# go-peer.sh), and prints spire-server's path on stdout. Needs Go >= 1.26.6 and a C compiler (SPIRE's sqlite3 datastore uses cgo). Takes
 # ~10 minutes on 2 cores the first time.
 #
 # Why not `go install github.com/spiffe/spire/cmd/spire-server@v1.15.3`: the module proxy
@@ -15,9 +15,9 @@ set -euo pipefail
 SPIRE_VERSION="${SPIRE_VERSION:-1.15.3}"
 # shellcheck source=tests/peers/go-peer.sh
 source "$(dirname "${BASH_SOURCE[0]}")/go-peer.sh"
-go_peer_begin spire "$SPIRE_VERSION" "Go >= 1.26.6" spire-server spire-agent
+go_peer_begin spire "$SPIRE_VERSION" "Go >= 1.26.6" "" spire-server spire-agent
 
-cat >"$WORK/go.mod" <<GOMOD
+cat >"$MOD/go.mod" <<GOMOD
 module steeple.local/spirebuild
 
 go 1.26.6
@@ -29,7 +29,7 @@ require github.com/spiffe/spire v$SPIRE_VERSION
 replace github.com/Keyfactor/ejbca-go-client-sdk => github.com/Keyfactor/ejbca-go-client-sdk v1.0.2
 GOMOD
 
-cat >"$WORK/tools.go" <<'GOSRC'
+cat >"$MOD/tools.go" <<'GOSRC'
 //go:build tools
 
 package tools
@@ -40,19 +40,9 @@ import (
 )
 GOSRC
 
-echo "spire $SPIRE_VERSION: building into $BIN (this takes a while)" >&2
-# Install into a staging dir and move into place last, so an interrupted build never
-# leaves binaries that the cache check above would accept.
-STAGE="$WORK/bin"
-(
-    cd "$WORK"
-    go mod tidy
-    GOBIN="$STAGE" go install \
-        github.com/spiffe/spire/cmd/spire-server \
-        github.com/spiffe/spire/cmd/spire-agent
-)
-mkdir -p "$BIN"
-mv -f "$STAGE/spire-server" "$STAGE/spire-agent" "$BIN/"
-"$BIN/spire-server" --version >&2 || true
-echo "spire $SPIRE_VERSION: installed in $BIN" >&2
-echo "$BIN/spire-server"
+cd "$MOD"
+go_peer_run "go mod tidy" go mod tidy
+go_peer_run "go install" env GOBIN="$WORK/bin" go install \
+    github.com/spiffe/spire/cmd/spire-server \
+    github.com/spiffe/spire/cmd/spire-agent
+go_peer_finish spire-server spire-agent
