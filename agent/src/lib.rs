@@ -20,6 +20,7 @@ pub mod http_serve;
 pub mod identity;
 pub mod metrics;
 pub mod providers;
+pub mod redact;
 pub mod reload;
 pub mod sds;
 pub mod start_context;

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use steeple_plugin_api::EnvelopeResolver;
+use steeple_plugin_api::{EnvelopeResolver, VaultAllowlist};
 use steeple_plugin_vault::{
     ClientBuildError, KvVersion, LiveRoots, VaultClientConfig, VaultJwtLogin, VaultJwtLoginConfig,
     VaultKvResolver, VaultToken, VaultTokenKeeper, VaultTransitResolver,
@@ -57,6 +57,12 @@ pub fn start(
         key: "kv_version",
         problem: format!("{} is not 1 or 2", config.kv_version),
     })?;
+    let allowlist = Arc::new(VaultAllowlist::new(config.allow.clone()).map_err(|e| {
+        VaultStartError::Config {
+            key: "allow",
+            problem: e.to_string(),
+        }
+    })?);
     let client = match &config.ca_spiffe_bundle {
         None => client_config(config).build().map_err(client_error)?,
         Some(trust_domain) => {
@@ -96,9 +102,11 @@ pub fn start(
         client.clone(),
         source.clone(),
         kv_version,
+        allowlist.clone(),
     ));
     let transit = Arc::new(
-        VaultTransitResolver::new(client, source).with_default_mount(&config.transit_mount),
+        VaultTransitResolver::new(client, source, allowlist)
+            .with_default_mount(&config.transit_mount),
     );
     tracing::info!(
         addr = %config.addr,
@@ -107,8 +115,14 @@ pub fn start(
         auth_mount = %config.auth_mount,
         role = %config.role,
         audience = %config.audience,
+        allow_entries = config.allow.len(),
         "Vault JWT login enabled"
     );
+    if config.allow.is_empty() {
+        tracing::warn!(
+            "no [[vault.allow]] entries: every vault_delegate and vault_transit envelope is refused (the token alone is still kept and served if asked)"
+        );
+    }
     Ok(Some(VaultRuntime {
         tokens,
         kv,

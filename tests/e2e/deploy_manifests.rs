@@ -62,6 +62,7 @@ fn the_chart_renders_a_hardened_daemonset_with_aws_and_vault() -> anyhow::Result
         "--set=aws.key_arn_allowlist={arn:aws:kms:ca-central-1:111122223333:key/}",
         "--set=vault.enabled=true,vault.addr=https://vault.example.org:8200",
         "--set=vault.role=payments-api,vault.kv_version=1,vault.caSecret=vault-ca",
+        r#"--set-json=vault.allow=[{"mount":"secret","paths":["payments-api"]}]"#,
     ])?;
     assert_none(
         "daemonset (hostPath, AWS, Vault)",
@@ -85,6 +86,11 @@ fn the_chart_renders_a_hardened_daemonset_with_aws_and_vault() -> anyhow::Result
         "{text}"
     );
     assert!(config["vault"].get("caSecret").is_none(), "{text}");
+    assert_eq!(
+        config["vault"]["allow"][0]["paths"][0].as_str(),
+        Some("payments-api"),
+        "{text}"
+    );
     Ok(())
 }
 

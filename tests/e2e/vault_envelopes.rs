@@ -18,7 +18,8 @@ use steeple_e2e::steeple::write_rows;
 use steeple_e2e::suite::{eventually_status, uid_selector};
 use steeple_e2e::{Envoy, RecordingUpstream, Spire, SpireOptions, SteepleProcess, free_port};
 use support::{
-    ROLE, WORKLOAD, eventually, injected, kv_row, last_accessor, refusal, seal_transit, served,
+    ROLE, TRANSIT_KEY, WORKLOAD, eventually, injected, kv_row, last_accessor, refusal,
+    seal_transit, served,
 };
 
 const KV_PATH: &str = "payments/db-password";
@@ -130,7 +131,9 @@ async fn start_world() -> anyhow::Result<World> {
         "[envelopes]\nenabled = true\npaths = [\"{}\"]\npoll_interval = \"200ms\"\n\
          refresh_interval = \"{}s\"\n\
          [vault]\nenabled = true\naddr = \"{}\"\nrole = \"{ROLE}\"\naudience = \"vault\"\n\
-         kv_refresh_interval = \"{}s\"\ntoken_resource_name = \"{TOKEN_NAME}\"\n",
+         kv_refresh_interval = \"{}s\"\ntoken_resource_name = \"{TOKEN_NAME}\"\n\
+         [[vault.allow]]\nmount = \"secret\"\npaths = [\"payments-api\", \"other-team\"]\n\
+         [[vault.allow]]\nmount = \"transit\"\npaths = [\"{TRANSIT_KEY}\"]\n",
         envelopes.display(),
         KV_REFRESH.as_secs(),
         bao.addr(),
@@ -197,7 +200,74 @@ fn malformed_rows(transit: &serde_json::Value) -> Vec<(serde_json::Value, &'stat
             "field \"nope\" not found",
         ),
         (bad_prefix, "does not start with vault:v<N>:"),
+        // The attacks of the adversarial review (issue 12.1): Steeple's own token through
+        // auth/token/lookup-self, another team's mount and namespace, a path out of /v1/.
+        (
+            vault_row("attack/own-token", None, Some("auth/token"), "lookup-self"),
+            "mount \"auth/token\" is refused",
+        ),
+        (
+            vault_row(
+                "attack/own-token-by-key",
+                None,
+                None,
+                "auth/token/lookup-self",
+            ),
+            "mount \"auth\" is refused",
+        ),
+        (
+            vault_row("attack/cubbyhole", None, None, "cubbyhole/x"),
+            "mount \"cubbyhole\" is refused",
+        ),
+        (
+            vault_row("attack/other-mount", None, Some("team-b-secret"), "db"),
+            "team-b-secret/db is outside every [[vault.allow]] entry",
+        ),
+        (
+            vault_row(
+                "attack/other-namespace",
+                Some("team-b"),
+                None,
+                &format!("secret/{KV_SECRET}"),
+            ),
+            "namespace team-b: secret/payments-api/db is outside every [[vault.allow]] entry",
+        ),
+        (
+            vault_row(
+                "attack/dot-dot-mount",
+                None,
+                Some("secret/../../sys"),
+                "raw",
+            ),
+            "the Vault mount \"secret/../../sys\" has an empty, . or .. segment",
+        ),
+        (
+            vault_row(
+                "attack/dot-dot-path",
+                None,
+                None,
+                "secret/payments-api/../../sys/raw",
+            ),
+            "has an empty, . or .. segment",
+        ),
     ]
+}
+
+/// A `vault_delegate` row serving field `id` of `key_id`, with a namespace and mount.
+fn vault_row(
+    path: &str,
+    namespace: Option<&str>,
+    mount: Option<&str>,
+    key_id: &str,
+) -> serde_json::Value {
+    let mut row = kv_row(path, key_id, Some("id"));
+    if let Some(namespace) = namespace {
+        row["namespace"] = namespace.into();
+    }
+    if let Some(mount) = mount {
+        row["mount"] = mount.into();
+    }
+    row
 }
 
 /// Both providers' values reach Envoy over SDS, and the token is served as asked.

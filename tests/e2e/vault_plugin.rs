@@ -113,7 +113,12 @@ async fn openbao_outage_then_recovery() -> anyhow::Result<()> {
     let vault = client(&bao, None)?;
     let mut keeper = Keeper::spawn(login(vault.clone(), None), issuer, false);
     let before = keeper.wait_token(Duration::from_secs(10), |_| true).await?;
-    let kv = VaultKvResolver::new(vault, Arc::new(keeper.tokens.clone()), KvVersion::V2);
+    let kv = VaultKvResolver::new(
+        vault,
+        Arc::new(keeper.tokens.clone()),
+        KvVersion::V2,
+        allowlist()?,
+    );
     let row = kv_row("db/password", "secret/app", "password");
     assert_eq!(
         resolve(&kv, &row).await?.plaintext.expose(),

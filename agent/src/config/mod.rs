@@ -151,6 +151,8 @@ pub struct ControlPlaneConfig {
     pub poll_interval: Duration,
     /// Extra PEM CA certificates to trust for the control plane (besides the system's).
     pub ca_file: Option<PathBuf>,
+    /// Allow a plain `http://` URL under the production profile. Default false.
+    pub allow_insecure: bool,
 }
 
 /// `[aws]`: STS web-identity exchange and KMS envelopes.
@@ -226,6 +228,10 @@ pub struct VaultConfig {
     pub token_resource_name: Option<String>,
     /// Allow a plain `http://` address under the production profile. Default false.
     pub allow_insecure: bool,
+    /// `[[vault.allow]]`: the (namespace, mount, path prefixes) envelope rows may name;
+    /// an entry without `namespace` is in `namespace`'s. Default none: no Vault envelope
+    /// resolves.
+    pub allow: Vec<steeple_plugin_api::VaultAllowRule>,
 }
 
 /// The whole configuration.

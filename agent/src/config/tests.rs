@@ -180,6 +180,76 @@ fn the_shipped_vault_example_is_valid() {
     assert_eq!(config.vault.addr, "https://vault.example.org:8200");
     assert_eq!(config.vault.role, "payments-api");
     assert_eq!(config.agent.profile, crate::config::Profile::Production);
+    let mounts: Vec<&str> = config
+        .vault
+        .allow
+        .iter()
+        .map(|r| r.mount.as_str())
+        .collect();
+    assert_eq!(mounts, ["secret", "transit"]);
+}
+
+#[test]
+fn vault_allow_entries_are_read_and_checked() {
+    let text = r#"
+        [vault]
+        namespace = "team-a"
+        [[vault.allow]]
+        mount = "secret"
+        paths = ["payments-api"]
+        [[vault.allow]]
+        namespace = ""
+        mount = "transit"
+        paths = ["*"]
+    "#;
+    let allow = parse(text, &[]).unwrap().vault.allow;
+    assert_eq!(allow.len(), 2);
+    assert_eq!(
+        allow[0].namespace.as_deref(),
+        Some("team-a"),
+        "the [vault] namespace"
+    );
+    assert_eq!(
+        allow[1].namespace.as_deref(),
+        Some(""),
+        "the root namespace"
+    );
+    assert!(parse("", &[]).unwrap().vault.allow.is_empty());
+
+    let bad = r#"
+        [[vault.allow]]
+        mount = "auth/token"
+        paths = ["*"]
+        [[vault.allow]]
+        mount = "secret"
+        [[vault.allow]]
+        mount = "secret/.."
+        paths = ["a"]
+        [[vault.allow]]
+        mount = "secret"
+        paths = []
+        [[vault.allow]]
+        paths = ["a"]
+        colour = 1
+    "#;
+    let errors = parse(bad, &[]).unwrap_err().0;
+    let named: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.key.as_str(), e.message.as_str()))
+        .collect();
+    let expect = [
+        ("vault.allow[0]", "is refused"),
+        ("vault.allow[1].paths", "required"),
+        ("vault.allow[2]", ". or .. segment"),
+        ("vault.allow[3]", "paths is empty"),
+        ("vault.allow[4].colour", "unknown key"),
+        ("vault.allow[4].mount", "required"),
+    ];
+    assert_eq!(named.len(), expect.len(), "{named:?}");
+    for ((key, message), (want_key, want)) in named.iter().zip(expect) {
+        assert_eq!(*key, want_key);
+        assert!(message.contains(want), "{key}: {message}");
+    }
 }
 
 #[test]
@@ -282,6 +352,19 @@ fn production_profile_refuses_a_plain_http_vault_unless_allowed() {
     assert!(errors[0].message.contains("allow_insecure"));
     assert!(parse(&format!("{text}\nallow_insecure = true"), &[]).is_ok());
     assert!(parse(&text.replace("production", "standard"), &[]).is_ok());
+}
+
+#[test]
+fn production_profile_refuses_a_plain_http_control_plane_unless_allowed() {
+    let text = "[agent]\nprofile = \"production\"\n\
+                [control_plane]\nurl = \"http://cp.example.org\"\ntoken_file = \"/t\"";
+    let errors = parse(text, &[]).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].key, "control_plane.url");
+    assert!(errors[0].message.contains("control_plane.allow_insecure"));
+    assert!(parse(&format!("{text}\nallow_insecure = true"), &[]).is_ok());
+    assert!(parse(&text.replace("production", "standard"), &[]).is_ok());
+    assert!(parse(&text.replace("http://", "https://"), &[]).is_ok());
 }
 
 #[test]

@@ -35,6 +35,9 @@ pub enum Credential {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PollError {
+    /// `control_plane.url` is not an http(s) URL.
+    #[error("control_plane.url is not a valid http(s) URL")]
+    Url,
     /// The HTTP client could not be built (bad CA file).
     #[error("control_plane.ca_file: {0}")]
     CaFile(String),
@@ -62,6 +65,8 @@ pub enum PollError {
 pub struct ControlPlaneSource {
     client: reqwest::Client,
     url: String,
+    /// `url` as logged: no user info or query.
+    shown_url: String,
     credential: Credential,
     etag: Option<String>,
 }
@@ -83,9 +88,11 @@ impl ControlPlaneSource {
         let client = builder
             .build()
             .map_err(|e| PollError::CaFile(e.to_string()))?;
+        let url = rows_url(&config.url)?;
         Ok(Self {
             client,
-            url: format!("{}{PATH}", config.url.trim_end_matches('/')),
+            shown_url: crate::redact::display_url(&url),
+            url,
             credential,
             etag: None,
         })
@@ -172,6 +179,17 @@ fn bearer(token: &SecretBytes) -> Result<reqwest::header::HeaderValue, String> {
     Ok(value)
 }
 
+/// `{base}/v1/crypto/envelope-secrets`, the base URL's own query (e.g. a signature) kept.
+fn rows_url(base: &str) -> Result<String, PollError> {
+    let mut url = reqwest::Url::parse(base).map_err(|_| PollError::Url)?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(PollError::Url);
+    }
+    let path = format!("{}{PATH}", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    Ok(url.into())
+}
+
 /// What went wrong, from the innermost cause, without the URL (which may carry a query).
 fn without_url(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
@@ -217,17 +235,17 @@ pub async fn run(
         match source.poll().await {
             Ok(rows) => {
                 if failing.take().is_some() {
-                    tracing::info!(url = %source.url, "control plane reachable again");
+                    tracing::info!(url = %source.shown_url, "control plane reachable again");
                 }
                 if let Some(rows) = rows {
-                    tracing::info!(url = %source.url, rows = rows.len(), "envelope rows fetched from the control plane");
+                    tracing::info!(url = %source.shown_url, rows = rows.len(), "envelope rows fetched from the control plane");
                     sink.publish(SOURCE, rows);
                 }
             }
             Err(e) => {
                 let message = e.to_string();
                 if failing.as_deref() != Some(message.as_str()) {
-                    tracing::warn!(url = %source.url, error = %message, "control plane poll failed; keeping the last good rows");
+                    tracing::warn!(url = %source.shown_url, error = %message, "control plane poll failed; keeping the last good rows");
                     failing = Some(message);
                 }
             }

@@ -49,7 +49,21 @@ fn config(url: &str) -> ControlPlaneConfig {
         jwt_audience: None,
         poll_interval: Duration::from_secs(30),
         ca_file: None,
+        allow_insecure: false,
     }
+}
+
+#[test]
+fn the_logged_url_has_no_user_info_or_query() {
+    let source = ControlPlaneSource::new(
+        &config("https://user:secret-pass@cp.example.org/base?sig=secret-query"),
+        Credential::TokenFile("/t".into()),
+    )
+    .unwrap();
+    assert_eq!(
+        source.shown_url,
+        "https://cp.example.org/base/v1/crypto/envelope-secrets"
+    );
 }
 
 #[tokio::test]

@@ -220,6 +220,7 @@ impl EnvelopeRow {
             .decode_payload(provider, max_ciphertext_bytes)
             .map_err(fail)?;
         let context = parse_aad(&self.aad).map_err(fail)?;
+        self.check_vault_fields(provider).map_err(fail)?;
         Ok(SealedEnvelope {
             logical_path: self.logical_path.clone(),
             provider,
@@ -234,6 +235,30 @@ impl EnvelopeRow {
                 version: self.version,
             },
         })
+    }
+
+    /// Vault rows: the namespace and mount, when given, are plain path segments (they
+    /// become part of the request), and a transit key is one segment. Other providers
+    /// never read these fields.
+    fn check_vault_fields(&self, provider: Provider) -> Result<(), String> {
+        if !matches!(provider, Provider::VaultDelegate | Provider::VaultTransit) {
+            return Ok(());
+        }
+        let given = |field: &Option<String>| field.clone().filter(|v| !v.is_empty());
+        let (namespace, mount) = (given(&self.namespace), given(&self.mount));
+        if let Some(namespace) = namespace {
+            check_vault_segments("namespace", namespace.trim_matches('/'))?;
+        }
+        if let Some(mount) = mount {
+            check_vault_segments("mount", mount.trim_matches('/'))?;
+        }
+        if provider == Provider::VaultTransit {
+            check_vault_segments("key_id", &self.key_id)?;
+            if self.key_id.contains('/') {
+                return Err("key_id names one transit key; it has no '/'".into());
+            }
+        }
+        Ok(())
     }
 
     /// The ciphertext and wrapped data key, by provider: base64 for KMS and local;
@@ -252,7 +277,7 @@ impl EnvelopeRow {
                         "field is empty (vault_delegate serves one field of the secret)".into(),
                     );
                 }
-                check_vault_path(&self.key_id)?;
+                check_vault_segments("key_id", &self.key_id)?;
                 Ok((Vec::new(), None))
             }
             (Provider::VaultTransit, None) => Ok((
@@ -289,13 +314,25 @@ fn vault_ciphertext(field: &str, text: &str, max: usize) -> Result<Vec<u8>, Stri
     Ok(text.as_bytes().to_vec())
 }
 
-/// A KV path: relative, no empty, `.` or `..` segments.
-fn check_vault_path(path: &str) -> Result<(), String> {
-    let bad = path
+/// A Vault path part (`what` names the row field): one or more `/`-separated segments,
+/// none empty, `.` or `..`, no whitespace or control characters anywhere. Such text
+/// becomes part of a request URL or header and must never step outside what it names.
+pub fn check_vault_segments(what: &str, text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Err(format!("the Vault {what} is empty"));
+    }
+    if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "the Vault {what} has whitespace or control characters"
+        ));
+    }
+    if text
         .split('/')
-        .any(|segment| segment.is_empty() || segment == "." || segment == "..");
-    if bad || path.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err("key_id is not a Vault secret path like secret/payments/db".into());
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
+        return Err(format!(
+            "the Vault {what} {text:?} has an empty, . or .. segment (expected a path like secret/payments/db)"
+        ));
     }
     Ok(())
 }

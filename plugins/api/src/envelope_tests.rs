@@ -121,7 +121,7 @@ fn malformed_vault_references_name_the_logical_path() {
     for (row, expected) in [
         (no_field, "field is empty"),
         (empty_path, "key_id is empty"),
-        (dotted, "not a Vault secret path"),
+        (dotted, "has an empty, . or .. segment"),
         (transit, "vault:v<N>:"),
     ] {
         let text = row.validate(1024).unwrap_err().to_string();
@@ -133,4 +133,47 @@ fn malformed_vault_references_name_the_logical_path() {
     let bad_version: Result<EnvelopeRow, _> =
         serde_json::from_str(r#"{"logical_path":"a","provider":"vault_delegate","version":"x"}"#);
     assert!(bad_version.is_err());
+}
+
+#[test]
+fn vault_mounts_namespaces_and_transit_keys_are_plain_segments() {
+    let delegate = EnvelopeRow {
+        logical_path: "app/db".into(),
+        provider: "vault_delegate".into(),
+        key_id: "lookup-self".into(),
+        field: Some("id".into()),
+        ..EnvelopeRow::default()
+    };
+    let transit = EnvelopeRow {
+        logical_path: "app/key".into(),
+        provider: "vault_transit".into(),
+        key_id: "payments".into(),
+        ciphertext_ref: "vault:v1:abc".into(),
+        ..EnvelopeRow::default()
+    };
+    let with = |row: &EnvelopeRow, namespace: Option<&str>, mount: Option<&str>| EnvelopeRow {
+        namespace: namespace.map(str::to_owned),
+        mount: mount.map(str::to_owned),
+        ..row.clone()
+    };
+    for row in [
+        with(&delegate, None, Some("secret/../../sys")),
+        with(&delegate, None, Some("a//b")),
+        with(&delegate, Some("team-a/.."), None),
+        with(&delegate, Some("team a"), None),
+        with(&transit, None, Some("..")),
+    ] {
+        let text = row.validate(1024).unwrap_err().to_string();
+        assert!(text.contains("the Vault"), "{text}");
+    }
+    let mut nested_key = transit.clone();
+    nested_key.key_id = "a/b".into();
+    let text = nested_key.validate(1024).unwrap_err().to_string();
+    assert!(text.contains("one transit key"), "{text}");
+    // Plain segments pass; what they may reach is the Vault allowlist's decision.
+    assert!(
+        with(&delegate, Some("/team-a/"), Some("kv/team"))
+            .validate(1024)
+            .is_ok()
+    );
 }

@@ -278,7 +278,9 @@ impl VaultClient {
             path: strip_query(path).to_owned(),
             problem: problem.to_owned(),
         };
-        let url = format!("{}/v1/{path}", self.base);
+        let url = self
+            .api_url(path)
+            .map_err(|problem| request_error(&problem))?;
         let mut request = self
             .http
             .request(call.method, url)
@@ -313,6 +315,25 @@ impl VaultClient {
                 errors: parse_errors(&body),
             })
         }
+    }
+
+    /// `<addr>/v1/<path>` as a URL, refused unless it stays under `/v1/` exactly as
+    /// written: a `.` or `..` segment (which URL parsing resolves, possibly out of `/v1/`)
+    /// or anything else the parser rewrites never reaches the wire with a token.
+    fn api_url(&self, path: &str) -> Result<reqwest::Url, String> {
+        let url = reqwest::Url::parse(&format!("{}/v1/{path}", self.base))
+            .map_err(|_| "the path does not form a valid URL".to_owned())?;
+        let base = reqwest::Url::parse(&self.base)
+            .map_err(|_| "the Vault address is not a valid URL".to_owned())?;
+        let expected = format!(
+            "{}/v1/{}",
+            base.path().trim_end_matches('/'),
+            strip_query(path)
+        );
+        if url.path() != expected {
+            return Err("the path leaves /v1/ or is not in normal form".to_owned());
+        }
+        Ok(url)
     }
 
     async fn read_body(

@@ -71,3 +71,26 @@ fn paths_are_percent_encoded_per_segment() {
     assert_eq!(encode_path("a b/c?d#e/%"), "a%20b/c%3Fd%23e/%25");
     assert_eq!(encode_path("ü"), "%C3%BC");
 }
+
+#[test]
+fn a_path_that_would_leave_v1_is_refused_before_any_request() {
+    let config = VaultClientConfig {
+        addr: "http://127.0.0.1:8200/prefix/".to_owned(),
+        ..VaultClientConfig::default()
+    };
+    let client = config.build().unwrap();
+    let url = client.api_url("secret/data/app?version=2").unwrap();
+    assert_eq!(url.path(), "/prefix/v1/secret/data/app");
+    for escaping in [
+        "secret/../../sys/raw",
+        "..",
+        "./secret/data/app",
+        "secret/%2e%2e/x",
+        "secret/%2E./x",
+    ] {
+        let err = client.api_url(escaping).unwrap_err();
+        assert!(err.contains("leaves /v1/"), "{escaping}: {err}");
+    }
+    // encode_path keeps a literal `%` from ever forming an escape.
+    assert!(client.api_url(&encode_path("secret/%2e%2e/x")).is_ok());
+}

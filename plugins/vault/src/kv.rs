@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use steeple_plugin_api::{
     BoxFuture, EnvelopeResolver, Provider, ResolveError, Resolved, SealedEnvelope, SecretBytes,
+    VaultAllowlist, VaultTarget,
 };
 
 use crate::client::{Call, VaultClient, VaultError, encode_path};
@@ -92,12 +93,24 @@ pub struct VaultKvResolver {
     client: VaultClient,
     tokens: Arc<dyn TokenSource>,
     kv: KvVersion,
+    allowlist: Arc<VaultAllowlist>,
 }
 
 impl VaultKvResolver {
-    /// A resolver reading KV `kv` mounts through `client` with tokens from `tokens`.
-    pub fn new(client: VaultClient, tokens: Arc<dyn TokenSource>, kv: KvVersion) -> Self {
-        Self { client, tokens, kv }
+    /// A resolver reading KV `kv` mounts through `client` with tokens from `tokens`, for
+    /// the secrets `allowlist` covers only (others are refused with no call made).
+    pub fn new(
+        client: VaultClient,
+        tokens: Arc<dyn TokenSource>,
+        kv: KvVersion,
+        allowlist: Arc<VaultAllowlist>,
+    ) -> Self {
+        Self {
+            client,
+            tokens,
+            kv,
+            allowlist,
+        }
     }
 
     async fn read(&self, envelope: &SealedEnvelope) -> Result<Resolved, ResolveError> {
@@ -110,6 +123,16 @@ impl VaultKvResolver {
             .as_deref()
             .ok_or_else(|| fail("no field named (vault_delegate serves one field)".into()))?;
         let secret = KvPath::split(&envelope.key_id, vault.mount.as_deref()).map_err(fail)?;
+        let namespace = vault.namespace.as_deref().or(self.client.namespace());
+        self.allowlist
+            .check(&VaultTarget {
+                namespace,
+                mount: &secret.mount,
+                path: &secret.path,
+            })
+            .map_err(|problem| {
+                ResolveError::Refused(format!("envelope {:?}: {problem}", envelope.logical_path))
+            })?;
         let api_path = secret.api_path(self.kv, vault.version).map_err(fail)?;
         let token = self.tokens.token().ok_or_else(|| {
             ResolveError::Unavailable("no valid Vault token yet (login pending or failing)".into())
@@ -119,7 +142,7 @@ impl VaultKvResolver {
             .send(Call {
                 method: reqwest::Method::GET,
                 path: &api_path,
-                namespace: vault.namespace.as_deref(),
+                namespace,
                 token: Some(&token),
                 body: None,
             })

@@ -12,7 +12,8 @@
 //! channel; [`VaultKvResolver`] and [`VaultTransitResolver`] read it through a
 //! [`TokenSource`] ([`KeptToken`] in the agent) and report a token Vault denied back to
 //! the keeper, which checks it and logs in again at once if it is dead
-//! ([`TokenVerdict`]); [`seal_with_transit`] makes transit envelopes.
+//! ([`TokenVerdict`]); [`seal_with_transit`] makes transit envelopes. Every envelope's
+//! (namespace, mount, path) must pass the operator's [`VaultAllowlist`](steeple_plugin_api::VaultAllowlist) before any call.
 
 mod backoff;
 mod client;

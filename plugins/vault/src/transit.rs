@@ -15,7 +15,7 @@ use serde_json::Value;
 use steeple_plugin_api::aead::{self, KEY_LEN};
 use steeple_plugin_api::{
     BoxFuture, EncryptionContext, EnvelopeResolver, EnvelopeRow, Provider, ResolveError, Resolved,
-    SealedEnvelope, SecretBytes, format_aad,
+    SealedEnvelope, SecretBytes, VaultAllowlist, VaultTarget, format_aad,
 };
 use zeroize::{Zeroize as _, Zeroizing};
 
@@ -42,6 +42,7 @@ pub struct VaultTransitResolver {
     client: VaultClient,
     tokens: Arc<dyn TokenSource>,
     default_mount: String,
+    allowlist: Arc<VaultAllowlist>,
 }
 
 #[derive(Serialize)]
@@ -65,12 +66,18 @@ impl std::fmt::Display for TransitKey<'_> {
 }
 
 impl VaultTransitResolver {
-    /// A resolver decrypting through `client` with tokens from `tokens`.
-    pub fn new(client: VaultClient, tokens: Arc<dyn TokenSource>) -> Self {
+    /// A resolver decrypting through `client` with tokens from `tokens`, with the transit
+    /// keys `allowlist` covers only (others are refused with no call made).
+    pub fn new(
+        client: VaultClient,
+        tokens: Arc<dyn TokenSource>,
+        allowlist: Arc<VaultAllowlist>,
+    ) -> Self {
         Self {
             client,
             tokens,
             default_mount: DEFAULT_TRANSIT_MOUNT.to_owned(),
+            allowlist,
         }
     }
 
@@ -89,8 +96,14 @@ impl VaultTransitResolver {
                 .as_deref()
                 .map_or(self.default_mount.as_str(), |m| m.trim_matches('/')),
             name: envelope.key_id.trim_matches('/'),
-            namespace: envelope.vault.namespace.as_deref(),
+            namespace: envelope
+                .vault
+                .namespace
+                .as_deref()
+                .or(self.client.namespace()),
         };
+        self.allow(&key)
+            .map_err(|problem| ResolveError::Refused(format!("envelope {path:?}: {problem}")))?;
         let token = self.tokens.token().ok_or_else(|| {
             ResolveError::Unavailable("no valid Vault token yet (login pending or failing)".into())
         })?;
@@ -116,6 +129,21 @@ impl VaultTransitResolver {
         Ok(Resolved {
             plaintext,
             key_id: format!("vault-transit:{key}"),
+        })
+    }
+
+    /// A transit key name is one segment; the (namespace, mount, key) must be allowed.
+    fn allow(&self, key: &TransitKey<'_>) -> Result<(), String> {
+        if key.name.contains('/') {
+            return Err(format!(
+                "transit key name {:?} has a '/' (key_id names one key of the mount)",
+                key.name
+            ));
+        }
+        self.allowlist.check(&VaultTarget {
+            namespace: key.namespace,
+            mount: key.mount,
+            path: key.name,
         })
     }
 

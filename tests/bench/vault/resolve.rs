@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use steeple_e2e::openbao::OpenBao;
-use steeple_plugin_api::{EncryptionContext, EnvelopeResolver, EnvelopeRow, SecretBytes};
+use steeple_plugin_api::{
+    EncryptionContext, EnvelopeResolver, EnvelopeRow, SecretBytes, VaultAllowRule, VaultAllowlist,
+};
 use steeple_plugin_vault::{
     KvVersion, StaticToken, TokenSource, VaultClient, VaultClientConfig, VaultKvResolver,
     VaultTransitResolver, seal_with_transit,
@@ -248,9 +250,24 @@ impl Setup {
         let vault = client(&self.addr)?;
         let tokens: Arc<dyn TokenSource> =
             Arc::new(StaticToken(SecretBytes::copy_from(self.token.as_bytes())));
+        // What the bench reads, as an operator would allow it in [[vault.allow]].
+        let rule = |mount: &str, path: &str| VaultAllowRule {
+            namespace: None,
+            mount: mount.to_owned(),
+            paths: vec![path.to_owned()],
+        };
+        let allowlist = Arc::new(VaultAllowlist::new(vec![
+            rule("secret", "bench"),
+            rule("transit", KEY),
+        ])?);
         Ok(Resolvers {
-            kv: VaultKvResolver::new(vault.clone(), tokens.clone(), KvVersion::V2),
-            transit: VaultTransitResolver::new(vault, tokens),
+            kv: VaultKvResolver::new(
+                vault.clone(),
+                tokens.clone(),
+                KvVersion::V2,
+                allowlist.clone(),
+            ),
+            transit: VaultTransitResolver::new(vault, tokens, allowlist),
         })
     }
 }

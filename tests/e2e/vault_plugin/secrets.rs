@@ -42,6 +42,7 @@ async fn kv_reads_follow_versions_pins_fields_and_policy() -> anyhow::Result<()>
         vault.clone(),
         Arc::new(keeper.tokens.clone()),
         KvVersion::V2,
+        allowlist()?,
     );
 
     let latest = resolve(&kv, &kv_row("db/password", "secret/app", "password")).await?;
@@ -86,7 +87,12 @@ async fn kv_reads_follow_versions_pins_fields_and_policy() -> anyhow::Result<()>
         .unwrap_err();
     assert!(malformed.to_string().contains("\"bad/ref\""), "{malformed}");
 
-    let kv1 = VaultKvResolver::new(vault, Arc::new(keeper.tokens.clone()), KvVersion::V1);
+    let kv1 = VaultKvResolver::new(
+        vault,
+        Arc::new(keeper.tokens.clone()),
+        KvVersion::V1,
+        allowlist()?,
+    );
     assert_eq!(
         resolve(&kv1, &kv_row("legacy", "kv1/app", "password"))
             .await?
@@ -163,7 +169,8 @@ async fn transit_decrypts_across_rotation_with_context_and_data_keys() -> anyhow
 
     let mut keeper = Keeper::spawn(login(vault.clone(), None), issuer, false);
     keeper.wait_token(Duration::from_secs(10), |_| true).await?;
-    let transit = VaultTransitResolver::new(vault.clone(), Arc::new(keeper.tokens.clone()));
+    let transit =
+        VaultTransitResolver::new(vault.clone(), Arc::new(keeper.tokens.clone()), allowlist()?);
     for (row, expected) in [
         (&v1, &b"canary-transit-v1"[..]),
         (&v2, b"canary-transit-v2"),
@@ -273,7 +280,12 @@ async fn namespaces_scope_login_and_reads() -> anyhow::Result<()> {
     let mut keeper = Keeper::spawn(login(vault.clone(), Some("ns1")), issuer, false);
     let token = keeper.wait_token(Duration::from_secs(10), |_| true).await?;
     assert_eq!(token.namespace.as_deref(), Some("ns1"));
-    let kv = VaultKvResolver::new(vault, Arc::new(keeper.tokens.clone()), KvVersion::V2);
+    let kv = VaultKvResolver::new(
+        vault,
+        Arc::new(keeper.tokens.clone()),
+        KvVersion::V2,
+        allowlist()?,
+    );
     let mut row = kv_row("ns/app", "secret/app", "password");
     row.namespace = Some("ns1".into());
     assert_eq!(resolve(&kv, &row).await?.plaintext.expose(), b"canary-ns1");
@@ -282,9 +294,10 @@ async fn namespaces_scope_login_and_reads() -> anyhow::Result<()> {
         matches!(root_ns, Err(ResolveError::Upstream(_))),
         "{root_ns:?}"
     );
+    // A namespace no [[vault.allow]] entry names is refused before any call.
     row.namespace = Some("nope".into());
     let unknown = resolve(&kv, &row).await.unwrap_err();
-    assert!(matches!(unknown, ResolveError::Upstream(_)), "{unknown}");
+    assert!(matches!(unknown, ResolveError::Refused(_)), "{unknown}");
 
     keeper.shutdown.cancel();
     assert_not_logged(&[b"canary-ns1", b"canary-root-ns"], &bao.logs());
@@ -302,7 +315,12 @@ async fn tls_needs_the_configured_ca() -> anyhow::Result<()> {
     )));
     let row = kv_row("tls/app", "secret/app", "password");
 
-    let trusted = VaultKvResolver::new(client(&bao, None)?, root.clone(), KvVersion::V2);
+    let trusted = VaultKvResolver::new(
+        client(&bao, None)?,
+        root.clone(),
+        KvVersion::V2,
+        allowlist()?,
+    );
     assert_eq!(
         resolve(&trusted, &row).await?.plaintext.expose(),
         b"canary-tls"
@@ -312,11 +330,122 @@ async fn tls_needs_the_configured_ca() -> anyhow::Result<()> {
         ..Default::default()
     }
     .build()?;
-    let refused = resolve(&VaultKvResolver::new(untrusting, root, KvVersion::V2), &row).await;
+    let untrusting = VaultKvResolver::new(untrusting, root, KvVersion::V2, allowlist()?);
+    let refused = resolve(&untrusting, &row).await;
     let Err(ResolveError::Unavailable(message)) = refused else {
         panic!("without the CA: {refused:?}")
     };
     assert!(message.to_lowercase().contains("certificate"), "{message}");
     assert_not_logged(&[b"canary-tls"], &bao.logs());
+    Ok(())
+}
+
+/// The adversarial review's rows (issue 12.1) against a real OpenBao whose token policy
+/// grants `auth/token/lookup-self`, as the shipped one does: before the allowlist, a KV v1
+/// row with mount `auth/token` and key `lookup-self` served Steeple's own token. Every one
+/// is refused now, before any call, and the token shows up in no error and no log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelope_rows_cannot_reach_the_token_or_unlisted_mounts() -> anyhow::Result<()> {
+    capture_logs();
+    let bao = OpenBao::start()?;
+    let issuer = Arc::new(Issuer::new(bao.dir())?);
+    configure_jwt(&bao, None, &issuer, "1h", "2h", READ_APP)?;
+    bao.admin().create_namespace("ns1")?;
+    bao.admin().enable_kv("kv1", 1)?;
+    bao.admin().enable_kv("team-b", 2)?;
+    bao.admin()
+        .kv_put("team-b", "db", &[("password", "canary-team-b")])?;
+    let vault = client(&bao, None)?;
+    let mut keeper = Keeper::spawn(login(vault.clone(), None), issuer, false);
+    let token = keeper.wait_token(Duration::from_secs(10), |_| true).await?;
+    let tokens: Arc<dyn TokenSource> = Arc::new(keeper.tokens.clone());
+    let kv1 = VaultKvResolver::new(vault.clone(), tokens.clone(), KvVersion::V1, allowlist()?);
+    let kv2 = VaultKvResolver::new(vault.clone(), tokens.clone(), KvVersion::V2, allowlist()?);
+    let transit = VaultTransitResolver::new(vault, tokens, allowlist()?);
+
+    let row = |namespace: Option<&str>, mount: Option<&str>, key_id: &str| EnvelopeRow {
+        namespace: namespace.map(str::to_owned),
+        mount: mount.map(str::to_owned),
+        ..kv_row("attack", key_id, "id")
+    };
+    let mut errors = Vec::new();
+    for (resolver, row, expected) in [
+        (
+            &kv1,
+            row(None, Some("auth/token"), "lookup-self"),
+            "mount \"auth/token\" is refused",
+        ),
+        (
+            &kv1,
+            row(None, None, "auth/token/lookup-self"),
+            "mount \"auth\" is refused",
+        ),
+        (
+            &kv1,
+            row(None, Some("sys"), "mounts"),
+            "mount \"sys\" is refused",
+        ),
+        (
+            &kv1,
+            row(None, Some("identity"), "entity/id"),
+            "mount \"identity\" is refused",
+        ),
+        (
+            &kv1,
+            row(None, Some("cubbyhole"), "x"),
+            "mount \"cubbyhole\" is refused",
+        ),
+        (
+            &kv2,
+            row(None, Some("team-b"), "db"),
+            "team-b/db is outside every",
+        ),
+        (
+            &kv2,
+            row(Some("ns1"), Some("kv1"), "app"),
+            "namespace ns1: kv1/app is outside",
+        ),
+        (
+            &kv1,
+            row(None, Some("kv1/../auth/token"), "lookup-self"),
+            "has an empty, . or .. segment",
+        ),
+        (
+            &kv1,
+            row(None, None, "kv1/../../auth/token/lookup-self"),
+            "has an empty, . or .. segment",
+        ),
+    ] {
+        let refused = resolve(resolver, &row).await;
+        let Err(ResolveError::Refused(message)) = refused else {
+            panic!("{row:?} was not refused: {refused:?}")
+        };
+        assert!(message.contains(expected), "{row:?}: {message}");
+        errors.push(message);
+    }
+    let mut transit_row = kv_row("attack", "lookup-self", "id");
+    transit_row.provider = "vault_transit".into();
+    transit_row.field = None;
+    transit_row.ciphertext_ref = "vault:v1:AAAA".into();
+    transit_row.mount = Some("auth/token".into());
+    let refused = resolve(&transit, &transit_row).await;
+    let Err(ResolveError::Refused(message)) = refused else {
+        panic!("transit at auth/token was not refused: {refused:?}")
+    };
+    assert!(
+        message.contains("mount \"auth/token\" is refused"),
+        "{message}"
+    );
+    errors.push(message);
+
+    keeper.shutdown.cancel();
+    let secret = token.token.expose();
+    assert!(
+        errors
+            .iter()
+            .all(|e| !e.as_bytes().windows(secret.len()).any(|w| w == secret)),
+        "the token in an error"
+    );
+    assert_not_logged(&[secret, b"canary-team-b"], &bao.logs());
     Ok(())
 }

@@ -16,7 +16,7 @@ use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use steeple_e2e::openbao::{JwtKeys, JwtRole, OpenBao};
 use steeple_plugin_api::{
     BoxFuture, EnvelopeResolver, EnvelopeRow, ExchangeError, JwtSvidSource, ResolveError, Resolved,
-    SecretBytes,
+    SecretBytes, VaultAllowRule, VaultAllowlist,
 };
 use steeple_plugin_vault::{
     VaultClient, VaultClientConfig, VaultJwtLogin, VaultJwtLoginConfig, VaultToken,
@@ -281,6 +281,23 @@ pub async fn resolve(
 }
 
 /// A `vault_delegate` row for `field` of `key_id`.
+/// The suite's `[[vault.allow]]`: every mount it reads, whole, in the root namespace and
+/// in `ns1`.
+pub fn allowlist() -> anyhow::Result<Arc<VaultAllowlist>> {
+    let rule = |namespace: Option<&str>, mount: &str| VaultAllowRule {
+        namespace: namespace.map(str::to_owned),
+        mount: mount.to_owned(),
+        paths: vec!["*".to_owned()],
+    };
+    let rules = vec![
+        rule(None, "secret"),
+        rule(None, "kv1"),
+        rule(None, "transit"),
+        rule(Some("ns1"), "secret"),
+    ];
+    Ok(Arc::new(VaultAllowlist::new(rules)?))
+}
+
 pub fn kv_row(logical_path: &str, key_id: &str, field: &str) -> EnvelopeRow {
     EnvelopeRow {
         logical_path: logical_path.into(),

@@ -102,17 +102,16 @@ pub fn explain(config: &Config) -> Vec<Check> {
             "config.control_plane",
             format!(
                 "envelope rows from {} every {}, authenticated by {auth}",
-                display_url(&cp.url),
+                crate::redact::display_url(&cp.url),
                 span(cp.poll_interval)
             ),
         ));
     }
     if config.aws.enabled {
         let aws = &config.aws;
-        let endpoint = aws
-            .sts_endpoint
-            .as_deref()
-            .map_or(String::new(), |e| format!(" at {}", display_url(e)));
+        let endpoint = aws.sts_endpoint.as_deref().map_or(String::new(), |e| {
+            format!(" at {}", crate::redact::display_url(e))
+        });
         out.push(Check::ok(
             "config.aws",
             format!(
@@ -140,7 +139,7 @@ pub fn explain(config: &Config) -> Vec<Check> {
             format!(
                 "JWT login as role {} at {}{namespace} (auth mount {}), audience {}; {tls}",
                 vault.role,
-                display_url(&vault.addr),
+                crate::redact::display_url(&vault.addr),
                 vault.auth_mount,
                 vault.audience
             ),
@@ -235,17 +234,4 @@ pub fn sds_socket(path: &Path) -> Check {
     };
     let fix = format!("remove {}, or choose another sds.socket", path.display());
     Check::fail(NAME, refused.to_string(), fix)
-}
-
-/// `url` without user info or query, which may carry credentials.
-pub fn display_url(url: &str) -> String {
-    let url = url.split(['?', '#']).next().unwrap_or_default();
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    format!("{scheme}://{host}{path}")
 }

@@ -128,7 +128,7 @@ fn no_token() -> Check {
 }
 
 fn shown(config: &VaultConfig) -> String {
-    super::local::display_url(&config.addr)
+    crate::redact::display_url(&config.addr)
 }
 
 /// What to change after a refused login, by how it was refused.

@@ -22,6 +22,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "jwt_audience",
             "poll_interval",
             "ca_file",
+            "allow_insecure",
         ],
     ),
     (
@@ -59,6 +60,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "revoke_on_shutdown",
             "token_resource_name",
             "allow_insecure",
+            "allow",
         ],
     ),
     ("workload_api", &["socket"]),

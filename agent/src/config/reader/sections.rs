@@ -121,6 +121,7 @@ impl Reader {
             jwt_audience: self.optional_string(s, "jwt_audience"),
             poll_interval: self.duration(s, "poll_interval", Duration::from_secs(30)),
             ca_file: self.optional_string(s, "ca_file").map(PathBuf::from),
+            allow_insecure: self.bool(s, "allow_insecure", false),
         };
         if !config.url.is_empty() {
             if !(config.url.starts_with("https://") || config.url.starts_with("http://")) {
@@ -266,6 +267,15 @@ impl Reader {
             );
         }
         self.check_vault_profile(&config.vault);
+        let plane = &config.control_plane;
+        if !plane.allow_insecure && plane.url.starts_with("http://") {
+            self.error(
+                "control_plane.url",
+                "plain-HTTP control planes are refused under the production profile: the bearer \
+                 token or JWT-SVID would cross the network in clear, and anyone on the path could \
+                 inject envelope rows (use https://, or set control_plane.allow_insecure = true to allow)",
+            );
+        }
         if config.aws.allow_insecure_endpoints {
             return;
         }

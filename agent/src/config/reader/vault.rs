@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use steeple_plugin_api::{VaultAllowRule, VaultAllowlist};
 use toml::Value;
 
 use super::Reader;
@@ -36,6 +37,12 @@ impl Reader {
             revoke_on_shutdown: self.bool(s, "revoke_on_shutdown", true),
             token_resource_name: self.optional_string(s, "token_resource_name"),
             allow_insecure: self.bool(s, "allow_insecure", false),
+            allow: Vec::new(),
+        };
+        let default_namespace = config.namespace.clone();
+        let config = VaultConfig {
+            allow: self.read_vault_allow(default_namespace.as_deref()),
+            ..config
         };
         if config.kv_refresh_interval < Duration::from_millis(100) {
             self.error("vault.kv_refresh_interval", "must be at least 100ms");
@@ -51,6 +58,71 @@ impl Reader {
             self.check_enabled_vault(&config);
         }
         config
+    }
+
+    /// `[[vault.allow]]` entries (`namespace`, `mount`, `paths`), checked as the Vault
+    /// provider will check them; an entry without `namespace` is in `default_namespace`.
+    fn read_vault_allow(&mut self, default_namespace: Option<&str>) -> Vec<VaultAllowRule> {
+        const KEYS: [&str; 3] = ["namespace", "mount", "paths"];
+        let Some(value) = self.value("vault", "allow").cloned() else {
+            return Vec::new();
+        };
+        let Some(items) = value.as_array() else {
+            self.error(
+                "vault.allow",
+                "expected [[vault.allow]] tables with mount and paths",
+            );
+            return Vec::new();
+        };
+        let mut rules = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let key = |k: &str| format!("vault.allow[{i}].{k}");
+            let Some(table) = item.as_table() else {
+                self.error(
+                    &format!("vault.allow[{i}]"),
+                    "expected a table with mount and paths",
+                );
+                continue;
+            };
+            for unknown in table.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+                self.error(&key(unknown), "unknown key");
+            }
+            let text = |k: &str| table.get(k).and_then(Value::as_str).map(str::to_owned);
+            let Some(mount) = text("mount") else {
+                self.error(
+                    &key("mount"),
+                    "required: the secrets engine mount, e.g. secret",
+                );
+                continue;
+            };
+            let paths: Option<Vec<String>> = table.get("paths").and_then(|v| {
+                v.as_array()?
+                    .iter()
+                    .map(|p| p.as_str().map(str::to_owned))
+                    .collect()
+            });
+            let Some(paths) = paths else {
+                self.error(
+                    &key("paths"),
+                    "required: an array of path prefixes inside the mount, or [\"*\"]",
+                );
+                continue;
+            };
+            if table.contains_key("namespace") && text("namespace").is_none() {
+                self.error(&key("namespace"), "expected a string");
+                continue;
+            }
+            let rule = VaultAllowRule {
+                namespace: text("namespace").or_else(|| default_namespace.map(str::to_owned)),
+                mount,
+                paths,
+            };
+            match VaultAllowlist::new(vec![rule.clone()]) {
+                Ok(_) => rules.push(rule),
+                Err(e) => self.error(&format!("vault.allow[{i}]"), e.problem),
+            }
+        }
+        rules
     }
 
     /// An optional trust domain, as `example.org` or `spiffe://example.org`: lower-case

@@ -67,6 +67,7 @@ numbers are written as integers (Steeple's uids, counts and versions are integer
 {{- end }}
 {{- int64 . }}
 {{- else if kindIs "slice" . }}[{{ range $i, $e := . }}{{ if $i }}, {{ end }}{{ include "steeple.toml.value" $e }}{{ end }}]
+{{- else if kindIs "map" . }}{ {{- $first := true }}{{ range $k, $v := . }}{{ if not (kindIs "invalid" $v) }}{{ if not $first }},{{ end }}{{ $first = false }} {{ include "steeple.toml.key" $k }} = {{ include "steeple.toml.value" $v }}{{ end }}{{ end }} }
 {{- else }}
 {{- fail (printf "steeple.toml: cannot render %v (%s)" . (kindOf .)) }}
 {{- end }}
