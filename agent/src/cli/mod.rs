@@ -138,8 +138,8 @@ pub fn main() -> ExitCode {
 /// The operational log on stderr (`[log]`, audit events excluded) and the audit trail on
 /// its own sink (`[audit] sink`).
 ///
-/// One global filter sits in front of both: the `[log] level` directives plus the audit
-/// target at every level. Being global (not per-layer), it lets `tracing` mark every
+/// One global filter sits in front of both: the `[log] level` directives plus, when an audit
+/// sink is configured, the audit target at every level. Being global (not per-layer), it lets `tracing` mark every
 /// callsite it rejects as never enabled, once; h2 and hyper have trace events in their
 /// per-frame paths, and with per-layer filters alone each of those went through the
 /// registry's filter bookkeeping on every hit: 35 µs of agent CPU per FetchSecrets at 100
@@ -148,10 +148,11 @@ fn init_tracing(config: &Config) -> std::io::Result<()> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    let audited = config.audit != crate::audit::AuditSink::Off;
     let (filter, filter_handle) =
-        tracing_subscriber::reload::Layer::new(global_filter(&config.log.level));
+        tracing_subscriber::reload::Layer::new(global_filter(&config.log.level, audited));
     let _ = LOG_LEVEL.set(Box::new(move |level: &str| {
-        if let Err(e) = filter_handle.reload(global_filter(level)) {
+        if let Err(e) = filter_handle.reload(global_filter(level, audited)) {
             tracing::error!(error = %e, "log.level not changed");
         }
     }));
@@ -175,11 +176,17 @@ fn init_tracing(config: &Config) -> std::io::Result<()> {
 }
 
 /// `[log] level` (the config reader has checked it; `info` otherwise), with every audit
-/// event let through: the audit sink is not the operational log's to silence.
-fn global_filter(level: &str) -> tracing_subscriber::EnvFilter {
-    let audit = format!("{}=trace", crate::audit::TARGET);
-    tracing_subscriber::EnvFilter::try_new(format!("{level},{audit}"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{audit}")))
+/// event let through when `audited` (the audit sink is not the operational log's to
+/// silence). With `[audit] sink = "off"` no directive names the audit target, so its
+/// callsites are disabled like any other below the level and cost nothing.
+fn global_filter(level: &str, audited: bool) -> tracing_subscriber::EnvFilter {
+    let audit = if audited {
+        format!(",{}=trace", crate::audit::TARGET)
+    } else {
+        String::new()
+    };
+    tracing_subscriber::EnvFilter::try_new(format!("{level}{audit}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info{audit}")))
 }
 
 /// Sets the operational log's level after a reload.
@@ -324,5 +331,24 @@ async fn reload(
             crate::metrics::metrics().config_reload(false);
             tracing::error!(error = %e, "new configuration refused; the running one stays");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::level_filters::LevelFilter;
+
+    use super::global_filter;
+
+    #[test]
+    fn the_audit_target_passes_the_global_filter_only_when_a_sink_is_configured() {
+        assert_eq!(
+            global_filter("warn", true).max_level_hint(),
+            Some(LevelFilter::TRACE)
+        );
+        assert_eq!(
+            global_filter("warn", false).max_level_hint(),
+            Some(LevelFilter::WARN)
+        );
     }
 }

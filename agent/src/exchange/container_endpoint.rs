@@ -55,6 +55,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, token_file = %endpoint.token_file.display(), "AWS container-credentials endpoint listening");
+    if ends_with_newline(&endpoint.token_file).await {
+        tracing::warn!(
+            token_file = %endpoint.token_file.display(),
+            "the container-credentials token file ends with a newline: botocore (boto3, the AWS CLI) sends the file as it is and refuses it (\"Auth token value is not a legal header value\"); write it without one, e.g. with printf '%s'"
+        );
+    }
     let endpoint = Arc::new(endpoint);
     let handler = move |request: Request<Incoming>, peer: SocketAddr| {
         let endpoint = endpoint.clone();
@@ -239,6 +245,19 @@ async fn read_token(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
         return Err("empty".to_owned());
     }
     Ok(token)
+}
+
+/// Whether the file at `path` ends with `\n` (an unreadable file is reported per request by
+/// [`read_token`]). Reads only the last byte, never the token.
+async fn ends_with_newline(path: &Path) -> bool {
+    use tokio::io::AsyncSeekExt as _;
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return false;
+    };
+    let mut last = [0u8; 1];
+    file.seek(std::io::SeekFrom::End(-1)).await.is_ok()
+        && file.read_exact(&mut last).await.is_ok()
+        && last[0] == b'\n'
 }
 
 /// Compares SHA-256 digests in constant time, so neither the content nor the length of

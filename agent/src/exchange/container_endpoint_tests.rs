@@ -269,3 +269,16 @@ async fn a_rule_matching_the_callers_executable_grants_the_credentials() {
     assert_eq!(status, 200, "{body}");
     h.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_token_file_ending_in_a_newline_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    assert!(ends_with_newline(&path).await);
+    std::fs::write(&path, TOKEN).unwrap();
+    assert!(!ends_with_newline(&path).await);
+    std::fs::write(&path, "").unwrap();
+    assert!(!ends_with_newline(&path).await);
+    assert!(!ends_with_newline(&dir.path().join("missing")).await);
+}
