@@ -71,7 +71,16 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
         "env=dev",
         b"irrelevant-plaintext",
     )?;
-    mismatch["aad"] = "env=prod".into();
+    // Another context, the logical-path binding kept: KMS itself must refuse it.
+    let tampered = mismatch["aad"]
+        .as_str()
+        .unwrap_or_default()
+        .replace("env=dev", "env=prod");
+    mismatch["aad"] = tampered.into();
+    // The adversarial review's copy (issue 12.3): a good row under a name another caller
+    // may fetch. Its context is intact, so KMS would decrypt it; the path binding refuses.
+    let mut copied = good.clone();
+    copied["logical_path"] = "copied/token".into();
     let outside = seal(
         &world.kms,
         &foreign,
@@ -80,7 +89,7 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
         b"irrelevant-outside",
     )?;
     let bad = malformed_rows(&good, "kms_envelop", 65536);
-    let mut rows = vec![good.clone(), large, mismatch, outside];
+    let mut rows = vec![good.clone(), large, mismatch, outside, copied];
     rows.extend(bad.iter().map(|(row, _)| row.clone()));
     world.write_rows(&rows)?;
 
@@ -119,6 +128,12 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
 
     // Each bad row is reported by logical path; the good ones are served regardless.
     logged_error(&suite.steeple, "bad/context", "InvalidCiphertextException").await?;
+    logged_error(
+        &suite.steeple,
+        "copied/token",
+        "sealed for logical path \"upstream/api-token\"",
+    )
+    .await?;
     logged_error(
         &suite.steeple,
         "bad/outside",

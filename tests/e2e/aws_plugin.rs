@@ -376,7 +376,10 @@ async fn data_key_layer_round_trips_through_seal_with_kms() -> anyhow::Result<()
         (row.provider.as_str(), row.key_id.as_str()),
         ("kms_envelope", key.as_str())
     );
-    assert_eq!(row.aad, "app=payments,env=prod");
+    assert_eq!(
+        row.aad,
+        "app=payments,env=prod,steeple_logical_path=blobs/large"
+    );
     assert_eq!(moto.count("TrentService.GenerateDataKey")?, 1);
     let resolved = kms.resolver.resolve(&row.validate(64 * 1024)?).await?;
     assert_eq!(resolved.plaintext.expose(), large.as_slice());

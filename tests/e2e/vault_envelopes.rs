@@ -56,6 +56,9 @@ struct World {
     steeple: SteepleProcess,
     rows_file: std::path::PathBuf,
     rows: Vec<serde_json::Value>,
+    /// A v1 transit row for [`TRANSIT_V1_AGAIN`], sealed before the rotation and served
+    /// only after it.
+    v1_held_back: serde_json::Value,
     kv_envoy: (Envoy, u16, RecordingUpstream),
     transit_envoy: (Envoy, u16, RecordingUpstream),
     dir: tempfile::TempDir,
@@ -124,6 +127,7 @@ async fn start_world() -> anyhow::Result<World> {
         kv_row(KV_PATH, &format!("secret/{KV_SECRET}"), Some("password")),
         seal_transit(&bao, TRANSIT_PATH, CANARY_TRANSIT_1)?,
     ];
+    let v1_held_back = seal_transit(&bao, TRANSIT_V1_AGAIN, CANARY_TRANSIT_1)?;
     rows.extend(malformed_rows(&rows[1]).into_iter().map(|(row, _)| row));
     write_rows(&rows_file, &rows)?;
 
@@ -148,6 +152,7 @@ async fn start_world() -> anyhow::Result<World> {
         steeple,
         rows_file,
         rows,
+        v1_held_back,
         kv_envoy,
         transit_envoy,
         dir,
@@ -319,16 +324,15 @@ async fn kv_update(world: &World) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// After rotation, the v1 ciphertext still resolves (under a path resolved only now) and
-/// a new v2 ciphertext resolves too.
+/// After rotation, a v1 ciphertext still resolves (one sealed before, for a path served
+/// only now) and a new v2 ciphertext resolves too.
 async fn transit_rotation(world: &mut World) -> anyhow::Result<()> {
     world
         .bao
         .admin()
         .rotate_transit_key("transit", support::TRANSIT_KEY)?;
     let v2 = seal_transit(&world.bao, TRANSIT_V2_PATH, CANARY_TRANSIT_2)?;
-    let mut v1_again = world.rows[1].clone();
-    v1_again["logical_path"] = TRANSIT_V1_AGAIN.into();
+    let v1_again = world.v1_held_back.clone();
     assert!(
         v1_again["ciphertext_ref"]
             .as_str()

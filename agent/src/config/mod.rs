@@ -134,8 +134,13 @@ pub struct EnvelopesConfig {
     /// The environment variable holding the `local` provider's master key; empty
     /// (default) leaves the provider off. Dev only.
     pub local_master_key_env: String,
-    /// `[envelope_aliases]`: logical path → SDS resource name (default: the path).
+    /// `[envelope_aliases]`: logical path → SDS resource name (default: the path). No two
+    /// paths may map to one name.
     pub aliases: std::collections::BTreeMap<String, String>,
+    /// Refuse KMS and transit rows sealed directly without their logical path bound into
+    /// the context (rows sealed before `steeple envelope seal` bound it). Default true;
+    /// false only while re-sealing such rows.
+    pub require_path_binding: bool,
 }
 
 /// `[control_plane]`: an HTTP source of envelope rows (metadata only).
@@ -153,6 +158,9 @@ pub struct ControlPlaneConfig {
     pub ca_file: Option<PathBuf>,
     /// Allow a plain `http://` URL under the production profile. Default false.
     pub allow_insecure: bool,
+    /// Logical-path prefixes the control plane's rows must start with; others are
+    /// refused. Default none: any path (operator file rows still win on a duplicate).
+    pub logical_path_prefixes: Vec<String>,
 }
 
 /// `[aws]`: STS web-identity exchange and KMS envelopes.

@@ -393,3 +393,19 @@ fn audit_sink_defaults_to_stderr_and_bad_values_are_named() {
     let errors = parse("[audit]\nsink = \"journald\"", &[]).unwrap_err().0;
     assert_eq!(errors[0].key, "audit.sink");
 }
+
+#[test]
+fn two_paths_may_not_alias_one_name() {
+    let text = "[envelope_aliases]\n\"app/db\" = \"db\"\n\"other/db\" = \"db\"\n";
+    let errors = parse(text, &[]).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].key, "envelope_aliases");
+    assert!(
+        errors[0].message.contains("both map to \"db\""),
+        "{}",
+        errors[0]
+    );
+    let c = parse("", &[]).unwrap();
+    assert!(c.envelopes.require_path_binding, "bound by default");
+    assert!(c.control_plane.logical_path_prefixes.is_empty());
+}

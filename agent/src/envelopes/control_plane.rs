@@ -67,6 +67,8 @@ pub struct ControlPlaneSource {
     url: String,
     /// `url` as logged: no user info or query.
     shown_url: String,
+    /// `control_plane.logical_path_prefixes` (empty: any path).
+    prefixes: Vec<String>,
     credential: Credential,
     etag: Option<String>,
 }
@@ -93,6 +95,7 @@ impl ControlPlaneSource {
             client,
             shown_url: crate::redact::display_url(&url),
             url,
+            prefixes: config.logical_path_prefixes.clone(),
             credential,
             etag: None,
         })
@@ -179,6 +182,28 @@ fn bearer(token: &SecretBytes) -> Result<reqwest::header::HeaderValue, String> {
     Ok(value)
 }
 
+impl ControlPlaneSource {
+    /// The rows whose logical path starts with one of `control_plane.logical_path_prefixes`
+    /// (all of them when none are set); each other row is refused with an ERROR.
+    fn within_prefixes(&self, rows: Vec<EnvelopeRow>) -> Vec<EnvelopeRow> {
+        if self.prefixes.is_empty() {
+            return rows;
+        }
+        rows.into_iter()
+            .filter(|row| {
+                let inside = self
+                    .prefixes
+                    .iter()
+                    .any(|p| row.logical_path.starts_with(p.as_str()));
+                if !inside {
+                    tracing::error!(logical_path = %row.logical_path, source = SOURCE, allowed = ?self.prefixes, "envelope refused; not served: outside control_plane.logical_path_prefixes");
+                }
+                inside
+            })
+            .collect()
+    }
+}
+
 /// `{base}/v1/crypto/envelope-secrets`, the base URL's own query (e.g. a signature) kept.
 fn rows_url(base: &str) -> Result<String, PollError> {
     let mut url = reqwest::Url::parse(base).map_err(|_| PollError::Url)?;
@@ -239,7 +264,7 @@ pub async fn run(
                 }
                 if let Some(rows) = rows {
                     tracing::info!(url = %source.shown_url, rows = rows.len(), "envelope rows fetched from the control plane");
-                    sink.publish(SOURCE, rows);
+                    sink.publish(SOURCE, source.within_prefixes(rows));
                 }
             }
             Err(e) => {

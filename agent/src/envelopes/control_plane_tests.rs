@@ -50,7 +50,37 @@ fn config(url: &str) -> ControlPlaneConfig {
         poll_interval: Duration::from_secs(30),
         ca_file: None,
         allow_insecure: false,
+        logical_path_prefixes: Vec::new(),
     }
+}
+
+#[test]
+fn rows_outside_the_prefixes_are_refused() {
+    let row = |path: &str| EnvelopeRow {
+        logical_path: path.into(),
+        ..EnvelopeRow::default()
+    };
+    let rows = vec![row("team-a/db"), row("team-b/db"), row("team-a")];
+    let open = ControlPlaneSource::new(
+        &config("https://cp.example.org"),
+        Credential::TokenFile("/t".into()),
+    )
+    .unwrap();
+    assert_eq!(open.within_prefixes(rows.clone()).len(), 3);
+    let scoped = ControlPlaneSource::new(
+        &ControlPlaneConfig {
+            logical_path_prefixes: vec!["team-a/".into()],
+            ..config("https://cp.example.org")
+        },
+        Credential::TokenFile("/t".into()),
+    )
+    .unwrap();
+    let kept: Vec<String> = scoped
+        .within_prefixes(rows)
+        .into_iter()
+        .map(|r| r.logical_path)
+        .collect();
+    assert_eq!(kept, ["team-a/db"]);
 }
 
 #[test]

@@ -112,6 +112,7 @@ impl EnvelopeTasks {
             max_ciphertext_bytes: envelopes.max_ciphertext_bytes,
             aliases: envelopes.aliases.clone(),
             reserved: reserved_names(config),
+            require_path_binding: envelopes.require_path_binding,
         };
         let providers: Vec<_> = resolvers.iter().map(|r| r.provider().as_str()).collect();
         tracing::info!(providers = ?providers, files = envelopes.paths.len(), "envelope resolution enabled");

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use steeple_plugin_api::{EnvelopeResolver, EnvelopeRow, Provider, ResolveError, SecretBytes};
+use steeple_plugin_api::{
+    EnvelopeResolver, EnvelopeRow, Provider, ResolveError, SecretBytes, check_path_binding,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +58,8 @@ pub struct RegistrySettings {
     pub aliases: BTreeMap<String, String>,
     /// Names that belong to other producers.
     pub reserved: ReservedNames,
+    /// Refuse direct KMS / transit rows whose logical path is not bound in their context.
+    pub require_path_binding: bool,
 }
 
 impl RegistrySettings {
@@ -131,17 +135,33 @@ impl Registry {
     }
 
     /// Makes the slots match the rows: new and changed rows become due now.
+    ///
+    /// Sources are taken in [`SOURCE_PRECEDENCE`] order, so on a duplicate logical path
+    /// the operator's file row wins over a control-plane row (which could otherwise roll a
+    /// secret back or withdraw it), with an ERROR naming both sources. A row whose logical
+    /// path is the SDS name an alias maps another path to is refused: it would take that
+    /// name over.
     pub fn sync_rows(&mut self, sets: &RowSets) {
-        let mut wanted: BTreeMap<String, &EnvelopeRow> = BTreeMap::new();
-        for (source, rows) in sets {
+        let mut wanted: BTreeMap<String, (&str, &EnvelopeRow)> = BTreeMap::new();
+        for (source, rows) in by_precedence(sets) {
             for row in rows.iter() {
-                if wanted.contains_key(&row.logical_path) {
-                    tracing::error!(logical_path = %row.logical_path, source, "duplicate logical_path; the first row is used");
+                let path = &row.logical_path;
+                if let Some((first, _)) = wanted.get(path) {
+                    tracing::error!(logical_path = %path, used = first, ignored = source, "duplicate logical_path; the row of the first source is used");
                     continue;
                 }
-                wanted.insert(row.logical_path.clone(), row);
+                if !self.settings.aliases.contains_key(path)
+                    && let Some((aliased, _)) =
+                        self.settings.aliases.iter().find(|(_, name)| *name == path)
+                {
+                    tracing::error!(logical_path = %path, source, alias_of = %aliased, "envelope refused; not served: its logical_path is the SDS name [envelope_aliases] gives another path");
+                    continue;
+                }
+                wanted.insert(path.clone(), (source, row));
             }
         }
+        let wanted: BTreeMap<String, &EnvelopeRow> =
+            wanted.into_iter().map(|(p, (_, row))| (p, row)).collect();
         self.slots.retain(|path, _| wanted.contains_key(path));
         for (path, row) in wanted {
             let name = self
@@ -207,6 +227,8 @@ impl Registry {
         let sealed = row
             .validate(self.settings.max_ciphertext_bytes)
             .map_err(|e| Problem::Invalid(e.problem))?;
+        check_path_binding(&sealed, self.settings.require_path_binding)
+            .map_err(Problem::Invalid)?;
         let resolver = self
             .resolvers
             .get(&sealed.provider)
@@ -248,6 +270,22 @@ impl Registry {
     pub fn problem(&self, logical_path: &str) -> Option<&Problem> {
         self.slots.get(logical_path)?.problem.as_ref()
     }
+}
+
+/// Row sources, the most trusted first: the operator's files, then the control plane.
+pub const SOURCE_PRECEDENCE: [&str; 2] = [super::file_source::SOURCE, super::control_plane::SOURCE];
+
+/// `sets` in [`SOURCE_PRECEDENCE`] order, any other source after them by name.
+fn by_precedence(sets: &RowSets) -> Vec<(&str, &Arc<Vec<EnvelopeRow>>)> {
+    let rank = |name: &str| {
+        SOURCE_PRECEDENCE
+            .iter()
+            .position(|s| *s == name)
+            .unwrap_or(SOURCE_PRECEDENCE.len())
+    };
+    let mut ordered: Vec<_> = sets.iter().map(|(n, r)| (n.as_str(), r)).collect();
+    ordered.sort_by_key(|(name, _)| (rank(name), *name));
+    ordered
 }
 
 /// Folds one outcome into its slot and schedules the next attempt.

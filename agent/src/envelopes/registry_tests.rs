@@ -27,6 +27,7 @@ fn settings() -> RegistrySettings {
             exact: vec!["default".into()],
             prefixes: vec!["spiffe://".into()],
         },
+        require_path_binding: true,
     }
 }
 
@@ -69,7 +70,7 @@ fn kms_row(path: &str) -> EnvelopeRow {
         provider: "kms_envelope".into(),
         key_id: "arn:aws:kms:us-east-1:1:key/k".into(),
         ciphertext_ref: "AQID".into(),
-        aad: String::new(),
+        aad: format!("steeple_logical_path={path}"),
         ..EnvelopeRow::default()
     }
 }
@@ -184,4 +185,104 @@ async fn a_provider_refresh_override_reschedules_only_that_provider() {
         "{:?}",
         due("plain")
     );
+}
+
+#[tokio::test]
+async fn the_operators_file_row_wins_over_a_control_plane_duplicate() {
+    let store = Arc::new(SecretStore::new());
+    let local: Arc<dyn EnvelopeResolver> = Arc::new(LocalResolver::new(key()));
+    let mut registry = Registry::new(vec![local], settings(), store.clone());
+    // "control-plane" sorts before "files": precedence, not names, decides.
+    let sets: RowSets = [
+        (
+            super::super::control_plane::SOURCE.to_owned(),
+            Arc::new(vec![
+                sealed("app/db", b"rolled-back"),
+                sealed("cp/only", b"cp"),
+            ]),
+        ),
+        (
+            super::super::file_source::SOURCE.to_owned(),
+            Arc::new(vec![sealed("app/db", b"operator")]),
+        ),
+    ]
+    .into();
+    registry.sync_rows(&sets);
+    registry.resolve_due().await;
+    registry.publish();
+    assert_eq!(served(&store, "app/db").as_deref(), Some(&b"operator"[..]));
+    assert_eq!(served(&store, "cp/only").as_deref(), Some(&b"cp"[..]));
+
+    // A bad control-plane row under the same path does not withdraw the operator's.
+    let mut bad = sealed("app/db", b"x");
+    bad.ciphertext_ref = "not base64".into();
+    let sets: RowSets = [
+        (
+            super::super::control_plane::SOURCE.to_owned(),
+            Arc::new(vec![bad]),
+        ),
+        (
+            super::super::file_source::SOURCE.to_owned(),
+            Arc::new(vec![sealed("app/db", b"operator")]),
+        ),
+    ]
+    .into();
+    registry.sync_rows(&sets);
+    registry.resolve_due().await;
+    registry.publish();
+    assert_eq!(served(&store, "app/db").as_deref(), Some(&b"operator"[..]));
+}
+
+#[tokio::test]
+async fn no_row_takes_the_name_an_alias_maps_to() {
+    let store = Arc::new(SecretStore::new());
+    let local: Arc<dyn EnvelopeResolver> = Arc::new(LocalResolver::new(key()));
+    let mut registry = Registry::new(vec![local], settings(), store.clone());
+    registry.sync_rows(&sets(vec![
+        sealed("aliased/path", b"the-aliased-value"),
+        sealed("short", b"a-takeover"),
+    ]));
+    registry.resolve_due().await;
+    registry.publish();
+    assert_eq!(
+        served(&store, "short").as_deref(),
+        Some(&b"the-aliased-value"[..])
+    );
+    assert!(!registry.slots.contains_key("short"));
+}
+
+#[tokio::test]
+async fn a_direct_row_copied_under_another_name_is_refused_before_the_provider() {
+    let store = Arc::new(SecretStore::new());
+    let kms = Arc::new(ScriptedResolver(Mutex::new(Ok(b"secret"))));
+    let mut registry = Registry::new(vec![kms], settings(), store.clone());
+    let mut copied = kms_row("app/db");
+    copied.logical_path = "public/db".into();
+    let mut unbound = kms_row("legacy/db");
+    unbound.aad = String::new();
+    registry.sync_rows(&sets(vec![kms_row("app/db"), copied, unbound.clone()]));
+    registry.resolve_due().await;
+    registry.publish();
+    assert_eq!(served(&store, "app/db").as_deref(), Some(&b"secret"[..]));
+    assert!(served(&store, "public/db").is_none());
+    assert!(served(&store, "legacy/db").is_none());
+    let Some(Problem::Invalid(why)) = registry.problem("public/db") else {
+        panic!("{:?}", registry.problem("public/db"))
+    };
+    assert!(why.contains("sealed for logical path \"app/db\""), "{why}");
+
+    // Migration: with the requirement off, an unbound row resolves; a copied one never.
+    let settings = RegistrySettings {
+        require_path_binding: false,
+        ..settings()
+    };
+    let kms = Arc::new(ScriptedResolver(Mutex::new(Ok(b"legacy"))));
+    let mut registry = Registry::new(vec![kms], settings, store.clone());
+    let mut copied = kms_row("app/db");
+    copied.logical_path = "public/db".into();
+    registry.sync_rows(&sets(vec![unbound, copied]));
+    registry.resolve_due().await;
+    registry.publish();
+    assert_eq!(served(&store, "legacy/db").as_deref(), Some(&b"legacy"[..]));
+    assert!(served(&store, "public/db").is_none());
 }

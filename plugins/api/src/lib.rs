@@ -5,6 +5,7 @@
 
 pub mod aead;
 mod envelope;
+mod path_binding;
 mod provider;
 mod secret;
 mod vault_allowlist;
@@ -14,6 +15,7 @@ pub use envelope::{
     EncryptionContext, EnvelopeError, EnvelopeRow, MAX_LOGICAL_PATH_LEN, Provider, SealedEnvelope,
     check_vault_segments, format_aad, parse_aad,
 };
+pub use path_binding::{PATH_CONTEXT_KEY, bind_logical_path, check_path_binding};
 pub use provider::{
     AwsCredentials, BoxFuture, CredentialExchanger, EnvelopeResolver, ExchangeError,
     ExchangeErrorKind, Expiring, JwtSvidSource, ResolveError, Resolved,

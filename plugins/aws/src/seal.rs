@@ -7,7 +7,9 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use steeple_plugin_api::{EncryptionContext, EnvelopeRow, Provider, aead, format_aad};
+use steeple_plugin_api::{
+    EncryptionContext, EnvelopeRow, Provider, aead, bind_logical_path, format_aad,
+};
 
 use crate::arn::KmsArn;
 use crate::kms::kms_context;
@@ -36,6 +38,9 @@ pub enum SealError {
     /// There is nothing to seal.
     #[error("the plaintext is empty")]
     EmptyPlaintext,
+    /// The logical path cannot be bound into the encryption context.
+    #[error("{0}")]
+    LogicalPath(String),
     /// KMS refused or could not be reached.
     #[error("KMS {operation} with key {key_arn} failed: {code}: {message}")]
     Kms {
@@ -68,7 +73,8 @@ pub enum SealError {
 /// Up to [`MAX_DIRECT_PLAINTEXT`] bytes go to KMS `Encrypt`; larger payloads get a
 /// `GenerateDataKey` (AES_256) data key and the AES-256-GCM layer bound to the logical path
 /// and context, with the wrapped key in `data_key_ciphertext`. `key_arn` must be a full
-/// key or alias ARN (the resolver refuses anything else) and is recorded as given.
+/// key or alias ARN (the resolver refuses anything else) and is recorded as given. The
+/// logical path is bound into the context ([`bind_logical_path`]) either way.
 pub async fn seal_with_kms(
     options: &SealOptions,
     key_arn: &str,
@@ -80,6 +86,7 @@ pub async fn seal_with_kms(
     if plaintext.is_empty() {
         return Err(SealError::EmptyPlaintext);
     }
+    let context = &bind_logical_path(context, logical_path).map_err(SealError::LogicalPath)?;
     let client = client(options, arn.region()).await;
     let mut row = EnvelopeRow {
         logical_path: logical_path.to_owned(),

@@ -15,7 +15,7 @@ use serde_json::Value;
 use steeple_plugin_api::aead::{self, KEY_LEN};
 use steeple_plugin_api::{
     BoxFuture, EncryptionContext, EnvelopeResolver, EnvelopeRow, Provider, ResolveError, Resolved,
-    SealedEnvelope, SecretBytes, VaultAllowlist, VaultTarget, format_aad,
+    SealedEnvelope, SecretBytes, VaultAllowlist, VaultTarget, bind_logical_path, format_aad,
 };
 use zeroize::{Zeroize as _, Zeroizing};
 
@@ -282,7 +282,8 @@ struct DataKeyBody {
 /// Seals `plaintext` as a `vault_transit` row for `logical_path` and `context` with
 /// transit key `key` at `mount`, in the client's namespace: encrypted by Vault directly
 /// up to [`TRANSIT_DIRECT_MAX`] bytes, else under a fresh data key from
-/// `<mount>/datakey/plaintext/<key>` with the payload sealed locally (AES-256-GCM).
+/// `<mount>/datakey/plaintext/<key>` with the payload sealed locally (AES-256-GCM). The
+/// logical path is bound into the context ([`bind_logical_path`]).
 pub async fn seal_with_transit(
     client: &VaultClient,
     token: &SecretBytes,
@@ -293,6 +294,11 @@ pub async fn seal_with_transit(
     plaintext: &[u8],
 ) -> Result<EnvelopeRow, VaultError> {
     let mount = mount.trim_matches('/');
+    let context =
+        &bind_logical_path(context, logical_path).map_err(|problem| VaultError::Request {
+            path: format!("{mount}/encrypt/{key}"),
+            problem,
+        })?;
     let mut row = EnvelopeRow {
         logical_path: logical_path.to_owned(),
         provider: Provider::VaultTransit.as_str().to_owned(),

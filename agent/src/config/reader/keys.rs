@@ -12,6 +12,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "refresh_interval",
             "max_ciphertext_bytes",
             "local_master_key_env",
+            "require_path_binding",
         ],
     ),
     (
@@ -23,6 +24,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "poll_interval",
             "ca_file",
             "allow_insecure",
+            "logical_path_prefixes",
         ],
     ),
     (

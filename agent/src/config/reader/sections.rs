@@ -91,6 +91,7 @@ impl Reader {
                 .optional_string(s, "local_master_key_env")
                 .unwrap_or_default(),
             aliases: self.read_aliases(),
+            require_path_binding: self.bool(s, "require_path_binding", true),
         };
         for (key, value) in [
             ("envelopes.poll_interval", config.poll_interval),
@@ -107,10 +108,23 @@ impl Reader {
         let Some(table) = self.root.get("envelope_aliases").and_then(Value::as_table) else {
             return BTreeMap::new();
         };
-        table
+        let aliases: BTreeMap<String, String> = table
             .iter()
             .filter_map(|(path, name)| Some((path.clone(), name.as_str()?.to_owned())))
-            .collect()
+            .collect();
+        let mut by_name: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut clashes = Vec::new();
+        for (path, name) in &aliases {
+            if let Some(first) = by_name.insert(name, path) {
+                clashes.push(format!(
+                    "{first:?} and {path:?} both map to {name:?}; one SDS name serves one envelope"
+                ));
+            }
+        }
+        for clash in clashes {
+            self.error("envelope_aliases", clash);
+        }
+        aliases
     }
 
     pub(super) fn read_control_plane(&mut self) -> ControlPlaneConfig {
@@ -122,6 +136,7 @@ impl Reader {
             poll_interval: self.duration(s, "poll_interval", Duration::from_secs(30)),
             ca_file: self.optional_string(s, "ca_file").map(PathBuf::from),
             allow_insecure: self.bool(s, "allow_insecure", false),
+            logical_path_prefixes: self.strings(s, "logical_path_prefixes"),
         };
         if !config.url.is_empty() {
             if !(config.url.starts_with("https://") || config.url.starts_with("http://")) {
