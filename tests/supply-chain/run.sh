@@ -1,99 +1,112 @@
 #!/usr/bin/env bash
-# Supply-chain checks over the workspace's Cargo.lock (issue 5, item 9):
+# Supply-chain checks over the workspace's Cargo.lock:
 #   cargo deny  - advisories, licenses, bans, sources, with tests/supply-chain/deny.toml
 #   cargo audit - the same RustSec advisories, through the other tool
-# Exits non-zero when any check fails.
+# Exits non-zero when any check fails, and when no advisory database is usable at all.
 #
 # The advisory database. Both tools read the RustSec advisory-db, a git repository that
-# they clone from GitHub. CI reaches only package registries (crates.io, PyPI, npm, Maven
-# Central, the Go module proxy, Debian), and none of them publishes that database, so:
-#   1. we try cargo-deny's own fetch (`cargo deny fetch db`), which works wherever GitHub
-#      is reachable;
-#   2. failing that, a database an earlier fetch left in $CARGO_HOME/advisory-dbs is used
-#      offline, if its newest advisory commit is at most MAX_DB_AGE_DAYS old;
-#   3. failing that, the advisory checks (cargo deny's `advisories` and cargo audit) are
-#      skipped with one line saying why; licenses, bans and sources still run and still fail
-#      the script.
-# Either way the script says which database it used and how old its content is.
+# they clone from GitHub. Our machines reach only package registries, none of which
+# publishes it, so the database comes from, in this order:
+#   1. a live fetch (`cargo deny fetch db`), wherever GitHub is reachable; it must be at
+#      most LIVE_MAX_AGE_DAYS old (deny.toml's maximum-db-staleness);
+#   2. failing that, the dated snapshot in ../shared/rustsec/advisory-db.bundle (override
+#      with STEEPLE_RUSTSEC_BUNDLE), cloned into a throwaway dir; it must be at most
+#      SNAPSHOT_MAX_AGE_DAYS old, a limit of its own: a snapshot is refreshed by hand, so
+#      it is older than a fetch by nature, and the live limit stays as strict as it was;
+#   3. failing that, a database an earlier live fetch left in $CARGO_HOME/advisory-dbs, under
+#      the live limit.
+# The script prints which one it used and the date of its newest advisory commit. With none
+# of them, it fails: advisories are part of the check, not an optional extra.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 CONFIG=tests/supply-chain/deny.toml
-MAX_DB_AGE_DAYS=90 # keep equal to maximum-db-staleness in deny.toml
+LIVE_MAX_AGE_DAYS=90      # = maximum-db-staleness in deny.toml
+SNAPSHOT_MAX_AGE_DAYS=180 # = the snapshot-max-db-staleness comment in deny.toml
+BUNDLE="${STEEPLE_RUSTSEC_BUNDLE:-$PWD/../shared/rustsec/advisory-db.bundle}"
 CARGO_HOME_DIR="${CARGO_HOME:-$HOME/.cargo}"
 DB_ROOT="$CARGO_HOME_DIR/advisory-dbs" # cargo-deny's default db-path
+# The directory name cargo-deny gives the database of its default URL.
+DB_NAME=advisory-db-3157b0e258782691
+
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
 
 # --- tools -----------------------------------------------------------------------------
-# Cold `cargo install --locked` on a 2-core machine shared with other builds took
-# 293 s (cargo-deny 0.20.2) and 736 s (cargo-audit 0.22.2); cargo-audit only reads the
-# advisory database, so it is installed only when one is available (below).
+# Cold `cargo install --locked` on a 2-core machine took ~5 min for cargo-deny and ~12 min
+# for cargo-audit.
 install_tool() {
   if ! command -v "$1" >/dev/null 2>&1; then
     echo "supply-chain: installing $1 (cargo install --locked)"
-    nice -n 10 cargo install --locked "$1"
+    nice -n 10 cargo install --locked --quiet "$1"
   fi
 }
 install_tool cargo-deny
-echo "supply-chain: $(cargo-deny --version)"
+install_tool cargo-audit
+echo "supply-chain: $(cargo-deny --version), $(cargo-audit --version)"
 
 # cargo-deny runs offline below (so it never tries GitHub again); make sure every crate in
 # Cargo.lock and the crates.io index entries it reads for yank checks are local.
 cargo fetch --locked --quiet
 
 # --- advisory database -----------------------------------------------------------------
-db_dir=""
-fetch_log=$(mktemp)
-trap 'rm -f "$fetch_log"' EXIT
-if timeout 180 cargo deny --manifest-path Cargo.toml --config "$CONFIG" fetch db >"$fetch_log" 2>&1; then
-  db_how="fetched just now"
-else
-  db_how="" # fetch failed; its last line is shown
-  echo "supply-chain: advisory-db fetch failed: $(grep -v '^[[:space:]]*$' "$fetch_log" | tail -n 1)"
-fi
-# The one database cargo-deny keeps for the default URL (advisory-db-<hash>).
-for d in "$DB_ROOT"/advisory-db-*/; do
-  if [[ -d "$d/crates" ]] && git -C "$d" rev-parse --verify -q HEAD >/dev/null; then
-    db_dir="${d%/}"
-    break
-  fi
-done
+# Prints the age in days of the database at $1 (its HEAD commit's date).
+db_age_days() {
+  echo $((($(date +%s) - $(git -C "$1" log -1 --format=%ct HEAD)) / 86400))
+}
+usable_db() {
+  [[ -d "$1/crates" ]] && git -C "$1" rev-parse --verify -q HEAD >/dev/null
+}
 
-skip_reason=""
+db_dir="" db_how="" deny_config="$CONFIG"
+if timeout 180 cargo deny --manifest-path Cargo.toml --config "$CONFIG" fetch db \
+  >"$scratch/fetch.log" 2>&1 && usable_db "$DB_ROOT/$DB_NAME"; then
+  db_dir="$DB_ROOT/$DB_NAME" db_how="live fetch" max_age=$LIVE_MAX_AGE_DAYS
+else
+  echo "supply-chain: live advisory-db fetch failed: $(grep -v '^[[:space:]]*$' "$scratch/fetch.log" | tail -n 1)"
+  if [[ -f "$BUNDLE" ]]; then
+    git clone --quiet --branch snapshot "$BUNDLE" "$scratch/dbs/$DB_NAME"
+    db_dir="$scratch/dbs/$DB_NAME" db_how="snapshot $BUNDLE" max_age=$SNAPSHOT_MAX_AGE_DAYS
+    # The same policy with the snapshot's own staleness limit and database path.
+    deny_config="$scratch/deny.toml"
+    sed -e "s/^maximum-db-staleness = \"P${LIVE_MAX_AGE_DAYS}D\"\$/maximum-db-staleness = \"P${SNAPSHOT_MAX_AGE_DAYS}D\"\\ndb-path = \"${scratch//\//\\/}\\/dbs\"/" \
+      "$CONFIG" >"$deny_config"
+    grep -q "^db-path = " "$deny_config" || {
+      echo "supply-chain: $CONFIG has no 'maximum-db-staleness = \"P${LIVE_MAX_AGE_DAYS}D\"' line to derive the snapshot's config from" >&2
+      exit 1
+    }
+  elif usable_db "$DB_ROOT/$DB_NAME"; then
+    db_dir="$DB_ROOT/$DB_NAME" db_how="left by an earlier live fetch" max_age=$LIVE_MAX_AGE_DAYS
+  fi
+fi
 if [[ -z "$db_dir" ]]; then
-  skip_reason="no RustSec advisory-db could be fetched and none is cached in $DB_ROOT"
-else
-  db_commit_ts=$(git -C "$db_dir" log -1 --format=%ct HEAD)
-  db_date=$(git -C "$db_dir" log -1 --format=%cs HEAD)
-  db_age_days=$((($(date +%s) - db_commit_ts) / 86400))
-  if [[ -z "$db_how" ]]; then
-    db_how="cached from an earlier fetch; refreshing failed"
-    if ((db_age_days > MAX_DB_AGE_DAYS)); then
-      skip_reason="the cached advisory-db in $db_dir is from $db_date ($db_age_days days old, over $MAX_DB_AGE_DAYS) and cannot be refreshed"
-    fi
-  fi
+  echo "supply-chain: FAILED: no RustSec advisory database: the live fetch failed, there is no snapshot at $BUNDLE and none cached in $DB_ROOT" >&2
+  exit 1
 fi
-
-if [[ -n "$skip_reason" ]]; then
-  echo "supply-chain: ADVISORIES SKIPPED (cargo deny advisories, cargo audit): $skip_reason; GitHub is unreachable from here and no package registry carries the database."
-  checks=(licenses bans sources)
-else
-  echo "supply-chain: advisory-db $db_dir, newest advisory commit $db_date ($db_age_days days old), $db_how"
-  checks=(advisories licenses bans sources)
+db_date=$(git -C "$db_dir" log -1 --format=%cs HEAD)
+age=$(db_age_days "$db_dir")
+echo "supply-chain: advisory-db from the $db_how, newest advisory commit $db_date ($age days old, limit $max_age)"
+if ((age > max_age)); then
+  echo "supply-chain: FAILED: that advisory database is $age days old, over the limit of $max_age days; refresh it" >&2
+  exit 1
 fi
 
 # --- cargo deny ------------------------------------------------------------------------
 status=0
-echo "supply-chain: cargo deny check ${checks[*]}"
-cargo deny --manifest-path Cargo.toml --config "$CONFIG" --offline --locked \
-  check --hide-inclusion-graph "${checks[@]}" || status=1
+echo "supply-chain: cargo deny check advisories licenses bans sources"
+cargo deny --manifest-path Cargo.toml --config "$deny_config" --offline --locked \
+  check --hide-inclusion-graph advisories licenses bans sources || status=1
 
 # --- cargo audit -----------------------------------------------------------------------
-if [[ -z "$skip_reason" ]]; then
-  install_tool cargo-audit
-  # --deny warnings: unmaintained, unsound and yanked fail here too, as in deny.toml.
-  echo "supply-chain: cargo audit (offline, --db $db_dir)"
-  cargo audit --file Cargo.lock --db "$db_dir" --no-fetch --stale --deny warnings || status=1
-fi
+# --deny warnings: unmaintained, unsound and yanked fail here too, as in deny.toml. The
+# ignores are deny.toml's (one list, with the reasons there).
+audit_ignores=()
+while read -r id; do
+  audit_ignores+=(--ignore "$id")
+done < <(sed -n 's/^[[:space:]]*{ *id *= *"\(RUSTSEC-[0-9-]*\)".*/\1/p' "$CONFIG")
+echo "supply-chain: cargo audit (offline, --db $db_dir)"
+cargo audit --file Cargo.lock --db "$db_dir" --no-fetch --stale --deny warnings \
+  "${audit_ignores[@]}" || status=1
 
 if ((status != 0)); then
   echo "supply-chain: FAILED"
