@@ -91,6 +91,18 @@ impl Caller {
         }
     }
 
+    /// Whether the connecting process runs another executable than at connect time (it
+    /// called `execve` since): its rights were judged for the old one. Nothing to compare
+    /// when the executable was not readable then.
+    pub fn exe_changed(&self) -> bool {
+        match (self.pid, &self.exe) {
+            (Some(pid), Some(then)) => {
+                std::fs::read_link(format!("/proc/{pid}/exe")).ok().as_ref() != Some(then)
+            }
+            _ => false,
+        }
+    }
+
     /// A short description for logs and audit events (no secrets in it).
     pub fn describe(&self) -> String {
         let pid = self.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
@@ -147,6 +159,18 @@ mod tests {
         assert!(me.still_running());
         assert!(me.exe.is_some());
         assert!(me.describe().starts_with("uid=1 gid=2 pid="));
+    }
+
+    #[test]
+    fn an_exec_after_connecting_is_noticed() {
+        let me = Caller::from_peer(0, 0, Some(std::process::id() as i32));
+        assert!(!me.exe_changed());
+        let before_exec = Caller {
+            exe: Some(PathBuf::from("/usr/bin/allowed-binary")),
+            ..me.clone()
+        };
+        assert!(before_exec.exe_changed());
+        assert!(!Caller::from_peer(0, 0, None).exe_changed());
     }
 
     #[test]

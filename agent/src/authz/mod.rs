@@ -142,6 +142,12 @@ impl Grant {
                 "the process that opened this connection is gone; reconnect",
             ));
         }
+        if self.caller.exe_changed() {
+            tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), decision = "deny", reason = "connecting process executed another program since it connected", "{}", self.endpoint);
+            return Err(Status::permission_denied(
+                "the process that opened this connection now runs another program; reconnect",
+            ));
+        }
         for name in names {
             if !self.covers(name) {
                 tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), resource = name, decision = "deny", "{}", self.endpoint);

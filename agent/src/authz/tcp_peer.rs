@@ -9,18 +9,54 @@ use std::path::Path;
 
 use super::Caller;
 
-/// The caller behind the loopback connection `peer` → `local`, or `None` if the kernel
-/// does not list the client's socket (not loopback, or another network namespace).
-pub fn loopback_caller(peer: SocketAddr, local: SocketAddr) -> Option<Caller> {
+/// Why the process behind a loopback connection is not known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The kernel lists no such client socket (not loopback, another network namespace).
+    #[error("connecting process not found")]
+    NotFound,
+    /// Several processes hold the client socket and they differ in gid or executable: a
+    /// process can connect, hand the socket to a child and exec an allowed binary, so
+    /// none of them can be taken for the caller.
+    #[error("the client socket is held by several processes that differ in gid or executable")]
+    AmbiguousHolders,
+}
+
+/// The caller behind the loopback connection `peer` → `local`. Its uid is the socket
+/// owner's (the kernel's); pid, gid and executable are the holding process's, and are
+/// refused when several holders disagree on them.
+pub fn loopback_caller(peer: SocketAddr, local: SocketAddr) -> Result<Caller, PeerError> {
     let table = match peer {
         SocketAddr::V4(_) => "/proc/net/tcp",
         SocketAddr::V6(_) => "/proc/net/tcp6",
     };
-    let text = std::fs::read_to_string(table).ok()?;
-    let (uid, inode) = find_socket(&text, peer, local)?;
-    let pid = owner_of_inode(Path::new("/proc"), inode);
+    let text = std::fs::read_to_string(table).map_err(|_| PeerError::NotFound)?;
+    let (uid, inode) = find_socket(&text, peer, local).ok_or(PeerError::NotFound)?;
+    let holders = holders_of_inode(Path::new("/proc"), inode);
+    let pid = single_holder(&holders)?;
     let gid = pid.and_then(effective_gid).unwrap_or(u32::MAX);
-    Some(Caller::from_peer(uid, gid, pid))
+    Ok(Caller::from_peer(uid, gid, pid))
+}
+
+/// The one process to take for the caller: none, the only holder, or the lowest pid of
+/// holders that all share one gid and one executable.
+fn single_holder(holders: &[i32]) -> Result<Option<i32>, PeerError> {
+    let Some(first) = holders.iter().min().copied() else {
+        return Ok(None);
+    };
+    let facts = |pid: i32| {
+        (
+            effective_gid(pid),
+            std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
+        )
+    };
+    let expected = facts(first);
+    if holders.iter().all(|pid| facts(*pid) == expected) {
+        Ok(Some(first))
+    } else {
+        Err(PeerError::AmbiguousHolders)
+    }
 }
 
 /// The uid and inode of the socket bound to `peer` and connected to `local`, from a
@@ -68,16 +104,25 @@ fn normalize(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The pid of a process with socket `inode` open, looked for under `proc`.
-fn owner_of_inode(proc: &Path, inode: u64) -> Option<i32> {
+/// The pids of every process with socket `inode` open, looked for under `proc` (only the
+/// processes whose `fd` directory this process may read).
+fn holders_of_inode(proc: &Path, inode: u64) -> Vec<i32> {
     let wanted = format!("socket:[{inode}]");
-    std::fs::read_dir(proc).ok()?.flatten().find_map(|entry| {
-        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-        let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
-        fds.flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str()))
-            .then_some(pid)
-    })
+    let Ok(entries) = std::fs::read_dir(proc) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+            fds.flatten()
+                .any(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str())
+                })
+                .then_some(pid)
+        })
+        .collect()
 }
 
 /// The effective gid of `pid`, from `/proc/<pid>/status`.
@@ -134,6 +179,7 @@ mod tests {
         let _client = tokio::net::TcpStream::connect(local).await.unwrap();
         let (_server_side, peer) = listener.accept().await.unwrap();
         let caller = loopback_caller(peer, local).expect("the kernel lists the client socket");
+        assert_eq!(single_holder(&[]), Ok(None));
         assert_eq!(caller.uid, rustix::process::geteuid().as_raw());
         assert_eq!(caller.pid, Some(std::process::id() as i32));
         assert_eq!(caller.gid, rustix::process::getegid().as_raw());

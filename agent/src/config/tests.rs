@@ -409,3 +409,14 @@ fn two_paths_may_not_alias_one_name() {
     assert!(c.envelopes.require_path_binding, "bound by default");
     assert!(c.control_plane.logical_path_prefixes.is_empty());
 }
+
+#[test]
+fn every_callers_rule_names_its_uids() {
+    let text = "[[callers]]\nexe = \"/usr/bin/envoy\"\nresources = [\"default\"]\n\
+                [[callers]]\ngids = [101]\nresources = [\"default\"]\n\
+                [[callers]]\nuids = [101]\nexe = \"/usr/bin/envoy\"\nresources = [\"default\"]\n";
+    let errors = parse(text, &[]).unwrap_err().0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["callers[0].uids", "callers[1].uids"]);
+    assert!(errors[0].message.contains("only narrow"), "{}", errors[0]);
+}

@@ -146,15 +146,17 @@ impl Endpoint {
     ) -> Result<(), Response<Full<Bytes>>> {
         let caller = tokio::task::spawn_blocking(move || tcp_peer::loopback_caller(peer, local))
             .await
-            .ok()
-            .flatten();
-        let Some(caller) = caller else {
-            tracing::warn!(target: crate::audit::TARGET, caller = %peer, resource = %self.resource_name, decision = "deny", reason = "connecting process not found", "{ENDPOINT}");
-            return Err(error(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "the connecting process could not be identified",
-            ));
+            .unwrap_or(Err(tcp_peer::PeerError::NotFound));
+        let caller = match caller {
+            Ok(caller) => caller,
+            Err(reason) => {
+                tracing::warn!(target: crate::audit::TARGET, caller = %peer, resource = %self.resource_name, decision = "deny", reason = %reason, "{ENDPOINT}");
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "the connecting process could not be identified",
+                ));
+            }
         };
         let grant = Grant::new(Arc::new(caller), &self.policy.current()).on_endpoint(ENDPOINT);
         grant

@@ -259,7 +259,7 @@ async fn a_rule_matching_the_callers_executable_grants_the_credentials() {
     let own = rustix::process::geteuid().as_raw();
     let exe = std::env::current_exe().unwrap().display().to_string();
     let by_exe = Rule {
-        uids: Vec::new(),
+        uids: vec![own],
         gids: Vec::new(),
         exe: Some(exe),
         resources: vec!["aws-credentials".to_owned()],
@@ -281,4 +281,46 @@ async fn a_token_file_ending_in_a_newline_is_noticed() {
     std::fs::write(&path, "").unwrap();
     assert!(!ends_with_newline(&path).await);
     assert!(!ends_with_newline(&dir.path().join("missing")).await);
+}
+
+/// The adversarial review's spoof (issue 12.4): a process connects, a child of another
+/// executable keeps the socket (here `sleep`, which inherits it as stdin), and the
+/// request goes out. The holders differ in executable, so neither is taken for the
+/// caller and the request is refused, even though a rule grants this process.
+#[tokio::test]
+async fn a_socket_shared_with_a_process_of_another_executable_is_refused() {
+    use tokio::io::AsyncReadExt as _;
+    let own = rustix::process::geteuid().as_raw();
+    let exe = std::env::current_exe().unwrap().display().to_string();
+    let by_exe = Rule {
+        uids: vec![own],
+        gids: Vec::new(),
+        exe: Some(exe),
+        resources: vec!["aws-credentials".to_owned()],
+    };
+    let h = Harness::start_with(Some(credentials(3600)), Policy::new(vec![by_exe], own)).await;
+    let stream = std::net::TcpStream::connect(h.addr).unwrap();
+    let shared: std::os::fd::OwnedFd = stream.try_clone().unwrap().into();
+    let mut holder = std::process::Command::new("sleep")
+        .arg("30")
+        .stdin(std::process::Stdio::from(shared))
+        .spawn()
+        .unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let mut stream = TcpStream::from_std(stream).unwrap();
+    let request = format!(
+        "GET /v1/credentials HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
+    assert!(raw.contains("could not be identified"), "{raw}");
+    h.shutdown.cancel();
 }

@@ -253,10 +253,13 @@ impl Reader {
             let (Some(uids), Some(gids)) = (uids, gids) else {
                 continue;
             };
-            if uids.is_empty() && gids.is_empty() && exe.is_none() {
+            // gid and executable are what a caller can spoof (a forked child holding the
+            // socket, an exec racing the accept); the uid is the kernel's peer credential.
+            // So every rule names its uids, and gids and exe only narrow it.
+            if uids.is_empty() {
                 self.error(
                     &key("uids"),
-                    "a rule must select callers by uids, gids or exe",
+                    "required: every rule names the uids it grants (gids and exe only narrow a rule: a caller can fake them, see README \"Authorization\")",
                 );
                 continue;
             }
