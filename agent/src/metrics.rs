@@ -69,6 +69,8 @@ pub struct Metrics {
     sds_responses: [AtomicU64; 2],
     sds_nacks: [AtomicU64; 2],
     sds_refused: AtomicU64,
+    sds_connections: AtomicI64,
+    sds_connections_refused: AtomicU64,
     svid_rotations: AtomicU64,
     /// SIGHUP reloads: [applied, refused].
     config_reloads: [AtomicU64; 2],
@@ -124,6 +126,16 @@ impl Metrics {
     /// A request was refused (authorization, limits, malformed).
     pub fn sds_request_refused(&self) {
         self.sds_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// SDS connections open now.
+    pub fn set_sds_connections(&self, open: usize) {
+        self.sds_connections.store(gauge(open), Ordering::Relaxed);
+    }
+
+    /// An SDS connection was closed at accept (a limit, or a caller granted nothing).
+    pub fn sds_connection_refused(&self) {
+        self.sds_connections_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An X.509-SVID was replaced by a new one.
@@ -220,6 +232,20 @@ impl Metrics {
             "steeple_sds_requests_refused_total",
             "SDS requests refused (authorization, limits, malformed).",
             load(&self.sds_refused),
+        );
+        header(
+            &mut out,
+            "steeple_sds_connections",
+            "gauge",
+            "Open SDS connections.",
+        );
+        let open = self.sds_connections.load(Ordering::Relaxed);
+        let _ = writeln!(out, "steeple_sds_connections {open}");
+        counter(
+            &mut out,
+            "steeple_sds_connections_refused_total",
+            "SDS connections closed at accept (connection limits, or a caller granted nothing).",
+            load(&self.sds_connections_refused),
         );
         counter(
             &mut out,

@@ -71,12 +71,14 @@ fn build() -> anyhow::Result<PathBuf> {
 impl SteepleProcess {
     /// `steeple run` against the Workload API at `workload_socket`, its SDS socket in
     /// `dir`, debug logging (so the canary checks see as much as possible), plus
-    /// `extra_toml` appended to the generated config.
+    /// `extra_toml` appended to the generated config (the keys of an `[sds]` section in it
+    /// join the generated one).
     pub fn run(dir: &Path, workload_socket: &Path, extra_toml: &str) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let sds_socket = dir.join("sds.sock");
+        let (sds_keys, rest) = split_sds_section(extra_toml);
         let config = format!(
-            "[workload_api]\nsocket = \"{}\"\n[sds]\nsocket = \"{}\"\n[log]\nlevel = \"debug\"\n{extra_toml}",
+            "[workload_api]\nsocket = \"{}\"\n[sds]\nsocket = \"{}\"\n{sds_keys}[log]\nlevel = \"debug\"\n{rest}",
             workload_socket.display(),
             sds_socket.display()
         );
@@ -219,6 +221,24 @@ impl SteepleProcess {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The key lines of `toml`'s `[sds]` section, and everything else.
+fn split_sds_section(toml: &str) -> (String, String) {
+    let (mut sds, mut rest) = (String::new(), String::new());
+    let mut in_sds = false;
+    for line in toml.lines() {
+        if line.trim_start().starts_with('[') {
+            in_sds = line.trim() == "[sds]";
+            if in_sds {
+                continue;
+            }
+        }
+        let out = if in_sds { &mut sds } else { &mut rest };
+        out.push_str(line);
+        out.push('\n');
+    }
+    (sds, rest)
 }
 
 /// `steeple envelope seal --provider local` under the base64 master key `master`, with

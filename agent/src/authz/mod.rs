@@ -107,6 +107,11 @@ impl Grant {
         &self.caller
     }
 
+    /// Whether the grant covers no resource at all.
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+
     /// Whether the grant covers every resource (so wildcard requests may be answered).
     pub fn is_unrestricted(&self) -> bool {
         self.resources.iter().any(|r| r == "*")

@@ -53,6 +53,19 @@ pub struct SdsConfig {
     pub max_resource_name_len: usize,
     /// Largest request message accepted, in bytes. Default 256 KiB.
     pub max_request_bytes: usize,
+    /// SDS connections open at once, all callers together. Default 4096.
+    pub max_connections: usize,
+    /// SDS connections open at once per uid. Default 512.
+    pub max_connections_per_uid: usize,
+    /// Streams one connection may have open at once. Default 1024 (an Envoy opens one
+    /// per SDS secret it watches, over one connection).
+    pub max_streams_per_connection: u32,
+    /// How long a new connection may stay silent (no HTTP/2 preface) before it is
+    /// closed. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Streams open at once over all connections; a stream past it is refused with
+    /// `RESOURCE_EXHAUSTED`. Default 16384.
+    pub max_streams: usize,
 }
 
 /// A JWT-SVID kept fresh and served as a `generic_secret`.

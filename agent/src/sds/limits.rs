@@ -15,6 +15,12 @@ pub struct SdsSettings {
     pub max_request_bytes: usize,
     /// Never send the SPIFFE certificate validator.
     pub disable_spiffe_cert_validation: bool,
+    /// Connections admitted at once, overall and per uid, and their handshake timeout.
+    pub connections: super::admission::ConnectionLimits,
+    /// Streams one connection may have open at once (HTTP/2 `MAX_CONCURRENT_STREAMS`).
+    pub max_streams_per_connection: u32,
+    /// Streams open at once over all connections.
+    pub max_streams: usize,
 }
 
 impl From<&SdsConfig> for SdsSettings {
@@ -24,6 +30,13 @@ impl From<&SdsConfig> for SdsSettings {
             max_resource_name_len: c.max_resource_name_len,
             max_request_bytes: c.max_request_bytes,
             disable_spiffe_cert_validation: c.disable_spiffe_cert_validation,
+            connections: super::admission::ConnectionLimits {
+                max_connections: c.max_connections,
+                max_connections_per_uid: c.max_connections_per_uid,
+                handshake_timeout: c.handshake_timeout,
+            },
+            max_streams_per_connection: c.max_streams_per_connection,
+            max_streams: c.max_streams,
         }
     }
 }

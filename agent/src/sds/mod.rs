@@ -1,6 +1,7 @@
 //! The SDS server: `envoy.service.secret.v3.SecretDiscoveryService` (StreamSecrets,
 //! DeltaSecrets, FetchSecrets) on a Unix socket, serving the store's entries.
 
+pub mod admission;
 pub mod delta;
 pub mod limits;
 pub mod peer;
@@ -9,6 +10,8 @@ pub mod sotw;
 pub mod stream;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
@@ -23,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::authz::{Caller, Grant, SharedPolicy};
+use crate::metrics::metrics;
 use crate::store::SecretStore;
 use delta::DeltaStream;
 pub use limits::SdsSettings;
@@ -39,6 +43,18 @@ pub struct SdsService {
     settings: Arc<SdsSettings>,
     policy: SharedPolicy,
     shutdown: CancellationToken,
+    /// Streams open now, all connections together (`sds.max_streams`).
+    open_streams: Arc<AtomicUsize>,
+}
+
+/// One open stream's place under `sds.max_streams`, given back when its task ends.
+#[derive(Debug)]
+struct StreamPermit(Arc<AtomicUsize>);
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl SdsService {
@@ -56,20 +72,44 @@ impl SdsService {
             settings: Arc::new(settings),
             policy,
             shutdown,
+            open_streams: Arc::default(),
         }
     }
 
     /// The caller's grant, from the Unix peer credentials of its connection. A connection
-    /// without them (not a Unix socket, or the kernel did not say) gets nothing.
+    /// without them (not admitted through [`peer::incoming`]) gets nothing.
     fn grant<T>(&self, request: &Request<T>) -> Grant {
         let caller = request
             .extensions()
             .get::<peer::ConnectedCaller>()
-            .and_then(|connected| connected.0.clone());
+            .map(|connected| connected.0.clone());
         match caller {
             Some(caller) => Grant::new(caller, &self.policy.current()),
             None => Grant::nothing(Arc::new(Caller::from_peer(u32::MAX, u32::MAX, None))),
         }
+    }
+
+    /// A stream's grant and its place under `sds.max_streams`, refused before any task is
+    /// spawned when the grant covers nothing (the policy may have narrowed since the
+    /// connection was admitted) or every place is taken.
+    fn stream_grant<T>(&self, request: &Request<T>) -> Result<(Grant, StreamPermit), Status> {
+        let grant = self.grant(request);
+        if grant.is_empty() {
+            metrics().sds_request_refused();
+            return Err(Status::permission_denied(
+                "this caller is not authorized for any resource",
+            ));
+        }
+        let open = self.open_streams.fetch_add(1, Ordering::Relaxed);
+        let permit = StreamPermit(self.open_streams.clone());
+        if open >= self.settings.max_streams {
+            metrics().sds_request_refused();
+            return Err(Status::resource_exhausted(format!(
+                "this server holds its limit of {} SDS streams (sds.max_streams)",
+                self.settings.max_streams
+            )));
+        }
+        Ok((grant, permit))
     }
 
     /// The tonic server wrapper with the request size limit applied.
@@ -80,21 +120,24 @@ impl SdsService {
 
     fn spawn_stream<P: stream::Protocol>(
         &self,
-        grant: Grant,
+        (grant, permit): (Grant, StreamPermit),
         protocol: P,
         inbound: Streaming<P::Request>,
     ) -> ReceiverStream<Result<P::Response, Status>> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let store = self.store.subscribe();
-        tokio::spawn(stream::run(
+        let running = stream::run(
             grant,
             protocol,
             inbound,
             tx,
-            store,
+            self.store.subscribe(),
             self.policy.subscribe(),
             self.shutdown.clone(),
-        ));
+        );
+        tokio::spawn(async move {
+            running.await;
+            drop(permit);
+        });
         ReceiverStream::new(rx)
     }
 }
@@ -108,7 +151,7 @@ impl SecretDiscoveryService for SdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        let grant = self.grant(&request);
+        let grant = self.stream_grant(&request)?;
         let protocol = SotwStream::new(self.settings.clone());
         Ok(Response::new(self.spawn_stream(
             grant,
@@ -121,7 +164,7 @@ impl SecretDiscoveryService for SdsService {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
-        let grant = self.grant(&request);
+        let grant = self.stream_grant(&request)?;
         let protocol = DeltaStream::new(self.settings.clone());
         Ok(Response::new(self.spawn_stream(
             grant,
@@ -181,15 +224,32 @@ impl SecretDiscoveryService for SdsService {
     }
 }
 
-/// Serves SDS on `listener` until `shutdown`, then lets open streams finish.
+/// How often an idle HTTP/2 connection is pinged, and how long the answer may take.
+const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(20));
+/// Streams a client may open and reset before the server has accepted them (hyper's
+/// default is 20 as well; stated so the bound does not depend on a dependency's default).
+const MAX_PENDING_RESETS: usize = 20;
+
+/// Serves SDS on `listener` until `shutdown`, then lets open streams finish. Connections
+/// are admitted under the settings' limits ([`admission`]); each carries at most
+/// `max_streams_per_connection` streams, and dead peers are found by HTTP/2 keepalive.
 pub async fn serve(
     listener: UnixListener,
     service: SdsService,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    let settings = service.settings.clone();
+    let admission = admission::Admission::new(settings.connections, service.policy.clone());
     tonic::transport::Server::builder()
+        .max_concurrent_streams(settings.max_streams_per_connection)
+        .http2_keepalive_interval(Some(KEEPALIVE.0))
+        .http2_keepalive_timeout(Some(KEEPALIVE.1))
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(peer::incoming(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            peer::incoming(listener, admission),
+            shutdown.cancelled_owned(),
+        )
         .await
 }
 

@@ -1,48 +1,65 @@
-//! SDS connections with their caller identified once, when accepted: the Unix peer
+//! SDS connections with their caller identified once, when admitted: the Unix peer
 //! credentials and the `/proc` facts of the connecting process, shared by every request
-//! on the connection (each request still checks that the process runs).
+//! on the connection (each request still checks that the process runs). A connection
+//! holds its place in the connection counts until it closes, and is closed if it sends
+//! nothing (not even the HTTP/2 preface) within the handshake timeout.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::time::Sleep;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::Connected;
 
+use super::admission::{Admission, Slot};
 use crate::authz::Caller;
 
-/// The caller of a connection, as tonic hands it to every request's extensions. `None`:
-/// the kernel reported no peer credentials.
+/// The caller of a connection, as tonic hands it to every request's extensions.
 #[derive(Debug, Clone)]
-pub struct ConnectedCaller(pub Option<Arc<Caller>>);
+pub struct ConnectedCaller(pub Arc<Caller>);
 
-/// An accepted Unix stream and its caller.
+/// An admitted Unix stream and its caller.
 #[derive(Debug)]
 pub struct PeerStream {
     stream: UnixStream,
     caller: ConnectedCaller,
+    /// Armed until the first byte arrives.
+    handshake: Option<Pin<Box<Sleep>>>,
+    _slot: Slot,
 }
 
 impl PeerStream {
-    fn new(stream: UnixStream) -> Self {
-        let caller = stream
-            .peer_cred()
-            .ok()
-            .map(|cred| Arc::new(Caller::from_peer(cred.uid(), cred.gid(), cred.pid())));
+    /// `stream` from `caller`, counted in `slot`, closed if silent for `handshake`.
+    pub fn new(stream: UnixStream, caller: Arc<Caller>, slot: Slot, handshake: Duration) -> Self {
         Self {
             stream,
             caller: ConnectedCaller(caller),
+            handshake: Some(Box::pin(tokio::time::sleep(handshake))),
+            _slot: slot,
         }
     }
 }
 
-/// The accepted connections of `listener`.
-pub fn incoming(listener: UnixListener) -> impl Stream<Item = io::Result<PeerStream>> {
-    UnixListenerStream::new(listener).map(|accepted| accepted.map(PeerStream::new))
+/// The connections of `listener` that `admission` lets in (the others are closed as they
+/// are accepted).
+pub fn incoming(
+    listener: UnixListener,
+    admission: Arc<Admission>,
+) -> impl Stream<Item = io::Result<PeerStream>> {
+    UnixListenerStream::new(listener).filter_map(move |accepted| {
+        let admitted = match accepted {
+            Ok(stream) => admission.admit(stream).map(Ok),
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(admitted)
+    })
 }
 
 impl Connected for PeerStream {
@@ -59,7 +76,19 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if let Some(deadline) = self.handshake.as_mut() {
+            if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+                self.handshake = None;
+            } else if read.is_pending() && deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "nothing received within sds.handshake_timeout",
+                )));
+            }
+        }
+        read
     }
 }
 

@@ -16,6 +16,13 @@ fn settings() -> Arc<SdsSettings> {
         max_resource_name_len: 64,
         max_request_bytes: 64 * 1024,
         disable_spiffe_cert_validation: false,
+        connections: super::admission::ConnectionLimits {
+            max_connections: 16,
+            max_connections_per_uid: 8,
+            handshake_timeout: std::time::Duration::from_secs(10),
+        },
+        max_streams_per_connection: 64,
+        max_streams: 256,
     })
 }
 

@@ -18,6 +18,7 @@ use steeple::sds::peer::ConnectedCaller;
 use steeple::sds::resources::SECRET_TYPE_URL;
 use steeple::sds::sotw::SotwStream;
 use steeple::sds::stream::Protocol;
+use steeple::sds::admission::ConnectionLimits;
 use steeple::sds::{SdsService, SdsSettings};
 use steeple::store::{Certificate, Secret, SecretStore, Snapshot, TrustBundle};
 use steeple_plugin_api::SecretBytes;
@@ -87,6 +88,13 @@ impl Session {
             max_resource_name_len: 64,
             max_request_bytes: 64 * 1024,
             disable_spiffe_cert_validation: false,
+            connections: ConnectionLimits {
+                max_connections: 16,
+                max_connections_per_uid: 16,
+                handshake_timeout: std::time::Duration::from_secs(10),
+            },
+            max_streams_per_connection: 64,
+            max_streams: 64,
         };
         let rule = |uid: u32, resources: &[&str]| Rule {
             uids: vec![uid],
@@ -199,7 +207,7 @@ impl Session {
         let mut request = tonic::Request::new(request);
         request
             .extensions_mut()
-            .insert(ConnectedCaller(Some(self.caller.clone())));
+            .insert(ConnectedCaller(self.caller.clone()));
         let Ok(response) = futures::executor::block_on(self.service.fetch_secrets(request)) else {
             return;
         };

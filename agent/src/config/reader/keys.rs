@@ -78,6 +78,11 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "max_resource_names",
             "max_resource_name_len",
             "max_request_bytes",
+            "max_connections",
+            "max_connections_per_uid",
+            "max_streams_per_connection",
+            "handshake_timeout",
+            "max_streams",
         ],
     ),
     (

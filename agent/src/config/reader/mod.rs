@@ -297,7 +297,18 @@ impl Reader {
             max_resource_names: self.count(s, "max_resource_names", 1024),
             max_resource_name_len: self.count(s, "max_resource_name_len", 2048),
             max_request_bytes: self.count(s, "max_request_bytes", 256 * 1024),
+            max_connections: self.count(s, "max_connections", 4096),
+            max_connections_per_uid: self.count(s, "max_connections_per_uid", 512),
+            max_streams_per_connection: u32::try_from(self.count(
+                s,
+                "max_streams_per_connection",
+                1024,
+            ))
+            .unwrap_or(u32::MAX),
+            handshake_timeout: self.duration(s, "handshake_timeout", Duration::from_secs(10)),
+            max_streams: self.count(s, "max_streams", 16 * 1024),
         };
+
         let names = [
             &config.default_svid_name,
             &config.default_bundle_name,

@@ -1,0 +1,94 @@
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::*;
+use crate::authz::{Policy, Rule};
+
+fn own_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+fn admission(max_connections: usize, per_uid: usize, policy: Policy) -> Arc<Admission> {
+    let limits = ConnectionLimits {
+        max_connections,
+        max_connections_per_uid: per_uid,
+        handshake_timeout: Duration::from_millis(200),
+    };
+    Admission::new(limits, SharedPolicy::new(policy))
+}
+
+/// One end of a fresh socket pair (its peer credentials are this process's) and the
+/// other end, which must stay open for the first to be readable.
+fn connection() -> (UnixStream, UnixStream) {
+    UnixStream::pair().unwrap()
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_uid_and_overall_and_a_close_frees_the_place() {
+    let everyone = Policy::new(Vec::new(), own_uid());
+    let per_uid = admission(10, 2, everyone.clone());
+    let (a, _a) = connection();
+    let (b, _b) = connection();
+    let (c, _c) = connection();
+    let first = per_uid.admit(a).expect("first");
+    let _second = per_uid.admit(b).expect("second");
+    assert!(per_uid.admit(c).is_none(), "a third from one uid");
+    assert_eq!(per_uid.open_connections(), 2);
+    drop(first);
+    assert_eq!(per_uid.open_connections(), 1);
+    let (d, _d) = connection();
+    assert!(
+        per_uid.admit(d).is_some(),
+        "the closed one's place is free again"
+    );
+
+    let overall = admission(1, 10, everyone);
+    let (e, _e) = connection();
+    let (f, _f) = connection();
+    let _kept = overall.admit(e).expect("first");
+    assert!(overall.admit(f).is_none(), "over max_connections");
+}
+
+#[tokio::test]
+async fn a_caller_granted_nothing_is_closed_at_once_and_holds_no_place() {
+    let someone_else = Policy::new(
+        vec![Rule {
+            uids: vec![own_uid().wrapping_add(1)],
+            gids: Vec::new(),
+            exe: None,
+            resources: vec!["*".into()],
+        }],
+        own_uid(),
+    );
+    let refusing = admission(10, 10, someone_else);
+    let (ours, mut theirs) = connection();
+    assert!(refusing.admit(ours).is_none());
+    assert_eq!(refusing.open_connections(), 0);
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), theirs.read(&mut byte)).await;
+    assert_eq!(
+        read.unwrap().unwrap(),
+        0,
+        "the client sees the connection closed"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
+    let open = admission(10, 10, Policy::new(Vec::new(), own_uid()));
+    let (ours, _silent) = connection();
+    let mut admitted = open.admit(ours).expect("admitted");
+    let mut buf = [0u8; 8];
+    let err = tokio::time::timeout(Duration::from_secs(2), admitted.read(&mut buf))
+        .await
+        .expect("the handshake timeout fires first")
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+
+    // Once the first bytes arrived, silence is no longer a reason to close.
+    let (ours, mut talking) = connection();
+    let mut admitted = open.admit(ours).expect("admitted");
+    talking.write_all(b"PRI").await.unwrap();
+    assert_eq!(admitted.read(&mut buf).await.unwrap(), 3);
+    let idle = tokio::time::timeout(Duration::from_millis(500), admitted.read(&mut buf)).await;
+    assert!(idle.is_err(), "still open and waiting: {idle:?}");
+}
