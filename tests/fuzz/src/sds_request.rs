@@ -13,12 +13,12 @@ use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use steeple::authz::{Caller, Grant, Policy, Rule, SharedPolicy};
+use steeple::sds::admission::ConnectionLimits;
 use steeple::sds::delta::DeltaStream;
 use steeple::sds::peer::ConnectedCaller;
 use steeple::sds::resources::SECRET_TYPE_URL;
 use steeple::sds::sotw::SotwStream;
 use steeple::sds::stream::Protocol;
-use steeple::sds::admission::ConnectionLimits;
 use steeple::sds::{SdsService, SdsSettings};
 use steeple::store::{Certificate, Secret, SecretStore, Snapshot, TrustBundle};
 use steeple_plugin_api::SecretBytes;
