@@ -99,9 +99,9 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
 }
 
 /// Checks the directory a socket is bound in: a real directory (not a symlink), owned by
-/// this process's user or root, and not writable by others (a world-writable directory
-/// lets anyone swap the socket for their own, sticky bit or not: they can take the name
-/// first).
+/// this process's user or root, and writable by no one else — neither every user nor its
+/// group (a directory others can write lets them swap the socket for their own, sticky
+/// bit or not: they can take the name first).
 pub fn check_socket_dir(dir: &Path) -> Result<(), BindError> {
     use std::os::unix::fs::MetadataExt as _;
     let unsafe_dir = |problem: String| BindError::UnsafeDirectory {
@@ -128,6 +128,14 @@ pub fn check_socket_dir(dir: &Path) -> Result<(), BindError> {
     if meta.mode() & 0o002 != 0 {
         return Err(unsafe_dir(format!(
             "is writable by every user (mode {:04o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    // Group members (e.g. the Envoys the socket's group lets in) could swap the socket
+    // for their own and see what other clients send; reaching it needs only r-x.
+    if meta.mode() & 0o020 != 0 {
+        return Err(unsafe_dir(format!(
+            "is writable by its group (mode {:04o}); group members need only r-x to reach the socket",
             meta.mode() & 0o7777
         )));
     }
@@ -205,6 +213,14 @@ mod tests {
         std::fs::write(&file, b"").unwrap();
         let err = check_socket_dir(&file).unwrap_err();
         assert!(err.to_string().contains("is not a directory"), "{err}");
+        // A group-writable one is not: group members could replace the socket.
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let err = bind_socket(&real.join("sds.sock"), 0o660).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("writable by its group (mode 0770)"),
+            "{err}"
+        );
         // A group-readable directory of ours is fine (Envoy in Steeple's group).
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o750)).unwrap();
         drop(bind_socket(&real.join("sds.sock"), 0o660).unwrap());

@@ -131,6 +131,13 @@ impl Protocol for DeltaStream {
                 self.sent.remove(name);
             }
         }
+        // Each request is bounded; so is what a stream accumulates over many of them.
+        if self.subscribed.len() > settings.max_resource_names {
+            return Err(Status::resource_exhausted(format!(
+                "this stream subscribes to more than {} resource names (sds.max_resource_names)",
+                settings.max_resource_names
+            )));
+        }
         if let (false, Some(detail)) = (request.response_nonce.is_empty(), &request.error_detail) {
             metrics().sds_nack(Self::FLAVOUR);
             tracing::warn!(reason = %detail.message, nonce = %request.response_nonce, "SDS delta client rejected (NACKed) a response");

@@ -140,3 +140,20 @@ fn delta_skips_what_the_client_already_holds() {
 
 #[path = "grpc_tests.rs"]
 mod grpc;
+
+#[test]
+fn a_delta_stream_cannot_accumulate_names_past_the_limit() {
+    let store = SecretStore::new();
+    let mut d = DeltaStream::new(settings());
+    let subscribe = |names: std::ops::Range<usize>| DeltaDiscoveryRequest {
+        resource_names_subscribe: names.map(|i| format!("n{i}")).collect(),
+        ..Default::default()
+    };
+    // Eight names per request is within max_resource_names (8); a second eight is not.
+    assert!(d.on_request(subscribe(0..8), &store.snapshot()).is_ok());
+    let err = d
+        .on_request(subscribe(8..16), &store.snapshot())
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("more than 8"), "{err}");
+}
