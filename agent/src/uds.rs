@@ -56,8 +56,11 @@ pub enum BindError {
 
 /// Binds a Unix listener at `path` with permission bits `mode`, replacing a stale socket
 /// of ours left by an earlier run (never any other kind of file, nor another user's
-/// socket). The parent directory is created if missing, owner-only; an existing one must
-/// be safe (see [`check_socket_dir`]). A symlink at `path` is refused.
+/// socket). The parent directory is created if missing — writable by Steeple only,
+/// searchable by the classes `mode` lets connect (0750 for a 0660 socket) — so a socket
+/// can live in a private subdirectory of a directory others may write (a Kubernetes
+/// `emptyDir` is 0777); an existing one must be safe (see [`check_socket_dir`]). A
+/// symlink at `path` is refused.
 pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
     let io_err = |source| BindError::Io {
         path: path.to_owned(),
@@ -66,7 +69,8 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(parent) = parent.filter(|p| std::fs::symlink_metadata(p).is_err()) {
         std::fs::create_dir_all(parent).map_err(io_err)?;
-        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)).map_err(io_err)?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(parent_mode(mode)))
+            .map_err(io_err)?;
     }
     check_socket_dir(parent.unwrap_or(Path::new(".")))?;
     match std::fs::symlink_metadata(path) {
@@ -96,6 +100,14 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
     let listener = UnixListener::bind(path).map_err(io_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
     Ok(listener)
+}
+
+/// The mode of a socket directory Steeple creates for a socket of `socket_mode`: rwx for
+/// Steeple, r-x for the group and for others when the socket admits them.
+fn parent_mode(socket_mode: u32) -> u32 {
+    let group = if socket_mode & 0o060 != 0 { 0o050 } else { 0 };
+    let others = if socket_mode & 0o006 != 0 { 0o005 } else { 0 };
+    0o700 | group | others
 }
 
 /// Checks the directory a socket is bound in: a real directory (not a symlink), owned by
@@ -244,6 +256,24 @@ mod tests {
             // Only root can give a directory away; elsewhere the rule is unreachable here.
             Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied),
         }
+    }
+
+    /// The kubelet creates an `emptyDir` 0777: a socket right in it is refused, one in a
+    /// subdirectory Steeple creates is not, and the group it admits can reach it.
+    #[tokio::test]
+    async fn a_socket_in_a_private_subdirectory_of_an_open_directory_binds() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty_dir = dir.path().join("run-steeple");
+        std::fs::create_dir(&empty_dir).unwrap();
+        std::fs::set_permissions(&empty_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = bind_socket(&empty_dir.join("sds.sock"), 0o660).unwrap_err();
+        assert!(matches!(err, BindError::UnsafeDirectory { .. }), "{err}");
+        let listener = bind_socket(&empty_dir.join("sds/sds.sock"), 0o660).unwrap();
+        let sub = std::fs::metadata(empty_dir.join("sds")).unwrap();
+        assert_eq!(sub.permissions().mode() & 0o777, 0o750);
+        drop(listener);
+        assert_eq!(parent_mode(0o600), 0o700);
+        assert_eq!(parent_mode(0o666), 0o755);
     }
 
     #[tokio::test]

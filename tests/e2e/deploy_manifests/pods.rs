@@ -38,16 +38,27 @@ fn container<'a>(pod: &'a Value, name: &str) -> anyhow::Result<&'a Value> {
 }
 
 /// The pod volume `container` mounts at exactly `dir`.
+/// The pod volume `container` mounts at `dir` or at a directory above it.
 fn volume_at<'a>(pod: &'a Value, container: &Value, dir: &str) -> anyhow::Result<&'a Value> {
-    let name = seq_at(container, &["volumeMounts"])
-        .iter()
-        .find(|m| str_at(m, &["mountPath"]) == dir)
-        .map(|m| str_at(m, &["name"]))
+    let (mount, _) = mount_holding(container, dir)
         .with_context(|| format!("{} mounts nothing at {dir}", str_at(container, &["name"])))?;
+    let name = str_at(mount, &["name"]);
     seq_at(pod, &["volumes"])
         .iter()
         .find(|v| str_at(v, &["name"]) == name)
         .with_context(|| format!("no pod volume {name}"))
+}
+
+/// The mount of `container` that holds `path` (its mount path, or a directory above
+/// it), and `path` relative to it ("" for the mount path itself).
+fn mount_holding<'a, 'p>(container: &'a Value, path: &'p str) -> Option<(&'a Value, &'p str)> {
+    seq_at(container, &["volumeMounts"]).iter().find_map(|m| {
+        let rest = path.strip_prefix(str_at(m, &["mountPath"]).trim_end_matches('/'))?;
+        match rest.strip_prefix('/') {
+            Some(relative) => Some((m, relative)),
+            None => rest.is_empty().then_some((m, rest)),
+        }
+    })
 }
 
 fn mount_path<'a>(container: &'a Value, volume: &str) -> Option<&'a str> {
@@ -176,9 +187,18 @@ pub fn sidecar_problems(docs: &[Value]) -> anyhow::Result<Vec<String>> {
             problems.push(format!("container {name} mounts the SDS socket"));
         }
     }
-    let (_, socket) = split(toml_str(&config, "sds", "socket"))?;
+    let socket_path = toml_str(&config, "sds", "socket");
+    let (_, in_volume) =
+        mount_holding(steeple, socket_path).context("steeple does not mount the SDS volume")?;
+    // The kubelet creates an emptyDir 0777, and Steeple refuses a socket directory others
+    // may write: the socket must sit in a subdirectory Steeple creates.
+    if !in_volume.contains('/') {
+        problems.push(format!(
+            "the SDS socket {socket_path} sits in the emptyDir itself (0777 from the kubelet, refused by Steeple); put it in a subdirectory"
+        ));
+    }
     let envoy_dir = mount_path(envoy, sds_name).context("envoy does not mount the SDS volume")?;
-    let expected_pipe = format!("{envoy_dir}/{socket}");
+    let expected_pipe = format!("{envoy_dir}/{in_volume}");
     let envoy_command = command_line(envoy);
     let bootstrap_path = envoy_command
         .iter()

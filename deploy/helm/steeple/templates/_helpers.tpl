@@ -46,8 +46,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s/%s" (trimSuffix "/" .Values.spireSocket.mountPath) .Values.spireSocket.socketName }}
 {{- end }}
 
+{{/* Sidecar: in sds/, a subdirectory Steeple creates in the emptyDir (which the kubelet
+makes 0777, and Steeple refuses as a socket directory). DaemonSet: the node directory the
+init container hands to Steeple. */}}
 {{- define "steeple.sdsSocketPath" -}}
+{{- if eq .Values.mode "sidecar" }}
+{{- printf "%s/sds/sds.sock" (trimSuffix "/" .Values.sdsSocketDir) }}
+{{- else }}
 {{- printf "%s/sds.sock" (trimSuffix "/" .Values.sdsSocketDir) }}
+{{- end }}
 {{- end }}
 
 {{/*
