@@ -71,6 +71,7 @@ pub struct Metrics {
     sds_refused: AtomicU64,
     sds_connections: AtomicI64,
     sds_connections_refused: AtomicU64,
+    sds_callers_without_pid: AtomicU64,
     svid_rotations: AtomicU64,
     /// SIGHUP reloads: [applied, refused].
     config_reloads: [AtomicU64; 2],
@@ -136,6 +137,11 @@ impl Metrics {
     /// An SDS connection was closed at accept (a limit, or a caller granted nothing).
     pub fn sds_connection_refused(&self) {
         self.sds_connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An SDS caller came without a pid (another PID namespace): no liveness check.
+    pub fn sds_caller_without_pid(&self) {
+        self.sds_callers_without_pid.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An X.509-SVID was replaced by a new one.
@@ -246,6 +252,12 @@ impl Metrics {
             "steeple_sds_connections_refused_total",
             "SDS connections closed at accept (connection limits, or a caller granted nothing).",
             load(&self.sds_connections_refused),
+        );
+        counter(
+            &mut out,
+            "steeple_sds_callers_without_pid_total",
+            "SDS connections whose peer credentials had no pid (another PID namespace), so the exited-process check could not run.",
+            load(&self.sds_callers_without_pid),
         );
         counter(
             &mut out,

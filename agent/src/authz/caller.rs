@@ -105,7 +105,9 @@ impl Caller {
 
     /// A short description for logs and audit events (no secrets in it).
     pub fn describe(&self) -> String {
-        let pid = self.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        let pid = self
+            .pid
+            .map_or_else(|| "none(liveness-unchecked)".to_owned(), |p| p.to_string());
         let exe = self
             .exe
             .as_ref()

@@ -66,6 +66,10 @@ pub struct SdsConfig {
     /// Streams open at once over all connections; a stream past it is refused with
     /// `RESOURCE_EXHAUSTED`. Default 16384.
     pub max_streams: usize,
+    /// Refuse callers whose peer credentials carry no pid (a client in another PID
+    /// namespace, e.g. another pod): their liveness cannot be checked. Default false
+    /// (admitted, with an audit note and `steeple_sds_callers_without_pid_total`).
+    pub require_caller_pid: bool,
 }
 
 /// A JWT-SVID kept fresh and served as a `generic_secret`.

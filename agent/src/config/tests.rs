@@ -420,3 +420,29 @@ fn every_callers_rule_names_its_uids() {
     assert_eq!(keys, ["callers[0].uids", "callers[1].uids"]);
     assert!(errors[0].message.contains("only narrow"), "{}", errors[0]);
 }
+
+#[test]
+fn sds_connection_limits_have_defaults_and_are_checked() {
+    let sds = parse("", &[]).unwrap().sds;
+    assert_eq!(
+        (
+            sds.max_connections,
+            sds.max_connections_per_uid,
+            sds.max_streams
+        ),
+        (4096, 512, 16384)
+    );
+    assert_eq!(sds.max_streams_per_connection, 1024);
+    assert_eq!(sds.handshake_timeout, Duration::from_secs(10));
+    assert!(!sds.require_caller_pid);
+    let errors = parse(
+        "[sds]\nmax_connections = 0\nhandshake_timeout = \"soon\"",
+        &[],
+    )
+    .unwrap_err()
+    .0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["sds.max_connections", "sds.handshake_timeout"]);
+    let strict = parse("[sds]\nrequire_caller_pid = true", &[]).unwrap().sds;
+    assert!(strict.require_caller_pid);
+}

@@ -28,6 +28,9 @@ pub struct ConnectionLimits {
     pub max_connections_per_uid: usize,
     /// How long a new connection may stay silent before it is closed.
     pub handshake_timeout: Duration,
+    /// Refuse callers whose peer credentials carry no pid (another PID namespace): for
+    /// them the exited/reused-process check cannot run.
+    pub require_pid: bool,
 }
 
 /// Admits or refuses accepted connections, and counts the open ones.
@@ -89,8 +92,17 @@ impl Admission {
             return None;
         };
         let uid = cred.uid();
+        let pid = cred.pid().filter(|p| *p > 0);
+        if pid.is_none() {
+            metrics().sds_caller_without_pid();
+            if self.limits.require_pid {
+                self.refused(uid, "no pid in its peer credentials (another PID namespace) and sds.require_caller_pid is set");
+                return None;
+            }
+            self.noted(uid, "no pid in its peer credentials (another PID namespace): its liveness is not checked");
+        }
         let slot = self.take_slot(uid)?;
-        let caller = Arc::new(Caller::from_peer(uid, cred.gid(), cred.pid()));
+        let caller = Arc::new(Caller::from_peer(uid, cred.gid(), pid));
         if self.policy.current().grants(&caller).is_empty() {
             self.refused(uid, "the policy grants this caller nothing");
             return None;
@@ -135,6 +147,20 @@ impl Admission {
     /// and reason, so a flood cannot flood the log.
     fn refused(&self, uid: u32, reason: &'static str) {
         metrics().sds_connection_refused();
+        if self.log_due(uid, reason) {
+            tracing::warn!(target: crate::audit::TARGET, caller_uid = uid, decision = "deny", reason, "sds connection refused");
+        }
+    }
+
+    /// An admitted connection worth an audit note, rate-limited like refusals.
+    fn noted(&self, uid: u32, note: &'static str) {
+        if self.log_due(uid, note) {
+            tracing::warn!(target: crate::audit::TARGET, caller_uid = uid, decision = "admit", note, "sds connection");
+        }
+    }
+
+    /// Whether (uid, reason) was not logged within [`LOG_EVERY`]; if so, records it now.
+    fn log_due(&self, uid: u32, reason: &'static str) -> bool {
         let now = Instant::now();
         let mut open = self.lock();
         let due = open
@@ -147,9 +173,8 @@ impl Admission {
                     .retain(|_, at| now.duration_since(*at) < LOG_EVERY);
             }
             open.logged.insert((uid, reason), now);
-            drop(open);
-            tracing::warn!(target: crate::audit::TARGET, caller_uid = uid, decision = "deny", reason, "sds connection refused");
         }
+        due
     }
 
     /// Connections open now (for tests and metrics).

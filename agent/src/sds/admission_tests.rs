@@ -12,6 +12,7 @@ fn admission(max_connections: usize, per_uid: usize, policy: Policy) -> Arc<Admi
         max_connections,
         max_connections_per_uid: per_uid,
         handshake_timeout: Duration::from_millis(200),
+        require_pid: false,
     };
     Admission::new(limits, SharedPolicy::new(policy))
 }

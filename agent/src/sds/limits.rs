@@ -34,6 +34,7 @@ impl From<&SdsConfig> for SdsSettings {
                 max_connections: c.max_connections,
                 max_connections_per_uid: c.max_connections_per_uid,
                 handshake_timeout: c.handshake_timeout,
+                require_pid: c.require_caller_pid,
             },
             max_streams_per_connection: c.max_streams_per_connection,
             max_streams: c.max_streams,

@@ -92,6 +92,7 @@ impl Session {
                 max_connections: 16,
                 max_connections_per_uid: 16,
                 handshake_timeout: std::time::Duration::from_secs(10),
+                require_pid: false,
             },
             max_streams_per_connection: 64,
             max_streams: 64,

@@ -83,6 +83,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "max_streams_per_connection",
             "handshake_timeout",
             "max_streams",
+            "require_caller_pid",
         ],
     ),
     (

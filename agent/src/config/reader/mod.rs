@@ -307,6 +307,7 @@ impl Reader {
             .unwrap_or(u32::MAX),
             handshake_timeout: self.duration(s, "handshake_timeout", Duration::from_secs(10)),
             max_streams: self.count(s, "max_streams", 16 * 1024),
+            require_caller_pid: self.bool(s, "require_caller_pid", false),
         };
 
         let names = [

@@ -259,7 +259,7 @@ impl Reader {
             if uids.is_empty() {
                 self.error(
                     &key("uids"),
-                    "required: every rule names the uids it grants (gids and exe only narrow a rule: a caller can fake them, see README \"Authorization\")",
+                    "required: every rule names the uids it grants (gids and exe only narrow a rule: a caller can fake them, see README \"Security controls\")",
                 );
                 continue;
             }
