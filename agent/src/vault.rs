@@ -68,7 +68,7 @@ pub fn start(
         Some(trust_domain) => {
             let origin = format!("the SPIFFE bundle of {trust_domain}");
             let (client, roots) = client_config(config)
-                .build_with_live_roots(&origin)
+                .build_with_live_roots(&origin, config.spiffe_id.as_deref())
                 .map_err(client_error)?;
             tasks.spawn(follow_bundle(
                 format!("spiffe://{trust_domain}"),

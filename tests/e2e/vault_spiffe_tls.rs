@@ -3,10 +3,13 @@
 //! file, no system roots — and logs in within a Vault namespace. Phases:
 //! 1. OpenBao's certificate is self-signed (outside the bundle): the login fails with the
 //!    TLS error in Steeple's log and nothing is served.
-//! 2. OpenBao restarts with an X.509-SVID SPIRE minted (`x509 mint -dns localhost`): the
+//! 2. OpenBao restarts with an X.509-SVID SPIRE minted for another workload of the trust
+//!    domain (with Vault's DNS name): `vault.spiffe_id` pins Vault's own ID, so it is
+//!    refused by name and nothing is served.
+//! 3. OpenBao restarts with Vault's own SVID (`x509 mint -dns localhost`): the
 //!    agent logs in and serves a KV value of its namespace (not the root namespace's
 //!    value at the same path) and a 40 KiB transit envelope (the data-key layer).
-//! 3. SPIRE's X.509 CA rotates (prepare, activate) and OpenBao restarts with a certificate
+//! 4. SPIRE's X.509 CA rotates (prepare, activate) and OpenBao restarts with a certificate
 //!    from the new authority — one the roots Steeple started with do not sign: a KV update
 //!    still arrives, without restarting Steeple.
 //!
@@ -45,6 +48,8 @@ const KV_REFRESH: Duration = Duration::from_secs(2);
 const PHASE: Duration = Duration::from_secs(60);
 /// The SPIFFE ID of OpenBao's certificate.
 const VAULT_ID: &str = "spiffe://example.org/vault";
+/// Another workload of the trust domain, holding an SVID with Vault's DNS name.
+const IMPOSTOR_ID: &str = "spiffe://example.org/impostor";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_is_trusted_by_the_live_spiffe_bundle() -> anyhow::Result<()> {
@@ -71,9 +76,12 @@ async fn vault_is_trusted_by_the_live_spiffe_bundle() -> anyhow::Result<()> {
          refresh_interval = \"{refresh}s\"\n\
          [vault]\nenabled = true\naddr = \"{}\"\nnamespace = \"{NAMESPACE}\"\n\
          role = \"{ROLE}\"\naudience = \"vault\"\nca_spiffe_bundle = \"example.org\"\n\
-         kv_refresh_interval = \"{refresh}s\"\n",
+         spiffe_id = \"{VAULT_ID}\"\nkv_refresh_interval = \"{refresh}s\"\n\
+         [[vault.allow]]\nmount = \"secret\"\npaths = [\"payments-api\"]\n\
+         [[vault.allow]]\nmount = \"transit\"\npaths = [\"{}\"]\n",
         envelopes.display(),
         bao.addr(),
+        support::TRANSIT_KEY,
         refresh = KV_REFRESH.as_secs(),
     );
     let steeple = SteepleProcess::run(&dir.path().join("steeple"), spire.agent_socket(), &config)?;
@@ -92,8 +100,20 @@ async fn vault_is_trusted_by_the_live_spiffe_bundle() -> anyhow::Result<()> {
         steeple.logs()
     );
 
-    // 2. An SVID SPIRE minted: trusted through the bundle; the namespace's values.
-    bao.set_tls(&mint(&spire, dir.path(), "svid-1")?)?;
+    // 2. Another workload's SVID with Vault's DNS name: chains to the bundle, refused by
+    //    the pinned SPIFFE ID.
+    bao.set_tls(&mint(&spire, dir.path(), "impostor", IMPOSTOR_ID)?)?;
+    bao.start_again()?;
+    eventually("the impostor refused by its SPIFFE ID", PHASE, || async {
+        Ok(steeple
+            .logs()
+            .contains(&format!("not the pinned {VAULT_ID}")))
+    })
+    .await?;
+    assert_eq!(served(&steeple, KV_PATH).await, None);
+
+    // 3. Vault's own SVID: trusted through the bundle; the namespace's values.
+    bao.set_tls(&mint(&spire, dir.path(), "svid-1", VAULT_ID)?)?;
     bao.start_again()?;
     eventually("the namespaced KV value served", PHASE, || async {
         Ok(served(&steeple, KV_PATH).await.as_deref() == Some(CANARY_NS_1.as_bytes()))
@@ -104,10 +124,10 @@ async fn vault_is_trusted_by_the_live_spiffe_bundle() -> anyhow::Result<()> {
     })
     .await?;
 
-    // 3. A CA rotation: the new authority's certificate is trusted without a restart.
+    // 4. A CA rotation: the new authority's certificate is trusted without a restart.
     let roots_before = bundle_roots(&steeple.logs());
     let authority = rotate_x509_authority(&spire, &steeple, roots_before).await?;
-    let svid = mint(&spire, dir.path(), "svid-2")?;
+    let svid = mint(&spire, dir.path(), "svid-2", VAULT_ID)?;
     anyhow::ensure!(
         svid.ca.matches("BEGIN CERTIFICATE").count() >= 2,
         "after activating {authority}, the bundle should hold the old and new roots"
@@ -156,14 +176,14 @@ fn self_signed() -> anyhow::Result<ServerTls> {
 }
 
 /// An X.509-SVID for OpenBao from SPIRE's current authority, valid for `localhost`.
-fn mint(spire: &Spire, dir: &Path, name: &str) -> anyhow::Result<ServerTls> {
+fn mint(spire: &Spire, dir: &Path, name: &str, spiffe_id: &str) -> anyhow::Result<ServerTls> {
     let out = dir.join(name);
     std::fs::create_dir_all(&out)?;
     spire.server_cli(&[
         "x509",
         "mint",
         "-spiffeID",
-        VAULT_ID,
+        spiffe_id,
         "-dns",
         "localhost",
         "-ttl",

@@ -238,6 +238,10 @@ pub struct VaultConfig {
     /// without `spiffe://`; own or federated), followed live from the Workload API — the
     /// system roots are then not trusted, `ca_file` still is. Default none.
     pub ca_spiffe_bundle: Option<String>,
+    /// With `ca_spiffe_bundle`: the SPIFFE ID Vault's certificate must carry (its URI
+    /// SAN), so no other workload of the trust domain holding an SVID with Vault's DNS
+    /// name is trusted. Default none (any SVID of the bundle with the DNS name).
+    pub spiffe_id: Option<String>,
     /// The KV secrets engine version `vault_delegate` envelopes read: 1 or 2. Default 2.
     pub kv_version: u8,
     /// The transit mount of `vault_transit` envelopes that name none. Default `transit`.

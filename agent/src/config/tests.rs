@@ -446,3 +446,24 @@ fn sds_connection_limits_have_defaults_and_are_checked() {
     let strict = parse("[sds]\nrequire_caller_pid = true", &[]).unwrap().sds;
     assert!(strict.require_caller_pid);
 }
+
+#[test]
+fn vault_spiffe_id_pins_an_svid_of_the_named_bundle() {
+    let c = parse(
+        "[vault]\nca_spiffe_bundle = \"example.org\"\nspiffe_id = \"spiffe://example.org/vault\"",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        c.vault.spiffe_id.as_deref(),
+        Some("spiffe://example.org/vault")
+    );
+    for bad in [
+        "spiffe_id = \"spiffe://example.org/vault\"",
+        "ca_spiffe_bundle = \"example.org\"\nspiffe_id = \"spiffe://other.org/vault\"",
+        "ca_spiffe_bundle = \"example.org\"\nspiffe_id = \"spiffe://example.org/\"",
+    ] {
+        let errors = parse(&format!("[vault]\n{bad}"), &[]).unwrap_err().0;
+        assert_eq!(errors[0].key, "vault.spiffe_id", "{bad}");
+    }
+}

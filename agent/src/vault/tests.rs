@@ -121,7 +121,7 @@ async fn vault_tls_follows_the_named_bundle_only() {
     use crate::test_support::TestCa;
 
     let store = Arc::new(SecretStore::new());
-    let roots = LiveRoots::new("the SPIFFE bundle of example.org", Vec::new());
+    let roots = LiveRoots::new("the SPIFFE bundle of example.org", Vec::new(), None);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(follow_bundle(
         "spiffe://example.org".into(),

@@ -183,12 +183,13 @@ impl VaultClientConfig {
     pub fn build_with_live_roots(
         &self,
         origin: &str,
+        spiffe_id: Option<&str>,
     ) -> Result<(VaultClient, LiveRoots), ClientBuildError> {
         let fixed = match &self.ca_file {
             Some(path) => read_ca_file(path)?,
             None => Vec::new(),
         };
-        let roots = LiveRoots::new(origin, fixed);
+        let roots = LiveRoots::new(origin, fixed, spiffe_id.map(str::to_owned));
         let tls = roots
             .client_config()
             .map_err(|e| ClientBuildError::Client(e.to_string()))?;

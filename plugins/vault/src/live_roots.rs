@@ -5,7 +5,9 @@
 //! The [`VaultClient`](crate::VaultClient) is built once and cloned into every resolver;
 //! instead of rebuilding it, its rustls verifier looks up the current roots on every
 //! handshake. Connections already open keep the trust they were made with; a new
-//! connection sees the new roots at once.
+//! connection sees the new roots at once. With a pinned SPIFFE ID, a certificate that
+//! chains to the bundle is accepted only if its URI SAN is that ID: any other workload of
+//! the trust domain holding an SVID with Vault's DNS name is refused.
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -30,6 +32,8 @@ struct Inner {
     /// Names what the roots come from in handshake errors, e.g.
     /// `the SPIFFE bundle of example.org`.
     origin: String,
+    /// The SPIFFE ID Vault's certificate must carry, if pinned.
+    spiffe_id: Option<String>,
     provider: Arc<CryptoProvider>,
     current: RwLock<Option<Arc<WebPkiServerVerifier>>>,
 }
@@ -57,12 +61,18 @@ pub struct RootsError {
 impl LiveRoots {
     /// Roots from `origin` (named in errors), none yet: until [`LiveRoots::replace`] is
     /// called, only `fixed` is trusted — and with `fixed` empty every handshake fails,
-    /// naming `origin` as not received yet.
-    pub fn new(origin: impl Into<String>, fixed: Vec<CertificateDer<'static>>) -> Self {
+    /// naming `origin` as not received yet. With `spiffe_id`, the server's certificate
+    /// must also carry exactly that SPIFFE ID as its URI SAN.
+    pub fn new(
+        origin: impl Into<String>,
+        fixed: Vec<CertificateDer<'static>>,
+        spiffe_id: Option<String>,
+    ) -> Self {
         let roots = Self {
             inner: Arc::new(Inner {
                 fixed,
                 origin: origin.into(),
+                spiffe_id,
                 provider: Arc::new(rustls::crypto::ring::default_provider()),
                 current: RwLock::new(None),
             }),
@@ -155,13 +165,22 @@ impl ServerCertVerifier for LiveVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.current()?.verify_server_cert(
+        let verified = self.current()?.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
             ocsp_response,
             now,
-        )
+        )?;
+        if let Some(expected) = &self.roots.inner.spiffe_id {
+            let found = spiffe_ids(end_entity)?;
+            if found.as_slice() != [expected.as_str()] {
+                return Err(rustls::Error::General(format!(
+                    "Vault's certificate carries the SPIFFE ID(s) {found:?}, not the pinned {expected}"
+                )));
+            }
+        }
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -199,6 +218,22 @@ impl ServerCertVerifier for LiveVerifier {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// The `spiffe://` URI SANs of a DER certificate.
+fn spiffe_ids(der: &CertificateDer<'_>) -> Result<Vec<String>, rustls::Error> {
+    use x509_parser::extensions::GeneralName;
+    let bad = || rustls::Error::General("Vault's certificate does not parse".to_owned());
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|_| bad())?;
+    let names = cert.subject_alternative_name().map_err(|_| bad())?;
+    Ok(names
+        .into_iter()
+        .flat_map(|san| san.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),
+            _ => None,
+        })
+        .collect())
 }
 
 #[cfg(test)]

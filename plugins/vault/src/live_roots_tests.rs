@@ -26,8 +26,18 @@ impl Ca {
 
     /// A server certificate for `localhost`.
     fn leaf(&self) -> CertificateDer<'static> {
+        self.svid(None)
+    }
+
+    /// A server certificate for `localhost`, with `spiffe_id` as a URI SAN if given.
+    fn svid(&self, spiffe_id: Option<&str>) -> CertificateDer<'static> {
         let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        if let Some(id) = spiffe_id {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI(id.try_into().unwrap()));
+        }
         CertificateDer::from(params.signed_by(&key, &self.issuer).unwrap().der().to_vec())
     }
 }
@@ -45,7 +55,7 @@ fn verify(roots: &LiveRoots, leaf: &CertificateDer<'_>, host: &str) -> Result<()
 
 #[test]
 fn nothing_is_trusted_before_the_first_bundle() {
-    let roots = LiveRoots::new("the SPIFFE bundle of example.org", Vec::new());
+    let roots = LiveRoots::new("the SPIFFE bundle of example.org", Vec::new(), None);
     assert!(!roots.is_ready());
     let err = verify(&roots, &Ca::new("a").leaf(), "localhost").unwrap_err();
     assert!(
@@ -58,7 +68,7 @@ fn nothing_is_trusted_before_the_first_bundle() {
 fn follows_the_bundle_as_it_changes() {
     let (old, new) = (Ca::new("old"), Ca::new("new"));
     let (old_leaf, new_leaf) = (old.leaf(), new.leaf());
-    let roots = LiveRoots::new("bundle", Vec::new());
+    let roots = LiveRoots::new("bundle", Vec::new(), None);
 
     roots.replace(std::slice::from_ref(&old.der)).unwrap();
     assert_eq!(verify(&roots, &old_leaf, "localhost"), Ok(()));
@@ -77,7 +87,7 @@ fn follows_the_bundle_as_it_changes() {
 #[test]
 fn the_name_is_still_checked() {
     let ca = Ca::new("a");
-    let roots = LiveRoots::new("bundle", Vec::new());
+    let roots = LiveRoots::new("bundle", Vec::new(), None);
     roots.replace(std::slice::from_ref(&ca.der)).unwrap();
     let err = verify(&roots, &ca.leaf(), "vault.example.org").unwrap_err();
     assert!(err.contains("not valid for name"), "{err}");
@@ -86,7 +96,7 @@ fn the_name_is_still_checked() {
 #[test]
 fn a_useless_bundle_is_refused_and_the_old_roots_stay() {
     let ca = Ca::new("a");
-    let roots = LiveRoots::new("the SPIFFE bundle of example.org", Vec::new());
+    let roots = LiveRoots::new("the SPIFFE bundle of example.org", Vec::new(), None);
     roots.replace(std::slice::from_ref(&ca.der)).unwrap();
     for bad in [vec![], vec![b"not a certificate".to_vec()]] {
         let err = roots.replace(&bad).unwrap_err();
@@ -99,7 +109,11 @@ fn a_useless_bundle_is_refused_and_the_old_roots_stay() {
 #[test]
 fn fixed_roots_are_trusted_from_the_start_and_beside_every_bundle() {
     let (fixed, bundle) = (Ca::new("fixed"), Ca::new("bundle"));
-    let roots = LiveRoots::new("bundle", vec![CertificateDer::from(fixed.der.clone())]);
+    let roots = LiveRoots::new(
+        "bundle",
+        vec![CertificateDer::from(fixed.der.clone())],
+        None,
+    );
     assert!(roots.is_ready());
     assert_eq!(verify(&roots, &fixed.leaf(), "localhost"), Ok(()));
     roots.replace(std::slice::from_ref(&bundle.der)).unwrap();
@@ -109,10 +123,35 @@ fn fixed_roots_are_trusted_from_the_start_and_beside_every_bundle() {
 
 #[test]
 fn debug_names_the_origin_only() {
-    let roots = LiveRoots::new("the SPIFFE bundle of example.org", Vec::new());
+    let roots = LiveRoots::new("the SPIFFE bundle of example.org", Vec::new(), None);
     let text = format!("{roots:?}");
     assert!(
         text.contains("example.org") && text.contains("ready: false"),
         "{text}"
     );
+}
+
+#[test]
+fn a_pinned_spiffe_id_refuses_other_workloads_of_the_trust_domain() {
+    let ca = Ca::new("example.org");
+    let pinned = LiveRoots::new(
+        "the SPIFFE bundle of example.org",
+        Vec::new(),
+        Some("spiffe://example.org/vault".to_owned()),
+    );
+    pinned.replace(std::slice::from_ref(&ca.der)).unwrap();
+    let vault = ca.svid(Some("spiffe://example.org/vault"));
+    assert_eq!(verify(&pinned, &vault, "localhost"), Ok(()));
+    let other = ca.svid(Some("spiffe://example.org/payments"));
+    let err = verify(&pinned, &other, "localhost").unwrap_err();
+    assert!(
+        err.contains("not the pinned spiffe://example.org/vault"),
+        "{err}"
+    );
+    let err = verify(&pinned, &ca.leaf(), "localhost").unwrap_err();
+    assert!(err.contains("[]"), "{err}");
+    // Unpinned, any certificate of the bundle with the DNS name is accepted, as before.
+    let open = LiveRoots::new("bundle", Vec::new(), None);
+    open.replace(std::slice::from_ref(&ca.der)).unwrap();
+    assert_eq!(verify(&open, &other, "localhost"), Ok(()));
 }

@@ -102,7 +102,7 @@ fn client(config: &VaultConfig, issued: &Issued) -> Result<VaultClient, Check> {
     };
     let origin = format!("the SPIFFE bundle of {trust_domain}");
     let (client, roots) = client_config(config)
-        .build_with_live_roots(&origin)
+        .build_with_live_roots(&origin, config.spiffe_id.as_deref())
         .map_err(|e| refused(client_error(e)))?;
     let Some(bundle) = issued.bundles.get(trust_domain) else {
         return Err(Check::fail(

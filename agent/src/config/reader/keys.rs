@@ -56,6 +56,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "audience",
             "ca_file",
             "ca_spiffe_bundle",
+            "spiffe_id",
             "kv_version",
             "transit_mount",
             "kv_refresh_interval",

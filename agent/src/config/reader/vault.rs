@@ -24,6 +24,7 @@ impl Reader {
             audience: self.string(s, "audience", "vault"),
             ca_file: self.optional_string(s, "ca_file").map(PathBuf::from),
             ca_spiffe_bundle: self.trust_domain(s, "ca_spiffe_bundle"),
+            spiffe_id: self.optional_string(s, "spiffe_id"),
             kv_version: self.parsed(s, "kv_version", 2, "1 or 2", |v| {
                 let n = match v {
                     Value::Integer(i) => u8::try_from(*i).ok(),
@@ -54,6 +55,7 @@ impl Reader {
                 "must not start with spiffe://, jwt-svid: or jwt-bundle: (names of SVIDs and bundles)",
             );
         }
+        self.check_vault_spiffe_id(&config);
         if config.enabled {
             self.check_enabled_vault(&config);
         }
@@ -142,6 +144,27 @@ impl Reader {
                 "expected a trust domain such as example.org or spiffe://example.org",
             );
             None
+        }
+    }
+
+    /// `vault.spiffe_id` pins an SVID of the `ca_spiffe_bundle` trust domain.
+    fn check_vault_spiffe_id(&mut self, config: &VaultConfig) {
+        let Some(id) = &config.spiffe_id else {
+            return;
+        };
+        let problem = match &config.ca_spiffe_bundle {
+            None => Some(
+                "needs vault.ca_spiffe_bundle (the pin is checked on SVIDs of that bundle)"
+                    .to_owned(),
+            ),
+            Some(td) => {
+                let prefix = format!("spiffe://{td}/");
+                (!id.starts_with(&prefix) || id.len() == prefix.len())
+                    .then(|| format!("expected a SPIFFE ID of {td}, e.g. {prefix}vault"))
+            }
+        };
+        if let Some(problem) = problem {
+            self.error("vault.spiffe_id", problem);
         }
     }
 
