@@ -175,6 +175,35 @@ mod tests {
         assert!(!Caller::from_peer(0, 0, None).exe_changed());
     }
 
+    /// The adversarial review's SDS spoof (issue 12.4), on a real process: a caller
+    /// judged as one program that then `execve`s another loses its grant on its next
+    /// request.
+    #[test]
+    fn a_real_exec_after_connecting_loses_the_grant() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.3; exec sleep 5"])
+            .spawn()
+            .unwrap();
+        let caller = Arc::new(Caller::from_peer(0, 0, Some(child.id() as i32)));
+        let shell = caller.exe.clone().unwrap();
+        let policy = super::super::Policy::new(Vec::new(), 0);
+        let grant = super::super::Grant::new(caller.clone(), &policy);
+        assert!(
+            grant.authorize(["default"]).is_ok(),
+            "still {}",
+            shell.display()
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !caller.exe_changed() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let refused = grant.authorize(["default"]).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(refused.message().contains("another program"), "{refused:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     #[test]
     fn a_grant_is_news_once_per_connection() {
         let caller = Caller::from_peer(1, 2, None);
