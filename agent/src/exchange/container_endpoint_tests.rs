@@ -254,8 +254,8 @@ async fn a_caller_the_policy_does_not_grant_the_credentials_is_forbidden() {
     h.shutdown.cancel();
 }
 
-#[tokio::test]
-async fn a_rule_matching_the_callers_executable_grants_the_credentials() {
+/// A policy granting the credentials to this uid running this test binary only.
+fn this_executable_only() -> Policy {
     let own = rustix::process::geteuid().as_raw();
     let exe = std::env::current_exe().unwrap().display().to_string();
     let by_exe = Rule {
@@ -264,7 +264,12 @@ async fn a_rule_matching_the_callers_executable_grants_the_credentials() {
         exe: Some(exe),
         resources: vec!["aws-credentials".to_owned()],
     };
-    let h = Harness::start_with(Some(credentials(3600)), Policy::new(vec![by_exe], own)).await;
+    Policy::new(vec![by_exe], own)
+}
+
+#[tokio::test]
+async fn a_rule_matching_the_callers_executable_grants_the_credentials() {
+    let h = Harness::start_with(Some(credentials(3600)), this_executable_only()).await;
     let (status, body) = h.get(TOKEN).await;
     assert_eq!(status, 200, "{body}");
     h.shutdown.cancel();
@@ -290,15 +295,7 @@ async fn a_token_file_ending_in_a_newline_is_noticed() {
 #[tokio::test]
 async fn a_socket_shared_with_a_process_of_another_executable_is_refused() {
     use tokio::io::AsyncReadExt as _;
-    let own = rustix::process::geteuid().as_raw();
-    let exe = std::env::current_exe().unwrap().display().to_string();
-    let by_exe = Rule {
-        uids: vec![own],
-        gids: Vec::new(),
-        exe: Some(exe),
-        resources: vec!["aws-credentials".to_owned()],
-    };
-    let h = Harness::start_with(Some(credentials(3600)), Policy::new(vec![by_exe], own)).await;
+    let h = Harness::start_with(Some(credentials(3600)), this_executable_only()).await;
     let stream = std::net::TcpStream::connect(h.addr).unwrap();
     let shared: std::os::fd::OwnedFd = stream.try_clone().unwrap().into();
     let mut holder = std::process::Command::new("sleep")
