@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
 
-use super::peer::PeerStream;
 use crate::authz::{Caller, SharedPolicy};
 use crate::metrics::metrics;
 
@@ -84,9 +83,10 @@ impl Admission {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The accepted `stream` as a connection to serve, or `None` (the stream is dropped,
-    /// which closes it): over a limit, no peer credentials, or a caller granted nothing.
-    pub fn admit(self: &Arc<Self>, stream: UnixStream) -> Option<PeerStream> {
+    /// The caller of the accepted `stream` and its place in the counts, or `None` — the
+    /// stream is then to be dropped, which closes it: over a limit, no peer credentials,
+    /// or a caller granted nothing.
+    pub fn admit(self: &Arc<Self>, stream: &UnixStream) -> Option<(Arc<Caller>, Slot)> {
         let Ok(cred) = stream.peer_cred() else {
             self.refused(u32::MAX, "no peer credentials");
             return None;
@@ -107,12 +107,12 @@ impl Admission {
             self.refused(uid, "the policy grants this caller nothing");
             return None;
         }
-        Some(PeerStream::new(
-            stream,
-            caller,
-            slot,
-            self.limits.handshake_timeout,
-        ))
+        Some((caller, slot))
+    }
+
+    /// How long an admitted connection may stay silent before it is closed.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.limits.handshake_timeout
     }
 
     /// A place for one more connection of `uid`, or `None` over a limit.

@@ -2,6 +2,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::*;
 use crate::authz::{Policy, Rule};
+use crate::sds::peer::PeerStream;
 
 fn own_uid() -> u32 {
     rustix::process::geteuid().as_raw()
@@ -17,6 +18,17 @@ fn admission(max_connections: usize, per_uid: usize, policy: Policy) -> Arc<Admi
     Admission::new(limits, SharedPolicy::new(policy))
 }
 
+/// What `peer::incoming` makes of an accepted stream.
+fn accept(admission: &Arc<Admission>, stream: UnixStream) -> Option<PeerStream> {
+    let (caller, slot) = admission.admit(&stream)?;
+    Some(PeerStream::new(
+        stream,
+        caller,
+        slot,
+        admission.handshake_timeout(),
+    ))
+}
+
 /// One end of a fresh socket pair (its peer credentials are this process's) and the
 /// other end, which must stay open for the first to be readable.
 fn connection() -> (UnixStream, UnixStream) {
@@ -30,23 +42,23 @@ async fn connections_are_capped_per_uid_and_overall_and_a_close_frees_the_place(
     let (a, _a) = connection();
     let (b, _b) = connection();
     let (c, _c) = connection();
-    let first = per_uid.admit(a).expect("first");
-    let _second = per_uid.admit(b).expect("second");
-    assert!(per_uid.admit(c).is_none(), "a third from one uid");
+    let first = accept(&per_uid, a).expect("first");
+    let _second = accept(&per_uid, b).expect("second");
+    assert!(accept(&per_uid, c).is_none(), "a third from one uid");
     assert_eq!(per_uid.open_connections(), 2);
     drop(first);
     assert_eq!(per_uid.open_connections(), 1);
     let (d, _d) = connection();
     assert!(
-        per_uid.admit(d).is_some(),
+        accept(&per_uid, d).is_some(),
         "the closed one's place is free again"
     );
 
     let overall = admission(1, 10, everyone);
     let (e, _e) = connection();
     let (f, _f) = connection();
-    let _kept = overall.admit(e).expect("first");
-    assert!(overall.admit(f).is_none(), "over max_connections");
+    let _kept = accept(&overall, e).expect("first");
+    assert!(accept(&overall, f).is_none(), "over max_connections");
 }
 
 #[tokio::test]
@@ -62,7 +74,7 @@ async fn a_caller_granted_nothing_is_closed_at_once_and_holds_no_place() {
     );
     let refusing = admission(10, 10, someone_else);
     let (ours, mut theirs) = connection();
-    assert!(refusing.admit(ours).is_none());
+    assert!(accept(&refusing, ours).is_none());
     assert_eq!(refusing.open_connections(), 0);
     let mut byte = [0u8; 1];
     let read = tokio::time::timeout(Duration::from_secs(2), theirs.read(&mut byte)).await;
@@ -77,7 +89,7 @@ async fn a_caller_granted_nothing_is_closed_at_once_and_holds_no_place() {
 async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
     let open = admission(10, 10, Policy::new(Vec::new(), own_uid()));
     let (ours, _silent) = connection();
-    let mut admitted = open.admit(ours).expect("admitted");
+    let mut admitted = accept(&open, ours).expect("admitted");
     let mut buf = [0u8; 8];
     let err = tokio::time::timeout(Duration::from_secs(2), admitted.read(&mut buf))
         .await
@@ -87,7 +99,7 @@ async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
 
     // Once the first bytes arrived, silence is no longer a reason to close.
     let (ours, mut talking) = connection();
-    let mut admitted = open.admit(ours).expect("admitted");
+    let mut admitted = accept(&open, ours).expect("admitted");
     talking.write_all(b"PRI").await.unwrap();
     assert_eq!(admitted.read(&mut buf).await.unwrap(), 3);
     let idle = tokio::time::timeout(Duration::from_millis(500), admitted.read(&mut buf)).await;

@@ -55,7 +55,14 @@ pub fn incoming(
 ) -> impl Stream<Item = io::Result<PeerStream>> {
     UnixListenerStream::new(listener).filter_map(move |accepted| {
         let admitted = match accepted {
-            Ok(stream) => admission.admit(stream).map(Ok),
+            Ok(stream) => admission.admit(&stream).map(|(caller, slot)| {
+                Ok(PeerStream::new(
+                    stream,
+                    caller,
+                    slot,
+                    admission.handshake_timeout(),
+                ))
+            }),
             Err(e) => Some(Err(e)),
         };
         std::future::ready(admitted)
