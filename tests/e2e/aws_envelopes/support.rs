@@ -221,11 +221,13 @@ pub fn boto3_access_key(kms: &Moto, env: &[(&str, String)]) -> anyhow::Result<St
 }
 
 /// `GET /` on the container endpoint at `port` with `token`, sent by another local user
-/// (`uid`, through `setpriv` and bash's `/dev/tcp`); the raw HTTP response.
+/// (`uid`, through `setpriv` and bash's `/dev/tcp`); the raw HTTP response. bash execs
+/// `cat` rather than forking it, so one process holds the socket (holders of different
+/// executables are refused as unidentifiable).
 pub fn container_get_as(uid: u32, port: u16, token: &str) -> anyhow::Result<String> {
     let script = "exec 3<>/dev/tcp/127.0.0.1/$1 && \
                   printf 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: %s\r\nConnection: close\r\n\r\n' \"$2\" >&3 && \
-                  cat <&3";
+                  exec cat <&3";
     let output = Command::new("setpriv")
         .arg(format!("--reuid={uid}"))
         .arg(format!("--regid={uid}"))
