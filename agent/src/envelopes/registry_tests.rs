@@ -187,26 +187,31 @@ async fn a_provider_refresh_override_reschedules_only_that_provider() {
     );
 }
 
-#[tokio::test]
-async fn the_operators_file_row_wins_over_a_control_plane_duplicate() {
-    let store = Arc::new(SecretStore::new());
-    let local: Arc<dyn EnvelopeResolver> = Arc::new(LocalResolver::new(key()));
-    let mut registry = Registry::new(vec![local], settings(), store.clone());
-    // "control-plane" sorts before "files": precedence, not names, decides.
-    let sets: RowSets = [
+/// The control plane's `rows`, and the operator's file row for `app/db`.
+fn plane_and_files(rows: Vec<EnvelopeRow>) -> RowSets {
+    [
         (
             super::super::control_plane::SOURCE.to_owned(),
-            Arc::new(vec![
-                sealed("app/db", b"rolled-back"),
-                sealed("cp/only", b"cp"),
-            ]),
+            Arc::new(rows),
         ),
         (
             super::super::file_source::SOURCE.to_owned(),
             Arc::new(vec![sealed("app/db", b"operator")]),
         ),
     ]
-    .into();
+    .into()
+}
+
+#[tokio::test]
+async fn the_operators_file_row_wins_over_a_control_plane_duplicate() {
+    let store = Arc::new(SecretStore::new());
+    let local: Arc<dyn EnvelopeResolver> = Arc::new(LocalResolver::new(key()));
+    let mut registry = Registry::new(vec![local], settings(), store.clone());
+    // "control-plane" sorts before "files": precedence, not names, decides.
+    let sets = plane_and_files(vec![
+        sealed("app/db", b"rolled-back"),
+        sealed("cp/only", b"cp"),
+    ]);
     registry.sync_rows(&sets);
     registry.resolve_due().await;
     registry.publish();
@@ -216,18 +221,7 @@ async fn the_operators_file_row_wins_over_a_control_plane_duplicate() {
     // A bad control-plane row under the same path does not withdraw the operator's.
     let mut bad = sealed("app/db", b"x");
     bad.ciphertext_ref = "not base64".into();
-    let sets: RowSets = [
-        (
-            super::super::control_plane::SOURCE.to_owned(),
-            Arc::new(vec![bad]),
-        ),
-        (
-            super::super::file_source::SOURCE.to_owned(),
-            Arc::new(vec![sealed("app/db", b"operator")]),
-        ),
-    ]
-    .into();
-    registry.sync_rows(&sets);
+    registry.sync_rows(&plane_and_files(vec![bad]));
     registry.resolve_due().await;
     registry.publish();
     assert_eq!(served(&store, "app/db").as_deref(), Some(&b"operator"[..]));
