@@ -63,6 +63,10 @@ pub struct SdsConfig {
     /// How long a new connection may stay silent (no HTTP/2 preface) before it is
     /// closed. Default 10 s.
     pub handshake_timeout: Duration,
+    /// How long a connection may carry no stream and no request before it is closed.
+    /// Default 60 s (an Envoy keeps a stream open on its SDS connection; a client that
+    /// only fetches reconnects when it next needs to).
+    pub idle_timeout: Duration,
     /// Streams open at once over all connections; a stream past it is refused with
     /// `RESOURCE_EXHAUSTED`. Default 16384.
     pub max_streams: usize,

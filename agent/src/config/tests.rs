@@ -434,15 +434,23 @@ fn sds_connection_limits_have_defaults_and_are_checked() {
     );
     assert_eq!(sds.max_streams_per_connection, 1024);
     assert_eq!(sds.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(sds.idle_timeout, Duration::from_secs(60));
     assert!(!sds.require_caller_pid);
     let errors = parse(
-        "[sds]\nmax_connections = 0\nhandshake_timeout = \"soon\"",
+        "[sds]\nmax_connections = 0\nhandshake_timeout = \"soon\"\nidle_timeout = 5",
         &[],
     )
     .unwrap_err()
     .0;
     let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
-    assert_eq!(keys, ["sds.max_connections", "sds.handshake_timeout"]);
+    assert_eq!(
+        keys,
+        [
+            "sds.max_connections",
+            "sds.handshake_timeout",
+            "sds.idle_timeout"
+        ]
+    );
     let strict = parse("[sds]\nrequire_caller_pid = true", &[]).unwrap().sds;
     assert!(strict.require_caller_pid);
 }

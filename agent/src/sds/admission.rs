@@ -4,7 +4,8 @@
 //! uid (checked on the kernel's peer credentials, before any `/proc` read or pidfd), and
 //! a caller the policy grants nothing is closed at once — it costs one accept and one
 //! policy lookup, never a task or a stream. A connection that sends nothing within
-//! `handshake_timeout` is closed (see [`super::peer::PeerStream`]).
+//! `handshake_timeout`, or uses nothing for `idle_timeout`, is closed (see
+//! [`super::peer::PeerStream`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,9 +28,20 @@ pub struct ConnectionLimits {
     pub max_connections_per_uid: usize,
     /// How long a new connection may stay silent before it is closed.
     pub handshake_timeout: Duration,
+    /// How long a connection may carry no stream and no request before it is closed.
+    pub idle_timeout: Duration,
     /// Refuse callers whose peer credentials carry no pid (another PID namespace): for
     /// them the exited/reused-process check cannot run.
     pub require_pid: bool,
+}
+
+/// How long a connection may go without its first byte, and without a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From accept to the first byte (the HTTP/2 preface).
+    pub handshake: Duration,
+    /// With no stream open, from the last request to closing.
+    pub idle: Duration,
 }
 
 /// Admits or refuses accepted connections, and counts the open ones.
@@ -110,9 +122,12 @@ impl Admission {
         Some((caller, slot))
     }
 
-    /// How long an admitted connection may stay silent before it is closed.
-    pub fn handshake_timeout(&self) -> Duration {
-        self.limits.handshake_timeout
+    /// How long an admitted connection may stay silent, and unused, before it is closed.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            handshake: self.limits.handshake_timeout,
+            idle: self.limits.idle_timeout,
+        }
     }
 
     /// A place for one more connection of `uid`, or `None` over a limit.

@@ -13,6 +13,7 @@ fn admission(max_connections: usize, per_uid: usize, policy: Policy) -> Arc<Admi
         max_connections,
         max_connections_per_uid: per_uid,
         handshake_timeout: Duration::from_millis(200),
+        idle_timeout: Duration::from_millis(600),
         require_pid: false,
     };
     Admission::new(limits, SharedPolicy::new(policy))
@@ -21,12 +22,7 @@ fn admission(max_connections: usize, per_uid: usize, policy: Policy) -> Arc<Admi
 /// What `peer::incoming` makes of an accepted stream.
 fn accept(admission: &Arc<Admission>, stream: UnixStream) -> Option<PeerStream> {
     let (caller, slot) = admission.admit(&stream)?;
-    Some(PeerStream::new(
-        stream,
-        caller,
-        slot,
-        admission.handshake_timeout(),
-    ))
+    Some(PeerStream::new(stream, caller, slot, admission.timeouts()))
 }
 
 /// One end of a fresh socket pair (its peer credentials are this process's) and the
@@ -104,4 +100,44 @@ async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
     assert_eq!(admitted.read(&mut buf).await.unwrap(), 3);
     let idle = tokio::time::timeout(Duration::from_millis(500), admitted.read(&mut buf)).await;
     assert!(idle.is_err(), "still open and waiting: {idle:?}");
+}
+
+#[tokio::test]
+async fn a_connection_without_streams_is_closed_after_the_idle_timeout() {
+    let open = admission(10, 10, Policy::new(Vec::new(), own_uid()));
+    let mut buf = [0u8; 8];
+
+    // Bytes (keepalive answers, say) are not use: idle from accept, closed at 600 ms.
+    let (ours, mut talking) = connection();
+    let mut admitted = accept(&open, ours).expect("admitted");
+    let started = tokio::time::Instant::now();
+    talking.write_all(b"PRI").await.unwrap();
+    assert_eq!(admitted.read(&mut buf).await.unwrap(), 3);
+    let err = tokio::time::timeout(Duration::from_secs(3), admitted.read(&mut buf))
+        .await
+        .expect("the idle timeout fires")
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+
+    // An open stream keeps it; once the stream ends, the idle time counts from then.
+    let (ours, mut talking) = connection();
+    let mut admitted = accept(&open, ours).expect("admitted");
+    talking.write_all(b"PRI").await.unwrap();
+    assert_eq!(admitted.read(&mut buf).await.unwrap(), 3);
+    let stream = connect_info(&admitted).activity.stream_opened();
+    let busy = tokio::time::timeout(Duration::from_millis(1500), admitted.read(&mut buf)).await;
+    assert!(busy.is_err(), "open while a stream is: {busy:?}");
+    drop(stream);
+    let ended = tokio::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(3), admitted.read(&mut buf))
+        .await
+        .expect("the idle timeout fires after the stream ended")
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert!(ended.elapsed() >= Duration::from_millis(600));
+}
+
+fn connect_info(stream: &PeerStream) -> crate::sds::peer::ConnectedCaller {
+    tonic::transport::server::Connected::connect_info(stream)
 }

@@ -27,6 +27,10 @@ async fn start() -> Harness {
 }
 
 async fn start_with(policy: Policy) -> Harness {
+    start_configured(policy, |_| {}).await
+}
+
+async fn start_configured(policy: Policy, configure: impl FnOnce(&mut SdsSettings)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("sds.sock");
     let store = Arc::new(SecretStore::new());
@@ -34,6 +38,7 @@ async fn start_with(policy: Policy) -> Harness {
     let listener = crate::uds::bind_socket(&socket, 0o600).unwrap();
     let mut s = (*settings()).clone();
     s.max_request_bytes = 16 * 1024;
+    configure(&mut s);
     let policy = SharedPolicy::new(policy);
     let service = SdsService::new(store.clone(), s, policy.clone(), shutdown.clone());
     tokio::spawn(serve(listener, service, shutdown.clone()));
@@ -253,5 +258,43 @@ async fn a_reloaded_policy_reaches_streams_already_open() {
     assert_eq!(update.resources.len(), 1);
     let denied = h.client.fetch_secrets(req(&["app/token"], "")).await;
     assert_eq!(denied.unwrap_err().code(), tonic::Code::PermissionDenied);
+    h.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn an_unused_connection_is_closed_and_one_carrying_a_stream_is_not() {
+    let me = rustix::process::geteuid().as_raw();
+    let idle = Duration::from_millis(300);
+    let mut h = start_configured(Policy::new(Vec::new(), me), |s| {
+        s.connections.idle_timeout = idle;
+    })
+    .await;
+    h.store.sync_source("t", vec![("a".into(), generic(b"v1"))]);
+    let (_tx, mut stream) = open(&mut h.client, "a").await;
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
+    assert_eq!(first.unwrap().unwrap().unwrap().resources.len(), 1);
+
+    // A client that speaks HTTP/2 and then uses nothing is closed.
+    let mut unused = tokio::net::UnixStream::connect(&h.socket).await.unwrap();
+    unused
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut sink = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while matches!(
+            tokio::io::AsyncReadExt::read(&mut unused, &mut sink).await,
+            Ok(n) if n > 0
+        ) {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the unused connection stayed open");
+    assert!(started.elapsed() >= idle);
+
+    // The stream, several idle timeouts old, still gets the next update.
+    h.store.sync_source("t", vec![("a".into(), generic(b"v2"))]);
+    let update = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
+    assert_eq!(update.unwrap().unwrap().unwrap().resources.len(), 1);
     h.shutdown.cancel();
 }

@@ -15,7 +15,8 @@ pub struct SdsSettings {
     pub max_request_bytes: usize,
     /// Never send the SPIFFE certificate validator.
     pub disable_spiffe_cert_validation: bool,
-    /// Connections admitted at once, overall and per uid, and their handshake timeout.
+    /// Connections admitted at once, overall and per uid, and their handshake and idle
+    /// timeouts.
     pub connections: super::admission::ConnectionLimits,
     /// Streams one connection may have open at once (HTTP/2 `MAX_CONCURRENT_STREAMS`).
     pub max_streams_per_connection: u32,
@@ -34,6 +35,7 @@ impl From<&SdsConfig> for SdsSettings {
                 max_connections: c.max_connections,
                 max_connections_per_uid: c.max_connections_per_uid,
                 handshake_timeout: c.handshake_timeout,
+                idle_timeout: c.idle_timeout,
                 require_pid: c.require_caller_pid,
             },
             max_streams_per_connection: c.max_streams_per_connection,

@@ -1,6 +1,7 @@
 //! The SDS server: `envoy.service.secret.v3.SecretDiscoveryService` (StreamSecrets,
 //! DeltaSecrets, FetchSecrets) on a Unix socket, serving the store's entries.
 
+pub mod activity;
 pub mod admission;
 pub mod delta;
 pub mod limits;
@@ -47,13 +48,17 @@ pub struct SdsService {
     open_streams: Arc<AtomicUsize>,
 }
 
-/// One open stream's place under `sds.max_streams`, given back when its task ends.
+/// One open stream's place under `sds.max_streams`, given back when its task ends, and
+/// its hold on its connection (busy, not idle, while the stream is open).
 #[derive(Debug)]
-struct StreamPermit(Arc<AtomicUsize>);
+struct StreamPermit {
+    open_streams: Arc<AtomicUsize>,
+    _in_use: Option<activity::InUse>,
+}
 
 impl Drop for StreamPermit {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.open_streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -79,14 +84,15 @@ impl SdsService {
     /// The caller's grant, from the Unix peer credentials of its connection. A connection
     /// without them (not admitted through [`peer::incoming`]) gets nothing.
     fn grant<T>(&self, request: &Request<T>) -> Grant {
-        let caller = request
-            .extensions()
-            .get::<peer::ConnectedCaller>()
-            .map(|connected| connected.0.clone());
-        match caller {
-            Some(caller) => Grant::new(caller, &self.policy.current()),
+        match Self::connection(request) {
+            Some(connected) => Grant::new(connected.caller.clone(), &self.policy.current()),
             None => Grant::nothing(Arc::new(Caller::from_peer(u32::MAX, u32::MAX, None))),
         }
+    }
+
+    /// The connection `request` came on, if it was admitted through [`peer::incoming`].
+    fn connection<T>(request: &Request<T>) -> Option<&peer::ConnectedCaller> {
+        request.extensions().get::<peer::ConnectedCaller>()
     }
 
     /// A stream's grant and its place under `sds.max_streams`, refused before any task is
@@ -101,7 +107,10 @@ impl SdsService {
             ));
         }
         let open = self.open_streams.fetch_add(1, Ordering::Relaxed);
-        let permit = StreamPermit(self.open_streams.clone());
+        let permit = StreamPermit {
+            open_streams: self.open_streams.clone(),
+            _in_use: Self::connection(request).map(|c| c.activity.stream_opened()),
+        };
         if open >= self.settings.max_streams {
             metrics().sds_request_refused();
             return Err(Status::resource_exhausted(format!(
@@ -178,6 +187,9 @@ impl SecretDiscoveryService for SdsService {
         request: Request<DiscoveryRequest>,
     ) -> Result<Response<DiscoveryResponse>, Status> {
         let grant = self.grant(&request);
+        if let Some(connected) = Self::connection(&request) {
+            connected.activity.touch();
+        }
         let request = request.into_inner();
         SdsSettings::check_type_url(&request.type_url)?;
         self.settings.check_names(&request.resource_names)?;

@@ -2,7 +2,8 @@
 //! credentials and the `/proc` facts of the connecting process, shared by every request
 //! on the connection (each request still checks that the process runs). A connection
 //! holds its place in the connection counts until it closes, and is closed if it sends
-//! nothing (not even the HTTP/2 preface) within the handshake timeout.
+//! nothing (not even the HTTP/2 preface) within the handshake timeout, or once it has
+//! carried no request for the idle timeout ([`super::activity`]).
 
 use std::future::Future as _;
 use std::io;
@@ -18,12 +19,19 @@ use tokio::time::Sleep;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::Connected;
 
-use super::admission::{Admission, Slot};
+use super::activity::Activity;
+use super::admission::{Admission, Slot, Timeouts};
 use crate::authz::Caller;
 
-/// The caller of a connection, as tonic hands it to every request's extensions.
+/// The caller of a connection and the connection's use, as tonic hands them to every
+/// request's extensions.
 #[derive(Debug, Clone)]
-pub struct ConnectedCaller(pub Arc<Caller>);
+pub struct ConnectedCaller {
+    /// Who connected.
+    pub caller: Arc<Caller>,
+    /// Streams open on the connection and its last use.
+    pub activity: Arc<Activity>,
+}
 
 /// An admitted Unix stream and its caller.
 #[derive(Debug)]
@@ -32,18 +40,40 @@ pub struct PeerStream {
     caller: ConnectedCaller,
     /// Armed until the first byte arrives.
     handshake: Option<Pin<Box<Sleep>>>,
+    /// Fires at the earliest moment the connection may have become idle.
+    idle: Pin<Box<Sleep>>,
+    idle_timeout: Duration,
     _slot: Slot,
 }
 
 impl PeerStream {
-    /// `stream` from `caller`, counted in `slot`, closed if silent for `handshake`.
-    pub fn new(stream: UnixStream, caller: Arc<Caller>, slot: Slot, handshake: Duration) -> Self {
+    /// `stream` from `caller`, counted in `slot`, closed if silent or idle for `timeouts`.
+    pub fn new(stream: UnixStream, caller: Arc<Caller>, slot: Slot, timeouts: Timeouts) -> Self {
         Self {
             stream,
-            caller: ConnectedCaller(caller),
-            handshake: Some(Box::pin(tokio::time::sleep(handshake))),
+            caller: ConnectedCaller {
+                caller,
+                activity: Activity::new(),
+            },
+            handshake: Some(Box::pin(tokio::time::sleep(timeouts.handshake))),
+            idle: Box::pin(tokio::time::sleep(timeouts.idle)),
+            idle_timeout: timeouts.idle,
             _slot: slot,
         }
+    }
+
+    /// Whether the connection has been idle for the idle timeout; otherwise arms the idle
+    /// timer (and registers `cx` with it) for the next moment it may have been.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.idle.as_mut().poll(cx).is_ready() {
+            let now = tokio::time::Instant::now();
+            match self.caller.activity.idle_deadline(self.idle_timeout) {
+                Some(deadline) if deadline <= now => return true,
+                Some(deadline) => self.idle.as_mut().reset(deadline),
+                None => self.idle.as_mut().reset(now + self.idle_timeout),
+            }
+        }
+        false
     }
 }
 
@@ -56,12 +86,7 @@ pub fn incoming(
     UnixListenerStream::new(listener).filter_map(move |accepted| {
         let admitted = match accepted {
             Ok(stream) => admission.admit(&stream).map(|(caller, slot)| {
-                Ok(PeerStream::new(
-                    stream,
-                    caller,
-                    slot,
-                    admission.handshake_timeout(),
-                ))
+                Ok(PeerStream::new(stream, caller, slot, admission.timeouts()))
             }),
             Err(e) => Some(Err(e)),
         };
@@ -94,6 +119,12 @@ impl AsyncRead for PeerStream {
                     "nothing received within sds.handshake_timeout",
                 )));
             }
+        }
+        if read.is_pending() && self.idle_expired(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request within sds.idle_timeout",
+            )));
         }
         read
     }

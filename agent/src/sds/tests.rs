@@ -20,6 +20,7 @@ fn settings() -> Arc<SdsSettings> {
             max_connections: 16,
             max_connections_per_uid: 8,
             handshake_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
             require_pid: false,
         },
         max_streams_per_connection: 64,

@@ -83,6 +83,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "max_connections_per_uid",
             "max_streams_per_connection",
             "handshake_timeout",
+            "idle_timeout",
             "max_streams",
             "require_caller_pid",
         ],

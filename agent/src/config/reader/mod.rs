@@ -306,6 +306,7 @@ impl Reader {
             ))
             .unwrap_or(u32::MAX),
             handshake_timeout: self.duration(s, "handshake_timeout", Duration::from_secs(10)),
+            idle_timeout: self.duration(s, "idle_timeout", Duration::from_secs(60)),
             max_streams: self.count(s, "max_streams", 16 * 1024),
             require_caller_pid: self.bool(s, "require_caller_pid", false),
         };
