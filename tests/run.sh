@@ -15,6 +15,10 @@ export CARGO_INCREMENTAL=0
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The agent's other feature combinations (none, aws only, vault only) build lint-clean too.
+for features in "" aws vault; do
+  cargo clippy -p steeple --no-default-features --features "$features" --all-targets --locked -- -D warnings
+done
 bash tests/supply-chain/run.sh
 cargo build --locked -p steeple --bin steeple
 cargo test --workspace --locked --exclude steeple-e2e

@@ -18,6 +18,7 @@ pub mod exchange;
 pub mod hardening;
 pub mod http_serve;
 pub mod identity;
+pub mod lifecycle;
 pub mod metrics;
 pub mod providers;
 pub mod redact;

@@ -8,8 +8,8 @@ use steeple_plugin_api::JwtSvidSource;
 use tokio_util::sync::CancellationToken;
 
 use crate::envelopes::RowSink;
+use crate::lifecycle::FatalSignal;
 use crate::store::SecretStore;
-use crate::supervisor::FatalSignal;
 
 /// Everything `aws::start` needs from the supervisor.
 #[derive(Debug)]

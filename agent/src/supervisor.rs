@@ -2,7 +2,7 @@
 //! token, and drains them on shutdown.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use steeple_plugin_api::{EnvelopeResolver, JwtSvidSource};
@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::envelopes::{self, EnvelopeTasks, RowSink};
 use crate::exchange::jwt_source::WorkloadApiJwtFetcher;
 use crate::identity::{self, DefaultNames, WorkloadApiClient};
+use crate::lifecycle::{FatalSignal, TaskGroup};
 use crate::providers::{self, ProviderError, RunMode};
 use crate::reload::ConfigChange;
 use crate::sds::{self, SdsService, SdsSettings};
@@ -44,35 +45,6 @@ pub enum StartError {
     Admin(String),
 }
 
-/// How a component stops the agent with an error: the reason is kept for the exit
-/// status, and shutdown begins.
-#[derive(Debug, Clone)]
-pub struct FatalSignal {
-    reason: Arc<OnceLock<String>>,
-    shutdown: CancellationToken,
-}
-
-impl FatalSignal {
-    pub(crate) fn new(shutdown: &CancellationToken) -> Self {
-        Self {
-            reason: Arc::default(),
-            shutdown: shutdown.clone(),
-        }
-    }
-
-    /// Stops the agent; the first reason raised is the one reported.
-    pub fn raise(&self, reason: String) {
-        tracing::error!(reason = %reason, "stopping Steeple");
-        let _ = self.reason.set(reason);
-        self.shutdown.cancel();
-    }
-
-    /// The reason raised, if any.
-    pub fn reason(&self) -> Option<&str> {
-        self.reason.get().map(String::as_str)
-    }
-}
-
 /// The running agent.
 #[derive(Debug)]
 pub struct RunningAgent {
@@ -96,40 +68,6 @@ struct Reloadable {
     running: Vec<Arc<dyn EnvelopeResolver>>,
     jwt_svids: TaskGroup,
     envelopes: TaskGroup,
-}
-
-/// Tasks stopped together by their own token (a child of the agent's shutdown).
-#[derive(Debug)]
-struct TaskGroup {
-    stop: CancellationToken,
-    tasks: JoinSet<()>,
-}
-
-/// How long a reload waits for the tasks it replaces to stop before aborting them.
-const RELOAD_STOP_GRACE: Duration = Duration::from_secs(5);
-
-impl TaskGroup {
-    fn new(shutdown: &CancellationToken) -> Self {
-        Self {
-            stop: shutdown.child_token(),
-            tasks: JoinSet::new(),
-        }
-    }
-
-    /// Stops the group's tasks (aborting any still running after the grace period) and
-    /// returns a fresh, empty group.
-    async fn replace(&mut self, shutdown: &CancellationToken) -> &mut Self {
-        self.stop.cancel();
-        let all_done = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(RELOAD_STOP_GRACE, all_done)
-            .await
-            .is_err()
-        {
-            self.tasks.abort_all();
-        }
-        *self = Self::new(shutdown);
-        self
-    }
 }
 
 /// Why a new configuration was not applied (the running one stays).

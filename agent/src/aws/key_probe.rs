@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::envelopes::RowSets;
 use crate::exchange::CredentialWatch;
-use crate::supervisor::FatalSignal;
+use crate::lifecycle::FatalSignal;
 
 /// Probes keys until `shutdown` (see the module docs).
 pub async fn run(

@@ -22,7 +22,7 @@ fn start_with(config: &AwsConfig) -> Result<Option<AwsRuntime>, AwsStartError> {
         store: Arc::new(SecretStore::new()),
         rows: None,
         policy: crate::authz::SharedPolicy::new(crate::authz::Policy::new(Vec::new(), 0)),
-        fatal: crate::supervisor::FatalSignal::new(&shutdown),
+        fatal: crate::lifecycle::FatalSignal::new(&shutdown),
         shutdown: &shutdown,
     };
     let started = start(config, context, &mut tasks);

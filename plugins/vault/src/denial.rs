@@ -14,7 +14,7 @@ use steeple_plugin_api::{BoxFuture, SecretBytes};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::token::{TokenSource, VaultToken};
+use crate::token::{TokenSource, TokenVerdict, VaultToken};
 
 /// Lookups of a denied token are at least this far apart.
 pub const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(3);
@@ -25,31 +25,6 @@ pub const VERDICT_WAIT: Duration = Duration::from_secs(5);
 pub(crate) const RELOGIN_SPACING: Duration = Duration::from_secs(30);
 /// Reports queued for the keeper at most (resolvers are few and each waits its verdict).
 const INBOX: usize = 64;
-
-/// What the keeper made of a token Vault denied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TokenVerdict {
-    /// `lookup-self` accepts the token: the 403 is the policy's answer for that path.
-    Valid,
-    /// The token is revoked or expired, or was already replaced: a new one is (being)
-    /// fetched; try again shortly.
-    Replaced,
-    /// The keeper did not answer within [`VERDICT_WAIT`] (busy logging in or checking):
-    /// try again shortly.
-    Pending,
-    /// Nobody could tell: nothing keeps this token (a fixed token, a stopped keeper), or
-    /// the check itself failed. Treated like [`TokenVerdict::Valid`]: fail closed.
-    Unknown,
-}
-
-impl TokenVerdict {
-    /// Whether the denial should be retried soon with the last good value kept, rather
-    /// than taken as the policy's final answer.
-    pub fn retry_soon(self) -> bool {
-        matches!(self, Self::Replaced | Self::Pending)
-    }
-}
 
 /// One report: the denied token and where its verdict goes.
 #[derive(Debug)]

@@ -20,11 +20,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::denial::{
-    DenialChecks, KeptToken, Report, TokenDenials, TokenVerdict, VERDICT_WAIT, answer_all,
-};
+use crate::denial::{DenialChecks, KeptToken, Report, TokenDenials, VERDICT_WAIT, answer_all};
 use crate::login::{RenewError, VaultJwtLogin};
-use crate::token::VaultToken;
+use crate::token::{TokenVerdict, VaultToken};
 
 /// Renew or log in again at this fraction of a lease (jittered up to [`LATEST`]): about
 /// two thirds, as Vault Agent does.

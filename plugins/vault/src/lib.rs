@@ -26,12 +26,12 @@ mod token;
 mod transit;
 
 pub use client::{ClientBuildError, DEFAULT_TIMEOUT, VaultClient, VaultClientConfig, VaultError};
-pub use denial::{KeptToken, MIN_CHECK_INTERVAL, TokenDenials, TokenVerdict, VERDICT_WAIT};
+pub use denial::{KeptToken, MIN_CHECK_INTERVAL, TokenDenials, VERDICT_WAIT};
 pub use keeper::{FATAL_RETRY, TokenAction, VaultTokenKeeper, keep_token, next_action};
 pub use kv::{KvPath, KvVersion, VaultKvResolver};
 pub use live_roots::{LiveRoots, RootsError};
 pub use login::{RenewError, VaultJwtLogin, VaultJwtLoginConfig, login_error};
-pub use token::{NO_TTL_LEASE, StaticToken, TokenSource, VaultToken};
+pub use token::{NO_TTL_LEASE, StaticToken, TokenSource, TokenVerdict, VaultToken};
 pub use transit::{
     DEFAULT_TRANSIT_MOUNT, TRANSIT_DIRECT_MAX, VaultTransitResolver, seal_with_transit,
     transit_context,

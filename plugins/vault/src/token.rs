@@ -10,11 +10,35 @@ use tokio::sync::watch;
 use zeroize::Zeroize as _;
 
 use crate::client::VaultError;
-use crate::denial::TokenVerdict;
 
 /// The lease assumed for a token Vault reports without one (lease 0: no TTL), so it is
 /// still re-checked now and then instead of being trusted forever.
 pub const NO_TTL_LEASE: Duration = Duration::from_secs(3600);
+
+/// What the keeper made of a token Vault denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenVerdict {
+    /// `lookup-self` accepts the token: the 403 is the policy's answer for that path.
+    Valid,
+    /// The token is revoked or expired, or was already replaced: a new one is (being)
+    /// fetched; try again shortly.
+    Replaced,
+    /// The keeper did not answer within [`VERDICT_WAIT`](crate::VERDICT_WAIT) (busy logging in or checking):
+    /// try again shortly.
+    Pending,
+    /// Nobody could tell: nothing keeps this token (a fixed token, a stopped keeper), or
+    /// the check itself failed. Treated like [`TokenVerdict::Valid`]: fail closed.
+    Unknown,
+}
+
+impl TokenVerdict {
+    /// Whether the denial should be retried soon with the last good value kept, rather
+    /// than taken as the policy's final answer.
+    pub fn retry_soon(self) -> bool {
+        matches!(self, Self::Replaced | Self::Pending)
+    }
+}
 
 /// A Vault token from a login or renewal.
 #[derive(Clone, PartialEq, Eq)]
