@@ -18,9 +18,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::RowSets;
-use crate::identity::backoff::Backoff;
 use crate::metrics::metrics;
 use crate::store::{Secret, SecretStore};
+use steeple_plugin_api::lease::Backoff;
 
 /// The store source the registry writes resolved envelopes under.
 pub const SOURCE: &str = "envelopes";

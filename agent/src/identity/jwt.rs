@@ -5,21 +5,21 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use steeple_plugin_api::SecretBytes;
-use steeple_plugin_api::wall_clock::{self, Deadline};
+use steeple_plugin_api::lease::{self, LeaseSettings, Obtained, RefreshWindow, Upstream};
+use steeple_plugin_api::{BoxFuture, ExchangeError, ExchangeErrorKind, SecretBytes};
 use steeple_proto::workload::JwtsvidRequest;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroize;
 
-use super::backoff::{Backoff, RepeatFilter};
 use super::{WorkloadApiClient, request};
 use crate::config::JwtSvidConfig;
 use crate::store::{Secret, SecretStore};
 
-/// Fraction of a token's lifetime after which a fresh one is fetched. SPIRE agent hands
-/// out its cached token until half the lifetime is gone, so asking later than half
-/// gets a new one; 0.6 leaves 40 % of the lifetime to absorb an outage.
-const REFRESH_AT: f64 = 0.6;
+/// When a fresh token is fetched: at 60 % of its lifetime, without jitter. SPIRE agent
+/// hands out its cached token until half the lifetime is gone, so asking later than half
+/// gets a new one; 0.6 leaves 40 % of the lifetime to absorb an outage. (No jitter: the
+/// agent, not a fleet, decides when the token changes.)
+pub const REFRESH_WINDOW: RefreshWindow = RefreshWindow::at(0.6);
 
 /// The times a JWT-SVID carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,19 +77,6 @@ pub fn token_times(token: &str, now: SystemTime) -> Result<JwtTimes, JwtError> {
     })
 }
 
-/// When to fetch again: `REFRESH_AT` of the way through the token's life, at least 1 s on.
-pub fn refresh_delay(times: JwtTimes, now: SystemTime) -> Duration {
-    let life = times
-        .expires_at
-        .duration_since(times.issued_at)
-        .unwrap_or_default();
-    let refresh_at = times.issued_at + life.mul_f64(REFRESH_AT);
-    refresh_at
-        .duration_since(now)
-        .unwrap_or_default()
-        .max(Duration::from_secs(1))
-}
-
 /// How long one FetchJWTSVID may take before it counts as failed (and is retried).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -98,77 +85,80 @@ pub fn source_name(resource_name: &str) -> String {
     format!("identity/jwt/{resource_name}")
 }
 
+/// One audience's JWT-SVID from the Workload API, kept in the store under its resource
+/// name by a [`lease`].
+struct JwtSvidUpstream {
+    client: WorkloadApiClient,
+    store: Arc<SecretStore>,
+    source: String,
+    config: JwtSvidConfig,
+}
+
+impl Upstream for JwtSvidUpstream {
+    type Credential = SecretBytes;
+
+    fn obtain(&self) -> BoxFuture<'_, Result<Obtained<SecretBytes>, ExchangeError>> {
+        Box::pin(async move {
+            let req = JwtsvidRequest {
+                audience: vec![self.config.audience.clone()],
+                spiffe_id: self.config.spiffe_id.clone().unwrap_or_default(),
+            };
+            let mut client = self.client.clone();
+            let response = tokio::time::timeout(FETCH_TIMEOUT, client.fetch_jwtsvid(request(req)))
+                .await
+                .map_err(|_| fetch_error(format!("no answer within {}s", FETCH_TIMEOUT.as_secs())))?
+                .map_err(|status| fetch_error(status.message().to_owned()))?;
+            let Some(mut svid) = response.into_inner().svids.into_iter().next() else {
+                return Err(fetch_error("response carried no JWT-SVID".into()));
+            };
+            let times = token_times(&svid.svid, SystemTime::now());
+            let obtained = times.map(|times| Obtained {
+                credential: SecretBytes::copy_from(svid.svid.as_bytes()),
+                issued_at: Some(times.issued_at),
+                expires_at: times.expires_at,
+            });
+            svid.svid.zeroize();
+            obtained.map_err(|e| fetch_error(format!("JWT-SVID refused: {e}")))
+        })
+    }
+
+    fn publish(&self, token: Option<SecretBytes>) {
+        let Some(token) = token else {
+            self.store.sync_source(&self.source, Vec::new());
+            return;
+        };
+        let entry = (self.config.resource_name.clone(), Secret::Generic(token));
+        if self.store.sync_source(&self.source, vec![entry]) {
+            tracing::info!(audience = %self.config.audience, name = %self.config.resource_name, "JWT-SVID refreshed");
+        }
+    }
+}
+
+/// A failed FetchJWTSVID: always worth retrying (the Workload API may be restarting, or
+/// the entry not yet synced).
+fn fetch_error(message: String) -> ExchangeError {
+    ExchangeError::new(ExchangeErrorKind::Transient, "FetchJWTSVID", message)
+}
+
 /// Keeps one audience's JWT-SVID in the store until `shutdown`.
 pub async fn run(
-    mut client: WorkloadApiClient,
+    client: WorkloadApiClient,
     store: Arc<SecretStore>,
     config: JwtSvidConfig,
     shutdown: CancellationToken,
 ) {
-    let source = source_name(&config.resource_name);
-    let what = format!("FetchJWTSVID audience={}", config.audience);
-    let mut backoff = Backoff::default();
-    let mut errors = RepeatFilter::default();
-    let mut current_expiry: Option<Deadline> = None;
-    loop {
-        let req = JwtsvidRequest {
-            audience: vec![config.audience.clone()],
-            spiffe_id: config.spiffe_id.clone().unwrap_or_default(),
-        };
-        let outcome = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = tokio::time::timeout(FETCH_TIMEOUT, client.fetch_jwtsvid(request(req))) => {
-                r.unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded(format!("no answer within {}s", FETCH_TIMEOUT.as_secs()))))
-            }
-        };
-        let delay = match outcome.map(|r| r.into_inner().svids.into_iter().next()) {
-            Ok(Some(mut svid)) => {
-                let now = SystemTime::now();
-                let times = token_times(&svid.svid, now);
-                let delay = match times {
-                    Ok(times) => {
-                        errors.recovered(&what);
-                        backoff.reset();
-                        let token = Secret::Generic(SecretBytes::copy_from(svid.svid.as_bytes()));
-                        if store.sync_source(&source, vec![(config.resource_name.clone(), token)]) {
-                            tracing::info!(audience = %config.audience, name = %config.resource_name, "JWT-SVID refreshed");
-                        }
-                        current_expiry = Some(Deadline::at(times.expires_at));
-                        refresh_delay(times, now)
-                    }
-                    Err(e) => {
-                        errors.warn(&what, format!("JWT-SVID refused: {e}"));
-                        backoff.next_delay()
-                    }
-                };
-                svid.svid.zeroize();
-                delay
-            }
-            Ok(None) => {
-                errors.warn(&what, "response carried no JWT-SVID".into());
-                backoff.next_delay()
-            }
-            Err(status) => {
-                errors.warn(&what, status.message().to_owned());
-                backoff.next_delay()
-            }
-        };
-        // Both deadlines hold on the wall clock too, so a host waking from a suspend past
-        // the token's expiry withdraws it at once.
-        let refresh = Deadline::after(delay);
-        loop {
-            if current_expiry.is_some_and(|t| t.passed()) {
-                tracing::warn!(audience = %config.audience, "JWT-SVID expired before a fresh one arrived; no longer served");
-                store.sync_source(&source, Vec::new());
-                current_expiry = None;
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = refresh.reached() => break,
-                () = wall_clock::reached(current_expiry) => {}
-            }
-        }
-    }
+    let settings = LeaseSettings::new(
+        format!("jwt-svid/{}", config.resource_name),
+        "FetchJWTSVID",
+        REFRESH_WINDOW,
+    );
+    let upstream = JwtSvidUpstream {
+        client,
+        store,
+        source: source_name(&config.resource_name),
+        config,
+    };
+    lease::run(upstream, settings, shutdown).await;
 }
 
 #[cfg(test)]
@@ -184,7 +174,8 @@ mod tests {
     fn reads_times_and_refreshes_past_half_life() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000);
         let times = token_times(&token(r#"{"iat":1000,"exp":1100}"#), now).unwrap();
-        assert_eq!(refresh_delay(times, now), Duration::from_secs(60));
+        let delay = REFRESH_WINDOW.delay(times.issued_at, times.expires_at, now, 0.5);
+        assert_eq!(delay, Duration::from_secs(60));
     }
 
     #[test]

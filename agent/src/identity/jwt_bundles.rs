@@ -9,10 +9,10 @@ use steeple_plugin_api::SecretBytes;
 use steeple_proto::workload::{JwtBundlesRequest, JwtBundlesResponse};
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::{Backoff, RepeatFilter};
 use super::x509::trust_domain_of;
 use super::{WorkloadApiClient, request};
 use crate::store::{Secret, SecretStore};
+use steeple_plugin_api::lease::{Backoff, RepeatFilter};
 
 const SOURCE: &str = "identity/jwt-bundles";
 const WHAT: &str = "FetchJWTBundles";
@@ -116,17 +116,17 @@ pub async fn run(
                             }
                         }
                         Ok(None) => {
-                            errors.warn(WHAT, "stream closed by the Workload API".into());
+                            errors.warn(WHAT, "stream closed by the Workload API");
                             break;
                         }
                         Err(status) => {
-                            errors.warn(WHAT, status.message().to_owned());
+                            errors.warn(WHAT, status.message());
                             break;
                         }
                     }
                 }
             }
-            Err(status) => errors.warn(WHAT, status.message().to_owned()),
+            Err(status) => errors.warn(WHAT, status.message()),
         }
         // JWT bundles carry no expiry: the last good set stays served while we reconnect.
         tokio::select! {

@@ -1,7 +1,6 @@
 //! Identity: the one long-lived client of the SPIFFE Workload API. It follows X.509-SVIDs,
 //! bundles and JWT bundles, keeps configured JWT-SVIDs fresh, and writes it all into the store.
 
-pub mod backoff;
 pub mod jwt;
 pub mod jwt_bundles;
 pub mod x509;

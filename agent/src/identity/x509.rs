@@ -9,10 +9,10 @@ use steeple_plugin_api::wall_clock;
 use steeple_proto::workload::{X509svidRequest, X509svidResponse};
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::{Backoff, RepeatFilter};
 use super::{DefaultNames, WorkloadApiClient, request};
 use crate::store::{Certificate, Secret, SecretStore, TrustBundle};
 use crate::svid::{split_der_certificates, validate_svid};
+use steeple_plugin_api::lease::{Backoff, RepeatFilter};
 
 const SOURCE: &str = "identity/x509";
 
@@ -229,13 +229,13 @@ pub async fn run(
         let mut stream = match opened {
             Ok(Ok(response)) => Some(response.into_inner()),
             Ok(Err(status)) => {
-                errors.warn("FetchX509SVID", status.message().to_owned());
+                errors.warn("FetchX509SVID", status.message());
                 None
             }
             Err(_) => {
                 errors.warn(
                     "FetchX509SVID",
-                    format!("no answer within {}s", OPEN_TIMEOUT.as_secs()),
+                    &format!("no answer within {}s", OPEN_TIMEOUT.as_secs()),
                 );
                 None
             }
@@ -279,12 +279,12 @@ pub async fn run(
                         overdue_at = state.next_overdue(now);
                     }
                     Ok(None) => {
-                        errors.warn("FetchX509SVID", "stream closed by the Workload API".into());
+                        errors.warn("FetchX509SVID", "stream closed by the Workload API");
                         stream = None;
                         retry_at = tokio::time::Instant::now() + backoff.next_delay();
                     }
                     Err(status) => {
-                        errors.warn("FetchX509SVID", status.message().to_owned());
+                        errors.warn("FetchX509SVID", status.message());
                         stream = None;
                         retry_at = tokio::time::Instant::now() + backoff.next_delay();
                     }

@@ -5,6 +5,7 @@
 
 pub mod aead;
 mod envelope;
+pub mod lease;
 mod path_binding;
 mod provider;
 mod secret;

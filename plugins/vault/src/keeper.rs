@@ -1,4 +1,4 @@
-//! The token keeper: one task that logs in with a fresh JWT-SVID, renews the token at
+//! The token keeper: a [`lease`] that logs in with a fresh JWT-SVID, renews the token at
 //! about two thirds of each lease, logs in again when renewal is over (not renewable, max
 //! TTL reached, token revoked, renewal refused), and publishes the current token in a
 //! `watch` channel the resolvers read.
@@ -13,24 +13,21 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rand::Rng as _;
-use steeple_plugin_api::wall_clock::{self, Deadline};
-use steeple_plugin_api::{ExchangeErrorKind, JwtSvidSource, SecretBytes};
-use tokio::sync::{mpsc, watch};
+use steeple_plugin_api::lease::{self, LeaseSettings, Obtained, RefreshWindow, Upstream};
+use steeple_plugin_api::{BoxFuture, ExchangeError, ExchangeErrorKind, JwtSvidSource, SecretBytes};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::denial::{DenialChecks, KeptToken, Report, TokenDenials, VERDICT_WAIT, answer_all};
 use crate::login::{RenewError, VaultJwtLogin};
 use crate::token::{TokenVerdict, VaultToken};
 
-/// Renew or log in again at this fraction of a lease (jittered up to [`LATEST`]): about
-/// two thirds, as Vault Agent does.
-const EARLIEST: f64 = 0.62;
-const LATEST: f64 = 0.72;
-/// After a refused login (role, audience, subject): wait this long, as the agent's
-/// exchange loop does for `Fatal` errors.
-pub const FATAL_RETRY: Duration = Duration::from_secs(60);
+/// Renew or log in again within this part of a lease: about two thirds, as Vault Agent
+/// does, jittered so a fleet does not renew in lockstep.
+pub const RENEW_WINDOW: RefreshWindow = RefreshWindow::between(0.62, 0.72);
+/// After a refused login (role, audience, subject): wait this long, as every lease does
+/// for `Fatal` errors.
+pub const FATAL_RETRY: Duration = lease::FATAL_RETRY;
 /// How long revoking on shutdown may take.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -62,8 +59,9 @@ impl TokenAction {
 /// `[0, 1)` picks the point) while it is renewable and below its max TTL; otherwise log in
 /// again at that point. Never earlier than `now`.
 pub fn next_action(token: &VaultToken, now: SystemTime, jitter: f64) -> TokenAction {
-    let fraction = EARLIEST + (LATEST - EARLIEST) * jitter.clamp(0.0, 1.0);
-    let at = (token.issued_at + token.lease.mul_f64(fraction)).max(now);
+    let at = RENEW_WINDOW
+        .refresh_at(token.issued_at, token.expires_at, jitter)
+        .max(now);
     if token.renewable && !token.max_ttl_reached {
         TokenAction::Renew { at }
     } else {
@@ -79,30 +77,6 @@ pub struct VaultTokenKeeper {
     revoke_on_shutdown: bool,
     denials: TokenDenials,
     inbox: Option<mpsc::Receiver<Report>>,
-}
-
-/// What to do next and when.
-#[derive(Debug, Clone, Copy)]
-enum Op {
-    Login,
-    Renew,
-}
-
-/// The keeper's mutable state: the current token, retry pacing, log-noise control.
-struct State {
-    tx: watch::Sender<Option<VaultToken>>,
-    current: Option<VaultToken>,
-    backoff: Backoff,
-    last_error: Option<String>,
-}
-
-/// What woke the keeper's loop.
-enum Wake {
-    Shutdown,
-    Due,
-    Expired,
-    Denied(Report),
-    Check,
 }
 
 impl VaultTokenKeeper {
@@ -143,169 +117,33 @@ impl VaultTokenKeeper {
         kept
     }
 
-    /// Runs until `shutdown`, publishing the current token (or `None`) into `tx`.
+    /// Runs until `shutdown`, publishing the current token (or `None`) into `tx`: the
+    /// token's lease, and beside it the checks of reported denials, which drop a token
+    /// Vault no longer accepts and have the lease log in at once.
     pub async fn run(mut self, tx: watch::Sender<Option<VaultToken>>, shutdown: CancellationToken) {
-        let mut state = State {
-            tx,
-            current: None,
-            backoff: Backoff::default(),
-            last_error: None,
+        let tokens = Arc::new(tx);
+        let refresh_now = Arc::new(Notify::new());
+        let mut settings = LeaseSettings::new("vault-token", "vault token upkeep", RENEW_WINDOW);
+        settings.refresh_now = Some(refresh_now.clone());
+        let upkeep = TokenUpkeep {
+            login: self.login.clone(),
+            jwt: self.jwt.clone(),
+            tokens: tokens.clone(),
         };
-        let mut inbox = self.inbox.take();
-        let mut checks = DenialChecks::default();
-        let (mut op, mut at) = (Op::Login, SystemTime::now());
-        loop {
-            let expiry = state.current.as_ref().map(|t| t.expires_at);
-            let check_at = checks.check_at(tokio::time::Instant::now());
-            let wake = tokio::select! {
-                () = shutdown.cancelled() => Wake::Shutdown,
-                Some(report) = next_report(&mut inbox) => Wake::Denied(report),
-                () = sleep_until_instant(check_at) => Wake::Check,
-                () = sleep_until(Some(at)) => Wake::Due,
-                () = sleep_until(expiry) => Wake::Expired,
-            };
-            match wake {
-                Wake::Shutdown => break,
-                Wake::Due => {}
-                Wake::Expired => {
-                    tracing::warn!(
-                        "vault token expired before it was renewed or replaced; no longer served"
-                    );
-                    state.clear();
-                    checks.answer_stale(None);
-                    (op, at) = (Op::Login, SystemTime::now());
-                    continue;
-                }
-                Wake::Denied(report) => {
-                    checks.accept(report, state.current_secret());
-                    continue;
-                }
-                Wake::Check => {
-                    if self.check_denied(&mut state, &mut checks).await {
-                        (op, at) = (Op::Login, SystemTime::now());
-                    }
-                    continue;
-                }
-            }
-            let step = async {
-                match op {
-                    Op::Login => self.login_step(&mut state).await,
-                    Op::Renew => self.renew_step(&mut state).await,
-                }
-            };
-            (op, at) = tokio::select! {
-                () = shutdown.cancelled() => break,
-                next = step => next,
-            };
-            checks.answer_stale(state.current_secret());
-        }
-        drop(checks);
-        self.finish(state).await;
+        let checker = DenialChecker {
+            login: self.login.clone(),
+            tokens: tokens.clone(),
+        };
+        let inbox = self.inbox.take();
+        tokio::join!(
+            lease::run(upkeep, settings, shutdown.clone()),
+            checker.run(inbox, refresh_now, shutdown.clone()),
+        );
+        self.finish(&tokens).await;
     }
 
-    /// One `lookup-self` for the reports pending on the current token. Returns whether
-    /// the token was found dead and dropped (so: log in now).
-    async fn check_denied(&self, state: &mut State, checks: &mut DenialChecks) -> bool {
-        let now = tokio::time::Instant::now();
-        let reports = checks.start_lookup(now);
-        let Some(token) = state.current.clone() else {
-            answer_all(reports, TokenVerdict::Replaced);
-            return false;
-        };
-        let lookup = tokio::time::timeout(VERDICT_WAIT, self.login.lookup_self(&token)).await;
-        let verdict = match lookup {
-            Ok(Ok(())) => {
-                tracing::debug!(accessor = %token.accessor, "vault denied a path but still accepts the token: a policy answer");
-                TokenVerdict::Valid
-            }
-            Ok(Err(RenewError::TokenInvalid(message))) if checks.may_relogin(now) => {
-                tracing::warn!(accessor = %token.accessor, error = %message, "vault denied a request and no longer accepts the token (revoked or expired); logging in again");
-                state.clear();
-                TokenVerdict::Replaced
-            }
-            Ok(Err(RenewError::TokenInvalid(message))) => {
-                tracing::warn!(accessor = %token.accessor, error = %message, "vault denies lookup-self soon after a new login; not logging in again (does the policy grant read on auth/token/lookup-self?)");
-                TokenVerdict::Unknown
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(accessor = %token.accessor, error = %e, "could not check a denied vault token");
-                TokenVerdict::Unknown
-            }
-            Err(_) => {
-                tracing::debug!(accessor = %token.accessor, "checking a denied vault token timed out");
-                TokenVerdict::Unknown
-            }
-        };
-        answer_all(reports, verdict);
-        verdict == TokenVerdict::Replaced
-    }
-
-    async fn login_step(&self, state: &mut State) -> (Op, SystemTime) {
-        let attempt = async {
-            let jwt = self
-                .jwt
-                .fetch(self.login.config().audience.as_str())
-                .await?;
-            self.login.login(&jwt).await
-        };
-        match attempt.await {
-            Ok(token) => {
-                tracing::info!(
-                    accessor = %token.accessor,
-                    ttl_s = token.lease.as_secs(),
-                    renewable = token.renewable,
-                    namespace = token.namespace.as_deref().unwrap_or(""),
-                    "logged in to vault"
-                );
-                state.succeeded(token)
-            }
-            Err(e) => {
-                let delay = match e.kind {
-                    ExchangeErrorKind::Fatal => FATAL_RETRY,
-                    _ => state.backoff.next_delay(),
-                };
-                if e.kind == ExchangeErrorKind::Transient {
-                    state.failed("vault login", &e.to_string(), delay);
-                } else {
-                    state.refused(&e.to_string(), delay);
-                }
-                (Op::Login, SystemTime::now() + delay)
-            }
-        }
-    }
-
-    async fn renew_step(&self, state: &mut State) -> (Op, SystemTime) {
-        let Some(token) = state.current.clone() else {
-            return (Op::Login, SystemTime::now());
-        };
-        match self.login.renew_self(&token).await {
-            Ok(renewed) => {
-                if renewed.max_ttl_reached {
-                    tracing::info!(accessor = %renewed.accessor, ttl_s = renewed.lease.as_secs(), "vault token reached its max TTL; logging in again before it expires");
-                } else {
-                    tracing::debug!(accessor = %renewed.accessor, ttl_s = renewed.lease.as_secs(), "vault token renewed");
-                }
-                state.succeeded(renewed)
-            }
-            Err(RenewError::TokenInvalid(message)) => {
-                tracing::warn!(accessor = %token.accessor, error = %message, "vault refused the token (revoked or expired); logging in again");
-                state.clear();
-                (Op::Login, SystemTime::now())
-            }
-            Err(RenewError::Refused(message)) => {
-                tracing::info!(accessor = %token.accessor, error = %message, "vault token cannot be renewed; logging in again");
-                (Op::Login, SystemTime::now())
-            }
-            Err(e @ RenewError::Unavailable(_)) => {
-                let delay = state.backoff.next_delay();
-                state.failed("vault token renewal", &e.to_string(), delay);
-                (Op::Renew, SystemTime::now() + delay)
-            }
-        }
-    }
-
-    async fn finish(&self, mut state: State) {
-        let Some(token) = state.current.take() else {
+    async fn finish(&self, tokens: &watch::Sender<Option<VaultToken>>) {
+        let Some(token) = tokens.borrow().clone() else {
             return;
         };
         if !self.revoke_on_shutdown || !token.is_valid_at(SystemTime::now()) {
@@ -322,7 +160,7 @@ impl VaultTokenKeeper {
                 tracing::warn!(accessor = %token.accessor, "revoking the vault token on shutdown timed out")
             }
         }
-        state.tx.send_replace(None);
+        tokens.send_replace(None);
     }
 }
 
@@ -341,60 +179,177 @@ pub async fn keep_token(
         .await;
 }
 
-impl State {
-    /// Publishes `token` and schedules its upkeep.
-    fn succeeded(&mut self, token: VaultToken) -> (Op, SystemTime) {
-        if self.last_error.take().is_some() {
-            tracing::info!("vault token upkeep recovered");
-        }
-        self.backoff.reset();
-        let now = SystemTime::now();
-        let action = next_action(&token, now, rand::rng().random::<f64>());
-        if token.is_valid_at(now) {
-            self.current = Some(token.clone());
-            self.tx.send_replace(Some(token));
-        } else {
-            self.clear();
-        }
-        match action {
-            TokenAction::Renew { at } => (Op::Renew, at),
-            TokenAction::Relogin { at } => (Op::Login, at),
-        }
+/// The token as a lease's upstream: renewed while renewable, else a new login.
+struct TokenUpkeep {
+    login: Arc<VaultJwtLogin>,
+    jwt: Arc<dyn JwtSvidSource>,
+    tokens: Arc<watch::Sender<Option<VaultToken>>>,
+}
+
+impl Upstream for TokenUpkeep {
+    type Credential = VaultToken;
+
+    fn obtain(&self) -> BoxFuture<'_, Result<Obtained<VaultToken>, ExchangeError>> {
+        Box::pin(async move {
+            let current = self.tokens.borrow().clone();
+            let renew = current.filter(|t| {
+                matches!(
+                    next_action(t, SystemTime::now(), 0.0),
+                    TokenAction::Renew { .. }
+                )
+            });
+            if let Some(token) = renew
+                && let Some(renewed) = self.renew(&token).await?
+            {
+                return Ok(obtained(renewed));
+            }
+            let jwt = self
+                .jwt
+                .fetch(self.login.config().audience.as_str())
+                .await?;
+            let token = self.login.login(&jwt).await?;
+            tracing::info!(
+                accessor = %token.accessor,
+                ttl_s = token.lease.as_secs(),
+                renewable = token.renewable,
+                namespace = token.namespace.as_deref().unwrap_or(""),
+                "logged in to vault"
+            );
+            Ok(obtained(token))
+        })
     }
 
-    /// Logs a failure: the first of its kind at WARN, identical repeats at DEBUG.
-    fn failed(&mut self, what: &str, message: &str, retry: Duration) {
-        let retry_in_ms = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX);
-        let serving = self.current.is_some();
-        if self.last_error.as_deref() == Some(message) {
-            tracing::debug!(%what, error = %message, retry_in_ms, serving_token = serving, "still failing");
-        } else {
-            tracing::warn!(%what, error = %message, retry_in_ms, serving_token = serving, "failed; retrying with backoff");
-            self.last_error = Some(message.to_owned());
-        }
+    fn publish(&self, token: Option<VaultToken>) {
+        let valid = token.filter(|t| t.is_valid_at(SystemTime::now()));
+        self.tokens.send_replace(valid);
     }
 
-    /// Logs a login Vault refused (role, audience, subject, signature) as an ERROR event
-    /// the first time, identical repeats at DEBUG.
-    fn refused(&mut self, message: &str, retry: Duration) {
-        let retry_in_s = retry.as_secs();
-        let serving = self.current.is_some();
-        if self.last_error.as_deref() == Some(message) {
-            tracing::debug!(error = %message, retry_in_s, serving_token = serving, "vault login still refused");
-        } else {
-            tracing::error!(error = %message, retry_in_s, serving_token = serving, "vault refused the login; fix the role, its bound audience and subject, or the JWT auth keys");
-            self.last_error = Some(message.to_owned());
+    fn advice(&self, kind: ExchangeErrorKind) -> Option<&'static str> {
+        (kind != ExchangeErrorKind::Transient).then_some(
+            "vault refused the login; fix the role, its bound audience and subject, or the JWT auth keys",
+        )
+    }
+}
+
+impl TokenUpkeep {
+    /// `renew-self`: the renewed token, or `None` when a new login is due (the token is
+    /// revoked, expired or cannot be renewed).
+    async fn renew(&self, token: &VaultToken) -> Result<Option<VaultToken>, ExchangeError> {
+        match self.login.renew_self(token).await {
+            Ok(renewed) => {
+                if renewed.max_ttl_reached {
+                    tracing::info!(accessor = %renewed.accessor, ttl_s = renewed.lease.as_secs(), "vault token reached its max TTL; logging in again before it expires");
+                } else {
+                    tracing::debug!(accessor = %renewed.accessor, ttl_s = renewed.lease.as_secs(), "vault token renewed");
+                }
+                Ok(Some(renewed))
+            }
+            Err(RenewError::TokenInvalid(message)) => {
+                tracing::warn!(accessor = %token.accessor, error = %message, "vault refused the token (revoked or expired); logging in again");
+                self.tokens.send_replace(None);
+                Ok(None)
+            }
+            Err(RenewError::Refused(message)) => {
+                tracing::info!(accessor = %token.accessor, error = %message, "vault token cannot be renewed; logging in again");
+                Ok(None)
+            }
+            Err(e @ RenewError::Unavailable(_)) => Err(ExchangeError::new(
+                ExchangeErrorKind::Transient,
+                "VaultRenew",
+                e.to_string(),
+            )),
+        }
+    }
+}
+
+/// A token as the lease holds it.
+fn obtained(token: VaultToken) -> Obtained<VaultToken> {
+    Obtained {
+        issued_at: Some(token.issued_at),
+        expires_at: token.expires_at,
+        credential: token,
+    }
+}
+
+/// Answers the denials resolvers report: one `lookup-self` for the reports pending on
+/// the current token (coalesced, spaced); a token Vault no longer accepts is dropped and
+/// the lease told to log in now.
+struct DenialChecker {
+    login: Arc<VaultJwtLogin>,
+    tokens: Arc<watch::Sender<Option<VaultToken>>>,
+}
+
+impl DenialChecker {
+    async fn run(
+        &self,
+        mut inbox: Option<mpsc::Receiver<Report>>,
+        refresh_now: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
+        let mut checks = DenialChecks::default();
+        let mut tokens = self.tokens.subscribe();
+        loop {
+            let check_at = checks.check_at(tokio::time::Instant::now());
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                Some(report) = next_report(&mut inbox) => {
+                    checks.accept(report, self.current_secret().as_ref());
+                }
+                () = sleep_until_instant(check_at) => {
+                    if self.check(&mut checks).await {
+                        refresh_now.notify_one();
+                    }
+                }
+                changed = tokens.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    checks.answer_stale(self.current_secret().as_ref());
+                }
+            }
         }
     }
 
     /// The token resolvers are sent right now, to match reports against.
-    fn current_secret(&self) -> Option<&SecretBytes> {
-        self.current.as_ref().map(|t| &t.token)
+    fn current_secret(&self) -> Option<SecretBytes> {
+        self.tokens.borrow().as_ref().map(|t| t.token.clone())
     }
 
-    fn clear(&mut self) {
-        self.current = None;
-        self.tx.send_replace(None);
+    /// One `lookup-self` for the reports pending on the current token. Returns whether
+    /// the token was found dead and dropped (so: log in now).
+    async fn check(&self, checks: &mut DenialChecks) -> bool {
+        let now = tokio::time::Instant::now();
+        let reports = checks.start_lookup(now);
+        let Some(token) = self.tokens.borrow().clone() else {
+            answer_all(reports, TokenVerdict::Replaced);
+            return false;
+        };
+        let lookup = tokio::time::timeout(VERDICT_WAIT, self.login.lookup_self(&token)).await;
+        let verdict = match lookup {
+            Ok(Ok(())) => {
+                tracing::debug!(accessor = %token.accessor, "vault denied a path but still accepts the token: a policy answer");
+                TokenVerdict::Valid
+            }
+            Ok(Err(RenewError::TokenInvalid(message))) if checks.may_relogin(now) => {
+                tracing::warn!(accessor = %token.accessor, error = %message, "vault denied a request and no longer accepts the token (revoked or expired); logging in again");
+                self.tokens.send_replace(None);
+                TokenVerdict::Replaced
+            }
+            Ok(Err(RenewError::TokenInvalid(message))) => {
+                tracing::warn!(accessor = %token.accessor, error = %message, "vault denies lookup-self soon after a new login; not logging in again (does the policy grant read on auth/token/lookup-self?)");
+                TokenVerdict::Unknown
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(accessor = %token.accessor, error = %e, "could not check a denied vault token");
+                TokenVerdict::Unknown
+            }
+            Err(_) => {
+                tracing::debug!(accessor = %token.accessor, "checking a denied vault token timed out");
+                TokenVerdict::Unknown
+            }
+        };
+        answer_all(reports, verdict);
+        verdict == TokenVerdict::Replaced
     }
 }
 
@@ -415,12 +370,6 @@ async fn sleep_until_instant(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Sleeps until the wall-clock time `at` (forever for `None`), also across a host
-/// suspend (see [`wall_clock`]).
-async fn sleep_until(at: Option<SystemTime>) {
-    wall_clock::reached(at.map(Deadline::at)).await;
 }
 
 #[cfg(test)]

@@ -90,25 +90,12 @@ async fn fake_vault(status: u16, body: &'static str) -> (String, Arc<AtomicUsize
     (addr, hits)
 }
 
-#[derive(Debug)]
-struct NoJwt;
-
-impl JwtSvidSource for NoJwt {
-    fn fetch<'a>(
-        &'a self,
-        _audience: &'a str,
-    ) -> steeple_plugin_api::BoxFuture<'a, Result<SecretBytes, steeple_plugin_api::ExchangeError>>
-    {
-        Box::pin(std::future::pending())
-    }
-}
-
-/// A keeper against `addr` holding a fresh token, three resolvers' reports pending on it.
-fn keeper_with_reports(
+/// A denial checker against `addr` for a fresh token, three resolvers' reports pending
+/// on it.
+fn checker_with_reports(
     addr: &str,
 ) -> (
-    VaultTokenKeeper,
-    State,
+    DenialChecker,
     DenialChecks,
     Vec<tokio::sync::oneshot::Receiver<TokenVerdict>>,
 ) {
@@ -119,16 +106,13 @@ fn keeper_with_reports(
     .build()
     .unwrap();
     let login = crate::VaultJwtLogin::new(client, crate::VaultJwtLoginConfig::default());
-    let keeper = VaultTokenKeeper::new(Arc::new(login), Arc::new(NoJwt));
     let mut current = token(3600, true, false);
     current.issued_at = SystemTime::now();
     current.expires_at = current.issued_at + current.lease;
     let (tx, _) = watch::channel(Some(current.clone()));
-    let state = State {
-        tx,
-        current: Some(current.clone()),
-        backoff: Backoff::default(),
-        last_error: None,
+    let checker = DenialChecker {
+        login: Arc::new(login),
+        tokens: Arc::new(tx),
     };
     let mut checks = DenialChecks::default();
     let (mut denials, mut verdicts) = (Vec::new(), Vec::new());
@@ -143,24 +127,20 @@ fn keeper_with_reports(
     for report in denials {
         checks.accept(report, Some(&current.token));
     }
-    (keeper, state, checks, verdicts)
+    (checker, checks, verdicts)
 }
 
 #[tokio::test]
 async fn a_revoked_token_is_dropped_after_one_lookup_and_reports_say_replaced() {
     let (addr, hits) = fake_vault(403, r#"{"errors":["permission denied"]}"#).await;
-    let (keeper, mut state, mut checks, verdicts) = keeper_with_reports(&addr);
-    let mut published = state.tx.subscribe();
-    assert!(
-        keeper.check_denied(&mut state, &mut checks).await,
-        "log in now"
-    );
+    let (checker, mut checks, verdicts) = checker_with_reports(&addr);
+    let mut published = checker.tokens.subscribe();
+    assert!(checker.check(&mut checks).await, "log in now");
     assert_eq!(
         hits.load(Ordering::SeqCst),
         1,
         "one lookup for three reports"
     );
-    assert!(state.current.is_none());
     assert!(published.borrow_and_update().is_none(), "no longer served");
     for verdict in verdicts {
         assert_eq!(verdict.await, Ok(TokenVerdict::Replaced));
@@ -170,10 +150,10 @@ async fn a_revoked_token_is_dropped_after_one_lookup_and_reports_say_replaced() 
 #[tokio::test]
 async fn a_valid_token_is_kept_and_the_denial_is_the_policys() {
     let (addr, hits) = fake_vault(200, r#"{"data":{"accessor":"acc"}}"#).await;
-    let (keeper, mut state, mut checks, verdicts) = keeper_with_reports(&addr);
-    assert!(!keeper.check_denied(&mut state, &mut checks).await);
+    let (checker, mut checks, verdicts) = checker_with_reports(&addr);
+    assert!(!checker.check(&mut checks).await);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
-    assert!(state.current.is_some());
+    assert!(checker.tokens.borrow().is_some());
     for verdict in verdicts {
         assert_eq!(verdict.await, Ok(TokenVerdict::Valid));
     }
@@ -182,9 +162,9 @@ async fn a_valid_token_is_kept_and_the_denial_is_the_policys() {
 #[tokio::test]
 async fn a_failed_check_neither_drops_the_token_nor_keeps_the_value() {
     let (addr, _) = fake_vault(503, r#"{"errors":["Vault is sealed"]}"#).await;
-    let (keeper, mut state, mut checks, verdicts) = keeper_with_reports(&addr);
-    assert!(!keeper.check_denied(&mut state, &mut checks).await);
-    assert!(state.current.is_some());
+    let (checker, mut checks, verdicts) = checker_with_reports(&addr);
+    assert!(!checker.check(&mut checks).await);
+    assert!(checker.tokens.borrow().is_some());
     for verdict in verdicts {
         assert_eq!(verdict.await, Ok(TokenVerdict::Unknown));
     }

@@ -15,7 +15,6 @@
 //! ([`TokenVerdict`]); [`seal_with_transit`] makes transit envelopes. Every envelope's
 //! (namespace, mount, path) must pass the operator's [`VaultAllowlist`](steeple_plugin_api::VaultAllowlist) before any call.
 
-mod backoff;
 mod client;
 mod denial;
 mod keeper;

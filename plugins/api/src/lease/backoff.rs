@@ -1,4 +1,5 @@
-//! Retry pacing and log-noise control shared by the long-lived upstream clients.
+//! Retry pacing shared by every long-lived upstream client: exponential backoff with
+//! jitter.
 
 use std::time::Duration;
 
@@ -41,32 +42,6 @@ impl Default for Backoff {
     /// 1 s doubling to 30 s, as go-spiffe's watcher.
     fn default() -> Self {
         Self::new(Duration::from_secs(1), Duration::from_secs(30))
-    }
-}
-
-/// Logs the first occurrence of an error at WARN and identical repeats at DEBUG, so an
-/// upstream that stays down does not flood the log.
-#[derive(Debug, Default)]
-pub struct RepeatFilter {
-    last: Option<String>,
-}
-
-impl RepeatFilter {
-    /// Logs `message` about `what`.
-    pub fn warn(&mut self, what: &str, message: String) {
-        if self.last.as_deref() == Some(message.as_str()) {
-            tracing::debug!(%what, error = %message, "still failing");
-        } else {
-            tracing::warn!(%what, error = %message, "upstream call failed; retrying with backoff");
-            self.last = Some(message);
-        }
-    }
-
-    /// Forgets the last error (call on success) and says so if there was one.
-    pub fn recovered(&mut self, what: &str) {
-        if self.last.take().is_some() {
-            tracing::info!(%what, "recovered");
-        }
     }
 }
 
