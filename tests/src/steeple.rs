@@ -1,5 +1,6 @@
 //! The Steeple binary under test, as a child process: `steeple run` against a Workload API
-//! socket, or `steeple dev` with its embedded trust domain.
+//! socket, or `steeple dev` with its embedded trust domain (also in a PID namespace of its
+//! own, as in a pod).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,10 +11,17 @@ use anyhow::Context as _;
 
 use crate::process::ChildProcess;
 
+/// The launcher that gives the agent a PID namespace of its own. `--kill-child`: when
+/// unshare is killed (the harness's SIGKILL after the stop timeout), so is the agent, and
+/// with it everything in its namespace.
+const OWN_PID_NAMESPACE: &[&str] = &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"];
+
 /// A running Steeple; stopped (SIGTERM, then SIGKILL) on drop.
 #[derive(Debug)]
 pub struct SteepleProcess {
     process: ChildProcess,
+    /// The agent's pid when `process` is the launcher that started it (unshare).
+    agent: Option<u32>,
     dir: PathBuf,
     sds_socket: PathBuf,
 }
@@ -106,11 +114,44 @@ impl SteepleProcess {
     /// `steeple dev` with `toml` appended to a debug-logging config and `env` set, sockets
     /// in `dir`.
     pub fn dev_with(dir: &Path, toml: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::dev_under(&[], dir, toml, env)
+    }
+
+    /// Like [`SteepleProcess::dev_with`], with the agent as pid 1 of a PID namespace of its
+    /// own (`unshare --pid --fork --mount-proc`), as in a pod of its own: a caller outside
+    /// it has no pid in the peer credentials the agent reads. Needs root. [`Self::pid`],
+    /// [`Self::signal`] and [`Self::kill`] reach the agent, not unshare.
+    pub fn dev_in_pid_namespace(
+        dir: &Path,
+        toml: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut steeple = Self::dev_under(OWN_PID_NAMESPACE, dir, toml, env)?;
+        // The socket is there, so unshare has long forked the agent.
+        steeple.agent = Some(only_child(steeple.process.id())?);
+        Ok(steeple)
+    }
+
+    /// `steeple dev` as [`SteepleProcess::dev_with`] starts it, run by `launcher` (a
+    /// program and its arguments, Steeple's command line appended) unless that is empty.
+    fn dev_under(
+        launcher: &[&str],
+        dir: &Path,
+        toml: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let config = format!("[log]\nlevel = \"debug\"\n{toml}");
         let config_path = dir.join("steeple.toml");
         std::fs::write(&config_path, config)?;
-        let mut command = Command::new(steeple_bin()?);
+        let mut command = match launcher.split_first() {
+            None => Command::new(steeple_bin()?),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(steeple_bin()?);
+                command
+            }
+        };
         command.envs(env.iter().copied());
         command
             .arg("dev")
@@ -126,6 +167,7 @@ impl SteepleProcess {
         let process = ChildProcess::spawn("steeple", command, &dir.join("logs"))?;
         let mut steeple = Self {
             process,
+            agent: None,
             dir: dir.to_owned(),
             sds_socket,
         };
@@ -151,7 +193,7 @@ impl SteepleProcess {
     /// Kills the agent with SIGKILL — no shutdown, its socket left behind — and waits
     /// until it is gone (at most 10 s).
     pub fn kill(&mut self) -> anyhow::Result<()> {
-        self.process.signal(rustix::process::Signal::KILL)?;
+        self.signal(rustix::process::Signal::KILL)?;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while self.process.is_running() {
             anyhow::ensure!(
@@ -165,7 +207,21 @@ impl SteepleProcess {
 
     /// Sends `signal` to the agent.
     pub fn signal(&mut self, signal: rustix::process::Signal) -> anyhow::Result<()> {
-        self.process.signal(signal)
+        let Some(agent) = self.agent else {
+            return self.process.signal(signal);
+        };
+        // While unshare runs it has not reaped the agent, so the pid is still the agent's.
+        if !self.process.is_running() {
+            return Ok(());
+        }
+        let pid = i32::try_from(agent)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .with_context(|| format!("invalid agent pid {agent}"))?;
+        match rustix::process::kill_process(pid, signal) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(e).context("signalling the agent"),
+        }
     }
 
     /// Waits at most `timeout` for the agent to exit; its exit status.
@@ -193,9 +249,9 @@ impl SteepleProcess {
         self.process.logs()
     }
 
-    /// The process id.
+    /// The agent's process id (as this test process sees it).
     pub fn pid(&self) -> u32 {
-        self.process.id()
+        self.agent.unwrap_or_else(|| self.process.id())
     }
 
     /// Resident set size, KiB, from `/proc/<pid>/status`.
@@ -220,6 +276,27 @@ impl SteepleProcess {
     /// The directory holding its config, sockets and logs.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+impl Drop for SteepleProcess {
+    /// unshare blocks SIGTERM while it waits for the agent, so the agent itself is asked to
+    /// stop; dropping `process` then waits for unshare to exit with it.
+    fn drop(&mut self) {
+        if self.agent.is_some()
+            && let Err(e) = self.signal(rustix::process::Signal::TERM)
+        {
+            eprintln!("harness: could not stop steeple: {e:#}");
+        }
+    }
+}
+
+/// The one child of process `parent`.
+fn only_child(parent: u32) -> anyhow::Result<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))?;
+    match children.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [child] => Ok(child.parse()?),
+        other => anyhow::bail!("process {parent} has children {other:?}, not one"),
     }
 }
 
