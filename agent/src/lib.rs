@@ -6,10 +6,6 @@ pub mod audit;
 pub mod authz;
 #[cfg(feature = "aws")]
 pub mod aws;
-/// Stands in for the AWS side in builds without the `aws` feature.
-#[cfg(not(feature = "aws"))]
-#[path = "aws_missing.rs"]
-pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod dev;
@@ -24,16 +20,12 @@ pub mod providers;
 pub mod redact;
 pub mod reload;
 pub mod sds;
-pub mod start_context;
+pub mod sides;
 pub mod store;
 pub mod supervisor;
 pub mod svid;
 pub mod uds;
 #[cfg(feature = "vault")]
-pub mod vault;
-/// Stands in for the Vault side in builds without the `vault` feature.
-#[cfg(not(feature = "vault"))]
-#[path = "vault_missing.rs"]
 pub mod vault;
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::lifecycle::{FatalSignal, TaskGroup};
 use crate::providers::{self, ProviderError, RunMode};
 use crate::reload::ConfigChange;
 use crate::sds::{self, SdsService, SdsSettings};
+use crate::sides::{self, SideContext, SideError};
 use crate::store::SecretStore;
 use crate::uds::{BindError, bind_socket};
 
@@ -28,21 +29,27 @@ pub enum StartError {
     /// The SDS socket could not be bound.
     #[error("sds.socket: {0}")]
     SdsSocket(#[from] BindError),
+    /// The envelope sources or providers could not be built.
+    #[error(transparent)]
+    Envelopes(#[from] EnvelopeSetupError),
+    /// An upstream side (AWS, Vault) could not start.
+    #[error(transparent)]
+    Side(#[from] SideError),
+    /// The admin listener could not be bound (names `admin.listen`).
+    #[error("{0}")]
+    Admin(String),
+}
+
+/// Why the envelope tasks of a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeSetupError {
     /// The control-plane envelope source could not be built.
     #[error(transparent)]
     ControlPlane(#[from] envelopes::control_plane::PollError),
     /// An envelope provider could not be built.
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    /// The AWS side could not start.
-    #[error(transparent)]
-    Aws(#[from] crate::aws::AwsStartError),
-    /// The Vault side could not start.
-    #[error(transparent)]
-    Vault(#[from] crate::vault::VaultStartError),
-    /// The admin listener could not be bound (names `admin.listen`).
-    #[error("{0}")]
-    Admin(String),
 }
 
 /// The running agent.
@@ -77,12 +84,9 @@ pub enum ReloadError {
     /// Sections read only at start changed.
     #[error("{} changed; these are read only at start, restart Steeple to apply them", .0.join(", "))]
     NeedsRestart(Vec<&'static str>),
-    /// An envelope provider of the new configuration could not be built.
+    /// The envelope sources or providers of the new configuration could not be built.
     #[error(transparent)]
-    Provider(#[from] ProviderError),
-    /// The new control-plane envelope source could not be built.
-    #[error(transparent)]
-    ControlPlane(#[from] envelopes::control_plane::PollError),
+    Envelopes(#[from] EnvelopeSetupError),
 }
 
 /// Starts identity, envelopes and SDS; they stop when `shutdown` is cancelled.
@@ -94,95 +98,40 @@ pub fn start(
     let store = Arc::new(SecretStore::new());
     let fatal = FatalSignal::new(shutdown);
     let mut tasks = JoinSet::new();
-    let listener = bind_socket(&config.sds.socket, config.sds.socket_mode)?;
-    let shared_policy = SharedPolicy::new(policy(config));
-    let service = SdsService::new(
-        store.clone(),
-        SdsSettings::from(&config.sds),
-        shared_policy.clone(),
-        shutdown.clone(),
-    );
-    let sds_shutdown = shutdown.clone();
-    let sds_fatal = fatal.clone();
-    tasks.spawn(async move {
-        if let Err(e) = sds::serve(listener, service, sds_shutdown).await {
-            sds_fatal.raise(format!("SDS server failed: {e}"));
-        }
-    });
-    if let Some(listen) = config.admin.listen {
-        let admin = std::net::TcpListener::bind(listen)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .and_then(tokio::net::TcpListener::from_std)
-            .map_err(|e| StartError::Admin(format!("admin.listen {listen}: {e}")))?;
-        let (admin_store, admin_shutdown) = (store.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            if let Err(e) = crate::admin::serve(admin, admin_store, admin_shutdown).await {
-                tracing::error!(error = %e, "admin listener stopped");
-            }
-        });
-    }
+    let policy = SharedPolicy::new(policy(config));
+    start_sds(config, &store, &policy, &fatal, shutdown, &mut tasks)?;
+    start_admin(config, &store, shutdown, &mut tasks)?;
     let workload_api = identity::client(&config.workload_api.socket);
-    identity::spawn(
-        &workload_api,
-        DefaultNames::from(&config.sds),
-        store.clone(),
-        shutdown,
-        &mut tasks,
-    );
+    let names = DefaultNames::from(&config.sds);
+    identity::spawn(&workload_api, names, store.clone(), shutdown, &mut tasks);
     let mut jwt_svids = TaskGroup::new(shutdown);
+    let group = &mut jwt_svids;
     identity::spawn_jwt_svids(
         &workload_api,
         &config.jwt_svids,
         &store,
-        &jwt_svids.stop,
-        &mut jwt_svids.tasks,
+        &group.stop,
+        &mut group.tasks,
     );
     let jwt_fetcher: Arc<dyn JwtSvidSource> =
         Arc::new(WorkloadApiJwtFetcher::new(workload_api.clone(), None));
     let rows = RowSink::default();
-    let aws = crate::aws::start(
-        &config.aws,
-        crate::aws::AwsContext {
-            jwt: jwt_fetcher.clone(),
-            store: store.clone(),
-            rows: config.envelopes.enabled.then(|| rows.clone()),
-            policy: shared_policy.clone(),
-            fatal: fatal.clone(),
-            shutdown,
-        },
-        &mut tasks,
-    )?;
-    let vault = crate::vault::start(
-        &config.vault,
-        crate::vault::VaultContext {
-            jwt: jwt_fetcher.clone(),
-            store: store.clone(),
-            shutdown,
-        },
-        &mut tasks,
-    )?;
-    let running: Vec<Arc<dyn EnvelopeResolver>> = aws
-        .map(|aws| aws.kms)
-        .into_iter()
-        .chain(
-            vault
-                .into_iter()
-                .flat_map(|vault| [vault.kv, vault.transit]),
-        )
-        .collect();
-    let resolvers = providers::resolvers(config, mode, running.clone())?;
+    let context = SideContext {
+        jwt: jwt_fetcher.clone(),
+        store: store.clone(),
+        rows: config.envelopes.enabled.then(|| rows.clone()),
+        policy: policy.clone(),
+        fatal: fatal.clone(),
+        shutdown,
+    };
+    let running = sides::start(config, &context, &mut tasks)?.resolvers;
     let mut envelopes = TaskGroup::new(shutdown);
-    EnvelopeTasks::prepare(
-        config,
-        rows.clone(),
-        resolvers,
-        jwt_fetcher.clone(),
-        store.clone(),
-    )?
-    .spawn(&envelopes.stop, &mut envelopes.tasks);
+    envelope_tasks(config, mode, &running, &rows, &jwt_fetcher, &store)?
+        .spawn(&envelopes.stop, &mut envelopes.tasks);
     tracing::info!(
         sds_socket = %config.sds.socket.display(),
         workload_api = %config.workload_api.socket.display(),
+        sides = ?sides::compiled(),
         "Steeple started"
     );
     Ok(RunningAgent {
@@ -193,7 +142,7 @@ pub fn start(
         reloadable: Reloadable {
             config: config.clone(),
             mode,
-            policy: shared_policy.clone(),
+            policy,
             workload_api,
             jwt_fetcher,
             rows,
@@ -202,6 +151,71 @@ pub fn start(
             envelopes,
         },
     })
+}
+
+/// Binds the SDS socket and serves it; a server failure stops the agent.
+fn start_sds(
+    config: &Config,
+    store: &Arc<SecretStore>,
+    policy: &SharedPolicy,
+    fatal: &FatalSignal,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), StartError> {
+    let listener = bind_socket(&config.sds.socket, config.sds.socket_mode)?;
+    let settings = SdsSettings::from(&config.sds);
+    let service = SdsService::new(store.clone(), settings, policy.clone(), shutdown.clone());
+    let (shutdown, fatal) = (shutdown.clone(), fatal.clone());
+    tasks.spawn(async move {
+        if let Err(e) = sds::serve(listener, service, shutdown).await {
+            fatal.raise(format!("SDS server failed: {e}"));
+        }
+    });
+    Ok(())
+}
+
+/// Binds and serves the admin listener when `admin.listen` is set.
+fn start_admin(
+    config: &Config,
+    store: &Arc<SecretStore>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), StartError> {
+    let Some(listen) = config.admin.listen else {
+        return Ok(());
+    };
+    let admin = std::net::TcpListener::bind(listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(|e| StartError::Admin(format!("admin.listen {listen}: {e}")))?;
+    let (store, shutdown) = (store.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        if let Err(e) = crate::admin::serve(admin, store, shutdown).await {
+            tracing::error!(error = %e, "admin listener stopped");
+        }
+    });
+    Ok(())
+}
+
+/// The envelope tasks `config` asks for, resolving with the sides' `running` resolvers
+/// and the ones `config` enables itself; built (everything that can fail checked), not
+/// started. Start and reload both build them here.
+fn envelope_tasks(
+    config: &Config,
+    mode: RunMode,
+    running: &[Arc<dyn EnvelopeResolver>],
+    rows: &RowSink,
+    jwt: &Arc<dyn JwtSvidSource>,
+    store: &Arc<SecretStore>,
+) -> Result<EnvelopeTasks, EnvelopeSetupError> {
+    let resolvers = providers::resolvers(config, mode, running.iter().cloned())?;
+    Ok(EnvelopeTasks::prepare(
+        config,
+        rows.clone(),
+        resolvers,
+        jwt.clone(),
+        store.clone(),
+    )?)
 }
 
 /// The `[[callers]]` policy, with the agent's own uid as the default.
@@ -238,13 +252,14 @@ impl RunningAgent {
         }
         // Everything that can fail is built before anything running is stopped.
         let envelopes = if change.envelopes {
-            let resolvers = providers::resolvers(&new, r.mode, r.running.clone())?;
-            Some(EnvelopeTasks::prepare(
+            let (rows, jwt) = (&r.rows, &r.jwt_fetcher);
+            Some(envelope_tasks(
                 &new,
-                r.rows.clone(),
-                resolvers,
-                r.jwt_fetcher.clone(),
-                self.store.clone(),
+                r.mode,
+                &r.running,
+                rows,
+                jwt,
+                &self.store,
             )?)
         } else {
             None

@@ -1,5 +1,5 @@
-//! Test-only helpers: a throwaway CA issuing SVIDs with rcgen, and a JWT-SVID source
-//! whose Workload API is never there.
+//! Test-only helpers: a throwaway CA issuing SVIDs with rcgen, a JWT-SVID source whose
+//! Workload API is never there, and the context a side starts with.
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 
@@ -64,5 +64,21 @@ impl steeple_plugin_api::JwtSvidSource for NoWorkloadApi {
                 "unit test",
             ))
         })
+    }
+}
+
+/// What a side gets at start, with nothing behind it: no Workload API, an empty store, no
+/// envelope rows, a policy granting nothing.
+#[cfg(any(feature = "aws", feature = "vault"))]
+pub fn side_context(
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> crate::sides::SideContext<'_> {
+    crate::sides::SideContext {
+        jwt: std::sync::Arc::new(NoWorkloadApi),
+        store: std::sync::Arc::new(crate::store::SecretStore::new()),
+        rows: None,
+        policy: crate::authz::SharedPolicy::new(crate::authz::Policy::new(Vec::new(), 0)),
+        fatal: crate::lifecycle::FatalSignal::new(shutdown),
+        shutdown,
     }
 }

@@ -2,8 +2,7 @@ use super::*;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::store::SecretStore;
-use crate::test_support::NoWorkloadApi;
+use crate::test_support::side_context;
 
 fn aws_config(extra: &str) -> AwsConfig {
     let text = format!(
@@ -17,15 +16,7 @@ fn aws_config(extra: &str) -> AwsConfig {
 fn start_with(config: &AwsConfig) -> Result<Option<AwsRuntime>, AwsStartError> {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let context = AwsContext {
-        jwt: Arc::new(NoWorkloadApi),
-        store: Arc::new(SecretStore::new()),
-        rows: None,
-        policy: crate::authz::SharedPolicy::new(crate::authz::Policy::new(Vec::new(), 0)),
-        fatal: crate::lifecycle::FatalSignal::new(&shutdown),
-        shutdown: &shutdown,
-    };
-    let started = start(config, context, &mut tasks);
+    let started = start(config, &side_context(&shutdown), &mut tasks);
     shutdown.cancel();
     started
 }

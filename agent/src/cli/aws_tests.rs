@@ -1,7 +1,9 @@
-//! Unit tests for `steeple aws credential-process`.
+//! Unit tests for `steeple aws credential-process`, built with the `aws` feature (their
+//! fixtures are the AWS side's own credential JSON).
+#![cfg(feature = "aws")]
 
 use super::*;
-use crate::exchange::aws_delivery::credential_process_json;
+use crate::aws::delivery::credential_process_json;
 use crate::sds::resources::{ClientCaps, encode};
 use crate::store::{Secret as Stored, SecretStore};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CertificateValidationContext;

@@ -160,32 +160,25 @@ impl EnvelopeTasks {
     }
 }
 
-/// Refresh intervals that differ from `envelopes.refresh_interval`, by provider.
+/// Refresh intervals that differ from `envelopes.refresh_interval`, by provider (as the
+/// sides set them).
 fn provider_refresh(
     config: &crate::config::Config,
 ) -> std::collections::HashMap<steeple_plugin_api::Provider, std::time::Duration> {
-    let mut refresh = std::collections::HashMap::new();
-    if config.vault.enabled {
-        refresh.insert(
-            steeple_plugin_api::Provider::VaultDelegate,
-            config.vault.kv_refresh_interval,
-        );
-    }
-    refresh
+    crate::sides::provider_refresh(config).into_iter().collect()
 }
 
-/// The store names other producers own: SVIDs, bundles, JWT-SVIDs, credentials, the
-/// Vault token.
+/// The store names other producers own: SVIDs, bundles, JWT-SVIDs, and what the sides
+/// serve (credentials, the Vault token).
 fn reserved_names(config: &crate::config::Config) -> registry::ReservedNames {
     let sds = &config.sds;
     let mut exact = vec![
         sds.default_svid_name.clone(),
         sds.default_bundle_name.clone(),
         sds.default_all_bundles_name.clone(),
-        config.aws.credentials_resource_name.clone(),
     ];
     exact.extend(config.jwt_svids.iter().map(|j| j.resource_name.clone()));
-    exact.extend(config.vault.token_resource_name.clone());
+    exact.extend(crate::sides::reserved_names(config));
     registry::ReservedNames {
         exact,
         prefixes: vec!["spiffe://".into(), "jwt-svid:".into(), "jwt-bundle:".into()],

@@ -346,16 +346,10 @@ fn resolve_error_kind(e: &ResolveError) -> &'static str {
 fn describe(problem: &Problem) -> String {
     match problem {
         Problem::Invalid(why) => why.clone(),
-        Problem::ProviderOff(Provider::KmsEnvelope) => {
-            "provider kms_envelope is not enabled (set [aws] enabled = true and key_arn_allowlist)"
-                .into()
-        }
-        Problem::ProviderOff(Provider::Local) => {
-            "provider local is not enabled (set envelopes.local_master_key_env; dev only)".into()
-        }
-        Problem::ProviderOff(p) => {
-            format!("provider {p} is not enabled (set [vault] enabled = true, addr and role)")
-        }
+        Problem::ProviderOff(p) => format!(
+            "provider {p} is not enabled ({})",
+            crate::sides::how_to_enable(*p)
+        ),
         Problem::Resolve(e) => e.to_string(),
     }
 }

@@ -3,8 +3,6 @@
 //! of expiry. Every consumer reads the channel, so there is one upstream call per refresh
 //! window however many consumers there are (single-flight by construction).
 
-pub mod aws_delivery;
-pub mod container_endpoint;
 pub mod jwt_source;
 
 use std::sync::Arc;

@@ -4,7 +4,7 @@ use steeple_plugin_api::{Provider, SecretBytes};
 
 use super::*;
 use crate::config::Config;
-use crate::test_support::NoWorkloadApi;
+use crate::test_support::side_context;
 
 fn vault_config(extra: &str) -> VaultConfig {
     let text = format!(
@@ -18,12 +18,7 @@ fn vault_config(extra: &str) -> VaultConfig {
 fn start_with(config: &VaultConfig) -> Result<Option<VaultRuntime>, VaultStartError> {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let context = VaultContext {
-        jwt: Arc::new(NoWorkloadApi),
-        store: Arc::new(SecretStore::new()),
-        shutdown: &shutdown,
-    };
-    let started = start(config, context, &mut tasks);
+    let started = start(config, &side_context(&shutdown), &mut tasks);
     shutdown.cancel();
     started
 }

@@ -356,11 +356,12 @@ pub fn captured_logs() -> String {
         .unwrap_or_default()
 }
 
-/// The plugin's own log lines so far (for failure messages).
+/// The plugin's own log lines so far (for failure messages), with those of the lease its
+/// token keeper runs on.
 pub fn plugin_logs() -> String {
     captured_logs()
         .lines()
-        .filter(|l| l.contains("steeple_plugin_vault"))
+        .filter(|l| l.contains("steeple_plugin_vault") || l.contains("steeple_plugin_api::lease"))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -131,7 +131,7 @@ pub async fn run<U: Upstream>(upstream: U, settings: LeaseSettings, shutdown: Ca
         let retry = Deadline::after(delay);
         loop {
             if state.expiry.is_some_and(|at| at.passed()) {
-                tracing::warn!(lease = %settings.name, "{}: credential expired before a refresh succeeded; no longer served", settings.what);
+                tracing::warn!(lease = %settings.name, "{}: credentials expired before a refresh succeeded; no longer served", settings.what);
                 upstream.publish(None);
                 state.expiry = None;
             }

@@ -2,6 +2,8 @@
 //! credentials, their deliveries (the SDS generic secret and the loopback
 //! container-credentials endpoint), and the KMS envelope resolver that signs with them.
 
+pub mod container_endpoint;
+pub mod delivery;
 pub mod key_probe;
 
 use std::sync::Arc;
@@ -13,8 +15,8 @@ use steeple_plugin_aws::{
 use tokio::task::JoinSet;
 
 use crate::config::AwsConfig;
-use crate::exchange::{self, CredentialWatch, aws_delivery, container_endpoint};
-pub use crate::start_context::AwsContext;
+use crate::exchange::{self, CredentialWatch};
+use crate::sides::SideContext;
 
 /// Why the AWS side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +52,7 @@ pub struct AwsRuntime {
 /// Starts the exchange loop and its deliveries when `[aws] enabled`.
 pub fn start(
     config: &AwsConfig,
-    context: AwsContext<'_>,
+    context: &SideContext<'_>,
     tasks: &mut JoinSet<()>,
 ) -> Result<Option<AwsRuntime>, AwsStartError> {
     if !config.enabled {
@@ -66,7 +68,7 @@ pub fn start(
     let credentials = exchange::spawn(
         "aws-sts".to_owned(),
         Arc::new(exchanger),
-        context.jwt,
+        context.jwt.clone(),
         context.shutdown.clone(),
         tasks,
     );
@@ -74,10 +76,10 @@ pub fn start(
         KmsEnvelopeResolver::new(kms_config(config), Arc::new(credentials.clone()))
             .map_err(config_error)?,
     );
-    tasks.spawn(aws_delivery::publish_to_store(
+    tasks.spawn(delivery::publish_to_store(
         config.credentials_resource_name.clone(),
         credentials.clone(),
-        context.store,
+        context.store.clone(),
         context.shutdown.clone(),
     ));
     if let Some((listener, token_file)) = container {
@@ -94,12 +96,12 @@ pub fn start(
             }
         });
     }
-    if let (true, Some(rows)) = (config.probe_keys, context.rows) {
+    if let (true, Some(rows)) = (config.probe_keys, &context.rows) {
         tasks.spawn(key_probe::run(
             kms.clone(),
             credentials.clone(),
             rows.subscribe(),
-            context.fatal,
+            context.fatal.clone(),
             context.shutdown.clone(),
         ));
     }

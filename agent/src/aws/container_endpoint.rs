@@ -22,9 +22,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use super::CredentialWatch;
-use super::aws_delivery::container_json;
+use super::delivery::container_json;
 use crate::authz::{Grant, SharedPolicy, tcp_peer};
+use crate::exchange::CredentialWatch;
 
 /// The endpoint's name in audit events.
 const ENDPOINT: &str = "container-credentials";

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::VaultConfig;
-pub use crate::start_context::VaultContext;
+use crate::sides::SideContext;
 use crate::store::{Secret, SecretStore, Snapshot};
 
 /// Why the Vault side could not start.
@@ -47,7 +47,7 @@ pub struct VaultRuntime {
 /// Starts the token keeper and builds the resolvers when `[vault] enabled`.
 pub fn start(
     config: &VaultConfig,
-    context: VaultContext<'_>,
+    context: &SideContext<'_>,
     tasks: &mut JoinSet<()>,
 ) -> Result<Option<VaultRuntime>, VaultStartError> {
     if !config.enabled {
@@ -80,7 +80,7 @@ pub fn start(
         }
     };
     let login = VaultJwtLogin::new(client.clone(), login_config(config));
-    let kept = VaultTokenKeeper::new(Arc::new(login), context.jwt)
+    let kept = VaultTokenKeeper::new(Arc::new(login), context.jwt.clone())
         .revoke_on_shutdown(config.revoke_on_shutdown)
         .spawn(context.shutdown.clone(), tasks);
     let tokens = kept.channel().clone();
@@ -93,7 +93,7 @@ pub fn start(
         tasks.spawn(publish_token(
             name.clone(),
             tokens.clone(),
-            context.store,
+            context.store.clone(),
             context.shutdown.clone(),
         ));
     }
@@ -256,5 +256,4 @@ async fn publish_token(
 }
 
 #[cfg(test)]
-#[path = "vault/tests.rs"]
 mod tests;
