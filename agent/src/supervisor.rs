@@ -105,14 +105,7 @@ pub fn start(
     let names = DefaultNames::from(&config.sds);
     identity::spawn(&workload_api, names, store.clone(), shutdown, &mut tasks);
     let mut jwt_svids = TaskGroup::new(shutdown);
-    let group = &mut jwt_svids;
-    identity::spawn_jwt_svids(
-        &workload_api,
-        &config.jwt_svids,
-        &store,
-        &group.stop,
-        &mut group.tasks,
-    );
+    identity::spawn_jwt_svids(&workload_api, &config.jwt_svids, &store, &mut jwt_svids);
     let jwt_fetcher: Arc<dyn JwtSvidSource> =
         Arc::new(WorkloadApiJwtFetcher::new(workload_api.clone(), None));
     let rows = RowSink::default();
@@ -128,12 +121,8 @@ pub fn start(
     let mut envelopes = TaskGroup::new(shutdown);
     envelope_tasks(config, mode, &running, &rows, &jwt_fetcher, &store)?
         .spawn(&envelopes.stop, &mut envelopes.tasks);
-    tracing::info!(
-        sds_socket = %config.sds.socket.display(),
-        workload_api = %config.workload_api.socket.display(),
-        sides = ?sides::compiled(),
-        "Steeple started"
-    );
+    let (sds_socket, workload_api_socket) = (&config.sds.socket, &config.workload_api.socket);
+    tracing::info!(sds_socket = %sds_socket.display(), workload_api = %workload_api_socket.display(), sides = ?sides::compiled(), "Steeple started");
     Ok(RunningAgent {
         tasks,
         store,
@@ -269,13 +258,7 @@ impl RunningAgent {
         }
         if change.jwt_svids {
             let group = r.jwt_svids.replace(shutdown).await;
-            identity::spawn_jwt_svids(
-                &r.workload_api,
-                &new.jwt_svids,
-                &self.store,
-                &group.stop,
-                &mut group.tasks,
-            );
+            identity::spawn_jwt_svids(&r.workload_api, &new.jwt_svids, &self.store, group);
             for gone in r.config.jwt_svids.iter().filter(|old| {
                 !new.jwt_svids
                     .iter()

@@ -61,10 +61,10 @@ pub fn start(
     let exchanger = StsExchanger::new(sts_config(config)).map_err(config_error)?;
     // Every setting is checked before anything starts.
     KeyArnAllowlist::new(config.key_arn_allowlist.clone()).map_err(config_error)?;
-    let container = match config.container_credentials_listen {
-        Some(addr) => Some((bind(addr)?, config_token_file(config)?)),
-        None => None,
-    };
+    let container = config
+        .container_credentials_listen
+        .map(|addr| Ok::<_, AwsStartError>((bind(addr)?, config_token_file(config)?)))
+        .transpose()?;
     let credentials = exchange::spawn(
         "aws-sts".to_owned(),
         Arc::new(exchanger),
@@ -76,26 +76,7 @@ pub fn start(
         KmsEnvelopeResolver::new(kms_config(config), Arc::new(credentials.clone()))
             .map_err(config_error)?,
     );
-    tasks.spawn(delivery::publish_to_store(
-        config.credentials_resource_name.clone(),
-        credentials.clone(),
-        context.store.clone(),
-        context.shutdown.clone(),
-    ));
-    if let Some((listener, token_file)) = container {
-        let endpoint = container_endpoint::Endpoint {
-            token_file,
-            credentials: credentials.clone(),
-            policy: context.policy.clone(),
-            resource_name: config.credentials_resource_name.clone(),
-        };
-        let shutdown = context.shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(e) = container_endpoint::serve(listener, endpoint, shutdown).await {
-                tracing::error!(error = %e, "AWS container-credentials endpoint stopped");
-            }
-        });
-    }
+    spawn_deliveries(config, context, &credentials, container, tasks);
     if let (true, Some(rows)) = (config.probe_keys, &context.rows) {
         tasks.spawn(key_probe::run(
             kms.clone(),
@@ -112,6 +93,47 @@ pub fn start(
         "AWS STS exchange enabled"
     );
     Ok(Some(AwsRuntime { credentials, kms }))
+}
+
+/// The credentials' deliveries: the SDS generic secret, and the container endpoint when
+/// it listens (on `container`, with its token file).
+fn spawn_deliveries(
+    config: &AwsConfig,
+    context: &SideContext<'_>,
+    credentials: &CredentialWatch<AwsCredentials>,
+    container: Option<(tokio::net::TcpListener, std::path::PathBuf)>,
+    tasks: &mut JoinSet<()>,
+) {
+    tasks.spawn(delivery::publish_to_store(
+        config.credentials_resource_name.clone(),
+        credentials.clone(),
+        context.store.clone(),
+        context.shutdown.clone(),
+    ));
+    if let Some((listener, token_file)) = container {
+        let endpoint = container_endpoint::Endpoint {
+            token_file,
+            credentials: credentials.clone(),
+            policy: context.policy.clone(),
+            resource_name: config.credentials_resource_name.clone(),
+        };
+        tasks.spawn(serve_container_endpoint(
+            listener,
+            endpoint,
+            context.shutdown.clone(),
+        ));
+    }
+}
+
+/// Serves the container-credentials endpoint until `shutdown`.
+async fn serve_container_endpoint(
+    listener: tokio::net::TcpListener,
+    endpoint: container_endpoint::Endpoint,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    if let Err(e) = container_endpoint::serve(listener, endpoint, shutdown).await {
+        tracing::error!(error = %e, "AWS container-credentials endpoint stopped");
+    }
 }
 
 /// The STS exchange settings `[aws]` stands for.

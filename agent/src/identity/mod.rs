@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{JwtSvidConfig, SdsConfig};
+use crate::lifecycle::TaskGroup;
 use crate::store::SecretStore;
 
 /// The gRPC client type of the Workload API over a Unix socket.
@@ -76,21 +77,20 @@ pub fn spawn(
     ));
 }
 
-/// Starts one task per `[[jwt_svids]]` entry, keeping that JWT-SVID in the store until
-/// `shutdown`.
+/// Starts one task per `[[jwt_svids]]` entry in `group`, keeping that JWT-SVID in the
+/// store until the group stops.
 pub fn spawn_jwt_svids(
     client: &WorkloadApiClient,
     jwt_svids: &[JwtSvidConfig],
     store: &Arc<SecretStore>,
-    shutdown: &CancellationToken,
-    tasks: &mut JoinSet<()>,
+    group: &mut TaskGroup,
 ) {
     for jwt in jwt_svids {
-        tasks.spawn(jwt::run(
+        group.tasks.spawn(jwt::run(
             client.clone(),
             store.clone(),
             jwt.clone(),
-            shutdown.clone(),
+            group.stop.clone(),
         ));
     }
 }

@@ -216,9 +216,13 @@ pub async fn run(
     names: DefaultNames,
     shutdown: CancellationToken,
 ) {
-    let mut state = X509State::default();
-    let mut backoff = Backoff::default();
-    let mut errors = RepeatFilter::default();
+    let mut follower = Follower {
+        store,
+        names,
+        state: X509State::default(),
+        backoff: Backoff::default(),
+        errors: RepeatFilter::default(),
+    };
     loop {
         // Bounded, so a Workload API that accepts but never answers cannot hold the
         // loop below (which withdraws expired SVIDs) off for long.
@@ -226,72 +230,107 @@ pub async fn run(
             () = shutdown.cancelled() => return,
             r = tokio::time::timeout(OPEN_TIMEOUT, client.fetch_x509svid(request(X509svidRequest {}))) => r,
         };
-        let mut stream = match opened {
-            Ok(Ok(response)) => Some(response.into_inner()),
-            Ok(Err(status)) => {
-                errors.warn("FetchX509SVID", status.message());
-                None
-            }
-            Err(_) => {
-                errors.warn(
-                    "FetchX509SVID",
-                    &format!("no answer within {}s", OPEN_TIMEOUT.as_secs()),
-                );
-                None
-            }
-        };
+        let mut stream = follower.opened(opened);
         let mut retry_at = tokio::time::Instant::now();
         if stream.is_none() {
-            retry_at += backoff.next_delay();
+            retry_at += follower.backoff.next_delay();
         }
-        let mut overdue_at = state.next_overdue(SystemTime::now());
+        let mut overdue_at = follower.state.next_overdue(SystemTime::now());
         loop {
             // Whichever branch woke the loop — a message, a nap, or the host waking from
             // a suspend — what expired meanwhile is withdrawn before anything else.
             let now = SystemTime::now();
-            if store.sync_source(SOURCE, state.entries(&names, now)) {
-                tracing::warn!("an X.509-SVID expired before it was rotated; no longer served");
-            }
-            if overdue_at.is_some_and(|at| at <= now) {
-                alarm_overdue(&state);
-                overdue_at = state.next_overdue(now);
-            }
-            let next = [state.next_expiry(now), overdue_at]
-                .into_iter()
-                .flatten()
-                .min();
+            let next = follower.withdraw_expired(&mut overdue_at, now);
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(wall_clock::nap_towards(next)) => {}
                 message = next_message(&mut stream), if stream.is_some() => match message {
-                    Ok(Some(response)) => {
-                        errors.recovered("FetchX509SVID");
-                        backoff.reset();
-                        let before = leaves(&state.svids);
-                        state.apply(response, SystemTime::now());
-                        for _ in 0..rotations(&before, &state.svids) {
-                            crate::metrics::metrics().svid_rotated();
-                        }
-                        let now = SystemTime::now();
-                        if store.sync_source(SOURCE, state.entries(&names, now)) {
-                            tracing::info!(svids = state.svids.len(), bundles = state.bundles.len(), "X.509 identity updated");
-                        }
-                        overdue_at = state.next_overdue(now);
-                    }
-                    Ok(None) => {
-                        errors.warn("FetchX509SVID", "stream closed by the Workload API");
+                    Ok(Some(response)) => overdue_at = follower.apply(response),
+                    Ok(None) | Err(_) => {
+                        let why = message.err().map_or("stream closed by the Workload API".to_owned(), |s| s.message().to_owned());
+                        follower.errors.warn("FetchX509SVID", &why);
                         stream = None;
-                        retry_at = tokio::time::Instant::now() + backoff.next_delay();
-                    }
-                    Err(status) => {
-                        errors.warn("FetchX509SVID", status.message());
-                        stream = None;
-                        retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                        retry_at = tokio::time::Instant::now() + follower.backoff.next_delay();
                     }
                 },
                 () = tokio::time::sleep_until(retry_at), if stream.is_none() => break,
             }
         }
+    }
+}
+
+/// The X.509 stream's follower: what it holds, and its retry pacing.
+struct Follower {
+    store: Arc<SecretStore>,
+    names: DefaultNames,
+    state: X509State,
+    backoff: Backoff,
+    errors: RepeatFilter,
+}
+
+type Opened = Result<
+    Result<tonic::Response<tonic::Streaming<X509svidResponse>>, tonic::Status>,
+    tokio::time::error::Elapsed,
+>;
+
+impl Follower {
+    /// The stream, if opening it worked (the failure logged otherwise).
+    fn opened(&mut self, opened: Opened) -> Option<tonic::Streaming<X509svidResponse>> {
+        match opened {
+            Ok(Ok(response)) => Some(response.into_inner()),
+            Ok(Err(status)) => {
+                self.errors.warn("FetchX509SVID", status.message());
+                None
+            }
+            Err(_) => {
+                let why = format!("no answer within {}s", OPEN_TIMEOUT.as_secs());
+                self.errors.warn("FetchX509SVID", &why);
+                None
+            }
+        }
+    }
+
+    /// Withdraws what expired by `now`, raises the overdue alarm when due (and moves
+    /// `overdue_at` on); returns when to look again.
+    fn withdraw_expired(
+        &self,
+        overdue_at: &mut Option<SystemTime>,
+        now: SystemTime,
+    ) -> Option<SystemTime> {
+        if self
+            .store
+            .sync_source(SOURCE, self.state.entries(&self.names, now))
+        {
+            tracing::warn!("an X.509-SVID expired before it was rotated; no longer served");
+        }
+        if overdue_at.is_some_and(|at| at <= now) {
+            alarm_overdue(&self.state);
+            *overdue_at = self.state.next_overdue(now);
+        }
+        [self.state.next_expiry(now), *overdue_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Applies one stream message; returns when the next SVID becomes overdue.
+    fn apply(&mut self, response: X509svidResponse) -> Option<SystemTime> {
+        self.errors.recovered("FetchX509SVID");
+        self.backoff.reset();
+        let before = leaves(&self.state.svids);
+        self.state.apply(response, SystemTime::now());
+        for _ in 0..rotations(&before, &self.state.svids) {
+            crate::metrics::metrics().svid_rotated();
+        }
+        let now = SystemTime::now();
+        if self
+            .store
+            .sync_source(SOURCE, self.state.entries(&self.names, now))
+        {
+            let (svids, bundles) = (self.state.svids.len(), self.state.bundles.len());
+            tracing::info!(svids, bundles, "X.509 identity updated");
+        }
+        self.state.next_overdue(now)
     }
 }
 

@@ -38,6 +38,10 @@ pub trait Protocol: Send + 'static {
     fn watched(&self) -> Option<Vec<&str>>;
 }
 
+/// What one event makes of a stream: go on, with a response to send or not
+/// (`Ok`), or end, telling the client why or not (`Err`).
+type Step<R> = Result<Option<R>, Option<Status>>;
+
 /// Runs `protocol` over one gRPC stream for the caller holding `grant`; when `policy`
 /// changes, the grant is recomputed and everything the stream watches checked again.
 pub async fn run<P: Protocol>(
@@ -51,65 +55,89 @@ pub async fn run<P: Protocol>(
 ) {
     let _open = metrics().sds_stream_opened(P::FLAVOUR);
     loop {
-        let response = tokio::select! {
+        let step = tokio::select! {
             () = shutdown.cancelled() => return,
             () = outbound.closed() => return,
-            changed = policy.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                grant = grant.under(&policy.borrow_and_update());
-                if let Err(status) = grant.authorize_request(protocol.watched()) {
-                    metrics().sds_request_refused();
-                    tracing::warn!(code = ?status.code(), reason = status.message(), "the reloaded policy no longer grants what this stream watches; closing it");
-                    let _ = outbound.send(Err(status)).await;
-                    return;
-                }
-                None
-            }
-            message = inbound.message() => match message {
-                Ok(Some(request)) => {
-                    let snapshot = store.borrow_and_update().clone();
-                    let verdict = grant
-                        .authorize_request(protocol.requested_names(&request))
-                        .and_then(|()| protocol.on_request(request, &snapshot));
-                    match verdict {
-                        Ok(response) => response,
-                        Err(status) => {
-                            metrics().sds_request_refused();
-                            tracing::warn!(code = ?status.code(), reason = status.message(), "SDS request refused; closing the stream");
-                            let _ = outbound.send(Err(status)).await;
-                            return;
-                        }
-                    }
-                }
-                Ok(None) => return,
-                Err(status) => {
-                    // A request the codec refused (too large, not protobuf) or a broken
-                    // transport: tell the client if it is still there, and end the stream.
-                    tracing::debug!(code = ?status.code(), reason = status.message(), "SDS stream ended by a bad request or the transport");
-                    let _ = outbound.send(Err(status)).await;
-                    return;
-                }
+            changed = policy.changed() => match changed {
+                Ok(()) => reauthorize(&mut grant, &protocol, &mut policy),
+                Err(_) => Err(None),
             },
-            changed = store.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                // A connection whose process is gone gets no more pushes.
-                if let Err(status) = grant.authorize([]) {
-                    let _ = outbound.send(Err(status)).await;
-                    return;
-                }
-                let snapshot = store.borrow_and_update().clone();
-                protocol.on_snapshot(&snapshot)
-            }
+            message = inbound.message() => on_message(&grant, &mut protocol, message, &mut store),
+            changed = store.changed() => match changed {
+                Ok(()) => on_snapshot(&grant, &mut protocol, &mut store),
+                Err(_) => Err(None),
+            },
         };
-        if let Some(response) = response {
-            if outbound.send(Ok(response)).await.is_err() {
+        match step {
+            Ok(None) => {}
+            Ok(Some(response)) => {
+                if outbound.send(Ok(response)).await.is_err() {
+                    return;
+                }
+                metrics().sds_response_sent(P::FLAVOUR);
+            }
+            Err(why) => {
+                if let Some(status) = why {
+                    let _ = outbound.send(Err(status)).await;
+                }
                 return;
             }
-            metrics().sds_response_sent(P::FLAVOUR);
         }
     }
+}
+
+/// The grant under the replaced policy, which must still cover what the stream watches.
+fn reauthorize<P: Protocol>(
+    grant: &mut Grant,
+    protocol: &P,
+    policy: &mut watch::Receiver<Arc<Policy>>,
+) -> Step<P::Response> {
+    *grant = grant.under(&policy.borrow_and_update());
+    if let Err(status) = grant.authorize_request(protocol.watched()) {
+        metrics().sds_request_refused();
+        tracing::warn!(code = ?status.code(), reason = status.message(), "the reloaded policy no longer grants what this stream watches; closing it");
+        return Err(Some(status));
+    }
+    Ok(None)
+}
+
+/// One message from the client: a request answered if authorized, or the stream's end.
+fn on_message<P: Protocol>(
+    grant: &Grant,
+    protocol: &mut P,
+    message: Result<Option<P::Request>, Status>,
+    store: &mut watch::Receiver<Arc<Snapshot>>,
+) -> Step<P::Response> {
+    match message {
+        Ok(Some(request)) => {
+            let snapshot = store.borrow_and_update().clone();
+            let verdict = grant
+                .authorize_request(protocol.requested_names(&request))
+                .and_then(|()| protocol.on_request(request, &snapshot));
+            verdict.map_err(|status| {
+                metrics().sds_request_refused();
+                tracing::warn!(code = ?status.code(), reason = status.message(), "SDS request refused; closing the stream");
+                Some(status)
+            })
+        }
+        Ok(None) => Err(None),
+        Err(status) => {
+            // A request the codec refused (too large, not protobuf) or a broken
+            // transport: tell the client if it is still there, and end the stream.
+            tracing::debug!(code = ?status.code(), reason = status.message(), "SDS stream ended by a bad request or the transport");
+            Err(Some(status))
+        }
+    }
+}
+
+/// A new store snapshot: pushed to a caller whose process still runs.
+fn on_snapshot<P: Protocol>(
+    grant: &Grant,
+    protocol: &mut P,
+    store: &mut watch::Receiver<Arc<Snapshot>>,
+) -> Step<P::Response> {
+    // A connection whose process is gone gets no more pushes.
+    grant.authorize([]).map_err(Some)?;
+    let snapshot = store.borrow_and_update().clone();
+    Ok(protocol.on_snapshot(&snapshot))
 }

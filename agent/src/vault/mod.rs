@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use steeple_plugin_api::{EnvelopeResolver, VaultAllowlist};
 use steeple_plugin_vault::{
-    ClientBuildError, KvVersion, LiveRoots, VaultClientConfig, VaultJwtLogin, VaultJwtLoginConfig,
-    VaultKvResolver, VaultToken, VaultTokenKeeper, VaultTransitResolver,
+    ClientBuildError, KvVersion, LiveRoots, VaultClient, VaultClientConfig, VaultJwtLogin,
+    VaultJwtLoginConfig, VaultKvResolver, VaultToken, VaultTokenKeeper, VaultTransitResolver,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -63,22 +63,7 @@ pub fn start(
             problem: e.to_string(),
         }
     })?);
-    let client = match &config.ca_spiffe_bundle {
-        None => client_config(config).build().map_err(client_error)?,
-        Some(trust_domain) => {
-            let origin = format!("the SPIFFE bundle of {trust_domain}");
-            let (client, roots) = client_config(config)
-                .build_with_live_roots(&origin, config.spiffe_id.as_deref())
-                .map_err(client_error)?;
-            tasks.spawn(follow_bundle(
-                format!("spiffe://{trust_domain}"),
-                roots,
-                context.store.subscribe(),
-                context.shutdown.clone(),
-            ));
-            client
-        }
-    };
+    let client = client(config, context, tasks)?;
     let login = VaultJwtLogin::new(client.clone(), login_config(config));
     let kept = VaultTokenKeeper::new(Arc::new(login), context.jwt.clone())
         .revoke_on_shutdown(config.revoke_on_shutdown)
@@ -108,6 +93,39 @@ pub fn start(
         VaultTransitResolver::new(client, source, allowlist)
             .with_default_mount(&config.transit_mount),
     );
+    log_started(config);
+    Ok(Some(VaultRuntime {
+        tokens,
+        kv,
+        transit,
+    }))
+}
+
+/// The Vault client `[vault]` asks for; with `ca_spiffe_bundle`, trusting the live SPIFFE
+/// bundle of that trust domain (followed by a task on `tasks`).
+fn client(
+    config: &VaultConfig,
+    context: &SideContext<'_>,
+    tasks: &mut JoinSet<()>,
+) -> Result<VaultClient, VaultStartError> {
+    let Some(trust_domain) = &config.ca_spiffe_bundle else {
+        return client_config(config).build().map_err(client_error);
+    };
+    let origin = format!("the SPIFFE bundle of {trust_domain}");
+    let (client, roots) = client_config(config)
+        .build_with_live_roots(&origin, config.spiffe_id.as_deref())
+        .map_err(client_error)?;
+    tasks.spawn(follow_bundle(
+        format!("spiffe://{trust_domain}"),
+        roots,
+        context.store.subscribe(),
+        context.shutdown.clone(),
+    ));
+    Ok(client)
+}
+
+/// The start event, and a warning when no envelope may reach Vault.
+fn log_started(config: &VaultConfig) {
     tracing::info!(
         addr = %config.addr,
         namespace = config.namespace.as_deref().unwrap_or(""),
@@ -123,11 +141,6 @@ pub fn start(
             "no [[vault.allow]] entries: every vault_delegate and vault_transit envelope is refused (the token alone is still kept and served if asked)"
         );
     }
-    Ok(Some(VaultRuntime {
-        tokens,
-        kv,
-        transit,
-    }))
 }
 
 /// The Vault client settings `[vault]` stands for.
