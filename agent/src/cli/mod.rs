@@ -78,13 +78,7 @@ pub fn main() -> ExitCode {
             config.clone()
         }
         Command::Envelope(EnvelopeCommand::Seal(args)) => {
-            return match seal::run(args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("steeple envelope seal: {e:#}");
-                    ExitCode::FAILURE
-                }
-            };
+            return exit_code("steeple envelope seal", seal::run(args));
         }
         Command::Aws(command) => return aws::run(command),
         Command::Doctor(args) => return doctor::run(args),
@@ -109,27 +103,30 @@ pub fn main() -> ExitCode {
         eprintln!("steeple: {e}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("steeple: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Dev { dir, .. } => run_dev(config, config_path, dir).await,
-            _ => run(config, config_path).await,
-        }
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"));
+    let result = runtime.and_then(|runtime| {
+        runtime.block_on(async {
+            match cli.command {
+                Command::Dev { dir, .. } => run_dev(config, config_path, dir).await,
+                _ => run(config, config_path).await,
+            }
+        })
     });
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "Steeple failed");
+    }
+    exit_code("steeple", result)
+}
+
+/// Success, or the error on stderr after `what` and failure.
+fn exit_code(what: &str, result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "Steeple failed");
-            eprintln!("steeple: {e:#}");
+            eprintln!("{what}: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -39,113 +39,148 @@ pub fn config_check(loaded: &Result<Config, ConfigErrors>, file: Option<&Path>) 
 
 /// `config.<section>`: one line per configured section saying what it will do.
 pub fn explain(config: &Config) -> Vec<Check> {
-    let mut out = vec![
-        Check::ok(
-            "config.workload_api",
-            format!(
-                "SVIDs from the Workload API at {}",
-                config.workload_api.socket.display()
-            ),
+    [
+        Some(explain_workload_api(config)),
+        Some(explain_sds(config)),
+        explain_jwt_svids(config),
+        explain_envelopes(config),
+        explain_control_plane(config),
+        explain_aws(config),
+        explain_vault(config),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+fn explain_workload_api(config: &Config) -> Check {
+    Check::ok(
+        "config.workload_api",
+        format!(
+            "SVIDs from the Workload API at {}",
+            config.workload_api.socket.display()
         ),
-        Check::ok(
-            "config.sds",
-            format!(
-                "SDS on {} (mode {:04o}), {} [[callers]] rule(s){}",
-                config.sds.socket.display(),
-                config.sds.socket_mode,
-                config.callers.len(),
-                if config.callers.is_empty() {
-                    " (own uid only)"
-                } else {
-                    ""
-                }
-            ),
+    )
+}
+
+fn explain_sds(config: &Config) -> Check {
+    Check::ok(
+        "config.sds",
+        format!(
+            "SDS on {} (mode {:04o}), {} [[callers]] rule(s){}",
+            config.sds.socket.display(),
+            config.sds.socket_mode,
+            config.callers.len(),
+            if config.callers.is_empty() {
+                " (own uid only)"
+            } else {
+                ""
+            }
         ),
-    ];
-    if !config.jwt_svids.is_empty() {
-        let audiences: Vec<&str> = config
-            .jwt_svids
-            .iter()
-            .map(|j| j.audience.as_str())
-            .collect();
-        out.push(Check::ok(
-            "config.jwt_svids",
-            format!("JWT-SVIDs served for audience(s) {}", audiences.join(", ")),
-        ));
+    )
+}
+
+fn explain_jwt_svids(config: &Config) -> Option<Check> {
+    if config.jwt_svids.is_empty() {
+        return None;
     }
-    if config.envelopes.enabled {
-        let paths: Vec<String> = config
-            .envelopes
-            .paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        out.push(Check::ok(
-            "config.envelopes",
-            format!(
-                "envelopes from {} path(s) [{}], polled every {}, resolved again every {}",
-                paths.len(),
-                paths.join(", "),
-                span(config.envelopes.poll_interval),
-                span(config.envelopes.refresh_interval)
-            ),
-        ));
+    let audiences: Vec<&str> = config
+        .jwt_svids
+        .iter()
+        .map(|j| j.audience.as_str())
+        .collect();
+    Some(Check::ok(
+        "config.jwt_svids",
+        format!("JWT-SVIDs served for audience(s) {}", audiences.join(", ")),
+    ))
+}
+
+fn explain_envelopes(config: &Config) -> Option<Check> {
+    if !config.envelopes.enabled {
+        return None;
     }
+    let paths: Vec<String> = config
+        .envelopes
+        .paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    Some(Check::ok(
+        "config.envelopes",
+        format!(
+            "envelopes from {} path(s) [{}], polled every {}, resolved again every {}",
+            paths.len(),
+            paths.join(", "),
+            span(config.envelopes.poll_interval),
+            span(config.envelopes.refresh_interval)
+        ),
+    ))
+}
+
+fn explain_control_plane(config: &Config) -> Option<Check> {
     let cp = &config.control_plane;
-    if !cp.url.is_empty() {
-        let auth = match (&cp.jwt_audience, &cp.token_file) {
-            (Some(audience), _) => format!("a JWT-SVID for audience {audience}"),
-            (None, Some(file)) => format!("the bearer token in {}", file.display()),
-            (None, None) => "no credentials".to_owned(),
-        };
-        out.push(Check::ok(
-            "config.control_plane",
-            format!(
-                "envelope rows from {} every {}, authenticated by {auth}",
-                crate::redact::display_url(&cp.url),
-                span(cp.poll_interval)
-            ),
-        ));
+    if cp.url.is_empty() {
+        return None;
     }
-    if config.aws.enabled {
-        let aws = &config.aws;
-        let endpoint = aws.sts_endpoint.as_deref().map_or(String::new(), |e| {
-            format!(" at {}", crate::redact::display_url(e))
-        });
-        out.push(Check::ok(
-            "config.aws",
-            format!(
-                "STS AssumeRoleWithWebIdentity as {} in {}{endpoint}, audience {}; KMS keys under [{}]",
-                aws.role_arn,
-                aws.region,
-                aws.audience,
-                aws.key_arn_allowlist.join(", ")
-            ),
-        ));
+    let auth = match (&cp.jwt_audience, &cp.token_file) {
+        (Some(audience), _) => format!("a JWT-SVID for audience {audience}"),
+        (None, Some(file)) => format!("the bearer token in {}", file.display()),
+        (None, None) => "no credentials".to_owned(),
+    };
+    Some(Check::ok(
+        "config.control_plane",
+        format!(
+            "envelope rows from {} every {}, authenticated by {auth}",
+            crate::redact::display_url(&cp.url),
+            span(cp.poll_interval)
+        ),
+    ))
+}
+
+fn explain_aws(config: &Config) -> Option<Check> {
+    let aws = &config.aws;
+    if !aws.enabled {
+        return None;
     }
-    if config.vault.enabled {
-        let vault = &config.vault;
-        let namespace = vault
-            .namespace
-            .as_deref()
-            .map_or(String::new(), |n| format!(" in namespace {n}"));
-        let tls = match (&vault.ca_spiffe_bundle, &vault.ca_file) {
-            (Some(td), _) => format!("TLS trusted by the SPIFFE bundle of {td}"),
-            (None, Some(file)) => format!("TLS trusted by the system roots and {}", file.display()),
-            (None, None) => "TLS trusted by the system roots".to_owned(),
-        };
-        out.push(Check::ok(
-            "config.vault",
-            format!(
-                "JWT login as role {} at {}{namespace} (auth mount {}), audience {}; {tls}",
-                vault.role,
-                crate::redact::display_url(&vault.addr),
-                vault.auth_mount,
-                vault.audience
-            ),
-        ));
+    let endpoint = aws.sts_endpoint.as_deref().map_or(String::new(), |e| {
+        format!(" at {}", crate::redact::display_url(e))
+    });
+    Some(Check::ok(
+        "config.aws",
+        format!(
+            "STS AssumeRoleWithWebIdentity as {} in {}{endpoint}, audience {}; KMS keys under [{}]",
+            aws.role_arn,
+            aws.region,
+            aws.audience,
+            aws.key_arn_allowlist.join(", ")
+        ),
+    ))
+}
+
+fn explain_vault(config: &Config) -> Option<Check> {
+    let vault = &config.vault;
+    if !vault.enabled {
+        return None;
     }
-    out
+    let namespace = vault
+        .namespace
+        .as_deref()
+        .map_or(String::new(), |n| format!(" in namespace {n}"));
+    let tls = match (&vault.ca_spiffe_bundle, &vault.ca_file) {
+        (Some(td), _) => format!("TLS trusted by the SPIFFE bundle of {td}"),
+        (None, Some(file)) => format!("TLS trusted by the system roots and {}", file.display()),
+        (None, None) => "TLS trusted by the system roots".to_owned(),
+    };
+    Some(Check::ok(
+        "config.vault",
+        format!(
+            "JWT login as role {} at {}{namespace} (auth mount {}), audience {}; {tls}",
+            vault.role,
+            crate::redact::display_url(&vault.addr),
+            vault.auth_mount,
+            vault.audience
+        ),
+    ))
 }
 
 /// `feature.aws` and `feature.vault`: an enabled section needs its cargo feature.

@@ -216,61 +216,64 @@ impl Reader {
             Some(items) => items.clone(),
             None => return Vec::new(),
         };
-        let mut rules = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let key = |k: &str| format!("callers[{i}].{k}");
-            let ids = |k: &str| -> Option<Vec<u32>> {
-                match item.get(k) {
-                    None => Some(Vec::new()),
-                    Some(Value::Array(values)) => values
-                        .iter()
-                        .map(|v| v.as_integer().and_then(|n| u32::try_from(n).ok()))
-                        .collect(),
-                    Some(_) => None,
-                }
-            };
-            let (uids, gids) = (ids("uids"), ids("gids"));
-            if uids.is_none() {
-                self.error(&key("uids"), "expected an array of numeric uids");
-            }
-            if gids.is_none() {
-                self.error(&key("gids"), "expected an array of numeric gids");
-            }
-            let exe = item.get("exe").and_then(Value::as_str).map(str::to_owned);
-            let resources: Option<Vec<String>> = item.get("resources").and_then(|v| {
-                v.as_array()?
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| self.read_caller(i, item))
+            .collect()
+    }
+
+    /// `[[callers]]` entry `i`, or `None` with its errors recorded.
+    fn read_caller(&mut self, i: usize, item: &Value) -> Option<Rule> {
+        let key = |k: &str| format!("callers[{i}].{k}");
+        let ids = |k: &str| -> Option<Vec<u32>> {
+            match item.get(k) {
+                None => Some(Vec::new()),
+                Some(Value::Array(values)) => values
                     .iter()
-                    .map(|r| r.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
-                    .collect()
-            });
-            let Some(resources) = resources.filter(|r| !r.is_empty()) else {
-                self.error(
-                    &key("resources"),
-                    "required: an array of resource-name globs",
-                );
-                continue;
-            };
-            let (Some(uids), Some(gids)) = (uids, gids) else {
-                continue;
-            };
-            // gid and executable are what a caller can spoof (a forked child holding the
-            // socket, an exec racing the accept); the uid is the kernel's peer credential.
-            // So every rule names its uids, and gids and exe only narrow it.
-            if uids.is_empty() {
-                self.error(
-                    &key("uids"),
-                    "required: every rule names the uids it grants (gids and exe only narrow a rule: a caller can fake them, see README \"Security controls\")",
-                );
-                continue;
+                    .map(|v| v.as_integer().and_then(|n| u32::try_from(n).ok()))
+                    .collect(),
+                Some(_) => None,
             }
-            rules.push(Rule {
-                uids,
-                gids,
-                exe,
-                resources,
-            });
+        };
+        let (uids, gids) = (ids("uids"), ids("gids"));
+        if uids.is_none() {
+            self.error(&key("uids"), "expected an array of numeric uids");
         }
-        rules
+        if gids.is_none() {
+            self.error(&key("gids"), "expected an array of numeric gids");
+        }
+        let exe = item.get("exe").and_then(Value::as_str).map(str::to_owned);
+        let resources: Option<Vec<String>> = item.get("resources").and_then(|v| {
+            v.as_array()?
+                .iter()
+                .map(|r| r.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
+                .collect()
+        });
+        let Some(resources) = resources.filter(|r| !r.is_empty()) else {
+            self.error(
+                &key("resources"),
+                "required: an array of resource-name globs",
+            );
+            return None;
+        };
+        let (uids, gids) = (uids?, gids?);
+        // gid and executable are what a caller can spoof (a forked child holding the
+        // socket, an exec racing the accept); the uid is the kernel's peer credential.
+        // So every rule names its uids, and gids and exe only narrow it.
+        if uids.is_empty() {
+            self.error(
+                &key("uids"),
+                "required: every rule names the uids it grants (gids and exe only narrow a rule: a caller can fake them, see README \"Security controls\")",
+            );
+            return None;
+        }
+        Some(Rule {
+            uids,
+            gids,
+            exe,
+            resources,
+        })
     }
 
     /// Cross-section rules of the production profile.

@@ -65,7 +65,6 @@ impl Reader {
     /// `[[vault.allow]]` entries (`namespace`, `mount`, `paths`), checked as the Vault
     /// provider will check them; an entry without `namespace` is in `default_namespace`.
     fn read_vault_allow(&mut self, default_namespace: Option<&str>) -> Vec<VaultAllowRule> {
-        const KEYS: [&str; 3] = ["namespace", "mount", "paths"];
         let Some(value) = self.value("vault", "allow").cloned() else {
             return Vec::new();
         };
@@ -76,55 +75,69 @@ impl Reader {
             );
             return Vec::new();
         };
-        let mut rules = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let key = |k: &str| format!("vault.allow[{i}].{k}");
-            let Some(table) = item.as_table() else {
-                self.error(
-                    &format!("vault.allow[{i}]"),
-                    "expected a table with mount and paths",
-                );
-                continue;
-            };
-            for unknown in table.keys().filter(|k| !KEYS.contains(&k.as_str())) {
-                self.error(&key(unknown), "unknown key");
-            }
-            let text = |k: &str| table.get(k).and_then(Value::as_str).map(str::to_owned);
-            let Some(mount) = text("mount") else {
-                self.error(
-                    &key("mount"),
-                    "required: the secrets engine mount, e.g. secret",
-                );
-                continue;
-            };
-            let paths: Option<Vec<String>> = table.get("paths").and_then(|v| {
-                v.as_array()?
-                    .iter()
-                    .map(|p| p.as_str().map(str::to_owned))
-                    .collect()
-            });
-            let Some(paths) = paths else {
-                self.error(
-                    &key("paths"),
-                    "required: an array of path prefixes inside the mount, or [\"*\"]",
-                );
-                continue;
-            };
-            if table.contains_key("namespace") && text("namespace").is_none() {
-                self.error(&key("namespace"), "expected a string");
-                continue;
-            }
-            let rule = VaultAllowRule {
-                namespace: text("namespace").or_else(|| default_namespace.map(str::to_owned)),
-                mount,
-                paths,
-            };
-            match VaultAllowlist::new(vec![rule.clone()]) {
-                Ok(_) => rules.push(rule),
-                Err(e) => self.error(&format!("vault.allow[{i}]"), e.problem),
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| self.read_vault_allow_rule(i, item, default_namespace))
+            .collect()
+    }
+
+    /// `[[vault.allow]]` entry `i`, or `None` with its errors recorded.
+    fn read_vault_allow_rule(
+        &mut self,
+        i: usize,
+        item: &Value,
+        default_namespace: Option<&str>,
+    ) -> Option<VaultAllowRule> {
+        const KEYS: [&str; 3] = ["namespace", "mount", "paths"];
+        let key = |k: &str| format!("vault.allow[{i}].{k}");
+        let Some(table) = item.as_table() else {
+            self.error(
+                &format!("vault.allow[{i}]"),
+                "expected a table with mount and paths",
+            );
+            return None;
+        };
+        for unknown in table.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+            self.error(&key(unknown), "unknown key");
+        }
+        let text = |k: &str| table.get(k).and_then(Value::as_str).map(str::to_owned);
+        let Some(mount) = text("mount") else {
+            self.error(
+                &key("mount"),
+                "required: the secrets engine mount, e.g. secret",
+            );
+            return None;
+        };
+        let paths: Option<Vec<String>> = table.get("paths").and_then(|v| {
+            v.as_array()?
+                .iter()
+                .map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        });
+        let Some(paths) = paths else {
+            self.error(
+                &key("paths"),
+                "required: an array of path prefixes inside the mount, or [\"*\"]",
+            );
+            return None;
+        };
+        if table.contains_key("namespace") && text("namespace").is_none() {
+            self.error(&key("namespace"), "expected a string");
+            return None;
+        }
+        let rule = VaultAllowRule {
+            namespace: text("namespace").or_else(|| default_namespace.map(str::to_owned)),
+            mount,
+            paths,
+        };
+        match VaultAllowlist::new(vec![rule.clone()]) {
+            Ok(_) => Some(rule),
+            Err(e) => {
+                self.error(&format!("vault.allow[{i}]"), e.problem);
+                None
             }
         }
-        rules
     }
 
     /// An optional trust domain, as `example.org` or `spiffe://example.org`: lower-case
