@@ -21,6 +21,7 @@ pub mod redact;
 pub mod reload;
 pub mod sds;
 pub mod sides;
+pub mod spiffe_ids;
 pub mod store;
 pub mod supervisor;
 pub mod svid;

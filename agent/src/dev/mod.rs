@@ -189,11 +189,8 @@ async fn rotate(
 /// Refuses settings that would make bad certificates or a spinning rotation.
 fn check_config(config: &DevConfig) -> Result<(), DevError> {
     let td = &config.trust_domain;
-    let td_ok = !td.is_empty()
-        && td.len() <= 255
-        && td
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+    let td_ok =
+        td.len() <= 255 && !td.contains("://") && crate::spiffe_ids::trust_domain(td).is_some();
     if !td_ok {
         return Err(DevError::InvalidConfig {
             field: "trust_domain",
@@ -217,22 +214,9 @@ fn check_config(config: &DevConfig) -> Result<(), DevError> {
 
 /// `spiffe://<td>/<path>` with a non-empty path of spec-conformant segments.
 fn is_workload_id(td: &str, id: &str) -> bool {
-    let Some(path) = id
-        .strip_prefix("spiffe://")
-        .and_then(|rest| rest.strip_prefix(td))
-        .and_then(|rest| rest.strip_prefix('/'))
-    else {
-        return false;
-    };
     id.len() <= MAX_ID_LEN
-        && path.split('/').all(|segment| {
-            !segment.is_empty()
-                && segment != "."
-                && segment != ".."
-                && segment
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-        })
+        && crate::spiffe_ids::spiffe_id(id)
+            .is_some_and(|id| id.trust_domain().as_str() == td && !id.path().is_empty())
 }
 
 fn check_ttl(field: &'static str, ttl: Duration) -> Result<(), DevError> {

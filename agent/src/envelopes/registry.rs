@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use steeple_plugin_api::lease::Backoff;
 use steeple_plugin_api::{
     EnvelopeResolver, EnvelopeRow, Provider, ResolveError, SecretBytes, check_path_binding,
 };
@@ -20,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 use super::RowSets;
 use crate::metrics::metrics;
 use crate::store::{Secret, SecretStore};
-use steeple_plugin_api::lease::Backoff;
 
 /// The store source the registry writes resolved envelopes under.
 pub const SOURCE: &str = "envelopes";

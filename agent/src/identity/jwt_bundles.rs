@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use steeple_plugin_api::SecretBytes;
+use steeple_plugin_api::lease::{Backoff, RepeatFilter};
 use steeple_proto::workload::{JwtBundlesRequest, JwtBundlesResponse};
 use tokio_util::sync::CancellationToken;
 
-use super::x509::trust_domain_of;
 use super::{WorkloadApiClient, request};
+use crate::spiffe_ids::trust_domain_of;
 use crate::store::{Secret, SecretStore};
-use steeple_plugin_api::lease::{Backoff, RepeatFilter};
 
 const SOURCE: &str = "identity/jwt-bundles";
 const WHAT: &str = "FetchJWTBundles";
@@ -41,16 +41,16 @@ impl JwtBundleState {
             };
             match check_jwks(&jwks) {
                 Ok(()) => {
-                    next.insert(td.to_owned(), SecretBytes::new(jwks));
+                    next.insert(td.to_string(), SecretBytes::new(jwks));
                 }
                 Err(reason) => {
                     tracing::error!(
-                        trust_domain = td,
+                        trust_domain = %td,
                         reason,
                         "malformed JWT bundle refused; keeping the last good one"
                     );
-                    if let Some(old) = self.bundles.get(td) {
-                        next.insert(td.to_owned(), old.clone());
+                    if let Some(old) = self.bundles.get(td.as_str()) {
+                        next.insert(td.to_string(), old.clone());
                     }
                 }
             }

@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use steeple_plugin_api::lease::{Backoff, RepeatFilter};
 use steeple_plugin_api::wall_clock;
 use steeple_proto::workload::{X509svidRequest, X509svidResponse};
 use tokio_util::sync::CancellationToken;
 
 use super::{DefaultNames, WorkloadApiClient, request};
+use crate::spiffe_ids::trust_domain_of;
 use crate::store::{Certificate, Secret, SecretStore, TrustBundle};
 use crate::svid::{split_der_certificates, validate_svid};
-use steeple_plugin_api::lease::{Backoff, RepeatFilter};
 
 const SOURCE: &str = "identity/x509";
 
@@ -76,13 +77,6 @@ pub fn bundle_sources(response: &X509svidResponse) -> impl Iterator<Item = (&str
     own.chain(federated)
 }
 
-/// The trust domain name of a SPIFFE ID or trust-domain ID (`spiffe://td/...` → `td`).
-pub fn trust_domain_of(id: &str) -> Option<&str> {
-    let rest = id.strip_prefix("spiffe://").unwrap_or(id);
-    let td = rest.split('/').next()?;
-    (!td.is_empty()).then_some(td)
-}
-
 impl X509State {
     /// Folds one Workload API response in: what validates replaces what we had, what
     /// does not is logged and the last good value for it stays.
@@ -96,25 +90,24 @@ impl X509State {
             match split_der_certificates(der) {
                 Ok(roots) if !roots.is_empty() => {
                     let bundle = TrustBundle {
-                        trust_domain: td.to_owned(),
+                        trust_domain: td.to_string(),
                         roots_der: roots,
                     };
-                    bundles.insert(td.to_owned(), bundle);
+                    bundles.insert(td.to_string(), bundle);
                 }
                 result => {
                     let reason = result.err().map_or("empty".to_owned(), |e| e.to_string());
-                    tracing::error!(trust_domain = td, %reason, "malformed bundle refused; keeping the last good one");
-                    if let Some(old) = self.bundles.get(td) {
-                        bundles.insert(td.to_owned(), old.clone());
+                    tracing::error!(trust_domain = %td, %reason, "malformed bundle refused; keeping the last good one");
+                    if let Some(old) = self.bundles.get(td.as_str()) {
+                        bundles.insert(td.to_string(), old.clone());
                     }
                 }
             }
         }
         let mut svids = Vec::with_capacity(response.svids.len());
         for svid in &response.svids {
-            let td = trust_domain_of(&svid.spiffe_id).unwrap_or_default();
-            let roots = bundles
-                .get(td)
+            let roots = trust_domain_of(&svid.spiffe_id)
+                .and_then(|td| bundles.get(td.as_str()))
                 .map(|b| b.roots_der.as_slice())
                 .unwrap_or_default();
             match validate_svid(
@@ -142,7 +135,7 @@ impl X509State {
         self.own_trust_domain = svids
             .first()
             .and_then(|c| trust_domain_of(&c.spiffe_id))
-            .map(str::to_owned);
+            .map(|td| td.to_string());
         self.svids = svids;
         self.bundles = bundles;
     }

@@ -13,8 +13,9 @@ use zeroize::Zeroize as _;
 use super::report::Check;
 use super::{CALL_TIMEOUT, expiry};
 use crate::identity::jwt::token_times;
-use crate::identity::x509::{bundle_sources, trust_domain_of};
+use crate::identity::x509::bundle_sources;
 use crate::identity::{WorkloadApiClient, request};
+use crate::spiffe_ids::trust_domain_of;
 use crate::svid::{split_der_certificates, validate_svid};
 
 /// The check name of the X.509 fetch.
@@ -94,7 +95,7 @@ fn examine(response: X509svidResponse, socket: &Path) -> (Check, Option<Issued>)
     let (mut seen, mut refused) = (Vec::new(), Vec::new());
     for mut svid in response.svids {
         let roots = trust_domain_of(&svid.spiffe_id)
-            .and_then(|td| issued.bundles.get(td))
+            .and_then(|td| issued.bundles.get(td.as_str()))
             .cloned()
             .unwrap_or_default();
         let id = &svid.spiffe_id;
@@ -132,7 +133,7 @@ fn bundles(response: &X509svidResponse) -> BTreeMap<String, Vec<Vec<u8>>> {
     bundle_sources(response)
         .filter_map(|(id, der)| {
             let td = trust_domain_of(id)?;
-            Some((td.to_owned(), split_der_certificates(der).ok()?))
+            Some((td.to_string(), split_der_certificates(der).ok()?))
         })
         .collect()
 }

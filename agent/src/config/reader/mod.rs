@@ -343,7 +343,7 @@ impl Reader {
             let spiffe_id = field("spiffe_id");
             if spiffe_id
                 .as_deref()
-                .is_some_and(|id| !id.starts_with("spiffe://"))
+                .is_some_and(|id| crate::spiffe_ids::spiffe_id(id).is_none())
             {
                 self.error(
                     &format!("jwt_svids[{i}].spiffe_id"),

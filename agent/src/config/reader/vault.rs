@@ -140,17 +140,12 @@ impl Reader {
         }
     }
 
-    /// An optional trust domain, as `example.org` or `spiffe://example.org`: lower-case
-    /// letters, digits, `.`, `-` and `_` (the SPIFFE ID specification).
+    /// An optional trust domain, as `example.org` or `spiffe://example.org` (the SPIFFE
+    /// ID specification's names; a trust-domain ID has no path).
     fn trust_domain(&mut self, section: &str, key: &str) -> Option<String> {
         let text = self.optional_string(section, key)?;
-        let name = text.strip_prefix("spiffe://").unwrap_or(&text);
-        let valid = !name.is_empty()
-            && name.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
-            });
-        if valid {
-            Some(name.to_owned())
+        if let Some(trust_domain) = crate::spiffe_ids::trust_domain(&text) {
+            Some(trust_domain.to_string())
         } else {
             self.error(
                 &format!("{section}.{key}"),
@@ -171,9 +166,9 @@ impl Reader {
                     .to_owned(),
             ),
             Some(td) => {
-                let prefix = format!("spiffe://{td}/");
-                (!id.starts_with(&prefix) || id.len() == prefix.len())
-                    .then(|| format!("expected a SPIFFE ID of {td}, e.g. {prefix}vault"))
+                let of_td = crate::spiffe_ids::spiffe_id(id)
+                    .is_some_and(|id| id.trust_domain().as_str() == td && !id.path().is_empty());
+                (!of_td).then(|| format!("expected a SPIFFE ID of {td}, e.g. spiffe://{td}/vault"))
             }
         };
         if let Some(problem) = problem {
