@@ -475,3 +475,35 @@ fn vault_spiffe_id_pins_an_svid_of_the_named_bundle() {
         assert_eq!(errors[0].key, "vault.spiffe_id", "{bad}");
     }
 }
+
+#[test]
+fn the_vault_cli_environment_fills_what_the_file_leaves_unset() {
+    let env = [
+        ("VAULT_ADDR", "https://from-env:8200"),
+        ("VAULT_NAMESPACE", "team-a"),
+        ("VAULT_CACERT", "/etc/vault/ca.pem"),
+    ];
+    let c = parse("[vault]\nenabled = true\nrole = \"web\"", &env)
+        .unwrap()
+        .vault;
+    assert_eq!(c.addr, "https://from-env:8200");
+    assert_eq!(c.namespace.as_deref(), Some("team-a"));
+    assert_eq!(c.ca_file.as_deref(), Some(Path::new("/etc/vault/ca.pem")));
+
+    // The file and STEEPLE_VAULT_* win, whatever order the environment comes in.
+    let file = "[vault]\nenabled = true\nrole = \"web\"\nnamespace = \"from-file\"";
+    let mut both = vec![("STEEPLE_VAULT_ADDR", "https://steeple:8200")];
+    both.extend(env);
+    let c = parse(file, &both).unwrap().vault;
+    assert_eq!(c.addr, "https://steeple:8200");
+    assert_eq!(c.namespace.as_deref(), Some("from-file"));
+
+    // A bad value is named by the variable it came from.
+    let errors = parse(
+        "[vault]\nenabled = true\nrole = \"web\"",
+        &[("VAULT_ADDR", "vault:8200")],
+    )
+    .unwrap_err()
+    .0;
+    assert_eq!(errors[0].key, "VAULT_ADDR");
+}

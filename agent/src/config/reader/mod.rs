@@ -8,6 +8,14 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 mod keys;
+
+/// The Vault CLI's environment, taken as defaults for `[vault]` as Vault Agent and the
+/// Vault SDKs take it: the file and `STEEPLE_VAULT_*` win.
+const VAULT_ENV_DEFAULTS: [(&str, &str); 3] = [
+    ("VAULT_ADDR", "addr"),
+    ("VAULT_NAMESPACE", "namespace"),
+    ("VAULT_CACERT", "ca_file"),
+];
 mod sections;
 mod vault;
 
@@ -46,8 +54,15 @@ impl Reader {
             errors: Vec::new(),
         };
         reader.check_unknown_keys();
+        let mut vault_defaults = Vec::new();
         for (name, value) in env {
-            reader.apply_env(name, value);
+            match VAULT_ENV_DEFAULTS.iter().find(|(var, _)| *var == name) {
+                Some((_, key)) => vault_defaults.push((name, *key, value)),
+                None => reader.apply_env(name, value),
+            }
+        }
+        for (name, key, value) in vault_defaults {
+            reader.apply_default("vault", key, name, value);
         }
         Ok(reader)
     }
@@ -116,6 +131,22 @@ impl Reader {
         }
         for (key, message) in unknown {
             self.error(&key, message);
+        }
+    }
+
+    /// Sets `section.key` to `value` from the environment variable `name`, unless the
+    /// file or a `STEEPLE_` variable set it.
+    fn apply_default(&mut self, section: &str, key: &str, name: String, value: String) {
+        if self.value(section, key).is_some() {
+            return;
+        }
+        let table = self
+            .root
+            .entry(section.to_owned())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if let Value::Table(t) = table {
+            t.insert(key.to_owned(), Value::String(value));
+            self.from_env.insert(format!("{section}.{key}"), name);
         }
     }
 
