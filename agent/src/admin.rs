@@ -101,7 +101,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    use crate::store::Certificate;
+    use crate::store::{Certificate, Source};
     use steeple_plugin_api::SecretBytes;
 
     #[test]
@@ -121,14 +121,14 @@ mod tests {
             })
         };
         let expired = cert(SystemTime::now() - Duration::from_secs(1));
-        store.sync_source("x509", vec![("default".into(), expired)]);
+        store.sync_source(&Source::X509Identity, vec![("default".into(), expired)]);
         assert_eq!(
             not_ready(&store.snapshot(), 0).as_deref(),
             Some("no X.509-SVID yet"),
             "an expired SVID does not count"
         );
         let valid = cert(SystemTime::now() + Duration::from_secs(600));
-        store.sync_source("x509", vec![("default".into(), valid)]);
+        store.sync_source(&Source::X509Identity, vec![("default".into(), valid)]);
         assert_eq!(
             not_ready(&store.snapshot(), 1).as_deref(),
             Some("1 configured envelope(s) not served")

@@ -20,6 +20,7 @@ pub mod providers;
 pub mod redact;
 pub mod reload;
 pub mod sds;
+pub mod side_context;
 pub mod sides;
 pub mod spiffe_ids;
 pub mod store;

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::store::{Certificate, SecretStore};
+use crate::store::{Certificate, SecretStore, Source};
 use steeple_plugin_api::SecretBytes;
 
 fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
@@ -93,7 +93,7 @@ fn svid_expiry_comes_from_the_store_and_no_secret_value_is_rendered() {
         not_after,
     };
     store.sync_source(
-        "test",
+        &Source::JwtSvid("test".into()),
         vec![
             ("default".into(), Secret::Certificate(cert)),
             (

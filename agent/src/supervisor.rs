@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::authz::{Policy, SharedPolicy};
 use crate::config::Config;
-use crate::envelopes::{self, EnvelopeTasks, RowSink};
+use crate::envelopes::{self, EnvelopeTasks, Providers, RowSink};
 use crate::exchange::jwt_source::WorkloadApiJwtFetcher;
 use crate::identity::{self, DefaultNames, WorkloadApiClient};
 use crate::lifecycle::{FatalSignal, TaskGroup};
@@ -19,7 +19,7 @@ use crate::providers::{self, ProviderError, RunMode};
 use crate::reload::ConfigChange;
 use crate::sds::{self, SdsService, SdsSettings};
 use crate::sides::{self, SideContext, SideError};
-use crate::store::SecretStore;
+use crate::store::{SecretStore, Source};
 use crate::uds::{BindError, bind_socket};
 
 /// Why the agent could not start.
@@ -197,11 +197,15 @@ fn envelope_tasks(
     jwt: &Arc<dyn JwtSvidSource>,
     store: &Arc<SecretStore>,
 ) -> Result<EnvelopeTasks, EnvelopeSetupError> {
-    let resolvers = providers::resolvers(config, mode, running.iter().cloned())?;
+    let providers = Providers {
+        resolvers: providers::resolvers(config, mode, running.iter().cloned())?,
+        refresh: sides::provider_refresh(config).into_iter().collect(),
+        how_to_enable: sides::how_to_enable,
+    };
     Ok(EnvelopeTasks::prepare(
         config,
         rows.clone(),
-        resolvers,
+        providers,
         jwt.clone(),
         store.clone(),
     )?)
@@ -265,7 +269,7 @@ impl RunningAgent {
                     .any(|j| j.resource_name == old.resource_name)
             }) {
                 self.store
-                    .sync_source(&identity::jwt::source_name(&gone.resource_name), Vec::new());
+                    .sync_source(&Source::JwtSvid(gone.resource_name.clone()), Vec::new());
             }
         }
         if let Some(envelopes) = envelopes {

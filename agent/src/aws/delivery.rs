@@ -10,7 +10,7 @@ use steeple_plugin_api::{AwsCredentials, SecretBytes};
 use tokio_util::sync::CancellationToken;
 
 use super::CredentialWatch;
-use crate::store::{Secret, SecretStore};
+use crate::store::{Secret, SecretStore, Source};
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -106,7 +106,7 @@ pub async fn publish_to_store(
     store: Arc<SecretStore>,
     shutdown: CancellationToken,
 ) {
-    let source = format!("exchange/aws/{name}");
+    let source = Source::AwsCredentials(name.clone());
     loop {
         let entry = credentials
             .borrow_and_update()

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::config::AwsConfig;
 use crate::exchange::{self, CredentialWatch};
-use crate::sides::SideContext;
+use crate::side_context::SideContext;
 
 /// Why the AWS side could not start.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@
 use super::*;
 use crate::aws::delivery::credential_process_json;
 use crate::sds::resources::{ClientCaps, encode};
-use crate::store::{Secret as Stored, SecretStore};
+use crate::store::{Secret as Stored, SecretStore, Source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CertificateValidationContext;
 use envoy_types::pb::google::protobuf::Any;
 use steeple_plugin_api::{AwsCredentials, SecretBytes};
@@ -128,7 +128,7 @@ async fn fetches_from_a_running_sds_server() {
     );
     let json = credentials(SystemTime::now() + Duration::from_secs(3600));
     store.sync_source(
-        "test",
+        &Source::JwtSvid("test".into()),
         vec![(NAME.to_owned(), Stored::Generic(json.clone()))],
     );
     assert_eq!(

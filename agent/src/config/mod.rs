@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use reader::Reader;
 
+use crate::store::names::{ClaimedNames, IDENTITY_PREFIXES};
+
 /// Every problem found in a configuration, each naming its key.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
@@ -333,6 +335,25 @@ impl Config {
         let mut reader = Reader::new(text, env)?;
         let config = reader.read_config();
         reader.finish().map(|()| config)
+    }
+
+    /// The SDS names this configuration's producers serve under, other than envelopes:
+    /// the SVID and bundle defaults, every prefix the identity side uses, the JWT-SVIDs,
+    /// and what the sides serve (credentials, the Vault token). No envelope may take them.
+    pub fn claimed_names(&self) -> ClaimedNames {
+        let sds = &self.sds;
+        let mut exact = vec![
+            sds.default_svid_name.clone(),
+            sds.default_bundle_name.clone(),
+            sds.default_all_bundles_name.clone(),
+        ];
+        exact.extend(self.jwt_svids.iter().map(|j| j.resource_name.clone()));
+        exact.push(self.aws.credentials_resource_name.clone());
+        exact.extend(self.vault.token_resource_name.clone());
+        ClaimedNames {
+            exact,
+            prefixes: IDENTITY_PREFIXES.iter().map(|p| (*p).to_owned()).collect(),
+        }
     }
 }
 

@@ -507,3 +507,31 @@ fn the_vault_cli_environment_fills_what_the_file_leaves_unset() {
     .0;
     assert_eq!(errors[0].key, "VAULT_ADDR");
 }
+
+#[test]
+fn producers_claim_their_names_from_the_configuration() {
+    let config = Config::parse(
+        "[[jwt_svids]]\naudience = \"upstream\"\n\
+         [[jwt_svids]]\naudience = \"db\"\nresource_name = \"db-token\"\n\
+         [aws]\ncredentials_resource_name = \"aws-creds\"\n\
+         [vault]\ntoken_resource_name = \"vault-token\"\n",
+        Vec::new(),
+    )
+    .unwrap();
+    let claimed = config.claimed_names();
+    for name in [
+        "default",
+        "ROOTCA",
+        "ALL",
+        "jwt-svid:upstream",
+        "db-token",
+        "aws-creds",
+        "vault-token",
+        "spiffe://example.org/web",
+        "jwt-bundle:spiffe://example.org",
+        "jwt-svid:anything",
+    ] {
+        assert!(claimed.contains(name), "{name}");
+    }
+    assert!(!claimed.contains("app/db"));
+}

@@ -57,6 +57,17 @@ impl RowSink {
     }
 }
 
+/// The providers envelopes resolve with, as whoever builds them (the sides, the local
+/// key) offers them.
+pub struct Providers {
+    /// One resolver per enabled provider.
+    pub resolvers: Vec<Arc<dyn steeple_plugin_api::EnvelopeResolver>>,
+    /// Refresh intervals that differ from `envelopes.refresh_interval`, by provider.
+    pub refresh: std::collections::HashMap<steeple_plugin_api::Provider, std::time::Duration>,
+    /// How an operator turns on a provider that is off.
+    pub how_to_enable: fn(steeple_plugin_api::Provider) -> &'static str,
+}
+
 /// The envelope tasks one configuration asks for, built (everything that can fail has
 /// been checked) but not started.
 #[derive(Debug)]
@@ -70,11 +81,11 @@ pub struct EnvelopeTasks {
 
 impl EnvelopeTasks {
     /// Builds the configured envelope sources, publishing into `sink`, and the registry
-    /// (when `[envelopes]` is enabled), resolving with `resolvers` into `store`.
+    /// (when `[envelopes]` is enabled), resolving with `providers` into `store`.
     pub fn prepare(
         config: &crate::config::Config,
         sink: RowSink,
-        resolvers: Vec<Arc<dyn steeple_plugin_api::EnvelopeResolver>>,
+        providers: Providers,
         jwt: Arc<dyn steeple_plugin_api::JwtSvidSource>,
         store: Arc<crate::store::SecretStore>,
     ) -> Result<Self, control_plane::PollError> {
@@ -108,12 +119,14 @@ impl EnvelopeTasks {
         }
         let settings = registry::RegistrySettings {
             refresh_interval: envelopes.refresh_interval,
-            provider_refresh: provider_refresh(config),
+            provider_refresh: providers.refresh,
             max_ciphertext_bytes: envelopes.max_ciphertext_bytes,
             aliases: envelopes.aliases.clone(),
-            reserved: reserved_names(config),
+            reserved: config.claimed_names(),
             require_path_binding: envelopes.require_path_binding,
+            how_to_enable: providers.how_to_enable,
         };
+        let resolvers = providers.resolvers;
         let providers: Vec<_> = resolvers.iter().map(|r| r.provider().as_str()).collect();
         tracing::info!(providers = ?providers, files = envelopes.paths.len(), "envelope resolution enabled");
         tasks.registry = Some(registry::Registry::new(resolvers, settings, store));
@@ -154,34 +167,9 @@ impl EnvelopeTasks {
             }
             None => {
                 // Envelopes are off (perhaps since a reload): none stay served.
-                self.store.sync_source(registry::SOURCE, Vec::new());
+                self.store.sync_source(&registry::SOURCE, Vec::new());
             }
         }
-    }
-}
-
-/// Refresh intervals that differ from `envelopes.refresh_interval`, by provider (as the
-/// sides set them).
-fn provider_refresh(
-    config: &crate::config::Config,
-) -> std::collections::HashMap<steeple_plugin_api::Provider, std::time::Duration> {
-    crate::sides::provider_refresh(config).into_iter().collect()
-}
-
-/// The store names other producers own: SVIDs, bundles, JWT-SVIDs, and what the sides
-/// serve (credentials, the Vault token).
-fn reserved_names(config: &crate::config::Config) -> registry::ReservedNames {
-    let sds = &config.sds;
-    let mut exact = vec![
-        sds.default_svid_name.clone(),
-        sds.default_bundle_name.clone(),
-        sds.default_all_bundles_name.clone(),
-    ];
-    exact.extend(config.jwt_svids.iter().map(|j| j.resource_name.clone()));
-    exact.extend(crate::sides::reserved_names(config));
-    registry::ReservedNames {
-        exact,
-        prefixes: vec!["spiffe://".into(), "jwt-svid:".into(), "jwt-bundle:".into()],
     }
 }
 
@@ -195,7 +183,12 @@ mod tests {
     fn prepare(toml: &str, sink: &RowSink, store: &Arc<SecretStore>) -> EnvelopeTasks {
         let config = crate::config::Config::parse(toml, Vec::new()).expect("test config");
         let jwt = Arc::new(crate::test_support::NoWorkloadApi);
-        EnvelopeTasks::prepare(&config, sink.clone(), Vec::new(), jwt, store.clone())
+        let providers = Providers {
+            resolvers: Vec::new(),
+            refresh: std::collections::HashMap::new(),
+            how_to_enable: |_| "enable it",
+        };
+        EnvelopeTasks::prepare(&config, sink.clone(), providers, jwt, store.clone())
             .expect("prepared")
     }
 
@@ -203,7 +196,7 @@ mod tests {
     async fn a_reload_that_turns_envelopes_off_stops_serving_them() {
         let store = Arc::new(SecretStore::new());
         let served = Secret::Generic(SecretBytes::copy_from(b"v"));
-        store.sync_source(registry::SOURCE, vec![("app/token".into(), served)]);
+        store.sync_source(&registry::SOURCE, vec![("app/token".into(), served)]);
         let sink = RowSink::default();
         sink.publish(file_source::SOURCE, Vec::new());
         let shutdown = tokio_util::sync::CancellationToken::new();

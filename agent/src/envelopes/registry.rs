@@ -20,29 +20,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::RowSets;
 use crate::metrics::metrics;
-use crate::store::{Secret, SecretStore};
+use crate::store::names::ClaimedNames;
+use crate::store::{Secret, SecretStore, Source};
 
 /// The store source the registry writes resolved envelopes under.
-pub const SOURCE: &str = "envelopes";
+pub const SOURCE: Source = Source::Envelopes;
 /// Envelopes resolved at once.
 const CONCURRENCY: usize = 16;
 /// Longest one resolution may take before it counts as unavailable.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Store names an envelope may not take (the SVIDs, bundles and credentials).
-#[derive(Debug, Clone, Default)]
-pub struct ReservedNames {
-    /// Exact names.
-    pub exact: Vec<String>,
-    /// Name prefixes.
-    pub prefixes: Vec<String>,
-}
-
-impl ReservedNames {
-    fn contains(&self, name: &str) -> bool {
-        self.exact.iter().any(|n| n == name) || self.prefixes.iter().any(|p| name.starts_with(p))
-    }
-}
 
 /// How the registry behaves.
 #[derive(Debug, Clone)]
@@ -57,9 +43,12 @@ pub struct RegistrySettings {
     /// Logical path → SDS name.
     pub aliases: BTreeMap<String, String>,
     /// Names that belong to other producers.
-    pub reserved: ReservedNames,
+    pub reserved: ClaimedNames,
     /// Refuse direct KMS / transit rows whose logical path is not bound in their context.
     pub require_path_binding: bool,
+    /// How an operator turns on a provider that is off (the sides know; the registry
+    /// only repeats it in the row's error).
+    pub how_to_enable: fn(Provider) -> &'static str,
 }
 
 impl RegistrySettings {
@@ -213,7 +202,7 @@ impl Registry {
         for (path, outcome) in outcomes {
             if let Some(slot) = self.slots.get_mut(&path) {
                 let refresh = self.settings.refresh_for(&slot.row.provider);
-                apply(slot, outcome, refresh);
+                apply(slot, outcome, refresh, self.settings.how_to_enable);
             }
         }
     }
@@ -263,7 +252,7 @@ impl Registry {
             .filter_map(|s| Some((s.name.clone(), Secret::Generic(s.value.clone()?))))
             .collect();
         metrics().set_envelopes(entries.len(), self.slots.len() - entries.len());
-        self.store.sync_source(SOURCE, entries);
+        self.store.sync_source(&SOURCE, entries);
     }
 
     /// The current problem of `logical_path`, if any.
@@ -289,7 +278,12 @@ fn by_precedence(sets: &RowSets) -> Vec<(&str, &Arc<Vec<EnvelopeRow>>)> {
 }
 
 /// Folds one outcome into its slot and schedules the next attempt.
-fn apply(slot: &mut Slot, outcome: Result<SecretBytes, Problem>, refresh: Duration) {
+fn apply(
+    slot: &mut Slot,
+    outcome: Result<SecretBytes, Problem>,
+    refresh: Duration,
+    how_to_enable: fn(Provider) -> &'static str,
+) {
     let now = Instant::now();
     let path = &slot.row.logical_path;
     match outcome {
@@ -318,7 +312,7 @@ fn apply(slot: &mut Slot, outcome: Result<SecretBytes, Problem>, refresh: Durati
             slot.value = None;
             slot.stale = false;
             if slot.problem.as_ref() != Some(&problem) {
-                let error = describe(&problem);
+                let error = describe(&problem, how_to_enable);
                 tracing::error!(logical_path = %path, provider = %slot.row.provider, key_id = %slot.row.key_id, %error, "envelope refused; not served");
             }
             // A bad row waits for its next change; a provider refusal is retried slowly
@@ -343,13 +337,10 @@ fn resolve_error_kind(e: &ResolveError) -> &'static str {
     }
 }
 
-fn describe(problem: &Problem) -> String {
+fn describe(problem: &Problem, how_to_enable: fn(Provider) -> &'static str) -> String {
     match problem {
         Problem::Invalid(why) => why.clone(),
-        Problem::ProviderOff(p) => format!(
-            "provider {p} is not enabled ({})",
-            crate::sides::how_to_enable(*p)
-        ),
+        Problem::ProviderOff(p) => format!("provider {p} is not enabled ({})", how_to_enable(*p)),
         Problem::Resolve(e) => e.to_string(),
     }
 }

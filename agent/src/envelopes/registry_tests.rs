@@ -23,11 +23,12 @@ fn settings() -> RegistrySettings {
         provider_refresh: HashMap::new(),
         max_ciphertext_bytes: 4096,
         aliases: [("aliased/path".to_owned(), "short".to_owned())].into(),
-        reserved: ReservedNames {
+        reserved: crate::store::names::ClaimedNames {
             exact: vec!["default".into()],
             prefixes: vec!["spiffe://".into()],
         },
         require_path_binding: true,
+        how_to_enable: |_| "enable it",
     }
 }
 

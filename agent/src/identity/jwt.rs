@@ -13,7 +13,7 @@ use zeroize::Zeroize;
 
 use super::{WorkloadApiClient, request};
 use crate::config::JwtSvidConfig;
-use crate::store::{Secret, SecretStore};
+use crate::store::{Secret, SecretStore, Source};
 
 /// When a fresh token is fetched: at 60 % of its lifetime, without jitter. SPIRE agent
 /// hands out its cached token until half the lifetime is gone, so asking later than half
@@ -80,17 +80,12 @@ pub fn token_times(token: &str, now: SystemTime) -> Result<JwtTimes, JwtError> {
 /// How long one FetchJWTSVID may take before it counts as failed (and is retried).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The store source of the JWT-SVID served as `resource_name`.
-pub fn source_name(resource_name: &str) -> String {
-    format!("identity/jwt/{resource_name}")
-}
-
 /// One audience's JWT-SVID from the Workload API, kept in the store under its resource
 /// name by a [`lease`].
 struct JwtSvidUpstream {
     client: WorkloadApiClient,
     store: Arc<SecretStore>,
-    source: String,
+    source: Source,
     config: JwtSvidConfig,
 }
 
@@ -155,7 +150,7 @@ pub async fn run(
     let upstream = JwtSvidUpstream {
         client,
         store,
-        source: source_name(&config.resource_name),
+        source: Source::JwtSvid(config.resource_name.clone()),
         config,
     };
     lease::run(upstream, settings, shutdown).await;

@@ -12,15 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{WorkloadApiClient, request};
 use crate::spiffe_ids::trust_domain_of;
-use crate::store::{Secret, SecretStore};
+use crate::store::names::jwt_bundle_name;
+use crate::store::{Secret, SecretStore, Source};
 
-const SOURCE: &str = "identity/jwt-bundles";
+const SOURCE: Source = Source::JwtBundles;
 const WHAT: &str = "FetchJWTBundles";
-
-/// The store name of a trust domain's JWT bundle.
-pub fn resource_name(trust_domain: &str) -> String {
-    format!("jwt-bundle:spiffe://{trust_domain}")
-}
 
 /// The last good JWKS per trust domain name.
 #[derive(Debug, Default)]
@@ -62,7 +58,7 @@ impl JwtBundleState {
     pub fn entries(&self) -> Vec<(String, Secret)> {
         self.bundles
             .iter()
-            .map(|(td, jwks)| (resource_name(td), Secret::Generic(jwks.clone())))
+            .map(|(td, jwks)| (jwt_bundle_name(td), Secret::Generic(jwks.clone())))
             .collect()
     }
 }
@@ -108,7 +104,7 @@ pub async fn run(
                             errors.recovered(WHAT);
                             backoff.reset();
                             state.apply(response);
-                            if store.sync_source(SOURCE, state.entries()) {
+                            if store.sync_source(&SOURCE, state.entries()) {
                                 tracing::info!(
                                     bundles = state.bundles.len(),
                                     "JWT bundles updated"

@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{DefaultNames, WorkloadApiClient, request};
 use crate::spiffe_ids::trust_domain_of;
-use crate::store::{Certificate, Secret, SecretStore, TrustBundle};
+use crate::store::{Certificate, Secret, SecretStore, Source, TrustBundle};
 use crate::svid::{split_der_certificates, validate_svid};
 
-const SOURCE: &str = "identity/x509";
+const SOURCE: Source = Source::X509Identity;
 
 /// The last good X.509 state, as validated.
 #[derive(Debug, Default)]
@@ -292,7 +292,7 @@ impl Follower {
     ) -> Option<SystemTime> {
         if self
             .store
-            .sync_source(SOURCE, self.state.entries(&self.names, now))
+            .sync_source(&SOURCE, self.state.entries(&self.names, now))
         {
             tracing::warn!("an X.509-SVID expired before it was rotated; no longer served");
         }
@@ -318,7 +318,7 @@ impl Follower {
         let now = SystemTime::now();
         if self
             .store
-            .sync_source(SOURCE, self.state.entries(&self.names, now))
+            .sync_source(&SOURCE, self.state.entries(&self.names, now))
         {
             let (svids, bundles) = (self.state.svids.len(), self.state.bundles.len());
             tracing::info!(svids, bundles, "X.509 identity updated");

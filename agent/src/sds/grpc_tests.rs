@@ -75,7 +75,7 @@ async fn a_stream_receives_a_secret_once_it_exists() {
     let mut h = start().await;
     let (_tx, mut stream) = open(&mut h.client, "later").await;
     h.store
-        .sync_source("t", vec![("later".into(), generic(b"v"))]);
+        .sync_source(&Source::Envelopes, vec![("later".into(), generic(b"v"))]);
     let r = tokio::time::timeout(Duration::from_secs(5), stream.message())
         .await
         .unwrap()
@@ -88,7 +88,8 @@ async fn a_stream_receives_a_secret_once_it_exists() {
 #[tokio::test]
 async fn an_oversized_request_fails_alone_and_others_keep_being_served() {
     let mut h = start().await;
-    h.store.sync_source("t", vec![("a".into(), generic(b"v"))]);
+    h.store
+        .sync_source(&Source::Envelopes, vec![("a".into(), generic(b"v"))]);
     let (_keep, mut healthy) = open(&mut h.client, "a").await;
     assert!(healthy.message().await.unwrap().is_some());
 
@@ -108,7 +109,8 @@ async fn an_oversized_request_fails_alone_and_others_keep_being_served() {
     raw.write_all(&[0xde; 4096]).await.unwrap();
     drop(raw);
 
-    h.store.sync_source("t", vec![("a".into(), generic(b"w"))]);
+    h.store
+        .sync_source(&Source::Envelopes, vec![("a".into(), generic(b"w"))]);
     let update = tokio::time::timeout(Duration::from_secs(5), healthy.message())
         .await
         .unwrap();
@@ -149,7 +151,7 @@ async fn every_requested_name_is_authorized_against_the_caller() {
     let me = rustix::process::geteuid().as_raw();
     let mut h = start_with(Policy::new(vec![own_uid_rule(&["app/*"])], me)).await;
     h.store.sync_source(
-        "t",
+        &Source::Envelopes,
         vec![
             ("app/token".into(), generic(b"v")),
             ("default".into(), generic(b"k")),
@@ -199,7 +201,8 @@ async fn a_caller_no_rule_matches_gets_nothing() {
         ..own_uid_rule(&["*"])
     };
     let mut h = start_with(Policy::new(vec![other], 0)).await;
-    h.store.sync_source("t", vec![("a".into(), generic(b"v"))]);
+    h.store
+        .sync_source(&Source::Envelopes, vec![("a".into(), generic(b"v"))]);
     // Its connection is closed as it is accepted: no HTTP/2, no task, no stream.
     let err = h.client.fetch_secrets(req(&["a"], "")).await.unwrap_err();
     assert!(
@@ -220,7 +223,7 @@ async fn a_reloaded_policy_reaches_streams_already_open() {
     let me = rustix::process::geteuid().as_raw();
     let mut h = start_with(Policy::new(vec![own_uid_rule(&["app/*", "keep"])], me)).await;
     h.store.sync_source(
-        "t",
+        &Source::Envelopes,
         vec![
             ("app/token".into(), generic(b"v")),
             ("keep".into(), generic(b"k")),
@@ -244,7 +247,7 @@ async fn a_reloaded_policy_reaches_streams_already_open() {
 
     // The stream whose names are still granted stays open and gets the next update.
     h.store.sync_source(
-        "t",
+        &Source::Envelopes,
         vec![
             ("app/token".into(), generic(b"v")),
             ("keep".into(), generic(b"k2")),
@@ -269,7 +272,8 @@ async fn an_unused_connection_is_closed_and_one_carrying_a_stream_is_not() {
         s.connections.idle_timeout = idle;
     })
     .await;
-    h.store.sync_source("t", vec![("a".into(), generic(b"v1"))]);
+    h.store
+        .sync_source(&Source::Envelopes, vec![("a".into(), generic(b"v1"))]);
     let (_tx, mut stream) = open(&mut h.client, "a").await;
     let first = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
     assert_eq!(first.unwrap().unwrap().unwrap().resources.len(), 1);
@@ -293,7 +297,8 @@ async fn an_unused_connection_is_closed_and_one_carrying_a_stream_is_not() {
     assert!(started.elapsed() >= idle);
 
     // The stream, several idle timeouts old, still gets the next update.
-    h.store.sync_source("t", vec![("a".into(), generic(b"v2"))]);
+    h.store
+        .sync_source(&Source::Envelopes, vec![("a".into(), generic(b"v2"))]);
     let update = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
     assert_eq!(update.unwrap().unwrap().unwrap().resources.len(), 1);
     h.shutdown.cancel();

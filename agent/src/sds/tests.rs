@@ -8,7 +8,7 @@ use super::delta::DeltaStream;
 use super::limits::SdsSettings;
 use super::sotw::SotwStream;
 use super::stream::Protocol;
-use crate::store::{Secret, SecretStore};
+use crate::store::{Secret, SecretStore, Source};
 
 fn settings() -> Arc<SdsSettings> {
     Arc::new(SdsSettings {
@@ -49,7 +49,7 @@ fn sotw_waits_for_an_unknown_name_then_sends_it_once() {
             .unwrap()
             .is_none()
     );
-    store.sync_source("t", vec![("a".into(), generic(b"1"))]);
+    store.sync_source(&Source::Envelopes, vec![("a".into(), generic(b"1"))]);
     let r = s.on_snapshot(&store.snapshot()).unwrap();
     assert_eq!(r.resources.len(), 1);
     // ACK: nothing new.
@@ -59,16 +59,16 @@ fn sotw_waits_for_an_unknown_name_then_sends_it_once() {
             .is_none()
     );
     // Another producer's unrelated change is not a re-push.
-    store.sync_source("u", vec![("b".into(), generic(b"2"))]);
+    store.sync_source(&Source::JwtBundles, vec![("b".into(), generic(b"2"))]);
     assert!(s.on_snapshot(&store.snapshot()).is_none());
-    store.sync_source("t", vec![("a".into(), generic(b"3"))]);
+    store.sync_source(&Source::Envelopes, vec![("a".into(), generic(b"3"))]);
     assert!(s.on_snapshot(&store.snapshot()).is_some());
 }
 
 #[test]
 fn sotw_nack_and_stale_nonce_cause_no_resend_but_next_update_goes_out() {
     let store = SecretStore::new();
-    store.sync_source("t", vec![("a".into(), generic(b"1"))]);
+    store.sync_source(&Source::Envelopes, vec![("a".into(), generic(b"1"))]);
     let mut s = SotwStream::new(settings());
     let first = s
         .on_request(req(&["a"], ""), &store.snapshot())
@@ -86,7 +86,7 @@ fn sotw_nack_and_stale_nonce_cause_no_resend_but_next_update_goes_out() {
             .unwrap()
             .is_none()
     );
-    store.sync_source("t", vec![("a".into(), generic(b"2"))]);
+    store.sync_source(&Source::Envelopes, vec![("a".into(), generic(b"2"))]);
     let next = s.on_snapshot(&store.snapshot()).unwrap();
     assert_ne!(next.nonce, first.nonce);
 }
@@ -109,7 +109,7 @@ fn oversized_and_foreign_requests_are_refused() {
 fn delta_sends_changes_only_and_removes_what_went_away() {
     let store = SecretStore::new();
     store.sync_source(
-        "t",
+        &Source::Envelopes,
         vec![("a".into(), generic(b"1")), ("b".into(), generic(b"2"))],
     );
     let mut d = DeltaStream::new(settings());
@@ -119,7 +119,7 @@ fn delta_sends_changes_only_and_removes_what_went_away() {
     };
     let r = d.on_request(first, &store.snapshot()).unwrap().unwrap();
     assert_eq!(r.resources.len(), 2);
-    store.sync_source("t", vec![("a".into(), generic(b"1"))]);
+    store.sync_source(&Source::Envelopes, vec![("a".into(), generic(b"1"))]);
     let r = d.on_snapshot(&store.snapshot()).unwrap();
     assert!(r.resources.is_empty());
     assert_eq!(r.removed_resources, ["b"]);
@@ -129,7 +129,7 @@ fn delta_sends_changes_only_and_removes_what_went_away() {
 #[test]
 fn delta_skips_what_the_client_already_holds() {
     let store = SecretStore::new();
-    store.sync_source("t", vec![("a".into(), generic(b"1"))]);
+    store.sync_source(&Source::Envelopes, vec![("a".into(), generic(b"1"))]);
     let version = store.snapshot().get("a").unwrap().version.to_string();
     let mut d = DeltaStream::new(settings());
     let first = DeltaDiscoveryRequest {

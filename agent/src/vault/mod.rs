@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::VaultConfig;
-use crate::sides::SideContext;
-use crate::store::{Secret, SecretStore, Snapshot};
+use crate::side_context::SideContext;
+use crate::store::{Secret, SecretStore, Snapshot, Source};
 
 /// Why the Vault side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -252,7 +252,7 @@ async fn publish_token(
     store: Arc<SecretStore>,
     shutdown: CancellationToken,
 ) {
-    let source = format!("vault/token/{name}");
+    let source = Source::VaultToken(name.clone());
     loop {
         let desired = tokens
             .borrow_and_update()

@@ -133,17 +133,20 @@ async fn vault_tls_follows_the_named_bundle_only() {
     };
     // Another trust domain's bundle is not Vault's CA.
     store.sync_source(
-        "x509",
+        &Source::X509Identity,
         bundle("other.org", vec![TestCa::new("other.org").der]),
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!roots.is_ready());
     // A malformed bundle is refused; the first good one is taken.
-    store.sync_source("x509", bundle("example.org", vec![b"junk".to_vec()]));
+    store.sync_source(
+        &Source::X509Identity,
+        bundle("example.org", vec![b"junk".to_vec()]),
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!roots.is_ready());
     store.sync_source(
-        "x509",
+        &Source::X509Identity,
         bundle("example.org", vec![TestCa::new("example.org").der]),
     );
     for _ in 0..100 {

@@ -25,6 +25,7 @@ use super::{
     Config, ConfigErrors, DevSection, JwtSvidConfig, KeyError, LogConfig, LogFormat, SdsConfig,
     WorkloadApiConfig,
 };
+use crate::store::names::jwt_svid_name;
 
 const DEFAULT_WORKLOAD_SOCKET: &str = "/tmp/spire-agent/public/api.sock";
 
@@ -381,8 +382,7 @@ impl Reader {
                     "expected spiffe://trust-domain/path",
                 );
             }
-            let resource_name =
-                field("resource_name").unwrap_or_else(|| format!("jwt-svid:{audience}"));
+            let resource_name = field("resource_name").unwrap_or_else(|| jwt_svid_name(&audience));
             out.push(JwtSvidConfig {
                 audience,
                 spiffe_id,

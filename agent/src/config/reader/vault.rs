@@ -8,9 +8,7 @@ use toml::Value;
 
 use super::Reader;
 use crate::config::VaultConfig;
-
-/// Resource-name prefixes other producers own (see `envelopes::reserved_names`).
-const RESERVED_PREFIXES: [&str; 3] = ["spiffe://", "jwt-svid:", "jwt-bundle:"];
+use crate::store::names::IDENTITY_PREFIXES;
 
 impl Reader {
     pub(super) fn read_vault(&mut self) -> VaultConfig {
@@ -48,7 +46,7 @@ impl Reader {
         if config.kv_refresh_interval < Duration::from_millis(100) {
             self.error("vault.kv_refresh_interval", "must be at least 100ms");
         }
-        let reserved = |name: &String| RESERVED_PREFIXES.iter().any(|p| name.starts_with(p));
+        let reserved = |name: &String| IDENTITY_PREFIXES.iter().any(|p| name.starts_with(p));
         if config.token_resource_name.as_ref().is_some_and(reserved) {
             self.error(
                 "vault.token_resource_name",

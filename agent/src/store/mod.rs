@@ -12,6 +12,11 @@ use std::time::SystemTime;
 use steeple_plugin_api::SecretBytes;
 use tokio::sync::watch;
 
+pub mod names;
+pub mod sources;
+
+pub use sources::Source;
+
 /// A trust domain's X.509 roots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustBundle {
@@ -69,7 +74,7 @@ pub struct Entry {
     /// Bumped (store-wide monotonic) whenever the secret's content changes.
     pub version: u64,
     /// Which producer owns the entry (see [`SecretStore::sync_source`]).
-    pub source: String,
+    pub source: Source,
     /// The secret.
     pub secret: Secret,
 }
@@ -152,7 +157,7 @@ impl SecretStore {
     /// version, unchanged ones keep theirs, and names `source` owned before but no longer
     /// lists are removed. Subscribers are woken only if something changed.
     /// Returns whether anything changed.
-    pub fn sync_source(&self, source: &str, desired: Vec<(String, Secret)>) -> bool {
+    pub fn sync_source(&self, source: &Source, desired: Vec<(String, Secret)>) -> bool {
         let mut changed = false;
         self.tx.send_if_modified(|current| {
             let next_gen = current.generation + 1;
@@ -160,18 +165,18 @@ impl SecretStore {
             let wanted: std::collections::HashSet<&str> =
                 desired.iter().map(|(n, _)| n.as_str()).collect();
             entries.retain(|name, entry| {
-                let keep = entry.source != source || wanted.contains(name.as_str());
+                let keep = entry.source != *source || wanted.contains(name.as_str());
                 changed |= !keep;
                 keep
             });
             for (name, secret) in &desired {
                 let same = entries
                     .get(name)
-                    .is_some_and(|e| e.source == source && e.secret == *secret);
+                    .is_some_and(|e| e.source == *source && e.secret == *secret);
                 if !same {
                     let entry = Entry {
                         version: next_gen,
-                        source: source.to_owned(),
+                        source: source.clone(),
                         secret: secret.clone(),
                     };
                     entries.insert(name.clone(), Arc::new(entry));
@@ -202,21 +207,21 @@ mod tests {
     fn unchanged_secret_keeps_its_version_and_wakes_nobody() {
         let store = SecretStore::new();
         let mut rx = store.subscribe();
-        assert!(store.sync_source("a", vec![("x".into(), generic(b"1"))]));
+        assert!(store.sync_source(&Source::X509Identity, vec![("x".into(), generic(b"1"))]));
         assert!(rx.has_changed().unwrap());
         let v1 = rx.borrow_and_update().get("x").unwrap().version;
-        assert!(!store.sync_source("a", vec![("x".into(), generic(b"1"))]));
+        assert!(!store.sync_source(&Source::X509Identity, vec![("x".into(), generic(b"1"))]));
         assert!(!rx.has_changed().unwrap());
-        assert!(store.sync_source("a", vec![("x".into(), generic(b"2"))]));
+        assert!(store.sync_source(&Source::X509Identity, vec![("x".into(), generic(b"2"))]));
         assert!(rx.borrow_and_update().get("x").unwrap().version > v1);
     }
 
     #[test]
     fn a_source_only_removes_its_own_names() {
         let store = SecretStore::new();
-        store.sync_source("a", vec![("x".into(), generic(b"1"))]);
-        store.sync_source("b", vec![("y".into(), generic(b"2"))]);
-        store.sync_source("a", vec![]);
+        store.sync_source(&Source::X509Identity, vec![("x".into(), generic(b"1"))]);
+        store.sync_source(&Source::Envelopes, vec![("y".into(), generic(b"2"))]);
+        store.sync_source(&Source::X509Identity, vec![]);
         let snap = store.snapshot();
         assert!(snap.get("x").is_none());
         assert!(snap.get("y").is_some());
@@ -237,7 +242,7 @@ mod tests {
             })
         };
         store.sync_source(
-            "x509",
+            &Source::X509Identity,
             vec![
                 (
                     "expired".into(),

@@ -3,38 +3,19 @@
 //! only with its feature; this module is the one place that knows which are compiled. It
 //! refuses a section enabled in a build without its side, naming both; it starts the
 //! enabled sides and hands the core what they offer (envelope resolvers); and it says, from
-//! their settings alone, what they claim of the store (reserved names) and of the envelope
-//! layer (refresh overrides), and how to enable a provider that is off.
+//! their settings alone, what they set for the envelope layer (refresh overrides) and how
+//! to enable a provider that is off. (The names they serve under are claimed with every
+//! other producer's in [`crate::store::sources`].)
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use steeple_plugin_api::{EnvelopeResolver, JwtSvidSource, Provider};
+use steeple_plugin_api::{EnvelopeResolver, Provider};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
-use crate::authz::SharedPolicy;
+pub use crate::side_context::SideContext;
+
 use crate::config::Config;
-use crate::envelopes::RowSink;
-use crate::lifecycle::FatalSignal;
-use crate::store::SecretStore;
-
-/// Everything a side may use from the core when it starts.
-#[derive(Debug)]
-pub struct SideContext<'a> {
-    /// Fresh JWT-SVIDs for exchanges and logins.
-    pub jwt: Arc<dyn JwtSvidSource>,
-    /// Where a side publishes what it serves (credentials, a token; it reads bundles).
-    pub store: Arc<SecretStore>,
-    /// The envelope rows (`None` when envelopes are off), e.g. for the AWS key probe.
-    pub rows: Option<RowSink>,
-    /// Who may fetch what, for a side's own endpoints (the container endpoint).
-    pub policy: SharedPolicy,
-    /// Raised when a side finds at start something the agent must not run with.
-    pub fatal: FatalSignal,
-    /// Stops everything.
-    pub shutdown: &'a CancellationToken,
-}
 
 /// Why a side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -148,13 +129,6 @@ fn not_built(enabled: bool, section: &'static str) -> Result<(), SideError> {
     Ok(())
 }
 
-/// The store names the enabled sides publish under (no envelope may take them).
-pub fn reserved_names(config: &Config) -> Vec<String> {
-    let mut names = vec![config.aws.credentials_resource_name.clone()];
-    names.extend(config.vault.token_resource_name.clone());
-    names
-}
-
 /// Envelope refresh intervals the enabled sides set for their providers, instead of
 /// `envelopes.refresh_interval` (`vault_delegate` follows `vault.kv_refresh_interval`).
 pub fn provider_refresh(config: &Config) -> Vec<(Provider, Duration)> {
@@ -184,13 +158,12 @@ mod tests {
     }
 
     #[test]
-    fn the_sides_claim_their_names_and_refresh_from_their_own_settings() {
+    fn the_sides_set_refresh_overrides_from_their_own_settings() {
         let config = config(
             "[aws]\ncredentials_resource_name = \"aws-creds\"\n\
              [vault]\nenabled = true\naddr = \"https://vault.example.org\"\nrole = \"r\"\n\
              token_resource_name = \"vault-token\"\nkv_refresh_interval = \"90s\"\n",
         );
-        assert_eq!(reserved_names(&config), ["aws-creds", "vault-token"]);
         assert_eq!(
             provider_refresh(&config),
             [(Provider::VaultDelegate, Duration::from_secs(90))]
