@@ -5,7 +5,7 @@ use std::sync::Arc;
 use steeple_plugin_api::EnvelopeResolver;
 use steeple_plugin_local::{LocalKey, LocalResolver, MasterKeyError};
 
-use crate::config::Config;
+use crate::config::EnvelopesConfig;
 
 /// How the agent was started, which decides whether dev-only providers warn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,20 +25,20 @@ pub enum ProviderError {
     LocalKey(#[from] MasterKeyError),
 }
 
-/// The resolvers enabled by `config`, plus those already running (`kms_envelope` once
+/// The resolvers `[envelopes]` enables, plus those already running (`kms_envelope` once
 /// the AWS exchange runs, `vault_delegate` and `vault_transit` once the Vault keeper
 /// runs).
 pub fn resolvers(
-    config: &Config,
+    envelopes: &EnvelopesConfig,
     mode: RunMode,
     running: impl IntoIterator<Item = Arc<dyn EnvelopeResolver>>,
 ) -> Result<Vec<Arc<dyn EnvelopeResolver>>, ProviderError> {
     let mut resolvers: Vec<Arc<dyn EnvelopeResolver>> = Vec::new();
-    if !config.envelopes.enabled {
+    if !envelopes.enabled {
         return Ok(resolvers);
     }
     resolvers.extend(running);
-    let var = &config.envelopes.local_master_key_env;
+    let var = &envelopes.local_master_key_env;
     if !var.is_empty() {
         let key = LocalKey::from_env(var)?;
         if mode != RunMode::Dev {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::authz::{Policy, SharedPolicy};
 use crate::config::Config;
-use crate::envelopes::{self, EnvelopeTasks, Providers, RowSink};
+use crate::envelopes::{self, EnvelopeSettings, EnvelopeTasks, Providers, RowSink};
 use crate::exchange::jwt_source::WorkloadApiJwtFetcher;
 use crate::identity::{self, DefaultNames, WorkloadApiClient};
 use crate::lifecycle::{FatalSignal, TaskGroup};
@@ -198,12 +198,12 @@ fn envelope_tasks(
     store: &Arc<SecretStore>,
 ) -> Result<EnvelopeTasks, EnvelopeSetupError> {
     let providers = Providers {
-        resolvers: providers::resolvers(config, mode, running.iter().cloned())?,
+        resolvers: providers::resolvers(&config.envelopes, mode, running.iter().cloned())?,
         refresh: sides::provider_refresh(config).into_iter().collect(),
         how_to_enable: sides::how_to_enable,
     };
     Ok(EnvelopeTasks::prepare(
-        config,
+        &EnvelopeSettings::from_config(config),
         rows.clone(),
         providers,
         jwt.clone(),

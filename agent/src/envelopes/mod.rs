@@ -68,6 +68,29 @@ pub struct Providers {
     pub how_to_enable: fn(steeple_plugin_api::Provider) -> &'static str,
 }
 
+/// What the envelope layer is built from: its own sections, and the names the other
+/// producers claim (no envelope may take them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvelopeSettings {
+    /// `[envelopes]`.
+    pub envelopes: crate::config::EnvelopesConfig,
+    /// `[control_plane]`.
+    pub control_plane: crate::config::ControlPlaneConfig,
+    /// Names served by SVIDs, bundles, JWT-SVIDs and the sides.
+    pub claimed: crate::store::names::ClaimedNames,
+}
+
+impl EnvelopeSettings {
+    /// The envelope layer's part of `config`.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            envelopes: config.envelopes.clone(),
+            control_plane: config.control_plane.clone(),
+            claimed: config.claimed_names(),
+        }
+    }
+}
+
 /// The envelope tasks one configuration asks for, built (everything that can fail has
 /// been checked) but not started.
 #[derive(Debug)]
@@ -83,13 +106,13 @@ impl EnvelopeTasks {
     /// Builds the configured envelope sources, publishing into `sink`, and the registry
     /// (when `[envelopes]` is enabled), resolving with `providers` into `store`.
     pub fn prepare(
-        config: &crate::config::Config,
+        settings: &EnvelopeSettings,
         sink: RowSink,
         providers: Providers,
         jwt: Arc<dyn steeple_plugin_api::JwtSvidSource>,
         store: Arc<crate::store::SecretStore>,
     ) -> Result<Self, control_plane::PollError> {
-        let envelopes = &config.envelopes;
+        let envelopes = &settings.envelopes;
         let mut tasks = Self {
             files: None,
             control_plane: None,
@@ -103,7 +126,7 @@ impl EnvelopeTasks {
         if !envelopes.paths.is_empty() {
             tasks.files = Some((envelopes.paths.clone(), envelopes.poll_interval));
         }
-        let plane = &config.control_plane;
+        let plane = &settings.control_plane;
         if !plane.url.is_empty() {
             let credential = match (&plane.token_file, &plane.jwt_audience) {
                 (Some(file), _) => control_plane::Credential::TokenFile(file.clone()),
@@ -117,19 +140,19 @@ impl EnvelopeTasks {
             let source = control_plane::ControlPlaneSource::new(plane, credential)?;
             tasks.control_plane = Some((source, plane.poll_interval));
         }
-        let settings = registry::RegistrySettings {
+        let registry = registry::RegistrySettings {
             refresh_interval: envelopes.refresh_interval,
             provider_refresh: providers.refresh,
             max_ciphertext_bytes: envelopes.max_ciphertext_bytes,
             aliases: envelopes.aliases.clone(),
-            reserved: config.claimed_names(),
+            reserved: settings.claimed.clone(),
             require_path_binding: envelopes.require_path_binding,
             how_to_enable: providers.how_to_enable,
         };
         let resolvers = providers.resolvers;
         let providers: Vec<_> = resolvers.iter().map(|r| r.provider().as_str()).collect();
         tracing::info!(providers = ?providers, files = envelopes.paths.len(), "envelope resolution enabled");
-        tasks.registry = Some(registry::Registry::new(resolvers, settings, store));
+        tasks.registry = Some(registry::Registry::new(resolvers, registry, store));
         Ok(tasks)
     }
 
@@ -188,7 +211,8 @@ mod tests {
             refresh: std::collections::HashMap::new(),
             how_to_enable: |_| "enable it",
         };
-        EnvelopeTasks::prepare(&config, sink.clone(), providers, jwt, store.clone())
+        let settings = EnvelopeSettings::from_config(&config);
+        EnvelopeTasks::prepare(&settings, sink.clone(), providers, jwt, store.clone())
             .expect("prepared")
     }
 
