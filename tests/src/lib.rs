@@ -23,5 +23,5 @@ pub use envoy::Envoy;
 pub use http::{RecordingUpstream, get as http_get};
 pub use process::{ChildProcess, current_uid, free_port, seconds_from_env, wait_for};
 pub use spire::{EntrySpec, Spire, SpireOptions};
-pub use steeple::SteepleProcess;
+pub use steeple::{SteepleProcess, seal};
 pub use suite::Suite;

@@ -318,27 +318,18 @@ fn split_sds_section(toml: &str) -> (String, String) {
     (sds, rest)
 }
 
-/// `steeple envelope seal --provider local` under the base64 master key `master`, with
-/// `plaintext` on stdin; returns the envelope row.
-pub fn seal_local(
-    master: &str,
-    path: &str,
-    aad: &str,
-    plaintext: &str,
+/// `steeple envelope seal` with the arguments and environment `configure` adds (the
+/// provider's), `plaintext` on stdin; the envelope row it prints.
+pub fn seal(
+    configure: impl FnOnce(&mut Command),
+    plaintext: &[u8],
 ) -> anyhow::Result<serde_json::Value> {
     use std::io::Write as _;
     use std::process::Stdio;
-    let mut child = Command::new(steeple_bin()?)
-        .args([
-            "envelope",
-            "seal",
-            "--provider",
-            "local",
-            "--logical-path",
-            path,
-        ])
-        .args(["--aad", aad])
-        .env("STEEPLE_LOCAL_MASTER_KEY", master)
+    let mut command = Command::new(steeple_bin()?);
+    command.args(["envelope", "seal"]);
+    configure(&mut command);
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -347,7 +338,7 @@ pub fn seal_local(
         .stdin
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stdin"))?
-        .write_all(plaintext.as_bytes())?;
+        .write_all(plaintext)?;
     let output = child.wait_with_output()?;
     anyhow::ensure!(
         output.status.success(),
@@ -355,6 +346,21 @@ pub fn seal_local(
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// `steeple envelope seal --provider local` under the base64 master key `master`.
+pub fn seal_local(
+    master: &str,
+    path: &str,
+    aad: &str,
+    plaintext: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let configure = |command: &mut Command| {
+        command
+            .args(["--provider", "local", "--logical-path", path, "--aad", aad])
+            .env("STEEPLE_LOCAL_MASTER_KEY", master);
+    };
+    seal(configure, plaintext.as_bytes())
 }
 
 /// Writes envelope `rows` to `file` as JSON atomically (write, then rename), as a config

@@ -2,15 +2,13 @@
 //! agent's `[aws]` config against two moto servers (STS, KMS), reading credentials back
 //! from SDS and the container endpoint, and running boto3.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::Context as _;
 use base64::Engine as _;
 use steeple_e2e::moto::{DUMMY_ACCESS_KEY, Moto};
 use steeple_e2e::sds_client;
-use steeple_e2e::steeple::steeple_bin;
 
 /// The workload's SPIFFE ID (SPIRE entry) and the STS session name derived from it.
 pub const WORKLOAD: &str = "spiffe://example.org/payments/api";
@@ -31,31 +29,18 @@ pub fn seal(
     aad: &str,
     plaintext: &[u8],
 ) -> anyhow::Result<serde_json::Value> {
-    let mut child = Command::new(steeple_bin()?)
-        .args(["envelope", "seal", "--provider", "kms_envelope"])
-        .args(["--key-id", key, "--kms-endpoint", &kms.endpoint()])
-        .args(["--logical-path", path, "--aad", aad])
-        .env_clear()
-        .env("AWS_ACCESS_KEY_ID", DUMMY_ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", "operator-secret")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("no stdin")?
-        .write_all(plaintext)?;
-    let output = child.wait_with_output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "seal failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(serde_json::from_slice(&output.stdout)?)
+    let configure = |command: &mut Command| {
+        command
+            .args(["--provider", "kms_envelope"])
+            .args(["--key-id", key, "--kms-endpoint", &kms.endpoint()])
+            .args(["--logical-path", path, "--aad", aad])
+            .env_clear()
+            .env("AWS_ACCESS_KEY_ID", DUMMY_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", "operator-secret")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    };
+    steeple_e2e::seal(configure, plaintext)
 }
 
 /// Writes `rows` to `file` atomically (write, then rename), as config management would.

@@ -3,15 +3,13 @@
 //! envelope rows (sealed with `steeple envelope seal`), and polling helpers over SDS,
 //! Envoy and Steeple's log.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use steeple_e2e::openbao::{Admin, JwtKeys, OpenBao};
-use steeple_e2e::steeple::steeple_bin;
 use steeple_e2e::{RecordingUpstream, Spire, SteepleProcess, sds_client};
 
 /// The workload: the SPIFFE ID `deploy/vault/jwt-role.json` binds.
@@ -129,43 +127,22 @@ pub fn seal_transit_in(
     path: &str,
     plaintext: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let mut command = Command::new(steeple_bin()?);
-    command
-        .args([
-            "envelope",
-            "seal",
-            "--provider",
-            "vault_transit",
-            "--key-id",
-            TRANSIT_KEY,
-        ])
-        .args(["--logical-path", path])
-        .env("VAULT_ADDR", bao.addr())
-        .env("VAULT_TOKEN", bao.root_token())
-        .env_remove("VAULT_NAMESPACE")
-        .env_remove("VAULT_CACERT")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(namespace) = namespace {
-        command.env("VAULT_NAMESPACE", namespace);
-    }
-    if let Some(ca) = bao.ca_file() {
-        command.env("VAULT_CACERT", ca);
-    }
-    let mut child = command.spawn()?;
-    child
-        .stdin
-        .take()
-        .context("no stdin")?
-        .write_all(plaintext.as_bytes())?;
-    let output = child.wait_with_output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "seal failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(serde_json::from_slice(&output.stdout)?)
+    let configure = |command: &mut Command| {
+        command
+            .args(["--provider", "vault_transit", "--key-id", TRANSIT_KEY])
+            .args(["--logical-path", path])
+            .env("VAULT_ADDR", bao.addr())
+            .env("VAULT_TOKEN", bao.root_token())
+            .env_remove("VAULT_NAMESPACE")
+            .env_remove("VAULT_CACERT");
+        if let Some(namespace) = namespace {
+            command.env("VAULT_NAMESPACE", namespace);
+        }
+        if let Some(ca) = bao.ca_file() {
+            command.env("VAULT_CACERT", ca);
+        }
+    };
+    steeple_e2e::seal(configure, plaintext.as_bytes())
 }
 
 /// A `vault_delegate` row serving `field` of KV secret `key_id`.
