@@ -32,3 +32,16 @@ pub mod vault;
 
 #[cfg(test)]
 mod test_support;
+
+#[cfg(test)]
+mod tests {
+    /// Exactly one rustls crypto provider, ring, is compiled into the agent. With a second
+    /// one (the AWS SDK's default HTTPS client brings aws-lc-rs) rustls cannot choose a
+    /// process default, and every `ClientConfig::builder()` without an explicit provider
+    /// panics, in a dependency as much as in our code.
+    #[test]
+    fn ring_is_the_only_rustls_crypto_provider() {
+        let _config = rustls::ClientConfig::builder();
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
+}

@@ -5,6 +5,11 @@
 //!
 //! Labels only ever carry fixed words and configuration (provider names, outcomes, SPIFFE
 //! IDs) — never a secret, a logical path's value or a token.
+//!
+//! The exposition is written here by hand, not through a metrics crate: the SVID and
+//! secret gauges are computed from the store's snapshot at each scrape, and the process
+//! metrics are read from `/proc` then too. A registry of recorded values would need a
+//! collector hook for both and would add nothing to the counters and histograms below.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,6 +18,8 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::store::{Secret, Snapshot};
+
+mod process;
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
 const BUCKETS: [f64; 12] = [
@@ -193,7 +200,8 @@ impl Metrics {
         );
     }
 
-    /// The text exposition of every metric, plus the SVIDs and secrets in `snapshot`.
+    /// The text exposition of every metric, plus the SVIDs and secrets in `snapshot`,
+    /// the build and the process's resources now.
     pub fn render(&self, snapshot: &Snapshot, now: SystemTime) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -321,6 +329,7 @@ impl Metrics {
                 })
                 .collect::<Vec<_>>(),
         );
+        process::render(&mut out, &process::ProcessSample::read());
         out
     }
 }

@@ -1,8 +1,8 @@
 //! The admin listener of a running agent (`steeple dev`, `[admin] listen`): `/readyz`
 //! says 503 naming what is missing while a configured envelope is not served and 200 once
-//! it is; `/metrics` shows the SVID's expiry, an open SDS stream and its pushes, and the
-//! envelope resolves by provider — and never a secret; `/healthz` is 200; anything else is
-//! 404 or 405.
+//! it is; `/metrics` shows the SVID's expiry, an open SDS stream and its pushes, the
+//! envelope resolves by provider, the build and the process's resources — and never a
+//! secret; `/healthz` is 200; anything else is 404 or 405.
 
 use std::time::Duration;
 
@@ -78,10 +78,20 @@ async fn readiness_and_metrics_follow_the_agent() -> anyhow::Result<()> {
             "{expected} in\n{metrics}"
         );
     }
+    let build_info = format!(
+        "steeple_build_info{{version=\"{}\",features=\"",
+        env!("CARGO_PKG_VERSION")
+    );
     for prefix in [
         "steeple_svid_expiry_timestamp_seconds{spiffe_id=\"spiffe://",
         "steeple_envelope_resolve_duration_seconds_count{provider=\"local\",outcome=\"ok\"} ",
         "steeple_sds_responses_total{protocol=\"sotw\"} ",
+        &build_info,
+        "process_resident_memory_bytes ",
+        "process_virtual_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
     ] {
         let line = metrics.lines().find(|l| l.starts_with(prefix));
         let value: f64 = line
@@ -90,6 +100,10 @@ async fn readiness_and_metrics_follow_the_agent() -> anyhow::Result<()> {
             .unwrap_or(0.0);
         assert!(value >= 1.0, "{prefix}… ≥ 1 in\n{metrics}");
     }
+    assert!(
+        metrics.contains("\nprocess_cpu_seconds_total "),
+        "process_cpu_seconds_total in\n{metrics}"
+    );
     assert!(!metrics.contains("canary"), "a secret in /metrics");
 
     // The row fixed: ready.

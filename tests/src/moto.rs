@@ -158,6 +158,8 @@ impl Moto {
     pub fn kms_client(&self, region: &str) -> aws_sdk_kms::Client {
         let config = aws_sdk_kms::config::Builder::from(&self.sdk_config(region))
             .endpoint_url(self.endpoint())
+            // moto is plain HTTP on loopback; the SDK has no default client in this build.
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
             .build();
         aws_sdk_kms::Client::from_conf(config)
     }

@@ -211,6 +211,7 @@ impl KmsEnvelopeResolver {
         let mut builder = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_owned()))
+            .http_client(sdk::https_client())
             .credentials_provider(self.credentials.clone())
             // Read the source on every call: fresh credentials apply at once.
             .identity_cache(IdentityCache::no_cache())

@@ -1,10 +1,14 @@
-//! What every SDK client here shares: SDK retries off (the caller is the one backoff
-//! source), a bounded operation time, and one reading of an `SdkError` into the facts the
-//! STS and KMS error mappings need.
+//! What every SDK client here shares: the HTTPS client (rustls on ring), SDK retries off
+//! (the caller is the one backoff source), a bounded operation time, and one reading of an
+//! `SdkError` into the facts the STS and KMS error mappings need.
 
 use std::error::Error;
 use std::time::Duration;
 
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_http_client::{Builder, ConnectorBuilder};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -32,6 +36,24 @@ const THROTTLING_CODES: &[&str] = &[
 
 /// Error codes for a request that timed out on the service side.
 const TIMEOUT_CODES: &[&str] = &["RequestTimeout", "RequestTimeoutException"];
+
+/// The HTTP client every SDK client here is given: the SDK's default stack (hyper 1,
+/// native roots, proxies from `HTTPS_PROXY`/`NO_PROXY`), with rustls on ring instead of
+/// aws-lc-rs. The SDK's `default-https-client` feature would compile aws-lc-rs beside the
+/// ring the rest of Steeple uses; with two rustls providers built in, rustls can no longer
+/// choose a process default. Without this client an SDK call fails before sending.
+pub(crate) fn https_client() -> SharedHttpClient {
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
 
 /// One attempt only: retries belong to the caller.
 pub(crate) fn no_retries() -> RetryConfig {

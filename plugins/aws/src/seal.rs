@@ -24,7 +24,8 @@ pub struct SealOptions {
     /// KMS endpoint override (a VPC endpoint, a test server).
     pub endpoint: Option<String>,
     /// The operator's AWS configuration. `None` loads the SDK's default chain
-    /// (environment, profile, web identity, container, IMDS), in the key's region.
+    /// (environment, profile, web identity, container, IMDS), in the key's region. A
+    /// configuration without an HTTP client gets this crate's (rustls on ring).
     pub sdk_config: Option<SdkConfig>,
 }
 
@@ -162,8 +163,10 @@ async fn client(options: &SealOptions, region: &str) -> aws_sdk_kms::Client {
     let sdk_config = match &options.sdk_config {
         Some(config) => config.clone(),
         None => {
+            // The credential chain's own calls (SSO, STS, IMDS) use this client too.
             aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .region(region.clone())
+                .http_client(sdk::https_client())
                 .load()
                 .await
         }
@@ -171,6 +174,9 @@ async fn client(options: &SealOptions, region: &str) -> aws_sdk_kms::Client {
     let mut builder = aws_sdk_kms::config::Builder::from(&sdk_config)
         .region(region)
         .timeout_config(sdk::timeouts(3 * sdk::DEFAULT_OPERATION_TIMEOUT));
+    if sdk_config.http_client().is_none() {
+        builder = builder.http_client(sdk::https_client());
+    }
     if let Some(endpoint) = &options.endpoint {
         builder = builder.endpoint_url(endpoint);
     }

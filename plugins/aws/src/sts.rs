@@ -77,6 +77,7 @@ impl StsExchanger {
         let mut builder = aws_sdk_sts::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
+            .http_client(sdk::https_client())
             .retry_config(sdk::no_retries())
             .timeout_config(sdk::timeouts(config.operation_timeout));
         if let Some(endpoint) = &config.endpoint {

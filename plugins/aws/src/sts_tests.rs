@@ -201,3 +201,38 @@ async fn an_unreachable_endpoint_is_transient() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_https_endpoint_is_spoken_to_in_tls() {
+    // The SDK has no default HTTP client in this build: without ours the call would fail
+    // before connecting, and a plain-HTTP client would send `POST` here.
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let first_record = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut header = [0u8; 6];
+        stream.read_exact(&mut header).await.unwrap();
+        header
+    });
+    let first_record = tokio::time::timeout(Duration::from_secs(10), first_record);
+    let exchanger = StsExchanger::new(StsConfig {
+        endpoint: Some(endpoint),
+        operation_timeout: Duration::from_secs(5),
+        ..config()
+    })
+    .unwrap();
+    let jwt = SecretBytes::copy_from(b"header.claims.signature");
+    let err = exchanger.exchange(&jwt).await.unwrap_err();
+    let header = first_record
+        .await
+        .unwrap_or_else(|_| panic!("no connection reached the endpoint: {err}"))
+        .unwrap();
+    // A TLS handshake record (0x16, version 3.x) opening with a ClientHello (type 1).
+    assert_eq!(
+        (header[0], header[1], header[5]),
+        (0x16, 3, 1),
+        "{header:?}"
+    );
+    assert_eq!(err.kind, ExchangeErrorKind::Transient, "{err}");
+}
