@@ -5,6 +5,10 @@
 use std::error::Error;
 use std::time::Duration;
 
+// Throttling and service-side timeout codes: the SDK's own lists (aws-runtime
+// `src/retries/classifiers.rs`, what every SDK client's `AwsErrorCodeClassifier` retries),
+// so our retry classes cannot drift from what AWS SDK users see retried.
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -15,23 +19,6 @@ use zeroize::Zeroize as _;
 
 /// How long one STS or KMS call may take, connection included, unless configured.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Error codes AWS services use for throttling (the SDK's own throttling list, trimmed to
-/// what STS and KMS send).
-const THROTTLING_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "RequestLimitExceeded",
-    "TooManyRequestsException",
-    "SlowDown",
-    "PriorRequestNotComplete",
-];
-
-/// Error codes for a request that timed out on the service side.
-const TIMEOUT_CODES: &[&str] = &["RequestTimeout", "RequestTimeoutException"];
 
 /// One attempt only: retries belong to the caller.
 pub(crate) fn no_retries() -> RetryConfig {
@@ -53,9 +40,9 @@ pub(crate) fn into_secret(mut bytes: Vec<u8>) -> SecretBytes {
     secret
 }
 
-/// Whether `code` is a throttling or service-side timeout code (retry later).
+/// Whether the SDK would retry `code` as throttling or transient (retry later).
 pub(crate) fn is_throttling_or_timeout(code: &str) -> bool {
-    THROTTLING_CODES.contains(&code) || TIMEOUT_CODES.contains(&code)
+    THROTTLING_ERRORS.contains(&code) || TRANSIENT_ERRORS.contains(&code)
 }
 
 /// Why an SDK call failed, as far as the mappings care.
@@ -191,6 +178,12 @@ mod tests {
             "ThrottlingException",
             "RequestLimitExceeded",
             "RequestTimeout",
+            // Missing from the trimmed copy this crate used to keep.
+            "LimitExceededException",
+            "ProvisionedThroughputExceededException",
+            "TransactionInProgressException",
+            "BandwidthLimitExceeded",
+            "EC2ThrottledException",
         ] {
             assert!(is_throttling_or_timeout(code), "{code}");
         }

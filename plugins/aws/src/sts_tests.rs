@@ -35,6 +35,10 @@ fn error_codes_map_to_retry_classes() {
         ("Throttling", 400, Transient),
         ("ThrottlingException", 400, Transient),
         ("RequestLimitExceeded", 400, Transient),
+        // The SDK calls these throttling or transient; STS is no exception.
+        ("LimitExceededException", 400, Transient),
+        ("TooManyRequestsException", 429, Transient),
+        ("RequestTimeoutException", 408, Transient),
         ("InternalFailure", 500, Transient),
         ("ServiceUnavailable", 503, Transient),
         ("InvalidIdentityToken", 400, TokenRejected),
