@@ -165,6 +165,17 @@ fn aws_and_envelope_sections_are_checked_and_overridable() {
 }
 
 #[test]
+fn aws_region_and_endpoints_are_left_to_the_sdk_unless_set() {
+    let aws = parse("", &[]).unwrap().aws;
+    assert_eq!(
+        (aws.region, aws.sts_endpoint, aws.kms_endpoint),
+        (None, None, None)
+    );
+    let aws = parse("[aws]\nregion = \"eu-west-1\"", &[]).unwrap().aws;
+    assert_eq!(aws.region.as_deref(), Some("eu-west-1"));
+}
+
+#[test]
 fn the_shipped_aws_example_is_valid() {
     let text = include_str!("../../../deploy/steeple-aws.toml");
     let config = parse(text, &[]).unwrap();

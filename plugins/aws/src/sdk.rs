@@ -1,10 +1,13 @@
-//! What every SDK client here shares: SDK retries off (the caller is the one backoff
-//! source), a bounded operation time, and one reading of an `SdkError` into the facts the
+//! What every SDK client here shares: the SDK's default configuration with ours on top
+//! (SDK retries off, as the caller is the one backoff source; a bounded operation time; a
+//! region that never comes from IMDS), and one reading of an `SdkError` into the facts the
 //! STS and KMS error mappings need.
 
 use std::error::Error;
 use std::time::Duration;
 
+use aws_config::meta::region::ProvideRegion;
+use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
 // Throttling and service-side timeout codes: the SDK's own lists (aws-runtime
 // `src/retries/classifiers.rs`, what every SDK client's `AwsErrorCodeClassifier` retries),
 // so our retry classes cannot drift from what AWS SDK users see retried.
@@ -19,6 +22,37 @@ use zeroize::Zeroize as _;
 
 /// How long one STS or KMS call may take, connection included, unless configured.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SDK's default configuration, as every AWS SDK user has it (`AWS_ENDPOINT_URL` and
+/// `AWS_ENDPOINT_URL_<SERVICE>`, `AWS_USE_FIPS_ENDPOINT`, `AWS_USE_DUALSTACK_ENDPOINT`,
+/// `AWS_PROFILE` and the shared config file's settings), with ours on top: the region
+/// from `region`, no SDK retries and our timeouts, whatever the environment says.
+///
+/// `region` must always yield a region: without one the loader would ask IMDS. With it,
+/// loading reads the environment and the shared config files, never the network (the
+/// caller still picks the credentials: none, or its own).
+pub(crate) fn defaults(
+    region: impl ProvideRegion + 'static,
+    operation_timeout: Duration,
+) -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .retry_config(no_retries())
+        .timeout_config(timeouts(operation_timeout))
+}
+
+/// Logs, once per client, that `AWS_USE_FIPS_ENDPOINT` / `AWS_USE_DUALSTACK_ENDPOINT` (or
+/// their profile settings) do not apply to the endpoint configured as `key`: those pick
+/// among AWS's own endpoints, and the configured URL is used as given.
+pub(crate) fn note_endpoint_flags_unused(shared: &SdkConfig, key: &'static str) {
+    if shared.use_fips() == Some(true) || shared.use_dual_stack() == Some(true) {
+        tracing::warn!(
+            key,
+            "the FIPS / dual-stack endpoint setting does not apply to the configured endpoint, \
+             which is used as given"
+        );
+    }
+}
 
 /// One attempt only: retries belong to the caller.
 pub(crate) fn no_retries() -> RetryConfig {

@@ -159,7 +159,7 @@ impl Reader {
             role_arn: self.optional_string(s, "role_arn").unwrap_or_default(),
             audience: self.string(s, "audience", "sts.amazonaws.com"),
             session_duration: self.duration(s, "session_duration", Duration::from_secs(3600)),
-            region: self.string(s, "region", "us-east-1"),
+            region: self.optional_string(s, "region"),
             sts_endpoint: self.optional_string(s, "sts_endpoint"),
             kms_endpoint: self.optional_string(s, "kms_endpoint"),
             key_arn_allowlist: self.strings(s, "key_arn_allowlist"),
