@@ -89,7 +89,7 @@ pub fn start(
     tracing::info!(
         role_arn = %config.role_arn,
         audience = %config.audience,
-        region = %config.region,
+        region = config.region.as_deref().unwrap_or("(the AWS SDK's)"),
         "AWS STS exchange enabled"
     );
     Ok(Some(AwsRuntime { credentials, kms }))

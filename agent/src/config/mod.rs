@@ -197,11 +197,14 @@ pub struct AwsConfig {
     pub audience: String,
     /// Requested session duration. Default 1 h (STS allows 900 s to 12 h).
     pub session_duration: Duration,
-    /// STS region. Default `us-east-1`.
-    pub region: String,
-    /// STS endpoint override (VPC endpoint, test server).
+    /// STS region. Default: the AWS SDK's (`AWS_REGION`, `AWS_DEFAULT_REGION`, the
+    /// profile's), else `us-east-1`.
+    pub region: Option<String>,
+    /// STS endpoint override (VPC endpoint, test server). Default: the AWS SDK's
+    /// (`AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`, the profile's), else the regional one.
     pub sts_endpoint: Option<String>,
-    /// KMS endpoint override.
+    /// KMS endpoint override. Default: the AWS SDK's (`AWS_ENDPOINT_URL_KMS`, …), else
+    /// the key's region's.
     pub kms_endpoint: Option<String>,
     /// Key ARN prefixes KMS envelopes may use; anything else is refused before any call.
     pub key_arn_allowlist: Vec<String>,

@@ -129,6 +129,44 @@ fn production_profile_refuses_the_local_provider_and_insecure_endpoints() {
 }
 
 #[test]
+fn production_profile_checks_the_aws_sdks_endpoint_variables_too() {
+    let text = "[agent]\nprofile = \"production\"\n\
+                [aws]\nenabled = true\nrole_arn = \"arn:aws:iam::111122223333:role/app\"";
+    let keys = |text: &str, env: &[(&str, &str)]| -> Vec<String> {
+        match parse(text, env) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.into_iter().map(|e| e.key).collect(),
+        }
+    };
+    let plain = [
+        ("AWS_ENDPOINT_URL_STS", "http://sts.example.com"),
+        ("AWS_ENDPOINT_URL", "https://127.0.0.1:4566"),
+    ];
+    assert_eq!(
+        keys(text, &plain),
+        ["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"],
+        "STS from its own variable, KMS from the global one"
+    );
+    let explicit = format!(
+        "{text}\nsts_endpoint = \"https://sts.example.com\"\nkms_endpoint = \"https://kms.example.com\""
+    );
+    assert!(keys(&explicit, &plain).is_empty(), "explicit keys win");
+    let allowed = format!("{text}\nallow_insecure_endpoints = true");
+    assert!(keys(&allowed, &plain).is_empty());
+    let ignored = [
+        plain[0],
+        plain[1],
+        ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+    ];
+    assert!(keys(text, &ignored).is_empty());
+    let disabled = "[agent]\nprofile = \"production\"";
+    assert!(
+        keys(disabled, &plain).is_empty(),
+        "not Steeple's when [aws] is off"
+    );
+}
+
+#[test]
 fn aws_and_envelope_sections_are_checked_and_overridable() {
     let errors = parse(
         "[aws]\nenabled = true\nsession_duration = \"13h\"\ncontainer_credentials_listen = \"0.0.0.0:1\"\n\
@@ -162,6 +200,17 @@ fn aws_and_envelope_sections_are_checked_and_overridable() {
     assert_eq!(config.aws.key_arn_allowlist.len(), 2);
     assert!(config.envelopes.enabled);
     assert_eq!(config.envelopes.aliases["a/b"], "ab");
+}
+
+#[test]
+fn aws_region_and_endpoints_are_left_to_the_sdk_unless_set() {
+    let aws = parse("", &[]).unwrap().aws;
+    assert_eq!(
+        (aws.region, aws.sts_endpoint, aws.kms_endpoint),
+        (None, None, None)
+    );
+    let aws = parse("[aws]\nregion = \"eu-west-1\"", &[]).unwrap().aws;
+    assert_eq!(aws.region.as_deref(), Some("eu-west-1"));
 }
 
 #[test]

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kms::config::{BehaviorVersion, IdentityCache, Region};
+use aws_config::{ConfigLoader, SdkConfig};
+use aws_sdk_kms::config::{IdentityCache, Region};
 use aws_sdk_kms::primitives::Blob;
 use steeple_plugin_api::{
     BoxFuture, EncryptionContext, EnvelopeResolver, Provider, ResolveError, Resolved,
@@ -31,7 +32,10 @@ pub struct KmsConfig {
     /// Key or alias ARN prefixes envelopes may name, e.g.
     /// `arn:aws:kms:eu-west-1:111122223333:key/`. Empty (the default) refuses every key.
     pub key_arn_allowlist: Vec<String>,
-    /// Endpoint override for every region (a VPC endpoint, a test server).
+    /// Endpoint override for every region (a VPC endpoint, a test server). `None` (the
+    /// default): the SDK's endpoint settings (`AWS_ENDPOINT_URL_KMS`, `AWS_ENDPOINT_URL`,
+    /// the profile), else the key's regional KMS endpoint (FIPS or dual-stack as the SDK's
+    /// settings ask).
     pub endpoint: Option<String>,
     /// How long an alias → key ARN mapping is trusted. Default
     /// [`DEFAULT_ALIAS_CACHE_TTL`].
@@ -62,8 +66,10 @@ impl Default for KmsConfig {
 /// ARN's region with the envelope's encryption context, on the ciphertext or, with the
 /// data-key layer, on the wrapped data key; the key KMS reports must be the envelope's
 /// key (an alias ARN is resolved with `DescribeKey`); a data key then opens the AES-256-GCM
-/// payload bound to the logical path and context. One KMS client per region, no SDK
-/// retries, no credentials cache: every call signs with the current credentials.
+/// payload bound to the logical path and context. One KMS client per region, built on its
+/// first call from the SDK's defaults (the ARN's region and the endpoint settings win over
+/// the environment), with no SDK retries and no credentials cache: every call signs with
+/// the current credentials.
 #[derive(Debug)]
 pub struct KmsEnvelopeResolver {
     allowlist: KeyArnAllowlist,
@@ -104,7 +110,7 @@ impl KmsEnvelopeResolver {
     /// resolved). The allowlist applies first, with no call made for a refused key.
     pub async fn describe_key(&self, key_arn: &str) -> Result<String, ResolveError> {
         let arn = self.allowlist.check(key_arn)?;
-        let client = self.client(arn.region());
+        let client = self.client(arn.region()).await;
         self.describe(&client, &arn, None).await
     }
 
@@ -118,7 +124,7 @@ impl KmsEnvelopeResolver {
             )));
         }
         let arn = self.allowlist.check(&envelope.key_id)?;
-        let client = self.client(arn.region());
+        let client = self.client(arn.region()).await;
         let context_keys: Vec<&str> = envelope.context.keys().map(String::as_str).collect();
         let call = Call {
             operation: "Decrypt",
@@ -198,29 +204,18 @@ impl KmsEnvelopeResolver {
         Ok(key_arn)
     }
 
-    /// The client for `region`, built on first use.
-    fn client(&self, region: &str) -> aws_sdk_kms::Client {
-        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        clients
-            .entry(region.to_owned())
-            .or_insert_with(|| self.build_client(region))
-            .clone()
-    }
-
-    fn build_client(&self, region: &str) -> aws_sdk_kms::Client {
-        let mut builder = aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.to_owned()))
-            .http_client(sdk::https_client())
-            .credentials_provider(self.credentials.clone())
-            // Read the source on every call: fresh credentials apply at once.
-            .identity_cache(IdentityCache::no_cache())
-            .retry_config(sdk::no_retries())
-            .timeout_config(sdk::timeouts(self.operation_timeout));
-        if let Some(endpoint) = &self.endpoint {
-            builder = builder.endpoint_url(endpoint);
+    /// The client for `region`, built on first use (two first calls at once may both
+    /// build one; the first stored is kept).
+    async fn client(&self, region: &str) -> aws_sdk_kms::Client {
+        let clients = || self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = clients().get(region) {
+            return client.clone();
         }
-        aws_sdk_kms::Client::from_conf(builder.build())
+        let shared = shared_config(region, self.operation_timeout, &self.credentials)
+            .load()
+            .await;
+        let client = client_from(&shared, self.endpoint.as_deref());
+        clients().entry(region.to_owned()).or_insert(client).clone()
     }
 }
 
@@ -262,6 +257,41 @@ async fn decrypt(
     let key_arn = output.key_id.ok_or_else(|| incomplete("KeyId"))?;
     let plaintext = output.plaintext.ok_or_else(|| incomplete("plaintext"))?;
     Ok((sdk::into_secret(plaintext.into_inner()), key_arn))
+}
+
+/// The SDK's defaults for KMS in `region`, signing with `credentials`.
+fn shared_config(
+    region: &str,
+    operation_timeout: Duration,
+    credentials: &SourceCredentialsProvider,
+) -> ConfigLoader {
+    sdk::defaults(Region::new(region.to_owned()), operation_timeout)
+        .credentials_provider(credentials.clone())
+        // Read the source on every call: fresh credentials apply at once.
+        .identity_cache(IdentityCache::no_cache())
+}
+
+/// The KMS client for `shared`, sending to `endpoint` (used as given) when configured.
+fn client_from(shared: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_kms::Client {
+    let builder = with_endpoint(aws_sdk_kms::config::Builder::from(shared), shared, endpoint);
+    aws_sdk_kms::Client::from_conf(builder.build())
+}
+
+/// `builder` sending to `endpoint` when one is configured: the URL is used as given, so
+/// the SDK's FIPS and dual-stack settings (which pick among AWS's endpoints) do not apply.
+pub(crate) fn with_endpoint(
+    builder: aws_sdk_kms::config::Builder,
+    shared: &SdkConfig,
+    endpoint: Option<&str>,
+) -> aws_sdk_kms::config::Builder {
+    let Some(endpoint) = endpoint else {
+        return builder;
+    };
+    sdk::note_endpoint_flags_unused(shared, "kms_endpoint");
+    builder
+        .endpoint_url(endpoint)
+        .use_fips(false)
+        .use_dual_stack(false)
 }
 
 /// The context as the SDK wants it; `None` when empty (KMS treats both alike).

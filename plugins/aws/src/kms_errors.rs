@@ -111,6 +111,10 @@ mod tests {
             ("UnrecognizedClientException", 400, Class::Upstream),
             ("ThrottlingException", 400, Class::Unavailable),
             ("RequestLimitExceeded", 400, Class::Unavailable),
+            // A quota, not a refusal: the SDK retries it as throttling.
+            ("LimitExceededException", 400, Class::Unavailable),
+            ("TooManyRequestsException", 429, Class::Unavailable),
+            ("RequestTimeoutException", 408, Class::Unavailable),
             ("KMSInternalException", 500, Class::Unavailable),
             ("DependencyTimeoutException", 503, Class::Unavailable),
             ("KeyUnavailableException", 500, Class::Unavailable),

@@ -4,6 +4,7 @@ use steeple_plugin_api::{AwsCredentials, EnvelopeRow};
 use tokio::sync::watch;
 
 use super::*;
+use crate::test_support::{CountingEndpoint, PROFILE, shared_config_file};
 
 const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
@@ -166,4 +167,41 @@ fn bad_allowlist_is_a_config_error() {
     )
     .unwrap_err();
     assert_eq!(err.key, "key_arn_allowlist");
+}
+
+/// One signed `DescribeKey` with `client`; where it went is what the test looks at.
+async fn call(client: &aws_sdk_kms::Client) {
+    let _ = client.describe_key().key_id(KEY).send().await;
+}
+
+#[tokio::test]
+async fn the_sdks_endpoint_settings_apply_unless_an_endpoint_is_configured() {
+    let from_sdk = CountingEndpoint::start().await;
+    let configured = CountingEndpoint::start().await;
+    let services = format!("kms =\n  endpoint_url = {}", from_sdk.url);
+    let (_tx, rx) = watch::channel(Some(valid_credentials()));
+    let credentials = SourceCredentialsProvider::new(Arc::new(rx));
+    let load = |settings: &str| {
+        shared_config("us-east-1", Duration::from_secs(2), &credentials)
+            .profile_files(shared_config_file(settings, &services))
+            .profile_name(PROFILE)
+            .load()
+    };
+
+    let shared = load("region = ap-south-1\nmax_attempts = 5").await;
+    assert_eq!(
+        shared.region(),
+        Some(&Region::from_static("us-east-1")),
+        "the key's region wins"
+    );
+    assert_eq!(shared.retry_config().map(|r| r.max_attempts()), Some(1));
+    call(&client_from(&shared, None)).await;
+    assert_eq!((from_sdk.connections(), configured.connections()), (1, 0));
+
+    call(&client_from(&shared, Some(&configured.url))).await;
+    assert_eq!((from_sdk.connections(), configured.connections()), (1, 1));
+
+    let fips = load("use_fips_endpoint = true").await;
+    call(&client_from(&fips, Some(&configured.url))).await;
+    assert_eq!((from_sdk.connections(), configured.connections()), (1, 2));
 }

@@ -14,6 +14,8 @@ mod sdk;
 mod seal;
 mod session_name;
 mod sts;
+#[cfg(test)]
+mod test_support;
 
 pub use arn::{KeyArnAllowlist, KmsArn, KmsResource};
 pub use credentials::{CredentialsSource, SourceCredentialsProvider};

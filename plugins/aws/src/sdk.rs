@@ -1,10 +1,17 @@
-//! What every SDK client here shares: the HTTPS client (rustls on ring), SDK retries off
-//! (the caller is the one backoff source), a bounded operation time, and one reading of an
-//! `SdkError` into the facts the STS and KMS error mappings need.
+//! What every SDK client here shares: the SDK's default configuration with ours on top
+//! (the HTTPS client, rustls on ring; SDK retries off, as the caller is the one backoff
+//! source; a bounded operation time; a region that never comes from IMDS), and one
+//! reading of an `SdkError` into the facts the STS and KMS error mappings need.
 
 use std::error::Error;
 use std::time::Duration;
 
+use aws_config::meta::region::ProvideRegion;
+use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
+// Throttling and service-side timeout codes: the SDK's own lists (aws-runtime
+// `src/retries/classifiers.rs`, what every SDK client's `AwsErrorCodeClassifier` retries),
+// so our retry classes cannot drift from what AWS SDK users see retried.
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_http_client::{Builder, ConnectorBuilder};
@@ -20,22 +27,24 @@ use zeroize::Zeroize as _;
 /// How long one STS or KMS call may take, connection included, unless configured.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Error codes AWS services use for throttling (the SDK's own throttling list, trimmed to
-/// what STS and KMS send).
-const THROTTLING_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "RequestLimitExceeded",
-    "TooManyRequestsException",
-    "SlowDown",
-    "PriorRequestNotComplete",
-];
-
-/// Error codes for a request that timed out on the service side.
-const TIMEOUT_CODES: &[&str] = &["RequestTimeout", "RequestTimeoutException"];
+/// The SDK's default configuration, as every AWS SDK user has it (`AWS_ENDPOINT_URL` and
+/// `AWS_ENDPOINT_URL_<SERVICE>`, `AWS_USE_FIPS_ENDPOINT`, `AWS_USE_DUALSTACK_ENDPOINT`,
+/// `AWS_PROFILE` and the shared config file's settings), with ours on top: the region
+/// from `region`, no SDK retries and our timeouts, whatever the environment says.
+///
+/// `region` must always yield a region: without one the loader would ask IMDS. With it,
+/// loading reads the environment and the shared config files, never the network (the
+/// caller still picks the credentials: none, or its own).
+pub(crate) fn defaults(
+    region: impl ProvideRegion + 'static,
+    operation_timeout: Duration,
+) -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
+        .region(region)
+        .retry_config(no_retries())
+        .timeout_config(timeouts(operation_timeout))
+}
 
 /// The HTTP client every SDK client here is given: the SDK's default stack (hyper 1,
 /// native roots, proxies from `HTTPS_PROXY`/`NO_PROXY`), with rustls on ring instead of
@@ -53,6 +62,19 @@ pub(crate) fn https_client() -> SharedHttpClient {
         connector.set_proxy_config(Some(ProxyConfig::from_env()));
         connector.build()
     })
+}
+
+/// Logs, once per client, that `AWS_USE_FIPS_ENDPOINT` / `AWS_USE_DUALSTACK_ENDPOINT` (or
+/// their profile settings) do not apply to the endpoint configured as `key`: those pick
+/// among AWS's own endpoints, and the configured URL is used as given.
+pub(crate) fn note_endpoint_flags_unused(shared: &SdkConfig, key: &'static str) {
+    if shared.use_fips() == Some(true) || shared.use_dual_stack() == Some(true) {
+        tracing::warn!(
+            key,
+            "the FIPS / dual-stack endpoint setting does not apply to the configured endpoint, \
+             which is used as given"
+        );
+    }
 }
 
 /// One attempt only: retries belong to the caller.
@@ -75,9 +97,9 @@ pub(crate) fn into_secret(mut bytes: Vec<u8>) -> SecretBytes {
     secret
 }
 
-/// Whether `code` is a throttling or service-side timeout code (retry later).
+/// Whether the SDK would retry `code` as throttling or transient (retry later).
 pub(crate) fn is_throttling_or_timeout(code: &str) -> bool {
-    THROTTLING_CODES.contains(&code) || TIMEOUT_CODES.contains(&code)
+    THROTTLING_ERRORS.contains(&code) || TRANSIENT_ERRORS.contains(&code)
 }
 
 /// Why an SDK call failed, as far as the mappings care.
@@ -213,6 +235,12 @@ mod tests {
             "ThrottlingException",
             "RequestLimitExceeded",
             "RequestTimeout",
+            // Missing from the trimmed copy this crate used to keep.
+            "LimitExceededException",
+            "ProvisionedThroughputExceededException",
+            "TransactionInProgressException",
+            "BandwidthLimitExceeded",
+            "EC2ThrottledException",
         ] {
             assert!(is_throttling_or_timeout(code), "{code}");
         }

@@ -12,7 +12,7 @@ use steeple_plugin_api::{
 };
 
 use crate::arn::KmsArn;
-use crate::kms::kms_context;
+use crate::kms::{kms_context, with_endpoint};
 use crate::sdk::{self, Failure};
 
 /// Largest plaintext KMS `Encrypt` takes; larger ones go through a data key.
@@ -21,7 +21,8 @@ pub const MAX_DIRECT_PLAINTEXT: usize = 4096;
 /// How the operator's KMS client is built.
 #[derive(Debug, Clone, Default)]
 pub struct SealOptions {
-    /// KMS endpoint override (a VPC endpoint, a test server).
+    /// KMS endpoint override (a VPC endpoint, a test server), used as given. `None`: the
+    /// SDK's endpoint settings (`AWS_ENDPOINT_URL_KMS`, …), else the key's region's.
     pub endpoint: Option<String>,
     /// The operator's AWS configuration. `None` loads the SDK's default chain
     /// (environment, profile, web identity, container, IMDS), in the key's region. A
@@ -171,15 +172,14 @@ async fn client(options: &SealOptions, region: &str) -> aws_sdk_kms::Client {
                 .await
         }
     };
-    let mut builder = aws_sdk_kms::config::Builder::from(&sdk_config)
+    let builder = aws_sdk_kms::config::Builder::from(&sdk_config)
         .region(region)
         .timeout_config(sdk::timeouts(3 * sdk::DEFAULT_OPERATION_TIMEOUT));
-    if sdk_config.http_client().is_none() {
-        builder = builder.http_client(sdk::https_client());
-    }
-    if let Some(endpoint) = &options.endpoint {
-        builder = builder.endpoint_url(endpoint);
-    }
+    let builder = match sdk_config.http_client() {
+        Some(_) => builder,
+        None => builder.http_client(sdk::https_client()),
+    };
+    let builder = with_endpoint(builder, &sdk_config, options.endpoint.as_deref());
     aws_sdk_kms::Client::from_conf(builder.build())
 }
 

@@ -3,11 +3,16 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_sts::config::{BehaviorVersion, Region};
+use aws_config::SdkConfig;
+use aws_config::environment::region::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::{ProvideRegion, RegionProviderChain};
+use aws_config::profile::ProfileFileRegionProvider;
+use aws_sdk_sts::config::Region;
 use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityOutput;
 use steeple_plugin_api::{
     AwsCredentials, BoxFuture, CredentialExchanger, ExchangeError, ExchangeErrorKind, SecretBytes,
 };
+use tokio::sync::OnceCell;
 
 use crate::sdk::{self, Failure};
 use crate::{ConfigError, session_name};
@@ -15,7 +20,7 @@ use crate::{ConfigError, session_name};
 /// The JWT-SVID audience AWS expects unless the IAM OIDC provider says otherwise.
 pub const DEFAULT_AUDIENCE: &str = "sts.amazonaws.com";
 
-/// The STS region used unless configured.
+/// The STS region used when neither the configuration nor the environment names one.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// STS limits on `RoleArn`.
@@ -36,9 +41,13 @@ pub struct StsConfig {
     /// accepts 900 s to 12 h, capped by the role; this crate only requires 1 s or more, so
     /// test servers can hand out short sessions.
     pub duration: Duration,
-    /// STS region (it picks the regional endpoint). Default [`DEFAULT_REGION`].
-    pub region: String,
-    /// Endpoint override: a VPC endpoint, or a test server.
+    /// STS region (it picks the regional endpoint). `None` (the default): the SDK's
+    /// `AWS_REGION`, `AWS_DEFAULT_REGION` or the profile's `region`, else
+    /// [`DEFAULT_REGION`]; never the instance metadata service.
+    pub region: Option<String>,
+    /// Endpoint override: a VPC endpoint, or a test server. `None` (the default): the
+    /// SDK's endpoint settings (`AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`, the profile),
+    /// else the regional STS endpoint (FIPS or dual-stack as the SDK's settings ask).
     pub endpoint: Option<String>,
     /// Bound on one call. Default [`DEFAULT_OPERATION_TIMEOUT`](crate::DEFAULT_OPERATION_TIMEOUT).
     pub operation_timeout: Duration,
@@ -51,7 +60,7 @@ impl Default for StsConfig {
             audience: DEFAULT_AUDIENCE.to_owned(),
             session_name: None,
             duration: Duration::from_secs(3600),
-            region: DEFAULT_REGION.to_owned(),
+            region: None,
             endpoint: None,
             operation_timeout: sdk::DEFAULT_OPERATION_TIMEOUT,
         }
@@ -60,34 +69,26 @@ impl Default for StsConfig {
 
 /// Exchanges JWT-SVIDs for AWS credentials with `AssumeRoleWithWebIdentity`.
 ///
-/// The STS client has no credentials provider (the call is unsigned) and no retries: each
-/// [`exchange`](CredentialExchanger::exchange) is one request, and its error kind tells the
-/// caller how to back off.
+/// The STS client starts from the SDK's defaults (see [`StsConfig`] for what the
+/// environment may set), has no credentials provider (the call is unsigned) and no
+/// retries: each [`exchange`](CredentialExchanger::exchange) is one request, and its error
+/// kind tells the caller how to back off. It is built on the first exchange, since loading
+/// the SDK's defaults is async; construction does no I/O.
 #[derive(Debug, Clone)]
 pub struct StsExchanger {
     config: StsConfig,
     duration_seconds: i32,
-    client: aws_sdk_sts::Client,
+    client: OnceCell<aws_sdk_sts::Client>,
 }
 
 impl StsExchanger {
-    /// Checks `config` and builds the STS client. Fails naming the first bad key.
+    /// Checks `config`. Fails naming the first bad key.
     pub fn new(config: StsConfig) -> Result<Self, ConfigError> {
         let duration_seconds = check(&config)?;
-        let mut builder = aws_sdk_sts::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(config.region.clone()))
-            .http_client(sdk::https_client())
-            .retry_config(sdk::no_retries())
-            .timeout_config(sdk::timeouts(config.operation_timeout));
-        if let Some(endpoint) = &config.endpoint {
-            builder = builder.endpoint_url(endpoint);
-        }
-        let client = aws_sdk_sts::Client::from_conf(builder.build());
         Ok(Self {
             config,
             duration_seconds,
-            client,
+            client: OnceCell::new(),
         })
     }
 
@@ -115,7 +116,8 @@ impl StsExchanger {
             })?,
         };
         let output = self
-            .client
+            .client()
+            .await
             .assume_role_with_web_identity()
             .role_arn(&self.config.role_arn)
             .role_session_name(session_name)
@@ -132,6 +134,16 @@ impl StsExchanger {
             "STS AssumeRoleWithWebIdentity succeeded"
         );
         Ok(credentials)
+    }
+
+    /// The STS client, built on first use.
+    async fn client(&self) -> &aws_sdk_sts::Client {
+        self.client
+            .get_or_init(|| async {
+                let shared = shared_config(&self.config).load().await;
+                client_from(&shared, self.config.endpoint.as_deref())
+            })
+            .await
     }
 }
 
@@ -181,10 +193,46 @@ fn check(config: &StsConfig) -> Result<i32, ConfigError> {
                 "must be between 1 s and 2^31 s (STS: 900 s to 12 h)",
             )
         })?;
-    if config.region.trim().is_empty() {
+    if config
+        .region
+        .as_deref()
+        .is_some_and(|r| r.trim().is_empty())
+    {
         return Err(ConfigError::new("region", "is empty"));
     }
     Ok(seconds)
+}
+
+/// The SDK's defaults for STS, unsigned, in the region [`region_chain`] picks.
+fn shared_config(config: &StsConfig) -> aws_config::ConfigLoader {
+    let environment = RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+        .or_else(ProfileFileRegionProvider::new());
+    let region = region_chain(config.region.as_deref(), environment);
+    sdk::defaults(region, config.operation_timeout).no_credentials()
+}
+
+/// The configured region, else what `environment` says, else [`DEFAULT_REGION`]: always
+/// a region, so the SDK never falls back to asking IMDS.
+fn region_chain(
+    configured: Option<&str>,
+    environment: impl ProvideRegion + 'static,
+) -> RegionProviderChain {
+    RegionProviderChain::first_try(configured.map(|r| Region::new(r.to_owned())))
+        .or_else(environment)
+        .or_else(Region::from_static(DEFAULT_REGION))
+}
+
+/// The STS client for `shared`, sending to `endpoint` (used as given) when configured.
+fn client_from(shared: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_sts::Client {
+    let mut builder = aws_sdk_sts::config::Builder::from(shared);
+    if let Some(endpoint) = endpoint {
+        sdk::note_endpoint_flags_unused(shared, "sts_endpoint");
+        builder = builder
+            .endpoint_url(endpoint)
+            .use_fips(false)
+            .use_dual_stack(false);
+    }
+    aws_sdk_sts::Client::from_conf(builder.build())
 }
 
 /// The credentials in `output`; refuses a response without them or already expired at

@@ -5,6 +5,7 @@ use aws_sdk_sts::types::Credentials;
 use aws_smithy_types::DateTime;
 
 use super::*;
+use crate::test_support::{CountingEndpoint, PROFILE, shared_config_file};
 
 fn config() -> StsConfig {
     StsConfig {
@@ -35,6 +36,10 @@ fn error_codes_map_to_retry_classes() {
         ("Throttling", 400, Transient),
         ("ThrottlingException", 400, Transient),
         ("RequestLimitExceeded", 400, Transient),
+        // The SDK calls these throttling or transient; STS is no exception.
+        ("LimitExceededException", 400, Transient),
+        ("TooManyRequestsException", 429, Transient),
+        ("RequestTimeoutException", 408, Transient),
         ("InternalFailure", 500, Transient),
         ("ServiceUnavailable", 503, Transient),
         ("InvalidIdentityToken", 400, TokenRejected),
@@ -109,7 +114,7 @@ fn config_is_checked_naming_the_key() {
         bad(|c| c.duration = Duration::from_secs(1 << 40)),
         "duration"
     );
-    assert_eq!(bad(|c| c.region.clear()), "region");
+    assert_eq!(bad(|c| c.region = Some(" ".into())), "region");
 }
 
 #[test]
@@ -152,7 +157,7 @@ fn missing_empty_or_expired_credentials_are_refused() {
 fn audience_and_defaults() {
     let exchanger = StsExchanger::new(config()).unwrap();
     assert_eq!(exchanger.audience(), DEFAULT_AUDIENCE);
-    assert_eq!(exchanger.config().region, DEFAULT_REGION);
+    assert_eq!(exchanger.config().region, None);
     assert_eq!(exchanger.config().duration, Duration::from_secs(3600));
 }
 
@@ -235,4 +240,87 @@ async fn an_https_endpoint_is_spoken_to_in_tls() {
         "{header:?}"
     );
     assert_eq!(err.kind, ExchangeErrorKind::Transient, "{err}");
+}
+
+#[tokio::test]
+async fn the_region_is_configured_else_the_environments_else_the_default() {
+    let environment = || Some(Region::from_static("ap-south-1"));
+    let region = |chain: RegionProviderChain| async move { chain.region().await };
+    assert_eq!(
+        region(region_chain(Some("eu-west-1"), environment())).await,
+        Some(Region::from_static("eu-west-1"))
+    );
+    assert_eq!(
+        region(region_chain(None, environment())).await,
+        Some(Region::from_static("ap-south-1"))
+    );
+    assert_eq!(
+        region(region_chain(None, None::<Region>)).await,
+        Some(Region::from_static(DEFAULT_REGION))
+    );
+}
+
+/// One unsigned call with `client`; where it went is what the test looks at.
+async fn call(client: &aws_sdk_sts::Client) {
+    let _ = client
+        .assume_role_with_web_identity()
+        .role_arn("arn:aws:iam::111122223333:role/payments-api")
+        .role_session_name("steeple")
+        .web_identity_token("header.claims.signature")
+        .send()
+        .await;
+}
+
+#[tokio::test]
+async fn the_sdks_endpoint_settings_apply_unless_an_endpoint_is_configured() {
+    let from_sdk = CountingEndpoint::start().await;
+    let configured = CountingEndpoint::start().await;
+    let services = format!("sts =\n  endpoint_url = {}", from_sdk.url);
+    let load = |settings: &str| {
+        shared_config(&config())
+            .profile_files(shared_config_file(settings, &services))
+            .profile_name(PROFILE)
+            .load()
+    };
+
+    let shared = load("").await;
+    call(&client_from(&shared, None)).await;
+    assert_eq!((from_sdk.connections(), configured.connections()), (1, 0));
+
+    call(&client_from(&shared, Some(&configured.url))).await;
+    assert_eq!((from_sdk.connections(), configured.connections()), (1, 1));
+
+    // FIPS picks among AWS's endpoints; the SDK refuses it with a custom endpoint, so a
+    // configured one drops it rather than failing every exchange.
+    let fips = load("use_fips_endpoint = true\nuse_dualstack_endpoint = true").await;
+    assert_eq!(fips.use_fips(), Some(true));
+    call(&client_from(&fips, Some(&configured.url))).await;
+    assert_eq!((from_sdk.connections(), configured.connections()), (1, 2));
+}
+
+#[tokio::test]
+async fn our_settings_win_over_the_sdks() {
+    let settings = "region = ap-south-1\nmax_attempts = 5\nretry_mode = adaptive";
+    let shared = shared_config(&StsConfig {
+        region: Some("eu-west-1".into()),
+        operation_timeout: Duration::from_secs(3),
+        ..config()
+    })
+    .profile_files(shared_config_file(settings, ""))
+    .profile_name(PROFILE)
+    .load()
+    .await;
+    assert_eq!(shared.region(), Some(&Region::from_static("eu-west-1")));
+    assert_eq!(shared.retry_config().map(|r| r.max_attempts()), Some(1));
+    assert!(
+        shared.credentials_provider().is_none(),
+        "the call stays unsigned"
+    );
+    let client = client_from(&shared, None);
+    let timeouts = client.config().timeout_config().unwrap();
+    assert_eq!(timeouts.operation_timeout(), Some(Duration::from_secs(3)));
+    assert_eq!(
+        timeouts.operation_attempt_timeout(),
+        Some(Duration::from_secs(3))
+    );
 }

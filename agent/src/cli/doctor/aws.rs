@@ -43,7 +43,9 @@ pub async fn checks(config: &Config, jwt: &dyn JwtSvidSource, spiffe_id: &str) -
         Err(_) => {
             return sts_failed(
                 format!("no answer from STS within {CALL_TIMEOUT:?}"),
-                "check aws.sts_endpoint / aws.region and the network path to STS".to_owned(),
+                "check aws.sts_endpoint / aws.region (unset: AWS_ENDPOINT_URL_STS / AWS_REGION) \
+                 and the network path to STS"
+                    .to_owned(),
             );
         }
     };
@@ -94,7 +96,7 @@ async fn describe_keys(config: &Config, credentials: AwsCredentials) -> Vec<Chec
             Err(_) => Check::fail(
                 KMS,
                 format!("{key}: no answer from KMS within {CALL_TIMEOUT:?}"),
-                "check aws.kms_endpoint and the network path to KMS",
+                "check aws.kms_endpoint (unset: AWS_ENDPOINT_URL_KMS) and the network path to KMS",
             ),
         };
         out.push(check);
@@ -116,7 +118,8 @@ fn sts_fix(config: &Config, kind: ExchangeErrorKind, code: &str, spiffe_id: &str
             "the JWT-SVID could not be fetched: see workload_api.x509_svid".to_owned()
         }
         (ExchangeErrorKind::Transient, _) => {
-            "STS is unreachable or throttling: check aws.sts_endpoint / aws.region and retry"
+            "STS is unreachable or throttling: check aws.sts_endpoint / aws.region (unset: \
+             AWS_ENDPOINT_URL_STS / AWS_REGION) and retry"
                 .to_owned()
         }
         (_, "InvalidIdentityToken") => format!(
@@ -140,7 +143,9 @@ fn kms_fix(config: &Config, key: &str, error: &ResolveError) -> String {
             "add the key's arn:<partition>:kms:<region>:<account>: prefix to aws.key_arn_allowlist, or re-seal the envelopes of {key} under an allowed key"
         ),
         ResolveError::Unavailable(_) => {
-            "KMS is unreachable: check aws.kms_endpoint and the network path to KMS".to_owned()
+            "KMS is unreachable: check aws.kms_endpoint (unset: AWS_ENDPOINT_URL_KMS) and the \
+             network path to KMS"
+                .to_owned()
         }
         _ => format!(
             "grant {} kms:DescribeKey and kms:Decrypt on {key} and check the key exists and is enabled (deploy/aws/)",

@@ -150,7 +150,7 @@ fn explain_aws(config: &Config) -> Option<Check> {
         format!(
             "STS AssumeRoleWithWebIdentity as {} in {}{endpoint}, audience {}; KMS keys under [{}]",
             aws.role_arn,
-            aws.region,
+            aws.region.as_deref().unwrap_or("the AWS SDK's region"),
             aws.audience,
             aws.key_arn_allowlist.join(", ")
         ),

@@ -29,11 +29,22 @@ use crate::store::names::jwt_svid_name;
 
 const DEFAULT_WORKLOAD_SOCKET: &str = "/tmp/spire-agent/public/api.sock";
 
+/// The AWS SDK's variables that choose the STS and KMS endpoints.
+const AWS_ENDPOINT_VARS: &[&str] = &[
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_KMS",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+];
+
 pub(super) struct Reader {
     root: Table,
     /// `section.key` → the environment variable that set it, for error messages.
     from_env: HashMap<String, String>,
     spiffe_endpoint_socket: Option<String>,
+    /// The AWS SDK's endpoint variables (`AWS_ENDPOINT_URL`, …), for the production
+    /// profile's endpoint check: the SDK applies them when `[aws]` names no endpoint.
+    aws_endpoint_env: HashMap<String, String>,
     errors: Vec<KeyError>,
 }
 
@@ -52,6 +63,7 @@ impl Reader {
             root,
             from_env: HashMap::new(),
             spiffe_endpoint_socket: None,
+            aws_endpoint_env: HashMap::new(),
             errors: Vec::new(),
         };
         reader.check_unknown_keys();
@@ -156,6 +168,10 @@ impl Reader {
     fn apply_env(&mut self, name: String, value: String) {
         if name == "SPIFFE_ENDPOINT_SOCKET" {
             self.spiffe_endpoint_socket = Some(value);
+            return;
+        }
+        if AWS_ENDPOINT_VARS.contains(&name.as_str()) {
+            self.aws_endpoint_env.insert(name, value);
             return;
         }
         let Some(rest) = name.strip_prefix("STEEPLE_") else {

@@ -159,7 +159,7 @@ impl Reader {
             role_arn: self.optional_string(s, "role_arn").unwrap_or_default(),
             audience: self.string(s, "audience", "sts.amazonaws.com"),
             session_duration: self.duration(s, "session_duration", Duration::from_secs(3600)),
-            region: self.string(s, "region", "us-east-1"),
+            region: self.optional_string(s, "region"),
             sts_endpoint: self.optional_string(s, "sts_endpoint"),
             kms_endpoint: self.optional_string(s, "kms_endpoint"),
             key_arn_allowlist: self.strings(s, "key_arn_allowlist"),
@@ -300,11 +300,27 @@ impl Reader {
         if config.aws.allow_insecure_endpoints {
             return;
         }
-        for (key, endpoint) in [
-            ("aws.sts_endpoint", &config.aws.sts_endpoint),
-            ("aws.kms_endpoint", &config.aws.kms_endpoint),
+        for (key, endpoint, service_var) in [
+            (
+                "aws.sts_endpoint",
+                &config.aws.sts_endpoint,
+                "AWS_ENDPOINT_URL_STS",
+            ),
+            (
+                "aws.kms_endpoint",
+                &config.aws.kms_endpoint,
+                "AWS_ENDPOINT_URL_KMS",
+            ),
         ] {
-            if endpoint.as_deref().is_some_and(is_insecure_endpoint) {
+            let (key, endpoint) = match endpoint {
+                Some(endpoint) => (key, endpoint.clone()),
+                None if config.aws.enabled => match self.sdk_endpoint(service_var) {
+                    Some(found) => found,
+                    None => continue,
+                },
+                None => continue,
+            };
+            if is_insecure_endpoint(&endpoint) {
                 self.error(
                     key,
                     "plain-HTTP or loopback endpoints are refused under the production profile \
@@ -312,6 +328,26 @@ impl Reader {
                 );
             }
         }
+    }
+
+    /// The endpoint the AWS SDK takes from the environment when `[aws]` names none:
+    /// `service_var` (`AWS_ENDPOINT_URL_STS`, …), else `AWS_ENDPOINT_URL`, with the
+    /// variable that set it.
+    fn sdk_endpoint(&self, service_var: &'static str) -> Option<(&'static str, String)> {
+        let env = &self.aws_endpoint_env;
+        if env
+            .get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
+            return None;
+        }
+        [service_var, "AWS_ENDPOINT_URL"]
+            .into_iter()
+            .find_map(|var| {
+                env.get(var)
+                    .filter(|url| !url.is_empty())
+                    .map(|url| (var, url.clone()))
+            })
     }
 }
 
