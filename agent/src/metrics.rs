@@ -204,117 +204,25 @@ impl Metrics {
     /// the build and the process's resources now.
     pub fn render(&self, snapshot: &Snapshot, now: SystemTime) -> String {
         let mut out = String::with_capacity(4096);
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        header(
-            &mut out,
-            "steeple_sds_streams",
-            "gauge",
-            "Open SDS streams.",
-        );
-        for (flavour, name) in FLAVOURS {
-            let value = self.sds_streams[flavour.index()].load(Ordering::Relaxed);
-            let _ = writeln!(out, "steeple_sds_streams{{protocol=\"{name}\"}} {value}");
-        }
-        header(
-            &mut out,
-            "steeple_sds_responses_total",
-            "counter",
-            "Responses (pushes) sent on SDS streams.",
-        );
-        for (flavour, name) in FLAVOURS {
-            let value = load(&self.sds_responses[flavour.index()]);
-            let _ = writeln!(
-                out,
-                "steeple_sds_responses_total{{protocol=\"{name}\"}} {value}"
-            );
-        }
-        header(
-            &mut out,
-            "steeple_sds_nacks_total",
-            "counter",
-            "Responses SDS clients rejected.",
-        );
-        for (flavour, name) in FLAVOURS {
-            let value = load(&self.sds_nacks[flavour.index()]);
-            let _ = writeln!(
-                out,
-                "steeple_sds_nacks_total{{protocol=\"{name}\"}} {value}"
-            );
-        }
-        counter(
-            &mut out,
-            "steeple_sds_requests_refused_total",
-            "SDS requests refused (authorization, limits, malformed).",
-            load(&self.sds_refused),
-        );
-        header(
-            &mut out,
-            "steeple_sds_connections",
-            "gauge",
-            "Open SDS connections.",
-        );
-        let open = self.sds_connections.load(Ordering::Relaxed);
-        let _ = writeln!(out, "steeple_sds_connections {open}");
-        counter(
-            &mut out,
-            "steeple_sds_connections_refused_total",
-            "SDS connections closed at accept (connection limits, or a caller granted nothing).",
-            load(&self.sds_connections_refused),
-        );
-        counter(
-            &mut out,
-            "steeple_sds_callers_without_pid_total",
-            "SDS connections whose peer credentials had no pid (another PID namespace), so the exited-process check could not run.",
-            load(&self.sds_callers_without_pid),
-        );
+        self.render_sds(&mut out);
         counter(
             &mut out,
             "steeple_svid_rotations_total",
             "X.509-SVIDs replaced by a new one.",
             load(&self.svid_rotations),
         );
-        header(
+        let reloads = ["applied", "refused"]
+            .into_iter()
+            .zip(&self.config_reloads)
+            .map(|(outcome, n)| (format!("outcome=\"{outcome}\""), load(n)));
+        family(
             &mut out,
-            "steeple_config_reloads_total",
-            "counter",
+            ("steeple_config_reloads_total", "counter"),
             "SIGHUP configuration reloads by outcome.",
+            reloads,
         );
-        for (index, outcome) in ["applied", "refused"].into_iter().enumerate() {
-            let value = load(&self.config_reloads[index]);
-            let _ = writeln!(
-                out,
-                "steeple_config_reloads_total{{outcome=\"{outcome}\"}} {value}"
-            );
-        }
         render_svids(&mut out, snapshot, now);
-        header(
-            &mut out,
-            "steeple_envelopes",
-            "gauge",
-            "Configured envelopes by state.",
-        );
-        for (state, value) in [
-            ("served", &self.envelopes_served),
-            ("unserved", &self.envelopes_unserved),
-        ] {
-            let value = value.load(Ordering::Relaxed);
-            let _ = writeln!(out, "steeple_envelopes{{state=\"{state}\"}} {value}");
-        }
-        counter(
-            &mut out,
-            "steeple_envelope_cache_hits_total",
-            "Refreshes that resolved the value already served (no new SDS version).",
-            load(&self.envelope_unchanged),
-        );
-        render_histograms(
-            &mut out,
-            "steeple_envelope_resolve_duration_seconds",
-            "Envelope resolves (one upstream call each) by provider and outcome.",
-            &lock(&self.resolves)
-                .iter()
-                .map(|((p, o), h)| (format!("provider=\"{p}\",outcome=\"{o}\""), h.clone()))
-                .collect::<Vec<_>>(),
-        );
+        self.render_envelopes(&mut out);
         render_histograms(
             &mut out,
             "steeple_exchange_duration_seconds",
@@ -331,6 +239,109 @@ impl Metrics {
         );
         process::render(&mut out, &process::ProcessSample::read());
         out
+    }
+
+    /// Streams, responses, NACKs, refusals and connections of the SDS server.
+    fn render_sds(&self, out: &mut String) {
+        let by_protocol = |values: [u64; 2]| {
+            FLAVOURS
+                .iter()
+                .map(|(flavour, name)| (format!("protocol=\"{name}\""), values[flavour.index()]))
+                .collect::<Vec<_>>()
+        };
+        let streams = FLAVOURS
+            .iter()
+            .map(|(flavour, name)| {
+                let open = self.sds_streams[flavour.index()].load(Ordering::Relaxed);
+                (format!("protocol=\"{name}\""), open)
+            })
+            .collect::<Vec<_>>();
+        family(
+            out,
+            ("steeple_sds_streams", "gauge"),
+            "Open SDS streams.",
+            streams,
+        );
+        let responses = by_protocol(self.sds_responses.each_ref().map(load));
+        let help = "Responses (pushes) sent on SDS streams.";
+        family(
+            out,
+            ("steeple_sds_responses_total", "counter"),
+            help,
+            responses,
+        );
+        let nacks = by_protocol(self.sds_nacks.each_ref().map(load));
+        let help = "Responses SDS clients rejected.";
+        family(out, ("steeple_sds_nacks_total", "counter"), help, nacks);
+        counter(
+            out,
+            "steeple_sds_requests_refused_total",
+            "SDS requests refused (authorization, limits, malformed).",
+            load(&self.sds_refused),
+        );
+        header(
+            out,
+            "steeple_sds_connections",
+            "gauge",
+            "Open SDS connections.",
+        );
+        let open = self.sds_connections.load(Ordering::Relaxed);
+        let _ = writeln!(out, "steeple_sds_connections {open}");
+        counter(
+            out,
+            "steeple_sds_connections_refused_total",
+            "SDS connections closed at accept (connection limits, or a caller granted nothing).",
+            load(&self.sds_connections_refused),
+        );
+        counter(
+            out,
+            "steeple_sds_callers_without_pid_total",
+            "SDS connections whose peer credentials had no pid (another PID namespace), so the exited-process check could not run.",
+            load(&self.sds_callers_without_pid),
+        );
+    }
+
+    /// Envelopes by state, cache hits and resolve durations.
+    fn render_envelopes(&self, out: &mut String) {
+        let states = [
+            ("served", &self.envelopes_served),
+            ("unserved", &self.envelopes_unserved),
+        ]
+        .map(|(state, n)| (format!("state=\"{state}\""), n.load(Ordering::Relaxed)));
+        let help = "Configured envelopes by state.";
+        family(out, ("steeple_envelopes", "gauge"), help, states);
+        counter(
+            out,
+            "steeple_envelope_cache_hits_total",
+            "Refreshes that resolved the value already served (no new SDS version).",
+            load(&self.envelope_unchanged),
+        );
+        render_histograms(
+            out,
+            "steeple_envelope_resolve_duration_seconds",
+            "Envelope resolves (one upstream call each) by provider and outcome.",
+            &lock(&self.resolves)
+                .iter()
+                .map(|((p, o), h)| (format!("provider=\"{p}\",outcome=\"{o}\""), h.clone()))
+                .collect::<Vec<_>>(),
+        );
+    }
+}
+
+fn load(value: &AtomicU64) -> u64 {
+    value.load(Ordering::Relaxed)
+}
+
+/// One metric family: its header, then one sample per `(labels, value)`.
+fn family(
+    out: &mut String,
+    (name, kind): (&str, &str),
+    help: &str,
+    samples: impl IntoIterator<Item = (String, impl std::fmt::Display)>,
+) {
+    header(out, name, kind, help);
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
     }
 }
 
@@ -359,20 +370,13 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 
 /// Expiry of every served X.509-SVID, and the secrets held by kind.
 fn render_svids(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
-    header(
-        out,
-        "steeple_svid_expiry_timestamp_seconds",
-        "gauge",
-        "notAfter of each X.509-SVID served, Unix time.",
-    );
     let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut svids: BTreeMap<&str, SystemTime> = BTreeMap::new();
-    let mut overdue: BTreeMap<&str, bool> = BTreeMap::new();
+    let mut svids: BTreeMap<&str, (SystemTime, bool)> = BTreeMap::new();
     for (_, entry) in snapshot.iter() {
         let kind = match &entry.secret {
             Secret::Certificate(cert) => {
-                svids.insert(&cert.spiffe_id, cert.not_after);
-                overdue.insert(&cert.spiffe_id, cert.rotation_overdue_at() <= now);
+                let overdue = cert.rotation_overdue_at() <= now;
+                svids.insert(&cert.spiffe_id, (cert.not_after, overdue));
                 "tls_certificate"
             }
             Secret::TrustBundle(_) | Secret::BundleSet(_) => "validation_context",
@@ -380,53 +384,52 @@ fn render_svids(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
         };
         *kinds.entry(kind).or_default() += 1;
     }
-    for (id, not_after) in &svids {
-        let at = not_after
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let _ = writeln!(
-            out,
-            "steeple_svid_expiry_timestamp_seconds{{spiffe_id=\"{}\"}} {at}",
-            escape(id)
-        );
-    }
+    let by_id = |value: fn(&(SystemTime, bool)) -> u64| {
+        svids
+            .iter()
+            .map(move |(id, svid)| (format!("spiffe_id=\"{}\"", escape(id)), value(svid)))
+    };
+    family(
+        out,
+        ("steeple_svid_expiry_timestamp_seconds", "gauge"),
+        "notAfter of each X.509-SVID served, Unix time.",
+        by_id(|(not_after, _)| unix_secs(*not_after)),
+    );
     header(
         out,
         "steeple_svid_remaining_seconds",
         "gauge",
         "Seconds until the soonest-expiring X.509-SVID expires (negative: expired).",
     );
-    if let Some(soonest) = svids.values().min() {
+    if let Some((soonest, _)) = svids.values().min() {
         let remaining = match soonest.duration_since(now) {
             Ok(left) => left.as_secs_f64(),
             Err(past) => -past.duration().as_secs_f64(),
         };
         let _ = writeln!(out, "steeple_svid_remaining_seconds {remaining:.0}");
     }
-    header(
+    family(
         out,
-        "steeple_svid_rotation_overdue",
-        "gauge",
+        ("steeple_svid_rotation_overdue", "gauge"),
         "1 while an X.509-SVID is served past two thirds of its lifetime (rotation failing).",
+        by_id(|(_, overdue)| u64::from(*overdue)),
     );
-    for (id, late) in &overdue {
-        let _ = writeln!(
-            out,
-            "steeple_svid_rotation_overdue{{spiffe_id=\"{}\"}} {}",
-            escape(id),
-            u8::from(*late)
-        );
-    }
-    header(
+    let kinds = kinds
+        .into_iter()
+        .map(|(kind, count)| (format!("kind=\"{kind}\""), count));
+    family(
         out,
-        "steeple_secrets",
-        "gauge",
+        ("steeple_secrets", "gauge"),
         "Secrets held, by SDS kind.",
+        kinds,
     );
-    for (kind, count) in kinds {
-        let _ = writeln!(out, "steeple_secrets{{kind=\"{kind}\"}} {count}");
-    }
+}
+
+/// Seconds since the Unix epoch (0 before it).
+fn unix_secs(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 fn render_histograms(out: &mut String, name: &str, help: &str, series: &[(String, Histogram)]) {

@@ -121,6 +121,11 @@ pub(super) fn render(out: &mut String, sample: &ProcessSample) {
         escape(env!("CARGO_PKG_VERSION")),
         features.join(",")
     );
+    render_process(out, sample);
+}
+
+/// The `process_*` metrics of `sample`; a reading that failed is left out, not shown as 0.
+fn render_process(out: &mut String, sample: &ProcessSample) {
     let series: [(&str, &str, &str, Option<String>); 6] = [
         (
             "process_cpu_seconds_total",
