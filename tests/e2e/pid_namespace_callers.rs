@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use steeple_e2e::sds_client::{self, assert_not_in_logs};
 use steeple_e2e::steeple::{seal_local, write_rows};
-use steeple_e2e::{SteepleProcess, free_port, http_get};
+use steeple_e2e::{SteepleProcess, free_port};
 
 const PATH: &str = "payments/api-token";
 const CANARY: &str = "canary-pid-namespace-0001";
@@ -202,14 +202,7 @@ impl NamespacedAgent {
 
     /// The sum of every sample of `prefix` on the agent's `/metrics`.
     async fn metric(&self, prefix: &str) -> anyhow::Result<u64> {
-        let (status, metrics) = http_get(self.admin, "/metrics").await?;
-        anyhow::ensure!(status == 200, "/metrics: {status}");
-        let mut total = 0.0;
-        for line in metrics.lines().filter(|l| l.starts_with(prefix)) {
-            let value = line.rsplit(' ').next().unwrap_or_default();
-            total += value.parse::<f64>().with_context(|| line.to_owned())?;
-        }
-        Ok(total as u64)
+        steeple_e2e::http::metric_sum(self.admin, prefix).await
     }
 
     /// Every audit event written so far (each line must be a JSON object).

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use steeple_e2e::http::metric_sum as metric;
 use steeple_e2e::{Suite, free_port, http_get, sds_client, wait_for};
 
 const SERVER: &str = "spiffe://example.org/server";
@@ -179,18 +180,6 @@ async fn flood(
         connected: field("connected")?,
         closed_by_server: field("closed_by_server")?,
     })
-}
-
-/// The sum of every sample of `prefix` on Steeple's `/metrics`.
-async fn metric(admin: u16, prefix: &str) -> anyhow::Result<u64> {
-    let (status, metrics) = http_get(admin, "/metrics").await?;
-    anyhow::ensure!(status == 200, "/metrics: {status}");
-    let mut total = 0.0;
-    for line in metrics.lines().filter(|l| l.starts_with(prefix)) {
-        let value = line.rsplit(' ').next().unwrap_or_default();
-        total += value.parse::<f64>().with_context(|| line.to_owned())?;
-    }
-    Ok(total as u64)
 }
 
 /// A request through the mTLS pair every 50 ms, counted.

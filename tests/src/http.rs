@@ -37,6 +37,21 @@ pub async fn get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((response.status, response.body))
 }
 
+/// The sum of every sample of the metrics starting with `prefix` on the `/metrics` of the
+/// admin listener at `port` (e.g. `steeple_sds_streams{` for every protocol).
+pub async fn metric_sum(port: u16, prefix: &str) -> anyhow::Result<u64> {
+    let (status, metrics) = get(port, "/metrics").await?;
+    anyhow::ensure!(status == 200, "/metrics: {status}");
+    let mut total = 0.0;
+    for line in metrics.lines().filter(|l| l.starts_with(prefix)) {
+        let value = line.rsplit(' ').next().unwrap_or_default();
+        total += value
+            .parse::<f64>()
+            .map_err(|e| anyhow::anyhow!("{line}: {e}"))?;
+    }
+    Ok(total as u64)
+}
+
 /// Sends `method path` with `headers` (and no body) to 127.0.0.1:`port` over a fresh
 /// connection (`Connection: close`) and reads the whole response, within
 /// [`REQUEST_TIMEOUT`].
