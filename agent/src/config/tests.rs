@@ -502,6 +502,9 @@ fn sds_connection_limits_have_defaults_and_are_checked() {
     );
     let strict = parse("[sds]\nrequire_caller_pid = true", &[]).unwrap().sds;
     assert!(strict.require_caller_pid);
+    // A zero idle timeout would close every connection between its requests.
+    let zero = parse("[sds]\nidle_timeout = \"0s\"", &[]).unwrap_err().0;
+    assert_eq!(zero[0].key, "sds.idle_timeout");
 }
 
 #[test]

@@ -358,6 +358,12 @@ impl Reader {
             max_streams: self.count(s, "max_streams", 16 * 1024),
             require_caller_pid: self.bool(s, "require_caller_pid", false),
         };
+        if config.idle_timeout.is_zero() {
+            self.error(
+                "sds.idle_timeout",
+                "must be more than 0 (it is how long an unused connection may stay)",
+            );
+        }
 
         let names = [
             &config.default_svid_name,
