@@ -69,7 +69,7 @@ async fn vault_envelopes_reach_envoy_and_follow_vault() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut world = tokio::time::timeout(Duration::from_secs(120), start_world()).await??;
     happy_path(&world).await?;
-    malformed_references(&world)?;
+    malformed_references(&world).await?;
     kv_update(&world).await?;
     transit_rotation(&mut world).await?;
     refused_login(&world).await?;
@@ -291,13 +291,21 @@ async fn happy_path(world: &World) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Each malformed reference is refused by logical path; the good ones still serve.
-fn malformed_references(world: &World) -> anyhow::Result<()> {
-    let logs = world.steeple.logs();
+/// Each malformed reference is refused by logical path; the good ones still serve. A
+/// refusal that needs Vault's answer (a missing field) may come a retry after the good
+/// rows were served (its first try can meet no token yet), so each is awaited.
+async fn malformed_references(world: &World) -> anyhow::Result<()> {
     for (row, reason) in malformed_rows(&world.rows[1]) {
         let path = row["logical_path"].as_str().unwrap_or_default();
-        let line = refusal(&logs, path)
-            .ok_or_else(|| anyhow::anyhow!("no refusal logged for {path}:\n{}", tail(&logs)))?;
+        let line = steeple_e2e::wait_for(
+            &format!("a refusal logged for {path}"),
+            Duration::from_secs(30),
+            || async {
+                let logs = world.steeple.logs();
+                refusal(&logs, path).ok_or_else(|| anyhow::anyhow!("not yet:\n{}", tail(&logs)))
+            },
+        )
+        .await?;
         assert!(
             line.contains(reason),
             "{path}: expected {reason:?} in {line}"
