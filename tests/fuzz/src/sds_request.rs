@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use steeple::authz::{Caller, Grant, Policy, Rule, SharedPolicy};
+use steeple::sds::activity::Activity;
 use steeple::sds::admission::ConnectionLimits;
 use steeple::sds::delta::DeltaStream;
 use steeple::sds::peer::ConnectedCaller;
@@ -20,7 +21,7 @@ use steeple::sds::resources::SECRET_TYPE_URL;
 use steeple::sds::sotw::SotwStream;
 use steeple::sds::stream::Protocol;
 use steeple::sds::{SdsService, SdsSettings};
-use steeple::store::{Certificate, Secret, SecretStore, Snapshot, TrustBundle};
+use steeple::store::{Certificate, Secret, SecretStore, Snapshot, Source, TrustBundle};
 use steeple_plugin_api::SecretBytes;
 
 /// Requests after this many are ignored (a stream is short-lived state).
@@ -92,6 +93,7 @@ impl Session {
                 max_connections: 16,
                 max_connections_per_uid: 16,
                 handshake_timeout: std::time::Duration::from_secs(10),
+                idle_timeout: std::time::Duration::from_secs(60),
                 require_pid: false,
             },
             max_streams_per_connection: 64,
@@ -111,7 +113,7 @@ impl Session {
             UNRESTRICTED_UID,
         );
         let store = Arc::new(SecretStore::new());
-        store.sync_source("fuzz", secrets(0));
+        store.sync_source(&Source::Envelopes, secrets(0));
         let caller = Arc::new(Caller::from_peer(uid, uid, None));
         let shared = Arc::new(settings.clone());
         Self {
@@ -146,7 +148,7 @@ impl Session {
             } else {
                 self.delta = None;
             }
-            self.store.sync_source("fuzz", secrets(i + 1));
+            self.store.sync_source(&Source::Envelopes, secrets(i + 1));
             let snapshot = self.store.snapshot();
             if let Some(response) = self.sotw.as_mut().and_then(|s| s.on_snapshot(&snapshot)) {
                 self.check_sotw(&response, &snapshot, outcome);
@@ -206,9 +208,10 @@ impl Session {
     /// `FetchSecrets` through the service itself, with this connection's caller.
     fn fetch(&self, request: DiscoveryRequest, snapshot: &Snapshot, outcome: &mut SdsOutcome) {
         let mut request = tonic::Request::new(request);
-        request
-            .extensions_mut()
-            .insert(ConnectedCaller(self.caller.clone()));
+        request.extensions_mut().insert(ConnectedCaller {
+            caller: self.caller.clone(),
+            activity: Activity::new(),
+        });
         let Ok(response) = futures::executor::block_on(self.service.fetch_secrets(request)) else {
             return;
         };
