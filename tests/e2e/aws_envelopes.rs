@@ -5,9 +5,7 @@
 //! faults: bad envelopes, keys outside the allowlist, STS outages, short sessions with a
 //! thousand consumers, and the start-time key probe.
 
-#[path = "aws_envelopes/consumers.rs"]
 mod consumers;
-#[path = "aws_envelopes/support.rs"]
 mod support;
 
 use std::time::Duration;

@@ -5,9 +5,7 @@
 //! own `check-config` accepts; the raw Kubernetes manifests the same; and the systemd unit
 //! carries its sandboxing and passes `systemd-analyze verify`.
 
-#[path = "deploy_manifests/pods.rs"]
 mod pods;
-#[path = "deploy_manifests/support.rs"]
 mod support;
 
 use std::path::Path;

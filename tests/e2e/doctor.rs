@@ -7,11 +7,8 @@
 //! (c) a role Vault does not know: exit 1, `vault.login` fails with a fix;
 //! (b) the SPIRE agent gone: exit 1, the Workload API checks fail with a fix.
 
-#[path = "doctor/tee.rs"]
 mod tee;
-#[path = "vault_envelopes/support.rs"]
-#[allow(dead_code)] // shared with `vault_envelopes`, which uses the rest
-mod vault_support;
+use crate::vault_envelopes::support as vault_support;
 
 use std::path::{Path, PathBuf};
 

@@ -23,15 +23,12 @@
 //! Every plaintext starts with a per-provider canary, looked for in everything the test
 //! binary logged (TRACE, HTTP stacks included) and in the peer's log.
 
-#[path = "resolver_conformance/checks.rs"]
 mod checks;
 
-#[path = "resolver_conformance/subjects.rs"]
 mod subjects;
 
-use std::sync::{Arc, Mutex, OnceLock};
-
 use checks::Subject;
+use steeple_e2e::log_capture::{capture_logs, captured_logs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_conforms() -> anyhow::Result<()> {
@@ -72,44 +69,4 @@ async fn conforms(subject: &mut dyn Subject, canary: &str) -> anyhow::Result<()>
         subject.name()
     );
     Ok(())
-}
-
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut logs) = self.0.lock() {
-            logs.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Sends every tracing event of this test binary (TRACE and up) to a buffer.
-fn capture_logs() {
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let writer = logs.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-            .with_ansi(false)
-            .with_writer(move || Capture(writer.clone()))
-            .try_init();
-        logs
-    });
-}
-
-fn captured_logs() -> String {
-    LOGS.get()
-        .and_then(|l| {
-            l.lock()
-                .ok()
-                .map(|l| String::from_utf8_lossy(&l).into_owned())
-        })
-        .unwrap_or_default()
 }

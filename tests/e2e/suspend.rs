@@ -37,9 +37,7 @@ use steeple_e2e::process::tail;
 use steeple_e2e::sds_client;
 use steeple_e2e::suite::MtlsPair;
 
-#[path = "suspend/pair.rs"]
 mod pair;
-#[path = "suspend/support.rs"]
 mod support;
 
 use pair::Handshake;

@@ -6,8 +6,7 @@
 //! (re-login within seconds, nothing withdrawn meanwhile), a restart; and a second Steeple
 //! with the wrong audience is refused. Canaries never reach Steeple's logs.
 
-#[path = "vault_envelopes/support.rs"]
-mod support;
+pub(crate) mod support;
 
 use std::time::{Duration, Instant};
 

@@ -4,10 +4,8 @@
 //! across key rotation, derived keys with context, the data-key layer, namespaces, TLS
 //! with a configured CA, and an OpenBao outage and recovery. No secret reaches a log.
 
-#[path = "vault_plugin/support.rs"]
 mod support;
 
-#[path = "vault_plugin/secrets.rs"]
 mod secrets;
 
 use std::sync::Arc;

@@ -15,9 +15,7 @@
 //!
 //! Canaries never reach Steeple's logs.
 
-#[path = "vault_envelopes/support.rs"]
-#[allow(dead_code)] // shared with `vault_envelopes`, which uses the rest
-mod support;
+use crate::vault_envelopes::support;
 
 use std::path::Path;
 use std::time::Duration;

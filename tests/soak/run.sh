@@ -13,4 +13,4 @@ cd "$(dirname "$0")/../.."
 source tests/peers/env.sh
 
 export STEEPLE_SOAK_SECONDS="${1:-1800}"
-cargo test --locked -p steeple-e2e --test soak -- --test-threads=1 --nocapture
+cargo test --locked -p steeple-e2e --test e2e -- soak:: --test-threads=1 --nocapture

@@ -10,6 +10,7 @@ pub mod bootstrap;
 pub mod cutting_proxy;
 pub mod envoy;
 pub mod http;
+pub mod log_capture;
 pub mod moto;
 pub mod openbao;
 pub mod peers;

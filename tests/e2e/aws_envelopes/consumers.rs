@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::support::{SeenCredentials, container_credentials};
+use super::support::{SeenCredentials, container_credentials};
 
 /// Streams per HTTP/2 connection, as in the fan-out bench.
 const STREAMS_PER_CONNECTION: usize = 100;

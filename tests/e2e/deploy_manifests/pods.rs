@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use serde_yaml_ng::Value;
 
-use crate::support::{
+use super::support::{
     at, config_map_entry, envoy_validate, only, pod_hardening_problems, seq_at,
     steeple_check_config, str_at,
 };

@@ -22,7 +22,7 @@ use steeple_plugin_vault::{
 };
 use tokio::sync::watch;
 
-use crate::checks::{Class, Expected, Subject};
+use super::checks::{Class, Expected, Subject};
 
 /// The transit key: derived, so Vault authenticates the context (a key that is not
 /// derived ignores it, and only the registry's path binding stands between a row and

@@ -12,7 +12,7 @@ use steeple_plugin_vault::{
     seal_with_transit,
 };
 
-use crate::support::*;
+use super::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_reads_follow_versions_pins_fields_and_policy() -> anyhow::Result<()> {

@@ -4,8 +4,8 @@
 //! plugin logs, for the "no secret in logs" checks.
 
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -13,6 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::rand::SystemRandom;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+pub use steeple_e2e::log_capture::{capture_logs, captured_logs};
 use steeple_e2e::openbao::{JwtKeys, JwtRole, OpenBao};
 use steeple_plugin_api::{
     BoxFuture, EnvelopeResolver, EnvelopeRow, ExchangeError, JwtSvidSource, ResolveError, Resolved,
@@ -311,49 +312,6 @@ pub fn kv_row(logical_path: &str, key_id: &str, field: &str) -> EnvelopeRow {
 /// Base64 of `bytes` (for building rows by hand).
 pub fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
-}
-
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut logs) = self.0.lock() {
-            logs.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Sends every tracing event (TRACE and up, the HTTP stack's included) of this test
-/// binary to a buffer; `plugin_logs` shows the plugin's part.
-pub fn capture_logs() {
-    let logs = LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let writer = logs.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-            .with_ansi(false)
-            .with_writer(move || Capture(writer.clone()))
-            .try_init();
-        logs
-    });
-    let _ = logs;
-}
-
-/// Everything logged so far.
-pub fn captured_logs() -> String {
-    LOGS.get()
-        .and_then(|l| {
-            l.lock()
-                .ok()
-                .map(|l| String::from_utf8_lossy(&l).into_owned())
-        })
-        .unwrap_or_default()
 }
 
 /// The plugin's own log lines so far (for failure messages), with those of the lease its
