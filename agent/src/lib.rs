@@ -8,6 +8,7 @@ pub mod authz;
 pub mod aws;
 pub mod cli;
 pub mod config;
+pub mod delegated;
 pub mod dev;
 pub mod envelopes;
 pub mod exchange;

@@ -79,6 +79,8 @@ pub struct Metrics {
     sds_connections: AtomicI64,
     sds_connections_refused: AtomicU64,
     sds_callers_without_pid: AtomicU64,
+    delegated_workloads: AtomicI64,
+    delegated_without_svid: AtomicU64,
     svid_rotations: AtomicU64,
     /// SIGHUP reloads: [applied, refused].
     config_reloads: [AtomicU64; 2],
@@ -149,6 +151,17 @@ impl Metrics {
     /// An SDS caller came without a pid (another PID namespace): no liveness check.
     pub fn sds_caller_without_pid(&self) {
         self.sds_callers_without_pid.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Workloads followed through the Delegated Identity API now (delegated mode).
+    pub fn set_delegated_workloads(&self, live: usize) {
+        self.delegated_workloads
+            .store(gauge(live), Ordering::Relaxed);
+    }
+
+    /// SPIRE answered for an SDS caller with no SVID (no registration entry matches it).
+    pub fn delegated_without_svid(&self) {
+        self.delegated_without_svid.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An X.509-SVID was replaced by a new one.
@@ -298,6 +311,17 @@ impl Metrics {
             "steeple_sds_callers_without_pid_total",
             "SDS connections whose peer credentials had no pid (another PID namespace), so the exited-process check could not run.",
             load(&self.sds_callers_without_pid),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP steeple_delegated_workloads Local workloads whose own SVIDs are followed through SPIRE's Delegated Identity API (delegated mode).\n# TYPE steeple_delegated_workloads gauge\nsteeple_delegated_workloads {}",
+            self.delegated_workloads.load(Ordering::Relaxed)
+        );
+        counter(
+            out,
+            "steeple_delegated_workloads_without_svid_total",
+            "Times SPIRE answered for an SDS caller with no SVID (no registration entry matches it; its streams are held open).",
+            load(&self.delegated_without_svid),
         );
     }
 

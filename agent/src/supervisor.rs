@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::authz::{Policy, SharedPolicy};
-use crate::config::Config;
+use crate::config::{Config, IdentityMode};
 use crate::envelopes::{self, EnvelopeSettings, EnvelopeTasks, Providers, RowSink};
 use crate::exchange::jwt_source::WorkloadApiJwtFetcher;
 use crate::identity::{self, DefaultNames, WorkloadApiClient};
@@ -153,7 +153,12 @@ fn start_sds(
 ) -> Result<(), StartError> {
     let listener = bind_socket(&config.sds.socket, config.sds.socket_mode)?;
     let settings = SdsSettings::from(&config.sds);
-    let service = SdsService::new(store.clone(), settings, policy.clone(), shutdown.clone());
+    let mut service = SdsService::new(store.clone(), settings, policy.clone(), shutdown.clone());
+    if let IdentityMode::Delegated(delegated) = &config.workload_api.mode {
+        let names = DefaultNames::from(&config.sds);
+        service =
+            service.with_workloads(crate::delegated::start(delegated, names, shutdown, tasks));
+    }
     let (shutdown, fatal) = (shutdown.clone(), fatal.clone());
     tasks.spawn(async move {
         if let Err(e) = sds::serve(listener, service, shutdown).await {

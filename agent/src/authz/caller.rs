@@ -23,6 +23,8 @@ pub struct Caller {
     pub pid: Option<i32>,
     /// `/proc/<pid>/exe` at connect time.
     pub exe: Option<PathBuf>,
+    /// Its start time (clock ticks since boot) at connect time.
+    started: Option<u64>,
     /// How to tell later whether that process still runs.
     liveness: Liveness,
     /// Resource names whose grant was already audited for this connection.
@@ -58,9 +60,16 @@ impl Caller {
             gid,
             pid,
             exe: pid.and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok()),
+            started: pid.and_then(start_time),
             liveness,
             audited: Arc::default(),
         }
+    }
+
+    /// The connecting process's pid and start time, which name it alone (a reused pid
+    /// comes with another start time); `None` without a pid, or if it was gone already.
+    pub fn process_key(&self) -> Option<(i32, u64)> {
+        Some((self.pid?, self.started?))
     }
 
     /// Whether a grant of `name` to this connection is news for the audit trail: true the

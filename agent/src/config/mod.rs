@@ -31,6 +31,29 @@ pub struct WorkloadApiConfig {
     /// Unix socket of the Workload API. Default: `SPIFFE_ENDPOINT_SOCKET`, else SPIRE
     /// agent's default `/tmp/spire-agent/public/api.sock`.
     pub socket: PathBuf,
+    /// Whose identity the agent serves (`mode`). Default: its own.
+    pub mode: IdentityMode,
+}
+
+/// Whose identity the agent serves over SDS (`workload_api.mode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityMode {
+    /// `"self"`: its own, from the Workload API (a sidecar: one workload, one agent).
+    Own,
+    /// `"delegated"`: each local caller its own, through SPIRE agent's Delegated Identity
+    /// API (a node agent).
+    Delegated(DelegatedConfig),
+}
+
+/// How a node agent reaches SPIRE agent's Delegated Identity API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegatedConfig {
+    /// SPIRE agent's `admin_socket_path` (`workload_api.admin_socket`, required).
+    pub admin_socket: PathBuf,
+    /// The hint (a registration entry's `-hint`) of the SVID served as `default` when a
+    /// workload has several (`workload_api.default_svid_hint`); otherwise SPIRE's first,
+    /// the lowest entry ID.
+    pub default_svid_hint: Option<String>,
 }
 
 /// The SDS server.

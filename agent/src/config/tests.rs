@@ -587,3 +587,29 @@ fn producers_claim_their_names_from_the_configuration() {
     }
     assert!(!claimed.contains("app/db"));
 }
+
+#[test]
+fn delegated_mode_needs_the_admin_socket_and_self_is_the_default() {
+    assert_eq!(parse("", &[]).unwrap().workload_api.mode, IdentityMode::Own);
+    let c = parse(
+        "[workload_api]\nmode = \"delegated\"\nadmin_socket = \"unix:///run/spire/admin.sock\"\ndefault_svid_hint = \"internal\"",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        c.workload_api.mode,
+        IdentityMode::Delegated(DelegatedConfig {
+            admin_socket: PathBuf::from("/run/spire/admin.sock"),
+            default_svid_hint: Some("internal".into()),
+        })
+    );
+    let missing = parse("[workload_api]\nmode = \"delegated\"", &[])
+        .unwrap_err()
+        .0;
+    assert_eq!(missing[0].key, "workload_api.admin_socket");
+    let bad = parse("", &[("STEEPLE_WORKLOAD_API_MODE", "node")])
+        .unwrap_err()
+        .0;
+    assert_eq!(bad[0].key, "STEEPLE_WORKLOAD_API_MODE");
+    assert!(bad[0].message.contains("\"delegated\""));
+}

@@ -126,6 +126,12 @@ impl X509State {
                 }
             }
         }
+        if response.svids.is_empty() {
+            // SPIRE's word that the workload has no identity (its entries deleted, or
+            // none yet): nothing of it is served any more.
+            *self = Self::default();
+            return;
+        }
         if svids.is_empty() && !self.svids.is_empty() {
             tracing::warn!(
                 "Workload API update carried no usable X.509-SVID; keeping the last good ones"
@@ -209,13 +215,7 @@ pub async fn run(
     names: DefaultNames,
     shutdown: CancellationToken,
 ) {
-    let mut follower = Follower {
-        store,
-        names,
-        state: X509State::default(),
-        backoff: Backoff::default(),
-        errors: RepeatFilter::default(),
-    };
+    let mut follower = Follower::new(store, names);
     loop {
         // Bounded, so a Workload API that accepts but never answers cannot hold the
         // loop below (which withdraws expired SVIDs) off for long.
@@ -252,13 +252,16 @@ pub async fn run(
     }
 }
 
-/// The X.509 stream's follower: what it holds, and its retry pacing.
-struct Follower {
+/// An X.509 stream's follower: what it holds, and its retry pacing. The agent's own
+/// stream has one, and so has each workload's in delegated mode.
+pub(crate) struct Follower {
     store: Arc<SecretStore>,
     names: DefaultNames,
     state: X509State,
-    backoff: Backoff,
-    errors: RepeatFilter,
+    /// Pacing of reconnects.
+    pub(crate) backoff: Backoff,
+    /// Repeated failures logged once.
+    pub(crate) errors: RepeatFilter,
 }
 
 type Opened = Result<
@@ -267,6 +270,17 @@ type Opened = Result<
 >;
 
 impl Follower {
+    /// Keeps `store` in step with one identity, published under `names`.
+    pub(crate) fn new(store: Arc<SecretStore>, names: DefaultNames) -> Self {
+        Self {
+            store,
+            names,
+            state: X509State::default(),
+            backoff: Backoff::default(),
+            errors: RepeatFilter::default(),
+        }
+    }
+
     /// The stream, if opening it worked (the failure logged otherwise).
     fn opened(&mut self, opened: Opened) -> Option<tonic::Streaming<X509svidResponse>> {
         match opened {
@@ -285,7 +299,7 @@ impl Follower {
 
     /// Withdraws what expired by `now`, raises the overdue alarm when due (and moves
     /// `overdue_at` on); returns when to look again.
-    fn withdraw_expired(
+    pub(crate) fn withdraw_expired(
         &self,
         overdue_at: &mut Option<SystemTime>,
         now: SystemTime,
@@ -307,7 +321,7 @@ impl Follower {
     }
 
     /// Applies one stream message; returns when the next SVID becomes overdue.
-    fn apply(&mut self, response: X509svidResponse) -> Option<SystemTime> {
+    pub(crate) fn apply(&mut self, response: X509svidResponse) -> Option<SystemTime> {
         self.errors.recovered("FetchX509SVID");
         self.backoff.reset();
         let before = leaves(&self.state.svids);

@@ -13,7 +13,7 @@ use super::limits::SdsSettings;
 use super::resources::{ClientCaps, SECRET_TYPE_URL, encode};
 use super::stream::Protocol;
 use crate::metrics::{SdsFlavour, metrics};
-use crate::store::Snapshot;
+use crate::store::View;
 
 const WILDCARD: &str = "*";
 
@@ -46,7 +46,7 @@ impl DeltaStream {
         self.wildcard || self.subscribed.contains(name)
     }
 
-    fn respond(&mut self, snapshot: &Snapshot) -> Option<DeltaDiscoveryResponse> {
+    fn respond(&mut self, snapshot: &View) -> Option<DeltaDiscoveryResponse> {
         let caps = self.caps?;
         let mut resources = Vec::new();
         let candidates: Vec<&String> = if self.wildcard {
@@ -84,7 +84,7 @@ impl DeltaStream {
         }
         self.nonce += 1;
         Some(DeltaDiscoveryResponse {
-            system_version_info: snapshot.generation.to_string(),
+            system_version_info: snapshot.generation().to_string(),
             resources,
             type_url: SECRET_TYPE_URL.to_owned(),
             removed_resources: removed,
@@ -102,7 +102,7 @@ impl Protocol for DeltaStream {
     fn on_request(
         &mut self,
         request: DeltaDiscoveryRequest,
-        snapshot: &Snapshot,
+        snapshot: &View,
     ) -> Result<Option<DeltaDiscoveryResponse>, Status> {
         SdsSettings::check_type_url(&request.type_url)?;
         let settings = &self.settings;
@@ -145,7 +145,7 @@ impl Protocol for DeltaStream {
         Ok(self.respond(snapshot))
     }
 
-    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Option<DeltaDiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: &View) -> Option<DeltaDiscoveryResponse> {
         self.respond(snapshot)
     }
 

@@ -5,6 +5,7 @@ pub mod activity;
 pub mod admission;
 pub mod delta;
 pub mod limits;
+pub mod own_identity;
 pub mod peer;
 pub mod resources;
 pub mod sotw;
@@ -27,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::authz::{Caller, Grant, SharedPolicy};
+use crate::delegated::{Workload, Workloads};
 use crate::metrics::metrics;
-use crate::store::SecretStore;
+use crate::store::{SecretStore, Source, View, ViewReceiver};
 use delta::DeltaStream;
 pub use limits::SdsSettings;
 use resources::{ClientCaps, SECRET_TYPE_URL, encode};
@@ -36,6 +38,9 @@ use sotw::SotwStream;
 
 /// Responses buffered per stream before the stream task waits for the client to read.
 const STREAM_BUFFER: usize = 4;
+/// How long a delegated-mode `FetchSecrets` waits for SPIRE's first answer about the
+/// caller before it answers from what is known.
+const FIRST_IDENTITY_WAIT: Duration = Duration::from_secs(5);
 
 /// The SDS service over the shared store.
 #[derive(Debug, Clone)]
@@ -46,6 +51,8 @@ pub struct SdsService {
     shutdown: CancellationToken,
     /// Streams open now, all connections together (`sds.max_streams`).
     open_streams: Arc<AtomicUsize>,
+    /// Delegated mode: each caller's own identity, followed while it has a stream.
+    workloads: Option<Arc<Workloads>>,
 }
 
 /// One open stream's place under `sds.max_streams`, given back when its task ends, and
@@ -54,6 +61,8 @@ pub struct SdsService {
 struct StreamPermit {
     open_streams: Arc<AtomicUsize>,
     _in_use: Option<activity::InUse>,
+    /// Delegated mode: the caller's workload, followed while the stream is open.
+    workload: Option<Arc<Workload>>,
 }
 
 impl Drop for StreamPermit {
@@ -78,7 +87,42 @@ impl SdsService {
             policy,
             shutdown,
             open_streams: Arc::default(),
+            workloads: None,
         }
+    }
+
+    /// Delegated mode: each caller sees its own identity from `workloads`, never the
+    /// agent's own.
+    pub fn with_workloads(mut self, workloads: Arc<Workloads>) -> Self {
+        self.workloads = Some(workloads);
+        self
+    }
+
+    /// The caller's workload in delegated mode (`None` in `self` mode).
+    fn workload<T>(&self, request: &Request<T>) -> Option<Arc<Workload>> {
+        let workloads = self.workloads.as_ref()?;
+        let caller = match Self::connection(request) {
+            Some(connected) => connected.caller.clone(),
+            None => Arc::new(Caller::from_peer(u32::MAX, u32::MAX, None)),
+        };
+        Some(workloads.acquire(&caller))
+    }
+
+    /// What the stores hold for one request: the caller's own identity over the shared
+    /// store in delegated mode, once SPIRE first answered about it (or
+    /// [`FIRST_IDENTITY_WAIT`] passed).
+    async fn view_now(&self, workload: Option<&Workload>) -> View {
+        let Some(workload) = workload else {
+            return self.store.view();
+        };
+        let mut own = workload.store().subscribe();
+        let _ = tokio::time::timeout(
+            FIRST_IDENTITY_WAIT,
+            own.wait_for(|s| s.has_synced(&Source::X509Identity)),
+        )
+        .await;
+        let own = own.borrow().clone();
+        View::delegated(self.store.snapshot(), own)
     }
 
     /// The caller's grant, from the Unix peer credentials of its connection. A connection
@@ -110,6 +154,7 @@ impl SdsService {
         let permit = StreamPermit {
             open_streams: self.open_streams.clone(),
             _in_use: Self::connection(request).map(|c| c.activity.stream_opened()),
+            workload: None,
         };
         if open >= self.settings.max_streams {
             metrics().sds_request_refused();
@@ -118,6 +163,8 @@ impl SdsService {
                 self.settings.max_streams
             )));
         }
+        let mut permit = permit;
+        permit.workload = self.workload(request);
         Ok((grant, permit))
     }
 
@@ -134,12 +181,16 @@ impl SdsService {
         inbound: Streaming<P::Request>,
     ) -> ReceiverStream<Result<P::Response, Status>> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let view = match &permit.workload {
+            None => ViewReceiver::shared(self.store.subscribe()),
+            Some(w) => ViewReceiver::delegated(self.store.subscribe(), w.store().subscribe()),
+        };
         let running = stream::run(
             grant,
             protocol,
             inbound,
             tx,
-            self.store.subscribe(),
+            view,
             self.policy.subscribe(),
             self.shutdown.clone(),
         );
@@ -190,6 +241,7 @@ impl SecretDiscoveryService for SdsService {
         if let Some(connected) = Self::connection(&request) {
             connected.activity.touch();
         }
+        let workload = self.workload(&request);
         let request = request.into_inner();
         SdsSettings::check_type_url(&request.type_url)?;
         self.settings.check_names(&request.resource_names)?;
@@ -197,7 +249,7 @@ impl SecretDiscoveryService for SdsService {
             request.node.as_ref(),
             self.settings.disable_spiffe_cert_validation,
         );
-        let snapshot = self.store.snapshot();
+        let snapshot = self.view_now(workload.as_deref()).await;
         let mut names: Vec<&str> = request.resource_names.iter().map(String::as_str).collect();
         if names.is_empty() {
             // FetchSecrets without names: everything this caller may see.
@@ -210,6 +262,9 @@ impl SecretDiscoveryService for SdsService {
             names.sort_unstable();
         } else {
             grant.authorize(names.iter().copied())?;
+            if let own_identity::Verdict::Foreign(name) = own_identity::judge(&snapshot, &names) {
+                return Err(own_identity::refuse(grant.caller(), name));
+            }
         }
         let missing: Vec<&str> = names
             .iter()
@@ -228,7 +283,7 @@ impl SecretDiscoveryService for SdsService {
             .filter_map(|n| snapshot.get(n).map(|e| encode(n, &e.secret, caps)))
             .collect();
         Ok(Response::new(DiscoveryResponse {
-            version_info: snapshot.generation.to_string(),
+            version_info: snapshot.generation().to_string(),
             resources,
             type_url: SECRET_TYPE_URL.to_owned(),
             ..Default::default()

@@ -11,7 +11,7 @@ use super::limits::SdsSettings;
 use super::resources::{ClientCaps, SECRET_TYPE_URL, encode};
 use super::stream::Protocol;
 use crate::metrics::{SdsFlavour, metrics};
-use crate::store::Snapshot;
+use crate::store::View;
 
 /// What a stream watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,7 @@ impl SotwStream {
         }
     }
 
-    fn current(&self, snapshot: &Snapshot) -> BTreeMap<String, u64> {
+    fn current(&self, snapshot: &View) -> BTreeMap<String, u64> {
         match &self.watch {
             Watch::All => snapshot
                 .iter()
@@ -61,7 +61,7 @@ impl SotwStream {
     /// A response if what the client watches differs from what it last got. Never an
     /// empty one: Envoy rejects a response without its resource, and a name that is not
     /// there yet is sent as soon as it exists.
-    fn respond(&mut self, snapshot: &Snapshot) -> Option<DiscoveryResponse> {
+    fn respond(&mut self, snapshot: &View) -> Option<DiscoveryResponse> {
         let caps = self.caps?;
         let current = self.current(snapshot);
         if current.is_empty() || current == self.sent {
@@ -74,7 +74,7 @@ impl SotwStream {
         self.sent = current;
         self.nonce += 1;
         Some(DiscoveryResponse {
-            version_info: snapshot.generation.to_string(),
+            version_info: snapshot.generation().to_string(),
             resources,
             type_url: SECRET_TYPE_URL.to_owned(),
             nonce: self.nonce.to_string(),
@@ -91,7 +91,7 @@ impl Protocol for SotwStream {
     fn on_request(
         &mut self,
         request: DiscoveryRequest,
-        snapshot: &Snapshot,
+        snapshot: &View,
     ) -> Result<Option<DiscoveryResponse>, Status> {
         SdsSettings::check_type_url(&request.type_url)?;
         self.settings.check_names(&request.resource_names)?;
@@ -128,7 +128,7 @@ impl Protocol for SotwStream {
         Ok(None)
     }
 
-    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Option<DiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: &View) -> Option<DiscoveryResponse> {
         self.respond(snapshot)
     }
 

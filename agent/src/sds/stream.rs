@@ -8,9 +8,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
+use super::own_identity::{self, Verdict};
 use crate::authz::{Grant, Policy};
 use crate::metrics::{SdsFlavour, metrics};
-use crate::store::Snapshot;
+use crate::store::{View, ViewReceiver};
 
 /// One flavour of the xDS protocol (state of the world, or delta) as a state machine.
 pub trait Protocol: Send + 'static {
@@ -25,11 +26,11 @@ pub trait Protocol: Send + 'static {
     fn on_request(
         &mut self,
         request: Self::Request,
-        snapshot: &Snapshot,
+        snapshot: &View,
     ) -> Result<Option<Self::Response>, Status>;
 
     /// Reacts to a store change: a response if anything the client watches changed.
-    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Option<Self::Response>;
+    fn on_snapshot(&mut self, snapshot: &View) -> Option<Self::Response>;
 
     /// The names `request` subscribes to; `None` for a wildcard (every resource).
     fn requested_names<'a>(&self, request: &'a Self::Request) -> Option<Vec<&'a str>>;
@@ -49,11 +50,13 @@ pub async fn run<P: Protocol>(
     mut protocol: P,
     mut inbound: Streaming<P::Request>,
     outbound: mpsc::Sender<Result<P::Response, Status>>,
-    mut store: watch::Receiver<Arc<Snapshot>>,
+    mut store: ViewReceiver,
     mut policy: watch::Receiver<Arc<Policy>>,
     shutdown: CancellationToken,
 ) {
     let _open = metrics().sds_stream_opened(P::FLAVOUR);
+    // A request named an SVID before the caller's own identity was known (delegated mode).
+    let mut judge_later = false;
     loop {
         let step = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -62,9 +65,9 @@ pub async fn run<P: Protocol>(
                 Ok(()) => reauthorize(&mut grant, &protocol, &mut policy),
                 Err(_) => Err(None),
             },
-            message = inbound.message() => on_message(&grant, &mut protocol, message, &mut store),
+            message = inbound.message() => on_message(&grant, &mut protocol, message, &mut store, &mut judge_later),
             changed = store.changed() => match changed {
-                Ok(()) => on_snapshot(&grant, &mut protocol, &mut store),
+                Ok(()) => on_snapshot(&grant, &mut protocol, &mut store, &mut judge_later),
                 Err(_) => Err(None),
             },
         };
@@ -106,14 +109,17 @@ fn on_message<P: Protocol>(
     grant: &Grant,
     protocol: &mut P,
     message: Result<Option<P::Request>, Status>,
-    store: &mut watch::Receiver<Arc<Snapshot>>,
+    store: &mut ViewReceiver,
+    judge_later: &mut bool,
 ) -> Step<P::Response> {
     match message {
         Ok(Some(request)) => {
-            let snapshot = store.borrow_and_update().clone();
-            let verdict = grant
-                .authorize_request(protocol.requested_names(&request))
-                .and_then(|()| protocol.on_request(request, &snapshot));
+            let snapshot = store.borrow_and_update();
+            let requested = protocol.requested_names(&request);
+            let checked = grant
+                .authorize_request(requested.clone())
+                .and_then(|()| own_svids_only(grant, &snapshot, requested.as_deref(), judge_later));
+            let verdict = checked.and_then(|()| protocol.on_request(request, &snapshot));
             verdict.map_err(|status| {
                 metrics().sds_request_refused();
                 tracing::warn!(code = ?status.code(), reason = status.message(), "SDS request refused; closing the stream");
@@ -134,10 +140,32 @@ fn on_message<P: Protocol>(
 fn on_snapshot<P: Protocol>(
     grant: &Grant,
     protocol: &mut P,
-    store: &mut watch::Receiver<Arc<Snapshot>>,
+    store: &mut ViewReceiver,
+    judge_later: &mut bool,
 ) -> Step<P::Response> {
     // A connection whose process is gone gets no more pushes.
     grant.authorize([]).map_err(Some)?;
-    let snapshot = store.borrow_and_update().clone();
+    let snapshot = store.borrow_and_update();
+    if *judge_later {
+        own_svids_only(grant, &snapshot, protocol.watched().as_deref(), judge_later)
+            .map_err(Some)?;
+    }
     Ok(protocol.on_snapshot(&snapshot))
+}
+
+/// Delegated mode: refuses names of SVIDs that are not the caller's own (see
+/// [`own_identity`]), or notes to judge them once its identity is known.
+fn own_svids_only(
+    grant: &Grant,
+    view: &View,
+    names: Option<&[&str]>,
+    judge_later: &mut bool,
+) -> Result<(), Status> {
+    let names = names.unwrap_or_default();
+    match own_identity::judge(view, names) {
+        Verdict::Allowed => *judge_later = false,
+        Verdict::Pending => *judge_later = true,
+        Verdict::Foreign(name) => return Err(own_identity::refuse(grant.caller(), name)),
+    }
+    Ok(())
 }

@@ -45,24 +45,24 @@ fn sotw_waits_for_an_unknown_name_then_sends_it_once() {
     let store = SecretStore::new();
     let mut s = SotwStream::new(settings());
     assert!(
-        s.on_request(req(&["a"], ""), &store.snapshot())
+        s.on_request(req(&["a"], ""), &store.view())
             .unwrap()
             .is_none()
     );
     store.sync_source(&Source::Envelopes, vec![("a".into(), generic(b"1"))]);
-    let r = s.on_snapshot(&store.snapshot()).unwrap();
+    let r = s.on_snapshot(&store.view()).unwrap();
     assert_eq!(r.resources.len(), 1);
     // ACK: nothing new.
     assert!(
-        s.on_request(req(&["a"], &r.nonce), &store.snapshot())
+        s.on_request(req(&["a"], &r.nonce), &store.view())
             .unwrap()
             .is_none()
     );
     // Another producer's unrelated change is not a re-push.
     store.sync_source(&Source::JwtBundles, vec![("b".into(), generic(b"2"))]);
-    assert!(s.on_snapshot(&store.snapshot()).is_none());
+    assert!(s.on_snapshot(&store.view()).is_none());
     store.sync_source(&Source::Envelopes, vec![("a".into(), generic(b"3"))]);
-    assert!(s.on_snapshot(&store.snapshot()).is_some());
+    assert!(s.on_snapshot(&store.view()).is_some());
 }
 
 #[test]
@@ -71,7 +71,7 @@ fn sotw_nack_and_stale_nonce_cause_no_resend_but_next_update_goes_out() {
     store.sync_source(&Source::Envelopes, vec![("a".into(), generic(b"1"))]);
     let mut s = SotwStream::new(settings());
     let first = s
-        .on_request(req(&["a"], ""), &store.snapshot())
+        .on_request(req(&["a"], ""), &store.view())
         .unwrap()
         .unwrap();
     let mut nack = req(&["a"], &first.nonce);
@@ -80,14 +80,14 @@ fn sotw_nack_and_stale_nonce_cause_no_resend_but_next_update_goes_out() {
         message: "bad cert".into(),
         details: vec![],
     });
-    assert!(s.on_request(nack, &store.snapshot()).unwrap().is_none());
+    assert!(s.on_request(nack, &store.view()).unwrap().is_none());
     assert!(
-        s.on_request(req(&["a", "b"], "999"), &store.snapshot())
+        s.on_request(req(&["a", "b"], "999"), &store.view())
             .unwrap()
             .is_none()
     );
     store.sync_source(&Source::Envelopes, vec![("a".into(), generic(b"2"))]);
-    let next = s.on_snapshot(&store.snapshot()).unwrap();
+    let next = s.on_snapshot(&store.view()).unwrap();
     assert_ne!(next.nonce, first.nonce);
 }
 
@@ -97,12 +97,12 @@ fn oversized_and_foreign_requests_are_refused() {
     let mut s = SotwStream::new(settings());
     let many: Vec<String> = (0..9).map(|i| i.to_string()).collect();
     let names: Vec<&str> = many.iter().map(String::as_str).collect();
-    assert!(s.on_request(req(&names, ""), &store.snapshot()).is_err());
+    assert!(s.on_request(req(&names, ""), &store.view()).is_err());
     let long = "x".repeat(65);
-    assert!(s.on_request(req(&[&long], ""), &store.snapshot()).is_err());
+    assert!(s.on_request(req(&[&long], ""), &store.view()).is_err());
     let mut foreign = req(&["a"], "");
     foreign.type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster".into();
-    assert!(s.on_request(foreign, &store.snapshot()).is_err());
+    assert!(s.on_request(foreign, &store.view()).is_err());
 }
 
 #[test]
@@ -117,13 +117,13 @@ fn delta_sends_changes_only_and_removes_what_went_away() {
         resource_names_subscribe: vec!["a".into(), "b".into()],
         ..Default::default()
     };
-    let r = d.on_request(first, &store.snapshot()).unwrap().unwrap();
+    let r = d.on_request(first, &store.view()).unwrap().unwrap();
     assert_eq!(r.resources.len(), 2);
     store.sync_source(&Source::Envelopes, vec![("a".into(), generic(b"1"))]);
-    let r = d.on_snapshot(&store.snapshot()).unwrap();
+    let r = d.on_snapshot(&store.view()).unwrap();
     assert!(r.resources.is_empty());
     assert_eq!(r.removed_resources, ["b"]);
-    assert!(d.on_snapshot(&store.snapshot()).is_none());
+    assert!(d.on_snapshot(&store.view()).is_none());
 }
 
 #[test]
@@ -137,7 +137,7 @@ fn delta_skips_what_the_client_already_holds() {
         initial_resource_versions: [("a".to_owned(), version)].into(),
         ..Default::default()
     };
-    assert!(d.on_request(first, &store.snapshot()).unwrap().is_none());
+    assert!(d.on_request(first, &store.view()).unwrap().is_none());
 }
 
 #[path = "grpc_tests.rs"]
@@ -152,10 +152,8 @@ fn a_delta_stream_cannot_accumulate_names_past_the_limit() {
         ..Default::default()
     };
     // Eight names per request is within max_resource_names (8); a second eight is not.
-    assert!(d.on_request(subscribe(0..8), &store.snapshot()).is_ok());
-    let err = d
-        .on_request(subscribe(8..16), &store.snapshot())
-        .unwrap_err();
+    assert!(d.on_request(subscribe(0..8), &store.view()).is_ok());
+    let err = d.on_request(subscribe(8..16), &store.view()).unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     assert!(err.message().contains("more than 8"), "{err}");
 }

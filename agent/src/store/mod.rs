@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use steeple_plugin_api::SecretBytes;
@@ -14,8 +15,14 @@ use tokio::sync::watch;
 
 pub mod names;
 pub mod sources;
+pub mod view;
 
 pub use sources::Source;
+pub use view::{View, ViewReceiver};
+
+/// The next entry version. One counter for every store in the process, so an entry's
+/// version never repeats, even across the stores one SDS caller sees together ([`View`]).
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
 
 /// A trust domain's X.509 roots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +78,7 @@ pub enum Secret {
 /// One stored secret and the version it got when it last changed.
 #[derive(Debug)]
 pub struct Entry {
-    /// Bumped (store-wide monotonic) whenever the secret's content changes.
+    /// Bumped (process-wide monotonic) whenever the secret's content changes.
     pub version: u64,
     /// Which producer owns the entry (see [`SecretStore::sync_source`]).
     pub source: Source,
@@ -92,6 +99,8 @@ pub struct Snapshot {
     /// Bumped on every change of any entry.
     pub generation: u64,
     entries: HashMap<String, Arc<Entry>>,
+    /// The sources that have synced at least once (even with nothing).
+    synced: Vec<Source>,
 }
 
 impl Snapshot {
@@ -120,6 +129,12 @@ impl Snapshot {
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
         self.iter().next().is_none()
+    }
+
+    /// Whether `source` has synced at least once, even with nothing: what it holds is
+    /// known, not merely not arrived yet.
+    pub fn has_synced(&self, source: &Source) -> bool {
+        self.synced.contains(source)
     }
 }
 
@@ -153,14 +168,20 @@ impl SecretStore {
         self.tx.borrow().clone()
     }
 
+    /// The current snapshot as a `self`-mode caller sees it.
+    pub fn view(&self) -> View {
+        View::shared(self.snapshot())
+    }
+
     /// Makes `source`'s entries exactly `desired`: new or changed secrets get a new
     /// version, unchanged ones keep theirs, and names `source` owned before but no longer
-    /// lists are removed. Subscribers are woken only if something changed.
-    /// Returns whether anything changed.
+    /// lists are removed. Subscribers are woken only if something changed, or when this is
+    /// `source`'s first sync (see [`Snapshot::has_synced`]). Returns whether any entry
+    /// changed.
     pub fn sync_source(&self, source: &Source, desired: Vec<(String, Secret)>) -> bool {
         let mut changed = false;
         self.tx.send_if_modified(|current| {
-            let next_gen = current.generation + 1;
+            let first_sync = !current.synced.contains(source);
             let mut entries = current.entries.clone();
             let wanted: std::collections::HashSet<&str> =
                 desired.iter().map(|(n, _)| n.as_str()).collect();
@@ -175,7 +196,7 @@ impl SecretStore {
                     .is_some_and(|e| e.source == *source && e.secret == *secret);
                 if !same {
                     let entry = Entry {
-                        version: next_gen,
+                        version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
                         source: source.clone(),
                         secret: secret.clone(),
                     };
@@ -183,13 +204,18 @@ impl SecretStore {
                     changed = true;
                 }
             }
-            if changed {
+            if changed || first_sync {
+                let mut synced = current.synced.clone();
+                if first_sync {
+                    synced.push(source.clone());
+                }
                 *current = Arc::new(Snapshot {
-                    generation: next_gen,
+                    generation: current.generation + 1,
                     entries,
+                    synced,
                 });
             }
-            changed
+            changed || first_sync
         });
         changed
     }

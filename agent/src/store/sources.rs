@@ -19,3 +19,11 @@ pub enum Source {
     /// The Vault token served under this name.
     VaultToken(String),
 }
+
+impl Source {
+    /// Whether the entries are the agent's *own* identity (its SVIDs from the Workload
+    /// API): in delegated mode a caller gets its own identity, never the agent's.
+    pub fn is_own_identity(&self) -> bool {
+        matches!(self, Self::X509Identity | Self::JwtSvid(_))
+    }
+}

@@ -21,7 +21,7 @@ use steeple::sds::resources::SECRET_TYPE_URL;
 use steeple::sds::sotw::SotwStream;
 use steeple::sds::stream::Protocol;
 use steeple::sds::{SdsService, SdsSettings};
-use steeple::store::{Certificate, Secret, SecretStore, Snapshot, Source, TrustBundle};
+use steeple::store::{Certificate, Secret, SecretStore, Source, TrustBundle, View};
 use steeple_plugin_api::SecretBytes;
 
 /// Requests after this many are ignored (a stream is short-lived state).
@@ -136,7 +136,7 @@ impl Session {
     /// As `sds::stream::run` does: authorize, handle, and on a refusal end the stream.
     fn run(mut self, frames: &[&[u8]], outcome: &mut SdsOutcome) {
         for (i, frame) in frames.iter().enumerate() {
-            let snapshot = self.store.snapshot();
+            let snapshot = self.store.view();
             if let Ok(request) = DiscoveryRequest::decode(*frame) {
                 self.fetch(request.clone(), &snapshot, outcome);
                 self.sotw_request(request, &snapshot, outcome);
@@ -149,7 +149,7 @@ impl Session {
                 self.delta = None;
             }
             self.store.sync_source(&Source::Envelopes, secrets(i + 1));
-            let snapshot = self.store.snapshot();
+            let snapshot = self.store.view();
             if let Some(response) = self.sotw.as_mut().and_then(|s| s.on_snapshot(&snapshot)) {
                 self.check_sotw(&response, &snapshot, outcome);
             }
@@ -162,7 +162,7 @@ impl Session {
     fn sotw_request(
         &mut self,
         request: DiscoveryRequest,
-        snapshot: &Snapshot,
+        snapshot: &View,
         outcome: &mut SdsOutcome,
     ) {
         let Some(stream) = self.sotw.as_mut() else {
@@ -185,7 +185,7 @@ impl Session {
     fn delta_request(
         &mut self,
         request: DeltaDiscoveryRequest,
-        snapshot: &Snapshot,
+        snapshot: &View,
         outcome: &mut SdsOutcome,
     ) {
         let Some(stream) = self.delta.as_mut() else {
@@ -206,7 +206,7 @@ impl Session {
     }
 
     /// `FetchSecrets` through the service itself, with this connection's caller.
-    fn fetch(&self, request: DiscoveryRequest, snapshot: &Snapshot, outcome: &mut SdsOutcome) {
+    fn fetch(&self, request: DiscoveryRequest, snapshot: &View, outcome: &mut SdsOutcome) {
         let mut request = tonic::Request::new(request);
         request.extensions_mut().insert(ConnectedCaller {
             caller: self.caller.clone(),
@@ -226,7 +226,7 @@ impl Session {
     fn check_sotw(
         &mut self,
         response: &DiscoveryResponse,
-        snapshot: &Snapshot,
+        snapshot: &View,
         outcome: &mut SdsOutcome,
     ) {
         assert!(!response.resources.is_empty(), "an empty SotW response");
@@ -242,7 +242,7 @@ impl Session {
     fn check_delta(
         &mut self,
         response: &DeltaDiscoveryResponse,
-        snapshot: &Snapshot,
+        snapshot: &View,
         outcome: &mut SdsOutcome,
     ) {
         assert!(
@@ -281,7 +281,7 @@ impl Session {
     fn check_resources<'a>(
         &self,
         resources: impl Iterator<Item = &'a Any>,
-        snapshot: &Snapshot,
+        snapshot: &View,
     ) -> Vec<String> {
         let mut names: Vec<String> = resources
             .map(|any| {

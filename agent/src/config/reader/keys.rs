@@ -66,7 +66,10 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "allow",
         ],
     ),
-    ("workload_api", &["socket"]),
+    (
+        "workload_api",
+        &["socket", "mode", "admin_socket", "default_svid_hint"],
+    ),
     (
         "sds",
         &[

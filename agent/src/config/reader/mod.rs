@@ -22,8 +22,8 @@ mod vault;
 use keys::{SECTIONS, TABLE_ARRAYS};
 
 use super::{
-    Config, ConfigErrors, DevSection, JwtSvidConfig, KeyError, LogConfig, LogFormat, SdsConfig,
-    WorkloadApiConfig,
+    Config, ConfigErrors, DelegatedConfig, DevSection, IdentityMode, JwtSvidConfig, KeyError,
+    LogConfig, LogFormat, SdsConfig, WorkloadApiConfig,
 };
 use crate::store::names::jwt_svid_name;
 
@@ -330,7 +330,37 @@ impl Reader {
         let socket = self.string("workload_api", "socket", &default);
         WorkloadApiConfig {
             socket: PathBuf::from(endpoint_socket_path(&socket).unwrap_or(socket)),
+            mode: self.read_identity_mode(),
         }
+    }
+
+    fn read_identity_mode(&mut self) -> IdentityMode {
+        let s = "workload_api";
+        let delegated = self.parsed(s, "mode", false, "\"self\" or \"delegated\"", |v| {
+            match v.as_str()? {
+                "self" => Some(false),
+                "delegated" => Some(true),
+                _ => None,
+            }
+        });
+        let admin_socket = self.optional_string(s, "admin_socket");
+        let default_svid_hint = self.optional_string(s, "default_svid_hint");
+        if !delegated {
+            return IdentityMode::Own;
+        }
+        let Some(admin_socket) = admin_socket else {
+            self.error(
+                "workload_api.admin_socket",
+                "required with mode = \"delegated\": SPIRE agent's admin_socket_path",
+            );
+            return IdentityMode::Own;
+        };
+        IdentityMode::Delegated(DelegatedConfig {
+            admin_socket: PathBuf::from(
+                endpoint_socket_path(&admin_socket).unwrap_or(admin_socket),
+            ),
+            default_svid_hint,
+        })
     }
 
     fn read_sds(&mut self) -> SdsConfig {

@@ -1,0 +1,118 @@
+//! The workloads a node agent follows: one subscription per live caller process, shared
+//! by all of its SDS streams and connections, stopped when its last stream ends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::DelegatedClient;
+use super::convert::BundleMap;
+use super::workload::{WorkloadFollow, follow};
+use crate::authz::Caller;
+use crate::identity::DefaultNames;
+use crate::identity::x509::Follower;
+use crate::store::{SecretStore, Source};
+
+/// A process, as the kernel names it over time: its pid and its start time (a pid reused
+/// by another process gets another key).
+type ProcessKey = (i32, u64);
+
+/// One followed workload: its own store, followed while anything holds it.
+#[derive(Debug)]
+pub struct Workload {
+    store: Arc<SecretStore>,
+    stop: CancellationToken,
+}
+
+impl Workload {
+    /// The workload's own store (its SVIDs and the bundles they federate with).
+    pub fn store(&self) -> &SecretStore {
+        &self.store
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The registry of followed workloads.
+#[derive(Debug)]
+pub struct Workloads {
+    client: DelegatedClient,
+    bundles: watch::Receiver<Arc<BundleMap>>,
+    names: DefaultNames,
+    default_hint: Option<String>,
+    live: Mutex<HashMap<ProcessKey, Weak<Workload>>>,
+    shutdown: CancellationToken,
+}
+
+impl Workloads {
+    /// A registry following workloads through `client`, their bundles from `bundles`.
+    pub fn new(
+        client: DelegatedClient,
+        bundles: watch::Receiver<Arc<BundleMap>>,
+        names: DefaultNames,
+        default_hint: Option<String>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            client,
+            bundles,
+            names,
+            default_hint,
+            live: Mutex::default(),
+            shutdown,
+        }
+    }
+
+    /// The workload behind `caller`, followed from now if it was not yet. A caller
+    /// without a pid (another PID namespace) or a process gone already cannot be
+    /// attested: it gets a workload with no identity, known as such.
+    pub fn acquire(&self, caller: &Arc<Caller>) -> Arc<Workload> {
+        let Some(key) = caller.process_key() else {
+            tracing::warn!(caller = %caller.describe(), "delegated: this SDS caller's pid is not visible (another PID namespace?) so SPIRE cannot attest it; it gets no SVID");
+            return Arc::new(unattested());
+        };
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(workload) = live.get(&key).and_then(Weak::upgrade) {
+            return workload;
+        }
+        live.retain(|_, w| w.strong_count() > 0);
+        let workload = Arc::new(self.start(caller.clone(), key.0));
+        live.insert(key, Arc::downgrade(&workload));
+        crate::metrics::metrics().set_delegated_workloads(live.len());
+        workload
+    }
+
+    fn start(&self, caller: Arc<Caller>, pid: i32) -> Workload {
+        let store = Arc::new(SecretStore::new());
+        let stop = self.shutdown.child_token();
+        let task = WorkloadFollow {
+            client: self.client.clone(),
+            caller,
+            pid,
+            bundles: self.bundles.clone(),
+            default_hint: self.default_hint.clone(),
+            follower: Follower::new(store.clone(), self.names.clone()),
+        };
+        tokio::spawn(follow(task, stop.clone()));
+        Workload { store, stop }
+    }
+}
+
+/// A workload with no identity, and known to have none.
+fn unattested() -> Workload {
+    let store = Arc::new(SecretStore::new());
+    store.sync_source(&Source::X509Identity, Vec::new());
+    Workload {
+        store,
+        stop: CancellationToken::new(),
+    }
+}

@@ -1,0 +1,143 @@
+//! One workload's own identity, followed through `SubscribeToX509SVIDs{pid}` into the
+//! workload's own store for as long as any of its SDS streams is open.
+//!
+//! SPIRE attests the pid once, when the subscription opens; the answer is only used
+//! while the process that connected to Steeple still runs (its pidfd, held since it
+//! connected), so a pid reused by another process never gets the first one's SVIDs, nor
+//! the first one the newcomer's. What expired is withdrawn; an outage keeps the last good
+//! SVIDs until they expire, never after; an empty answer (no entry matches any more)
+//! withdraws everything at once.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use spire_api::pb::spire::api::agent::delegatedidentity::v1::{
+    SubscribeToX509sviDsRequest, SubscribeToX509sviDsResponse,
+};
+use steeple_plugin_api::wall_clock;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
+
+use super::DelegatedClient;
+use super::convert::{BundleMap, WorkloadSvids};
+use crate::authz::Caller;
+use crate::identity::x509::Follower;
+
+/// How long opening a subscription may take before it is retried.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one workload's follower needs.
+pub(crate) struct WorkloadFollow {
+    /// The Delegated Identity API.
+    pub(crate) client: DelegatedClient,
+    /// The workload's process, as it connected.
+    pub(crate) caller: Arc<Caller>,
+    /// Its pid as Steeple sees it.
+    pub(crate) pid: i32,
+    /// Every bundle SPIRE agent tracks.
+    pub(crate) bundles: watch::Receiver<Arc<BundleMap>>,
+    /// `workload_api.default_svid_hint`.
+    pub(crate) default_hint: Option<String>,
+    /// Writes the workload's own store.
+    pub(crate) follower: Follower,
+}
+
+/// Follows the workload until `stop` (its last stream ended) or its process exits.
+pub(crate) async fn follow(mut w: WorkloadFollow, stop: CancellationToken) {
+    let mut last: Option<WorkloadSvids> = None;
+    let mut stream: Option<Streaming<SubscribeToX509sviDsResponse>> = None;
+    let mut attested = false;
+    let mut retry_at = tokio::time::Instant::now();
+    let mut overdue_at = None;
+    loop {
+        if !w.caller.still_running() {
+            tracing::debug!(caller = %w.caller.describe(), "delegated: the workload's process exited; its identity is no longer followed");
+            return;
+        }
+        let next = w
+            .follower
+            .withdraw_expired(&mut overdue_at, SystemTime::now());
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wall_clock::nap_towards(next)) => {}
+            () = tokio::time::sleep_until(retry_at), if stream.is_none() => {
+                stream = w.open(&stop).await;
+                attested = false;
+                if stream.is_none() {
+                    retry_at = tokio::time::Instant::now() + w.follower.backoff.next_delay();
+                }
+            }
+            changed = w.bundles.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if let Some(svids) = &last {
+                    overdue_at = w.follower.apply(svids.response(&w.bundles.borrow_and_update()));
+                }
+            }
+            message = next_message(&mut stream) => match message {
+                Ok(Some(update)) => {
+                    if !attested && !w.caller.still_running() {
+                        // Attested after the process exited: the pid may be another's.
+                        return;
+                    }
+                    attested = true;
+                    w.follower.errors.recovered("SubscribeToX509SVIDs");
+                    let svids = WorkloadSvids::new(update.x509_svids, update.federates_with, w.default_hint.as_deref());
+                    overdue_at = w.follower.apply(svids.response(&w.bundles.borrow()));
+                    w.note_if_empty(&svids);
+                    last = Some(svids);
+                }
+                Ok(None) | Err(_) => {
+                    let why = message.err().map_or("stream closed by SPIRE agent".to_owned(), |s| super::explain(&s));
+                    super::log_failure(&mut w.follower.errors, "SubscribeToX509SVIDs", &why);
+                    stream = None;
+                    retry_at = tokio::time::Instant::now() + w.follower.backoff.next_delay();
+                }
+            },
+        }
+    }
+}
+
+impl WorkloadFollow {
+    /// Opens the subscription (SPIRE attests the pid now), or logs why not.
+    async fn open(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> Option<Streaming<SubscribeToX509sviDsResponse>> {
+        let request = SubscribeToX509sviDsRequest {
+            selectors: Vec::new(),
+            pid: self.pid,
+        };
+        let opened = tokio::select! {
+            () = stop.cancelled() => return None,
+            r = tokio::time::timeout(OPEN_TIMEOUT, self.client.subscribe_to_x509svi_ds(request)) => r,
+        };
+        let why = match opened {
+            Ok(Ok(response)) => return Some(response.into_inner()),
+            Ok(Err(status)) => super::explain(&status),
+            Err(_) => format!("no answer within {}s", OPEN_TIMEOUT.as_secs()),
+        };
+        super::log_failure(&mut self.follower.errors, "SubscribeToX509SVIDs", &why);
+        None
+    }
+
+    /// A workload SPIRE knows no entry for: its streams stay open (an entry created
+    /// later is served to them), and the operator is told.
+    fn note_if_empty(&self, svids: &WorkloadSvids) {
+        if svids.is_empty() {
+            crate::metrics::metrics().delegated_without_svid();
+            tracing::warn!(caller = %self.caller.describe(), "delegated: no registration entry matches this SDS caller; it gets no SVID until one does (its streams stay open)");
+        }
+    }
+}
+
+async fn next_message(
+    stream: &mut Option<Streaming<SubscribeToX509sviDsResponse>>,
+) -> Result<Option<SubscribeToX509sviDsResponse>, tonic::Status> {
+    match stream {
+        Some(s) => s.message().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,170 @@
+//! What one SDS caller sees. In `self` mode that is the shared store. In delegated mode
+//! (a node agent) it is the caller's *own* workload store — its SVIDs and the bundles they
+//! federate with — over the shared store, of which the agent's own identity is hidden:
+//! a caller gets its own identity, never the agent's nor another workload's.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::{Entry, Snapshot};
+
+/// The stores one caller sees, at one moment.
+#[derive(Debug, Clone)]
+pub struct View {
+    shared: Arc<Snapshot>,
+    own: Option<Arc<Snapshot>>,
+}
+
+impl View {
+    /// The shared store alone (`self` mode, or a caller the agent serves no identity).
+    pub fn shared(shared: Arc<Snapshot>) -> Self {
+        Self { shared, own: None }
+    }
+
+    /// A workload's own store over the shared one.
+    pub fn delegated(shared: Arc<Snapshot>, own: Arc<Snapshot>) -> Self {
+        Self {
+            shared,
+            own: Some(own),
+        }
+    }
+
+    /// The caller's own workload store, in delegated mode.
+    pub fn own(&self) -> Option<&Snapshot> {
+        self.own.as_deref()
+    }
+
+    /// The entry named `name` for this caller (see [`Snapshot::get`]).
+    pub fn get(&self, name: &str) -> Option<&Arc<Entry>> {
+        match &self.own {
+            None => self.shared.get(name),
+            Some(own) => own.get(name).or_else(|| {
+                self.shared
+                    .get(name)
+                    .filter(|e| !e.source.is_own_identity())
+            }),
+        }
+    }
+
+    /// Every entry this caller sees, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Entry>)> {
+        let own = self.own.as_deref();
+        let shared = self.shared.iter().filter(move |(name, entry)| match own {
+            None => true,
+            Some(own) => !entry.source.is_own_identity() && own.get(name).is_none(),
+        });
+        own.into_iter().flat_map(Snapshot::iter).chain(shared)
+    }
+
+    /// Bumped on every change of anything this caller sees (both stores' generations
+    /// only grow, so their sum does too).
+    pub fn generation(&self) -> u64 {
+        self.shared.generation + self.own.as_ref().map_or(0, |own| own.generation)
+    }
+}
+
+/// A subscription to the stores one caller sees: woken when either changes.
+#[derive(Debug)]
+pub struct ViewReceiver {
+    shared: watch::Receiver<Arc<Snapshot>>,
+    own: Option<watch::Receiver<Arc<Snapshot>>>,
+}
+
+impl ViewReceiver {
+    /// The shared store alone.
+    pub fn shared(shared: watch::Receiver<Arc<Snapshot>>) -> Self {
+        Self { shared, own: None }
+    }
+
+    /// A workload's own store over the shared one.
+    pub fn delegated(
+        shared: watch::Receiver<Arc<Snapshot>>,
+        own: watch::Receiver<Arc<Snapshot>>,
+    ) -> Self {
+        Self {
+            shared,
+            own: Some(own),
+        }
+    }
+
+    /// Waits until either store changed; `Err` once a store is gone.
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        match &mut self.own {
+            None => self.shared.changed().await,
+            Some(own) => tokio::select! {
+                changed = self.shared.changed() => changed,
+                changed = own.changed() => changed,
+            },
+        }
+    }
+
+    /// The current view, marking it seen.
+    pub fn borrow_and_update(&mut self) -> View {
+        View {
+            shared: self.shared.borrow_and_update().clone(),
+            own: self.own.as_mut().map(|own| own.borrow_and_update().clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Secret, SecretStore, Source};
+    use steeple_plugin_api::SecretBytes;
+
+    fn generic(value: &[u8]) -> Secret {
+        Secret::Generic(SecretBytes::copy_from(value))
+    }
+
+    #[test]
+    fn a_delegated_view_hides_the_agents_own_identity_and_shows_the_workloads() {
+        let shared = SecretStore::new();
+        shared.sync_source(
+            &Source::X509Identity,
+            vec![("default".into(), generic(b"agent"))],
+        );
+        shared.sync_source(&Source::Envelopes, vec![("app/db".into(), generic(b"row"))]);
+        let own = SecretStore::new();
+        let alone = View::delegated(shared.snapshot(), own.snapshot());
+        assert!(alone.get("default").is_none(), "never the agent's own SVID");
+        assert!(alone.get("app/db").is_some());
+        own.sync_source(
+            &Source::X509Identity,
+            vec![("default".into(), generic(b"mine"))],
+        );
+        let view = View::delegated(shared.snapshot(), own.snapshot());
+        assert_eq!(
+            view.get("default").map(|e| &e.secret),
+            Some(&generic(b"mine"))
+        );
+        let mut names: Vec<&str> = view.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["app/db", "default"]);
+        assert!(view.generation() > alone.generation());
+        assert_eq!(
+            View::shared(shared.snapshot())
+                .get("default")
+                .map(|e| &e.secret),
+            Some(&generic(b"agent")),
+            "self mode serves the agent's own identity"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_in_either_store_wakes_the_receiver() {
+        let shared = SecretStore::new();
+        let own = SecretStore::new();
+        let mut rx = ViewReceiver::delegated(shared.subscribe(), own.subscribe());
+        own.sync_source(
+            &Source::X509Identity,
+            vec![("default".into(), generic(b"1"))],
+        );
+        rx.changed().await.unwrap();
+        assert!(rx.borrow_and_update().get("default").is_some());
+        shared.sync_source(&Source::Envelopes, vec![("x".into(), generic(b"2"))]);
+        rx.changed().await.unwrap();
+        assert!(rx.borrow_and_update().get("x").is_some());
+    }
+}
