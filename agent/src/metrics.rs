@@ -312,6 +312,11 @@ impl Metrics {
             "SDS connections whose peer credentials had no pid (another PID namespace), so the exited-process check could not run.",
             load(&self.sds_callers_without_pid),
         );
+        self.render_delegated(out);
+    }
+
+    /// Delegated mode: workloads followed, and callers SPIRE knows no entry for.
+    fn render_delegated(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP steeple_delegated_workloads Local workloads whose own SVIDs are followed through SPIRE's Delegated Identity API (delegated mode).\n# TYPE steeple_delegated_workloads gauge\nsteeple_delegated_workloads {}",

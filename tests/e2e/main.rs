@@ -21,6 +21,7 @@ mod jwt_injection;
 mod memory_hygiene;
 mod mtls;
 mod no_disk_writes;
+mod node_agent;
 mod pid_namespace_callers;
 mod reload;
 mod resolver_conformance;

@@ -36,6 +36,10 @@ pub struct SpireOptions {
     pub ca_ttl: String,
     /// `log_level` of server and agent. Default `DEBUG`.
     pub log_level: String,
+    /// The agent's `authorized_delegates` (SPIFFE IDs). When set, the agent serves the
+    /// Delegated Identity API on [`Spire::admin_socket`], and its Workload API socket
+    /// moves to `public/` (SPIRE refuses an admin socket beside it).
+    pub authorized_delegates: Vec<String>,
 }
 
 impl Default for SpireOptions {
@@ -46,6 +50,7 @@ impl Default for SpireOptions {
             default_jwt_svid_ttl: "5m".to_owned(),
             ca_ttl: "168h".to_owned(),
             log_level: "DEBUG".to_owned(),
+            authorized_delegates: Vec::new(),
         }
     }
 }
@@ -96,13 +101,21 @@ impl Spire {
             .prefix("spire-")
             .tempdir_in("/tmp")
             .context("creating SPIRE temp dir")?;
+        let delegating = !options.authorized_delegates.is_empty();
+        let agent_socket = if delegating {
+            std::fs::create_dir_all(dir.path().join("public"))?;
+            std::fs::create_dir_all(dir.path().join("admin"))?;
+            dir.path().join("public/agent.sock")
+        } else {
+            dir.path().join("agent.sock")
+        };
         let mut spire = Self {
             options,
             server_bin,
             agent_bin,
             server_port: process::free_port()?,
             server_socket: dir.path().join("server.sock"),
-            agent_socket: dir.path().join("agent.sock"),
+            agent_socket,
             agent_attested: false,
             agent: None,
             server: None,
@@ -120,6 +133,12 @@ impl Spire {
     /// same socket (resources `default`, `ROOTCA`, `ALL`, or SPIFFE IDs).
     pub fn agent_socket(&self) -> &Path {
         &self.agent_socket
+    }
+
+    /// The agent's admin socket (the Delegated Identity API), served when
+    /// [`SpireOptions::authorized_delegates`] is set.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.path("admin/admin.sock")
     }
 
     /// The running agent's process id (`None` while it is stopped).
@@ -322,7 +341,12 @@ impl Spire {
 
     fn write_configs(&self) -> anyhow::Result<()> {
         let server = config::server(self.dir(), self.server_port, &self.options);
-        let agent = config::agent(self.dir(), self.server_port, &self.options);
+        let agent = config::agent(
+            self.dir(),
+            self.server_port,
+            &self.agent_socket,
+            &self.options,
+        );
         std::fs::write(self.path("server.conf"), server).context("writing server.conf")?;
         std::fs::write(self.path("agent.conf"), agent).context("writing agent.conf")?;
         Ok(())

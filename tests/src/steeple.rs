@@ -79,14 +79,15 @@ fn build() -> anyhow::Result<PathBuf> {
 impl SteepleProcess {
     /// `steeple run` against the Workload API at `workload_socket`, its SDS socket in
     /// `dir`, debug logging (so the canary checks see as much as possible), plus
-    /// `extra_toml` appended to the generated config (the keys of an `[sds]` section in it
-    /// join the generated one).
+    /// `extra_toml` appended to the generated config (the keys of its `[workload_api]` and
+    /// `[sds]` sections join the generated ones).
     pub fn run(dir: &Path, workload_socket: &Path, extra_toml: &str) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let sds_socket = dir.join("sds.sock");
-        let (sds_keys, rest) = split_sds_section(extra_toml);
+        let (api_keys, rest) = split_section(extra_toml, "[workload_api]");
+        let (sds_keys, rest) = split_section(&rest, "[sds]");
         let config = format!(
-            "[workload_api]\nsocket = \"{}\"\n[sds]\nsocket = \"{}\"\n{sds_keys}[log]\nlevel = \"debug\"\n{rest}",
+            "[workload_api]\nsocket = \"{}\"\n{api_keys}[sds]\nsocket = \"{}\"\n{sds_keys}[log]\nlevel = \"debug\"\n{rest}",
             workload_socket.display(),
             sds_socket.display()
         );
@@ -300,22 +301,22 @@ fn only_child(parent: u32) -> anyhow::Result<u32> {
     }
 }
 
-/// The key lines of `toml`'s `[sds]` section, and everything else.
-fn split_sds_section(toml: &str) -> (String, String) {
-    let (mut sds, mut rest) = (String::new(), String::new());
-    let mut in_sds = false;
+/// The key lines of `toml`'s `header` section (e.g. `[sds]`), and everything else.
+fn split_section(toml: &str, header: &str) -> (String, String) {
+    let (mut section, mut rest) = (String::new(), String::new());
+    let mut inside = false;
     for line in toml.lines() {
         if line.trim_start().starts_with('[') {
-            in_sds = line.trim() == "[sds]";
-            if in_sds {
+            inside = line.trim() == header;
+            if inside {
                 continue;
             }
         }
-        let out = if in_sds { &mut sds } else { &mut rest };
+        let out = if inside { &mut section } else { &mut rest };
         out.push_str(line);
         out.push('\n');
     }
-    (sds, rest)
+    (section, rest)
 }
 
 /// `steeple envelope seal` with the arguments and environment `configure` adds (the

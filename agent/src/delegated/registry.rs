@@ -3,6 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +17,10 @@ use crate::authz::Caller;
 use crate::identity::DefaultNames;
 use crate::identity::x509::Follower;
 use crate::store::{SecretStore, Source};
+
+/// How long a workload stays followed after a `FetchSecrets` that needed it, so a client
+/// polling with unary calls does not open a subscription per call.
+const FETCH_LINGER: Duration = Duration::from_secs(30);
 
 /// A process, as the kernel names it over time: its pid and its start time (a pid reused
 /// by another process gets another key).
@@ -47,6 +54,8 @@ pub struct Workloads {
     names: DefaultNames,
     default_hint: Option<String>,
     live: Mutex<HashMap<ProcessKey, Weak<Workload>>>,
+    /// Workloads kept followed after a unary fetch, until the instant given.
+    lingering: Mutex<HashMap<ProcessKey, (Arc<Workload>, Instant)>>,
     shutdown: CancellationToken,
 }
 
@@ -65,6 +74,7 @@ impl Workloads {
             names,
             default_hint,
             live: Mutex::default(),
+            lingering: Mutex::default(),
             shutdown,
         }
     }
@@ -91,6 +101,22 @@ impl Workloads {
         workload
     }
 
+    /// Like [`Workloads::acquire`], for a unary request: the workload stays followed for
+    /// [`FETCH_LINGER`] after it (while its process runs).
+    pub fn acquire_for_fetch(&self, caller: &Arc<Caller>) -> Arc<Workload> {
+        let workload = self.acquire(caller);
+        let mut lingering = self
+            .lingering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        lingering.retain(|_, (w, until)| *until > now && !w.stop.is_cancelled());
+        if let Some(key) = caller.process_key().filter(|_| caller.still_running()) {
+            lingering.insert(key, (workload.clone(), now + FETCH_LINGER));
+        }
+        workload
+    }
+
     fn start(&self, caller: Arc<Caller>, pid: i32) -> Workload {
         let store = Arc::new(SecretStore::new());
         let stop = self.shutdown.child_token();
@@ -100,7 +126,7 @@ impl Workloads {
             pid,
             bundles: self.bundles.clone(),
             default_hint: self.default_hint.clone(),
-            follower: Follower::new(store.clone(), self.names.clone()),
+            follower: Follower::new(store.clone(), self.names.clone(), "SubscribeToX509SVIDs"),
         };
         tokio::spawn(follow(task, stop.clone()));
         Workload { store, stop }

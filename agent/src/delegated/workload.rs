@@ -48,6 +48,8 @@ pub(crate) async fn follow(mut w: WorkloadFollow, stop: CancellationToken) {
     let mut last: Option<WorkloadSvids> = None;
     let mut stream: Option<Streaming<SubscribeToX509sviDsResponse>> = None;
     let mut attested = false;
+    // Until SPIRE first answers, the store stays unsynced: "not known yet", not "none".
+    let mut answered = false;
     let mut retry_at = tokio::time::Instant::now();
     let mut overdue_at = None;
     loop {
@@ -55,9 +57,12 @@ pub(crate) async fn follow(mut w: WorkloadFollow, stop: CancellationToken) {
             tracing::debug!(caller = %w.caller.describe(), "delegated: the workload's process exited; its identity is no longer followed");
             return;
         }
-        let next = w
-            .follower
-            .withdraw_expired(&mut overdue_at, SystemTime::now());
+        let next = if answered {
+            w.follower
+                .withdraw_expired(&mut overdue_at, SystemTime::now())
+        } else {
+            None
+        };
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wall_clock::nap_towards(next)) => {}
@@ -83,7 +88,7 @@ pub(crate) async fn follow(mut w: WorkloadFollow, stop: CancellationToken) {
                         return;
                     }
                     attested = true;
-                    w.follower.errors.recovered("SubscribeToX509SVIDs");
+                    answered = true;
                     let svids = WorkloadSvids::new(update.x509_svids, update.federates_with, w.default_hint.as_deref());
                     overdue_at = w.follower.apply(svids.response(&w.bundles.borrow()));
                     w.note_if_empty(&svids);

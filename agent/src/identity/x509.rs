@@ -78,11 +78,10 @@ pub fn bundle_sources(response: &X509svidResponse) -> impl Iterator<Item = (&str
 }
 
 impl X509State {
-    /// Folds one Workload API response in: what validates replaces what we had, what
-    /// does not is logged and the last good value for it stays.
-    pub fn apply(&mut self, response: X509svidResponse, now: SystemTime) {
+    /// The bundles of `response` that parse; a malformed one keeps its last good value.
+    fn parse_bundles(&self, response: &X509svidResponse) -> BTreeMap<String, TrustBundle> {
         let mut bundles = BTreeMap::new();
-        for (id, der) in bundle_sources(&response) {
+        for (id, der) in bundle_sources(response) {
             let Some(td) = trust_domain_of(id) else {
                 tracing::error!(id, "bundle keyed by an invalid trust domain; ignored");
                 continue;
@@ -104,6 +103,14 @@ impl X509State {
                 }
             }
         }
+        bundles
+    }
+
+    /// Folds one Workload API response in: what validates replaces what we had, what
+    /// does not is logged and the last good value for it stays. A response with no SVID
+    /// at all withdraws everything.
+    pub fn apply(&mut self, response: X509svidResponse, now: SystemTime) {
+        let bundles = self.parse_bundles(&response);
         let mut svids = Vec::with_capacity(response.svids.len());
         for svid in &response.svids {
             let roots = trust_domain_of(&svid.spiffe_id)
@@ -215,7 +222,7 @@ pub async fn run(
     names: DefaultNames,
     shutdown: CancellationToken,
 ) {
-    let mut follower = Follower::new(store, names);
+    let mut follower = Follower::new(store, names, "FetchX509SVID");
     loop {
         // Bounded, so a Workload API that accepts but never answers cannot hold the
         // loop below (which withdraws expired SVIDs) off for long.
@@ -262,6 +269,8 @@ pub(crate) struct Follower {
     pub(crate) backoff: Backoff,
     /// Repeated failures logged once.
     pub(crate) errors: RepeatFilter,
+    /// The call followed, as logs name it.
+    what: &'static str,
 }
 
 type Opened = Result<
@@ -270,14 +279,16 @@ type Opened = Result<
 >;
 
 impl Follower {
-    /// Keeps `store` in step with one identity, published under `names`.
-    pub(crate) fn new(store: Arc<SecretStore>, names: DefaultNames) -> Self {
+    /// Keeps `store` in step with one identity (followed through the call `what`),
+    /// published under `names`.
+    pub(crate) fn new(store: Arc<SecretStore>, names: DefaultNames, what: &'static str) -> Self {
         Self {
             store,
             names,
             state: X509State::default(),
             backoff: Backoff::default(),
             errors: RepeatFilter::default(),
+            what,
         }
     }
 
@@ -322,7 +333,7 @@ impl Follower {
 
     /// Applies one stream message; returns when the next SVID becomes overdue.
     pub(crate) fn apply(&mut self, response: X509svidResponse) -> Option<SystemTime> {
-        self.errors.recovered("FetchX509SVID");
+        self.errors.recovered(self.what);
         self.backoff.reset();
         let before = leaves(&self.state.svids);
         self.state.apply(response, SystemTime::now());

@@ -129,3 +129,16 @@ fn a_new_leaf_for_a_known_id_counts_as_a_rotation() {
     let rotated = cert("spiffe://example.org/web");
     assert_eq!(rotations(&before, &[rotated, db]), 1);
 }
+
+/// SPIRE's answer for a workload whose entries were deleted (delegated mode): no SVID at
+/// all. Unlike an update whose SVIDs fail validation, it withdraws everything.
+#[test]
+fn an_update_with_no_svid_withdraws_everything() {
+    let ca = TestCa::new("example.org");
+    let mut state = X509State::default();
+    let now = SystemTime::now();
+    state.apply(response(&ca, 3600, &[]), now);
+    assert!(!state.entries(&names(), now).is_empty());
+    state.apply(X509svidResponse::default(), now);
+    assert!(state.entries(&names(), now).is_empty());
+}

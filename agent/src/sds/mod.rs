@@ -98,14 +98,18 @@ impl SdsService {
         self
     }
 
-    /// The caller's workload in delegated mode (`None` in `self` mode).
-    fn workload<T>(&self, request: &Request<T>) -> Option<Arc<Workload>> {
+    /// The caller's workload in delegated mode (`None` in `self` mode), followed while
+    /// the result is held — and for a while after a unary fetch (`unary`).
+    fn workload<T>(&self, request: &Request<T>, unary: bool) -> Option<Arc<Workload>> {
         let workloads = self.workloads.as_ref()?;
         let caller = match Self::connection(request) {
             Some(connected) => connected.caller.clone(),
             None => Arc::new(Caller::from_peer(u32::MAX, u32::MAX, None)),
         };
-        Some(workloads.acquire(&caller))
+        Some(match unary {
+            true => workloads.acquire_for_fetch(&caller),
+            false => workloads.acquire(&caller),
+        })
     }
 
     /// What the stores hold for one request: the caller's own identity over the shared
@@ -164,7 +168,7 @@ impl SdsService {
             )));
         }
         let mut permit = permit;
-        permit.workload = self.workload(request);
+        permit.workload = self.workload(request, false);
         Ok((grant, permit))
     }
 
@@ -241,7 +245,7 @@ impl SecretDiscoveryService for SdsService {
         if let Some(connected) = Self::connection(&request) {
             connected.activity.touch();
         }
-        let workload = self.workload(&request);
+        let workload = self.workload(&request, true);
         let request = request.into_inner();
         SdsSettings::check_type_url(&request.type_url)?;
         self.settings.check_names(&request.resource_names)?;

@@ -53,7 +53,22 @@ plugins {{
     )
 }
 
-pub(super) fn agent(dir: &Path, port: u16, o: &SpireOptions) -> String {
+pub(super) fn agent(dir: &Path, port: u16, socket: &Path, o: &SpireOptions) -> String {
+    let delegation = if o.authorized_delegates.is_empty() {
+        String::new()
+    } else {
+        let delegates: Vec<String> = o
+            .authorized_delegates
+            .iter()
+            .map(|id| format!("\"{id}\""))
+            .collect();
+        format!(
+            "admin_socket_path = \"{}/admin/admin.sock\"\n    authorized_delegates = [{}]\n    ",
+            dir.display(),
+            delegates.join(", ")
+        )
+    };
+    let socket = socket.display();
     let dir = dir.display();
     format!(
         r#"agent {{
@@ -61,8 +76,8 @@ pub(super) fn agent(dir: &Path, port: u16, o: &SpireOptions) -> String {
     log_level = "{log_level}"
     server_address = "127.0.0.1"
     server_port = "{port}"
-    socket_path = "{dir}/agent.sock"
-    trust_bundle_path = "{dir}/bundle.pem"
+    socket_path = "{socket}"
+    {delegation}trust_bundle_path = "{dir}/bundle.pem"
     trust_domain = "{td}"
     sds {{
         default_svid_name = "default"

@@ -1,0 +1,285 @@
+//! One Steeple per node (`[workload_api] mode = "delegated"`) against a real SPIRE agent
+//! serving the Delegated Identity API on its admin socket, with Steeple's own SPIFFE ID in
+//! its `authorized_delegates`. Workloads are registered by `unix:uid`, each a real Envoy
+//! run as its own uid (`setpriv`) on the *same* Steeple SDS socket. Proven:
+//! - each workload's `default` is its own: A and B do mTLS with each other, each side
+//!   accepting only the other's SPIFFE ID;
+//! - A asking for B's SPIFFE ID is refused, and the refusal audited;
+//! - a third uid with no entry gets no SVID, its Envoy held waiting, and gets its own once
+//!   an entry is created — the same Envoy, without reconnecting;
+//! - SPIRE agent stopped and started under load: not one request fails, and Steeple
+//!   follows the restarted agent (a new caller is served);
+//! - B's entry deleted: B's SVID is withdrawn while A is still served;
+//! - no private key Steeple served shows in its logs.
+//!
+//! Needs root (to run Envoys and callers as other users).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use steeple_e2e::bootstrap::{TlsNames, mtls_client, mtls_server};
+use steeple_e2e::sds_client::{self, assert_not_in_logs};
+use steeple_e2e::suite::eventually_status;
+use steeple_e2e::{Envoy, Spire, SpireOptions, SteepleProcess, free_port, http_get};
+
+const STEEPLE: &str = "spiffe://example.org/steeple";
+const A: (&str, u32) = ("spiffe://example.org/workload-a", 1101);
+const B: (&str, u32) = ("spiffe://example.org/workload-b", 1102);
+const C: (&str, u32) = ("spiffe://example.org/workload-c", 1103);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_workload_gets_its_own_identity_and_nothing_of_anyone_elses() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        rustix::process::geteuid().is_root(),
+        "this suite runs workloads as other users and needs root"
+    );
+    let mut spire = Spire::start(SpireOptions {
+        authorized_delegates: vec![STEEPLE.to_owned()],
+        ..SpireOptions::default()
+    })?;
+    spire.create_entry(STEEPLE, "unix:uid:0", None)?;
+    spire.create_entry(A.0, &format!("unix:uid:{}", A.1), None)?;
+    let b_entry = spire.create_entry(B.0, &format!("unix:uid:{}", B.1), None)?;
+    let node = NodeAgent::start(&spire)?;
+
+    // A serves, B calls: each presents its own `default`, and accepts only the other.
+    let (server_port, client_port) = (free_port()?, free_port()?);
+    let _server = node.envoy(
+        &mtls_server(free_port()?, server_port, node.sds(), &names(B.0), "from-a"),
+        A.1,
+    )?;
+    let _client = node.envoy(
+        &mtls_client(
+            free_port()?,
+            client_port,
+            server_port,
+            node.sds(),
+            &names(A.0),
+        ),
+        B.1,
+    )?;
+    let (_, body) = eventually_status(client_port, 200)
+        .await
+        .with_context(|| node.steeple.logs())?;
+    assert_eq!(body, "from-a");
+
+    // A asking for B's SVID: refused, audited.
+    let refused = node.fetch_as(A.1, B.0, 5)?;
+    anyhow::ensure!(
+        !refused.0 && refused.1.contains("not an SVID of this workload"),
+        "A fetching B's SVID: {refused:?}"
+    );
+    node.wait_audited_denial(A.1, B.0).await?;
+
+    no_entry_then_entry(&spire, &node).await?;
+    agent_restart_under_load(&mut spire, &node, client_port).await?;
+
+    // B's entry deleted: B's SVID withdrawn, A's still served.
+    spire.delete_entry(&b_entry)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while node.fetch_as(B.1, "default", 2)?.0 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "B's SVID still served 30 s after its entry was deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(node.fetch_as(A.1, "default", 10)?.0, "A lost its SVID");
+    assert_eq!(http_get(client_port, "/").await?.0, 200);
+
+    // Steeple's own delegated SVID (root is uid 0, its own entry): its key never logged.
+    let own = sds_client::wait_for(node.sds(), &["default"], Duration::from_secs(10)).await?;
+    let keys: Vec<Vec<u8>> = own.iter().filter_map(sds_client::secret_bytes).collect();
+    assert!(!keys.is_empty());
+    assert_not_in_logs(&keys, &node.steeple.logs())?;
+    Ok(())
+}
+
+/// A uid with no entry: its Envoy gets nothing and waits; once an entry is created the
+/// same Envoy gets that SVID.
+async fn no_entry_then_entry(spire: &Spire, node: &NodeAgent) -> anyhow::Result<()> {
+    let port = free_port()?;
+    let admin = free_port()?;
+    let envoy = node.envoy(
+        &mtls_server(admin, port, node.sds(), &names(A.0), "from-c"),
+        C.1,
+    )?;
+    node.wait_log("no registration entry matches this SDS caller")
+        .await?;
+    assert!(envoy.certificate_serials(C.0).await?.is_empty());
+    spire.create_entry(C.0, &format!("unix:uid:{}", C.1), None)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while envoy.certificate_serials(C.0).await?.is_empty() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "C's Envoy never got C's SVID after its entry was created:\n{}",
+            node.steeple.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+/// Requests through the mTLS pair while SPIRE agent is down for 10 s and back: none
+/// fails; then a caller Steeple has not seen before is served.
+async fn agent_restart_under_load(
+    spire: &mut Spire,
+    node: &NodeAgent,
+    client_port: u16,
+) -> anyhow::Result<()> {
+    let load = tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u32, 0u32);
+        let end = tokio::time::Instant::now() + Duration::from_secs(16);
+        while tokio::time::Instant::now() < end {
+            match http_get(client_port, "/").await {
+                Ok((200, _)) => ok += 1,
+                _ => failed += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (ok, failed)
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    spire.stop_agent()?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    spire.start_agent()?;
+    let (ok, failed) = load.await?;
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    assert!(ok > 50, "only {ok} requests");
+    let (served, stderr) = node.fetch_as(C.1, "default", 30)?;
+    anyhow::ensure!(
+        served,
+        "no new caller served after the agent restart: {stderr}\n{}",
+        node.own_log_lines()
+    );
+    Ok(())
+}
+
+/// `certificate: default`, validation `ROOTCA`, accepting only `peer`.
+fn names(peer: &str) -> TlsNames<'_> {
+    TlsNames {
+        certificate: "default",
+        validation: Some("ROOTCA"),
+        peer_id: peer,
+    }
+}
+
+/// Steeple as a node agent, its SDS socket open to every local user.
+struct NodeAgent {
+    steeple: SteepleProcess,
+    audit: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl NodeAgent {
+    fn start(spire: &Spire) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("steeple-node-")
+            .tempdir_in("/tmp")?;
+        set_mode(dir.path(), 0o755)?;
+        let steeple_dir = dir.path().join("steeple");
+        std::fs::create_dir_all(&steeple_dir)?;
+        set_mode(&steeple_dir, 0o755)?;
+        let audit = dir.path().join("audit.jsonl");
+        let uids = [0, A.1, B.1, C.1].map(|u| u.to_string()).join(", ");
+        let config = format!(
+            "[workload_api]\nmode = \"delegated\"\nadmin_socket = \"{}\"\n\
+             [sds]\nsocket_mode = \"0666\"\n\
+             [audit]\nsink = \"file:{}\"\n\
+             [[callers]]\nuids = [{uids}]\nresources = [\"*\"]\n",
+            spire.admin_socket().display(),
+            audit.display()
+        );
+        let steeple = SteepleProcess::run(&steeple_dir, spire.agent_socket(), &config)?;
+        Ok(Self {
+            steeple,
+            audit,
+            dir,
+        })
+    }
+
+    fn sds(&self) -> &Path {
+        self.steeple.sds_socket()
+    }
+
+    fn envoy(&self, bootstrap: &str, uid: u32) -> anyhow::Result<Envoy> {
+        Envoy::start_as_user(bootstrap, self.dir.path(), uid)
+    }
+
+    /// `sds-fetch` run as `uid` for `name`: whether it was served, and its stderr.
+    fn fetch_as(&self, uid: u32, name: &str, timeout_s: u32) -> anyhow::Result<(bool, String)> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let bin = self.dir.path().join("sds-fetch");
+        if !bin.exists() {
+            std::fs::copy(env!("CARGO_BIN_EXE_sds-fetch"), &bin)?;
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let output = std::process::Command::new("setpriv")
+            .args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".to_owned(),
+            ])
+            .arg(&bin)
+            .arg(self.sds())
+            .arg(name)
+            .arg(timeout_s.to_string())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        Ok((output.status.success(), stderr))
+    }
+
+    /// Steeple's log without the HTTP/2 stack's lines (for failure messages).
+    fn own_log_lines(&self) -> String {
+        let logs = self.steeple.logs();
+        let own = logs
+            .lines()
+            .filter(|l| !l.contains(" h2::") && !l.contains(" tower::") && !l.contains(" hyper"));
+        own.collect::<Vec<_>>().join("\n")
+    }
+
+    async fn wait_log(&self, text: &str) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self.steeple.logs().contains(text) {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no {text:?} in Steeple's log:\n{}",
+                self.steeple.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits for the audit trail's denial of `resource` to a caller of `uid`.
+    async fn wait_audited_denial(&self, uid: u32, resource: &str) -> anyhow::Result<()> {
+        let caller = format!("uid={uid} ");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
+            let found = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|e| {
+                    e["decision"] == "deny"
+                        && e["resource"] == resource
+                        && e["caller"].as_str().is_some_and(|c| c.starts_with(&caller))
+                });
+            if found {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no audited denial of {resource} to uid {uid}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
