@@ -12,11 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::DelegatedClient;
 use super::convert::BundleMap;
+use super::jwt::DelegatedJwt;
 use super::workload::{WorkloadFollow, follow};
 use crate::authz::Caller;
 use crate::identity::DefaultNames;
 use crate::identity::x509::Follower;
-use crate::store::{SecretStore, Source};
+use crate::store::names::JWT_SVID_PREFIX;
+use crate::store::{OnDemand, SecretStore, Source};
 
 /// How long a workload stays followed after a `FetchSecrets` that needed it, so a client
 /// polling with unary calls does not open a subscription per call.
@@ -26,17 +28,76 @@ const FETCH_LINGER: Duration = Duration::from_secs(30);
 /// by another process gets another key).
 type ProcessKey = (i32, u64);
 
+/// Most audiences one workload may have JWT-SVIDs fetched for.
+const MAX_JWT_AUDIENCES: usize = 16;
+
 /// One followed workload: its own store, followed while anything holds it.
 #[derive(Debug)]
 pub struct Workload {
     store: Arc<SecretStore>,
     stop: CancellationToken,
+    /// How to fetch its JWT-SVIDs; `None` for a workload that cannot be attested.
+    attested: Option<Attested>,
+    /// The audiences whose JWT-SVIDs are kept fresh.
+    audiences: Mutex<Vec<String>>,
+}
+
+/// What fetching for an attested workload takes.
+#[derive(Debug)]
+struct Attested {
+    client: DelegatedClient,
+    caller: Arc<Caller>,
+    pid: i32,
+    default_hint: Option<String>,
 }
 
 impl Workload {
     /// The workload's own store (its SVIDs and the bundles they federate with).
     pub fn store(&self) -> &SecretStore {
         &self.store
+    }
+
+    /// Starts keeping the JWT-SVID for `audience` fresh, unless it is kept already.
+    fn want_jwt(&self, attested: &Attested, audience: &str) -> Result<(), String> {
+        let mut audiences = self
+            .audiences
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if audiences.iter().any(|a| a == audience) {
+            return Ok(());
+        }
+        if audiences.len() >= MAX_JWT_AUDIENCES {
+            return Err(format!(
+                "a workload may have JWT-SVIDs for at most {MAX_JWT_AUDIENCES} audiences"
+            ));
+        }
+        audiences.push(audience.to_owned());
+        let jwt = DelegatedJwt {
+            client: attested.client.clone(),
+            caller: attested.caller.clone(),
+            pid: attested.pid,
+            store: self.store.clone(),
+            audience: audience.to_owned(),
+            name: format!("{JWT_SVID_PREFIX}{audience}"),
+            default_hint: attested.default_hint.clone(),
+        };
+        tokio::spawn(super::jwt::run(jwt, self.stop.clone()));
+        Ok(())
+    }
+}
+
+impl OnDemand for Workload {
+    fn wanted(&self, names: &[&str]) -> Result<(), String> {
+        let Some(attested) = &self.attested else {
+            return Ok(());
+        };
+        for name in names {
+            match name.strip_prefix(JWT_SVID_PREFIX) {
+                Some(audience) if !audience.is_empty() => self.want_jwt(attested, audience)?,
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -122,14 +183,25 @@ impl Workloads {
         let stop = self.shutdown.child_token();
         let task = WorkloadFollow {
             client: self.client.clone(),
-            caller,
+            caller: caller.clone(),
             pid,
             bundles: self.bundles.clone(),
             default_hint: self.default_hint.clone(),
             follower: Follower::new(store.clone(), self.names.clone(), "SubscribeToX509SVIDs"),
         };
         tokio::spawn(follow(task, stop.clone()));
-        Workload { store, stop }
+        let attested = Attested {
+            client: self.client.clone(),
+            caller,
+            pid,
+            default_hint: self.default_hint.clone(),
+        };
+        Workload {
+            store,
+            stop,
+            attested: Some(attested),
+            audiences: Mutex::default(),
+        }
     }
 }
 
@@ -140,5 +212,7 @@ fn unattested() -> Workload {
     Workload {
         store,
         stop: CancellationToken::new(),
+        attested: None,
+        audiences: Mutex::default(),
     }
 }

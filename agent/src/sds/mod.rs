@@ -30,7 +30,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::authz::{Caller, Grant, SharedPolicy};
 use crate::delegated::{Workload, Workloads};
 use crate::metrics::metrics;
-use crate::store::{SecretStore, Source, View, ViewReceiver};
+use crate::store::names::JWT_SVID_PREFIX;
+use crate::store::{OnDemand as _, SecretStore, Snapshot, Source, View, ViewReceiver};
 use delta::DeltaStream;
 pub use limits::SdsSettings;
 use resources::{ClientCaps, SECRET_TYPE_URL, encode};
@@ -100,9 +101,13 @@ impl SdsService {
 
     /// The caller's workload in delegated mode (`None` in `self` mode), followed while
     /// the result is held — and for a while after a unary fetch (`unary`).
-    fn workload<T>(&self, request: &Request<T>, unary: bool) -> Option<Arc<Workload>> {
+    fn workload(
+        &self,
+        connected: Option<&peer::ConnectedCaller>,
+        unary: bool,
+    ) -> Option<Arc<Workload>> {
         let workloads = self.workloads.as_ref()?;
-        let caller = match Self::connection(request) {
+        let caller = match connected {
             Some(connected) => connected.caller.clone(),
             None => Arc::new(Caller::from_peer(u32::MAX, u32::MAX, None)),
         };
@@ -112,21 +117,26 @@ impl SdsService {
         })
     }
 
-    /// What the stores hold for one request: the caller's own identity over the shared
-    /// store in delegated mode, once SPIRE first answered about it (or
-    /// [`FIRST_IDENTITY_WAIT`] passed).
-    async fn view_now(&self, workload: Option<&Workload>) -> View {
+    /// What the stores hold for one request naming `names`: the caller's own identity
+    /// over the shared store in delegated mode, once SPIRE first answered about it and
+    /// the JWT-SVIDs named are there (or [`FIRST_IDENTITY_WAIT`] passed).
+    async fn view_now(&self, workload: Option<&Workload>, names: &[&str]) -> Result<View, Status> {
         let Some(workload) = workload else {
-            return self.store.view();
+            return Ok(self.store.view());
         };
+        workload.wanted(names).map_err(Status::resource_exhausted)?;
+        let jwts: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| n.starts_with(JWT_SVID_PREFIX))
+            .collect();
         let mut own = workload.store().subscribe();
-        let _ = tokio::time::timeout(
-            FIRST_IDENTITY_WAIT,
-            own.wait_for(|s| s.has_synced(&Source::X509Identity)),
-        )
-        .await;
+        let known = |s: &Arc<Snapshot>| {
+            s.has_synced(&Source::X509Identity) && jwts.iter().all(|n| s.get(n).is_some())
+        };
+        let _ = tokio::time::timeout(FIRST_IDENTITY_WAIT, own.wait_for(known)).await;
         let own = own.borrow().clone();
-        View::delegated(self.store.snapshot(), own)
+        Ok(View::delegated(self.store.snapshot(), own))
     }
 
     /// The caller's grant, from the Unix peer credentials of its connection. A connection
@@ -168,7 +178,7 @@ impl SdsService {
             )));
         }
         let mut permit = permit;
-        permit.workload = self.workload(request, false);
+        permit.workload = self.workload(Self::connection(request), false);
         Ok((grant, permit))
     }
 
@@ -187,7 +197,9 @@ impl SdsService {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let view = match &permit.workload {
             None => ViewReceiver::shared(self.store.subscribe()),
-            Some(w) => ViewReceiver::delegated(self.store.subscribe(), w.store().subscribe()),
+            Some(w) => {
+                ViewReceiver::delegated(self.store.subscribe(), w.store().subscribe(), w.clone())
+            }
         };
         let running = stream::run(
             grant,
@@ -242,10 +254,10 @@ impl SecretDiscoveryService for SdsService {
         request: Request<DiscoveryRequest>,
     ) -> Result<Response<DiscoveryResponse>, Status> {
         let grant = self.grant(&request);
-        if let Some(connected) = Self::connection(&request) {
+        let connected = Self::connection(&request).cloned();
+        if let Some(connected) = &connected {
             connected.activity.touch();
         }
-        let workload = self.workload(&request, true);
         let request = request.into_inner();
         SdsSettings::check_type_url(&request.type_url)?;
         self.settings.check_names(&request.resource_names)?;
@@ -253,46 +265,52 @@ impl SecretDiscoveryService for SdsService {
             request.node.as_ref(),
             self.settings.disable_spiffe_cert_validation,
         );
-        let snapshot = self.view_now(workload.as_deref()).await;
         let mut names: Vec<&str> = request.resource_names.iter().map(String::as_str).collect();
+        // Authorized before anything is fetched on the caller's behalf.
+        grant.authorize(names.iter().copied())?;
+        let workload = self.workload(connected.as_ref(), true);
+        let snapshot = self.view_now(workload.as_deref(), &names).await?;
         if names.is_empty() {
             // FetchSecrets without names: everything this caller may see.
-            grant.authorize([])?;
             names = snapshot
                 .iter()
                 .map(|(n, _)| n.as_str())
                 .filter(|n| grant.covers(n))
                 .collect();
             names.sort_unstable();
-        } else {
-            grant.authorize(names.iter().copied())?;
-            if let own_identity::Verdict::Foreign(name) = own_identity::judge(&snapshot, &names) {
-                return Err(own_identity::refuse(grant.caller(), name));
-            }
+        } else if let own_identity::Verdict::Foreign(name) = own_identity::judge(&snapshot, &names)
+        {
+            return Err(own_identity::refuse(grant.caller(), name));
         }
-        let missing: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|n| snapshot.get(n).is_none())
-            .collect();
-        if !missing.is_empty() {
-            let shown: Vec<&str> = missing.iter().copied().take(5).collect();
-            return Err(Status::not_found(format!(
-                "{} requested resource(s) not available (yet): {shown:?}",
-                missing.len()
-            )));
-        }
-        let resources = names
-            .iter()
-            .filter_map(|n| snapshot.get(n).map(|e| encode(n, &e.secret, caps)))
-            .collect();
-        Ok(Response::new(DiscoveryResponse {
-            version_info: snapshot.generation().to_string(),
-            resources,
-            type_url: SECRET_TYPE_URL.to_owned(),
-            ..Default::default()
-        }))
+        fetched(&names, &snapshot, caps).map(Response::new)
     }
+}
+
+/// The `FetchSecrets` answer carrying `names` from `snapshot`: all of them, or `NotFound`
+/// naming (some of) those missing.
+fn fetched(names: &[&str], snapshot: &View, caps: ClientCaps) -> Result<DiscoveryResponse, Status> {
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| snapshot.get(n).is_none())
+        .collect();
+    if !missing.is_empty() {
+        let shown: Vec<&str> = missing.iter().copied().take(5).collect();
+        return Err(Status::not_found(format!(
+            "{} requested resource(s) not available (yet): {shown:?}",
+            missing.len()
+        )));
+    }
+    let resources = names
+        .iter()
+        .filter_map(|n| snapshot.get(n).map(|e| encode(n, &e.secret, caps)))
+        .collect();
+    Ok(DiscoveryResponse {
+        version_info: snapshot.generation().to_string(),
+        resources,
+        type_url: SECRET_TYPE_URL.to_owned(),
+        ..Default::default()
+    })
 }
 
 /// How often an idle HTTP/2 connection is pinged, and how long the answer may take.

@@ -118,7 +118,12 @@ fn on_message<P: Protocol>(
             let requested = protocol.requested_names(&request);
             let checked = grant
                 .authorize_request(requested.clone())
-                .and_then(|()| own_svids_only(grant, &snapshot, requested.as_deref(), judge_later));
+                .and_then(|()| own_svids_only(grant, &snapshot, requested.as_deref(), judge_later))
+                .and_then(|()| {
+                    store
+                        .want(requested.as_deref().unwrap_or_default())
+                        .map_err(Status::resource_exhausted)
+                });
             let verdict = checked.and_then(|()| protocol.on_request(request, &snapshot));
             verdict.map_err(|status| {
                 metrics().sds_request_refused();

@@ -18,7 +18,7 @@ pub mod sources;
 pub mod view;
 
 pub use sources::Source;
-pub use view::{View, ViewReceiver};
+pub use view::{OnDemand, View, ViewReceiver};
 
 /// The next entry version. One counter for every store in the process, so an entry's
 /// version never repeats, even across the stores one SDS caller sees together ([`View`]).

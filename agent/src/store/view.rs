@@ -64,28 +64,47 @@ impl View {
     }
 }
 
+/// A producer started by demand: a caller naming a resource (a workload's JWT-SVID for
+/// an audience, in delegated mode) starts what serves it.
+pub trait OnDemand: Send + Sync + std::fmt::Debug {
+    /// `names` were asked for; `Err` says why they will not be served.
+    fn wanted(&self, names: &[&str]) -> Result<(), String>;
+}
+
 /// A subscription to the stores one caller sees: woken when either changes.
 #[derive(Debug)]
 pub struct ViewReceiver {
     shared: watch::Receiver<Arc<Snapshot>>,
     own: Option<watch::Receiver<Arc<Snapshot>>>,
+    demand: Option<Arc<dyn OnDemand>>,
 }
 
 impl ViewReceiver {
     /// The shared store alone.
     pub fn shared(shared: watch::Receiver<Arc<Snapshot>>) -> Self {
-        Self { shared, own: None }
+        Self {
+            shared,
+            own: None,
+            demand: None,
+        }
     }
 
-    /// A workload's own store over the shared one.
+    /// A workload's own store over the shared one; names asked for go to `demand`.
     pub fn delegated(
         shared: watch::Receiver<Arc<Snapshot>>,
         own: watch::Receiver<Arc<Snapshot>>,
+        demand: Arc<dyn OnDemand>,
     ) -> Self {
         Self {
             shared,
             own: Some(own),
+            demand: Some(demand),
         }
+    }
+
+    /// Tells the on-demand producers (if any) that `names` were asked for.
+    pub fn want(&self, names: &[&str]) -> Result<(), String> {
+        self.demand.as_ref().map_or(Ok(()), |d| d.wanted(names))
     }
 
     /// Waits until either store changed; `Err` once a store is gone.
@@ -152,11 +171,21 @@ mod tests {
         );
     }
 
+    #[derive(Debug)]
+    struct Nothing;
+
+    impl OnDemand for Nothing {
+        fn wanted(&self, _: &[&str]) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
     #[tokio::test]
     async fn a_change_in_either_store_wakes_the_receiver() {
         let shared = SecretStore::new();
         let own = SecretStore::new();
-        let mut rx = ViewReceiver::delegated(shared.subscribe(), own.subscribe());
+        let mut rx =
+            ViewReceiver::delegated(shared.subscribe(), own.subscribe(), Arc::new(Nothing));
         own.sync_source(
             &Source::X509Identity,
             vec![("default".into(), generic(b"1"))],
