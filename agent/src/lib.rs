@@ -17,6 +17,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod metrics;
 pub mod providers;
+pub mod readiness;
 pub mod redact;
 pub mod reload;
 pub mod sds;
