@@ -27,6 +27,7 @@ pub mod spiffe_ids;
 pub mod store;
 pub mod supervisor;
 pub mod svid;
+pub mod systemd_notify;
 pub mod uds;
 #[cfg(feature = "vault")]
 pub mod vault;

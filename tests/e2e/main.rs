@@ -31,6 +31,7 @@ mod soak;
 mod spire_server_outage;
 mod steeple_restart;
 mod suspend;
+mod systemd_notify;
 mod vault_envelopes;
 mod vault_plugin;
 mod vault_spiffe_tls;

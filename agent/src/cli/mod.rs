@@ -16,6 +16,7 @@ use crate::config::{Config, LogFormat};
 use crate::dev::{DevConfig, DevWorkloadApi};
 use crate::providers::RunMode;
 use crate::supervisor;
+use crate::systemd_notify::SystemdNotifier;
 
 /// How long open streams get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -270,7 +271,8 @@ fn dev_sockets(config: &mut Config, dir: &Path) {
 
 /// Runs until SIGTERM, SIGINT or a component's fatal error; on SIGHUP reads the
 /// configuration again (`load`) and applies it. A new configuration that does not load,
-/// or changes what is read only at start, is refused and the running one stays.
+/// or changes what is read only at start, is refused and the running one stays. Tells
+/// systemd (when `NOTIFY_SOCKET` is set) when the agent is ready, reloading or stopping.
 async fn serve_until_stopped(
     agent: &mut supervisor::RunningAgent,
     load: impl Fn() -> Result<Config, crate::config::ConfigErrors>,
@@ -280,6 +282,12 @@ async fn serve_until_stopped(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let notifier = SystemdNotifier::from_env();
+    tokio::spawn(
+        notifier
+            .clone()
+            .follow(agent.readiness().clone(), shutdown.clone()),
+    );
     loop {
         tokio::select! {
             _ = term.recv() => {
@@ -290,10 +298,15 @@ async fn serve_until_stopped(
                 tracing::info!("SIGINT: shutting down");
                 break;
             }
-            _ = hup.recv() => reload(agent, &load, shutdown).await,
+            _ = hup.recv() => {
+                notifier.reloading();
+                reload(agent, &load, shutdown).await;
+                notifier.reloaded();
+            }
             () = shutdown.cancelled() => break,
         }
     }
+    notifier.stopping();
     shutdown.cancel();
     Ok(())
 }
