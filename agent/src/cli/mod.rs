@@ -54,6 +54,10 @@ enum Command {
         /// TOML configuration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Also list every key, the `STEEPLE_*` variable that overrides it, and whether
+        /// its value comes from the file, a variable or the default.
+        #[arg(long)]
+        explain: bool,
     },
     /// Check the configuration, sockets, Workload API and upstreams before deploying.
     Doctor(doctor::DoctorArgs),
@@ -75,9 +79,9 @@ enum EnvelopeCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let config_path = match &cli.command {
-        Command::Run { config } | Command::Dev { config, .. } | Command::CheckConfig { config } => {
-            config.clone()
-        }
+        Command::Run { config }
+        | Command::Dev { config, .. }
+        | Command::CheckConfig { config, .. } => config.clone(),
         Command::Envelope(EnvelopeCommand::Seal(args)) => {
             return exit_code("steeple envelope seal", seal::run(args));
         }
@@ -91,8 +95,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::CheckConfig { .. } = cli.command {
+    if let Command::CheckConfig { explain, .. } = cli.command {
         println!("configuration OK");
+        if explain {
+            return explain_config(config_path.as_deref());
+        }
         return ExitCode::SUCCESS;
     }
     if let Err(e) = init_tracing(&config) {
@@ -120,6 +127,20 @@ pub fn main() -> ExitCode {
         tracing::error!(error = %format!("{e:#}"), "Steeple failed");
     }
     exit_code("steeple", result)
+}
+
+/// Prints every key of the (valid) configuration at `path`: its variable and origin.
+fn explain_config(path: Option<&Path>) -> ExitCode {
+    match Config::explain(path, std::env::vars()) {
+        Ok(keys) => {
+            print!("{}", crate::config::render_explained(&keys));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("steeple: {errors}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Success, or the error on stderr after `what` and failure.
