@@ -18,6 +18,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod metrics;
 pub mod providers;
+pub mod readiness;
 pub mod redact;
 pub mod reload;
 pub mod sds;
@@ -27,6 +28,7 @@ pub mod spiffe_ids;
 pub mod store;
 pub mod supervisor;
 pub mod svid;
+pub mod systemd_notify;
 pub mod uds;
 #[cfg(feature = "vault")]
 pub mod vault;

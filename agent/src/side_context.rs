@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::authz::SharedPolicy;
 use crate::envelopes::RowSink;
 use crate::lifecycle::FatalSignal;
+use crate::readiness::Readiness;
 use crate::store::SecretStore;
 
 /// Everything a side may use from the core when it starts.
@@ -24,6 +25,8 @@ pub struct SideContext<'a> {
     pub policy: SharedPolicy,
     /// Raised when a side finds at start something the agent must not run with.
     pub fatal: FatalSignal,
+    /// Where a side registers what it produces, so the agent is ready only once it is held.
+    pub readiness: Readiness,
     /// Stops everything.
     pub shutdown: &'a CancellationToken,
 }

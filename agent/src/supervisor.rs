@@ -16,6 +16,7 @@ use crate::exchange::jwt_source::WorkloadApiJwtFetcher;
 use crate::identity::{self, DefaultNames, WorkloadApiClient};
 use crate::lifecycle::{FatalSignal, TaskGroup};
 use crate::providers::{self, ProviderError, RunMode};
+use crate::readiness::Readiness;
 use crate::reload::ConfigChange;
 use crate::sds::{self, SdsService, SdsSettings};
 use crate::sides::{self, SideContext, SideError};
@@ -57,6 +58,7 @@ pub enum EnvelopeSetupError {
 pub struct RunningAgent {
     tasks: JoinSet<()>,
     store: Arc<SecretStore>,
+    readiness: Readiness,
     sds_socket: PathBuf,
     fatal: FatalSignal,
     reloadable: Reloadable,
@@ -99,8 +101,9 @@ pub fn start(
     let fatal = FatalSignal::new(shutdown);
     let mut tasks = JoinSet::new();
     let policy = SharedPolicy::new(policy(config));
+    let readiness = Readiness::new(store.clone(), &config.jwt_svids);
     start_sds(config, &store, &policy, &fatal, shutdown, &mut tasks)?;
-    start_admin(config, &store, shutdown, &mut tasks)?;
+    start_admin(config, &store, &readiness, shutdown, &mut tasks)?;
     let workload_api = identity::client(&config.workload_api.socket);
     let names = DefaultNames::from(&config.sds);
     identity::spawn(&workload_api, names, store.clone(), shutdown, &mut tasks);
@@ -115,6 +118,7 @@ pub fn start(
         rows: config.envelopes.enabled.then(|| rows.clone()),
         policy: policy.clone(),
         fatal: fatal.clone(),
+        readiness: readiness.clone(),
         shutdown,
     };
     let running = sides::start(config, &context, &mut tasks)?.resolvers;
@@ -126,6 +130,7 @@ pub fn start(
     Ok(RunningAgent {
         tasks,
         store,
+        readiness,
         sds_socket: config.sds.socket.clone(),
         fatal,
         reloadable: Reloadable {
@@ -172,6 +177,7 @@ fn start_sds(
 fn start_admin(
     config: &Config,
     store: &Arc<SecretStore>,
+    readiness: &Readiness,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), StartError> {
@@ -182,9 +188,9 @@ fn start_admin(
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .and_then(tokio::net::TcpListener::from_std)
         .map_err(|e| StartError::Admin(format!("admin.listen {listen}: {e}")))?;
-    let (store, shutdown) = (store.clone(), shutdown.clone());
+    let (store, readiness, shutdown) = (store.clone(), readiness.clone(), shutdown.clone());
     tasks.spawn(async move {
-        if let Err(e) = crate::admin::serve(admin, store, shutdown).await {
+        if let Err(e) = crate::admin::serve(admin, store, readiness, shutdown).await {
             tracing::error!(error = %e, "admin listener stopped");
         }
     });
@@ -225,6 +231,11 @@ impl RunningAgent {
     /// The store every component shares.
     pub fn store(&self) -> &Arc<SecretStore> {
         &self.store
+    }
+
+    /// Whether every configured output is held (`/readyz`, systemd's `READY=1`).
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
     }
 
     /// The configuration in force.
@@ -268,6 +279,7 @@ impl RunningAgent {
         if change.jwt_svids {
             let group = r.jwt_svids.replace(shutdown).await;
             identity::spawn_jwt_svids(&r.workload_api, &new.jwt_svids, &self.store, group);
+            self.readiness.set_jwt_svids(&new.jwt_svids);
             for gone in r.config.jwt_svids.iter().filter(|old| {
                 !new.jwt_svids
                     .iter()

@@ -73,9 +73,11 @@ impl steeple_plugin_api::JwtSvidSource for NoWorkloadApi {
 pub fn side_context(
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> crate::sides::SideContext<'_> {
+    let store = std::sync::Arc::new(crate::store::SecretStore::new());
     crate::sides::SideContext {
         jwt: std::sync::Arc::new(NoWorkloadApi),
-        store: std::sync::Arc::new(crate::store::SecretStore::new()),
+        readiness: crate::readiness::Readiness::new(store.clone(), &[]),
+        store,
         rows: None,
         policy: crate::authz::SharedPolicy::new(crate::authz::Policy::new(Vec::new(), 0)),
         fatal: crate::lifecycle::FatalSignal::new(shutdown),

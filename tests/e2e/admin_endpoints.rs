@@ -2,12 +2,15 @@
 //! says 503 naming what is missing while a configured envelope is not served and 200 once
 //! it is; `/metrics` shows the SVID's expiry, an open SDS stream and its pushes, the
 //! envelope resolves by provider, the build and the process's resources — and never a
-//! secret; `/healthz` is 200; anything else is 404 or 405.
+//! secret; `/healthz` is 200; anything else is 404 or 405. With `[aws]` and a JWT-SVID
+//! configured, `/readyz` names the AWS credentials while STS is down (a real moto, stopped)
+//! and is 200 once it answers, while `/healthz` stays 200 throughout.
 
 use std::time::Duration;
 
 use base64::Engine as _;
 use steeple_e2e::http::{get, request};
+use steeple_e2e::moto::Moto;
 use steeple_e2e::sds_client;
 use steeple_e2e::steeple::{seal_local, write_rows};
 use steeple_e2e::{SteepleProcess, free_port};
@@ -133,5 +136,68 @@ async fn readiness_and_metrics_follow_the_agent() -> anyhow::Result<()> {
         &[CANARY.as_bytes().to_vec(), CANARY_LATE.as_bytes().to_vec()],
         &steeple.logs(),
     )?;
+    Ok(())
+}
+
+/// `/readyz` until it answers 200 (at most `timeout`); its body then.
+async fn ready_within(port: u16, timeout: Duration) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (status, body) = get(port, "/readyz").await?;
+        if status == 200 {
+            return Ok(body);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "not ready after {timeout:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_aws_credentials_until_sts_answers() -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("steeple-admin-aws-")
+        .tempdir_in("/tmp")?;
+    // STS is down from the start: moto started (for its port) and stopped.
+    let mut sts = Moto::start().await?;
+    sts.stop()?;
+    let port = free_port()?;
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:{port}\"\n\
+         [[jwt_svids]]\naudience = \"upstream.example.org\"\n\
+         [aws]\nenabled = true\nrole_arn = \"arn:aws:iam::123456789012:role/payments-api\"\n\
+         sts_endpoint = \"{}\"\nregion = \"us-east-1\"\n",
+        sts.endpoint()
+    );
+    let steeple = SteepleProcess::dev_with(&dir.path().join("steeple"), &config, &[])?;
+    let names = ["default", "jwt-svid:upstream.example.org"];
+    sds_client::wait_for(steeple.sds_socket(), &names, Duration::from_secs(30)).await?;
+
+    // The SVID and the JWT-SVID are held; the credentials are not, and /readyz says so.
+    for _ in 0..3 {
+        let (status, body) = get(port, "/readyz").await?;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(
+            body, "not ready: AWS credentials (aws-credentials) not held\n",
+            "only the credentials are missing"
+        );
+        assert_eq!(get(port, "/healthz").await?, (200, "ok\n".to_owned()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // STS answers: ready, and the credentials are served.
+    sts.start_again().await?;
+    assert_eq!(
+        ready_within(port, Duration::from_secs(60)).await?,
+        "ready\n"
+    );
+    sds_client::wait_for(
+        steeple.sds_socket(),
+        &["aws-credentials"],
+        Duration::from_secs(5),
+    )
+    .await?;
     Ok(())
 }

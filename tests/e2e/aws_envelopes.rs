@@ -21,6 +21,8 @@ const TOKEN_PATH: &str = "upstream/api-token";
 /// Another local user (`nobody`).
 const NOBODY: u32 = 65534;
 const BUNDLE_PATH: &str = "app/ca-bundle";
+/// The account moto's STS puts in every assumed-role ARN (its default account).
+const MOTO_ACCOUNT: &str = "123456789012";
 
 /// Waits (at most 30 s) for a log line about `path` that contains `reason`: envelopes
 /// are first tried before any credentials exist, so earlier lines may say something else.
@@ -145,6 +147,8 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
 
     // KMS was called only with the exchanged credentials, never for the foreign key.
     let credentials = sds_credentials(&socket).await?;
+    // The account of the assumed role (moto's STS answers with its default account).
+    assert_eq!(credentials.account_id.as_deref(), Some(MOTO_ACCOUNT));
     let decrypts: Vec<_> = world
         .kms
         .requests()?
@@ -188,7 +192,11 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
             ("AWS_PROFILE", "steeple".into()),
         ],
     )?;
-    assert_eq!(via_process, credentials.access_key_id);
+    assert_eq!(
+        via_process,
+        (credentials.access_key_id.clone(), MOTO_ACCOUNT.to_owned()),
+        "boto3 reads AccountId from credential_process"
+    );
     // …and through the container-credentials endpoint.
     let via_container = boto3_access_key(
         &world.kms,
@@ -203,7 +211,16 @@ async fn kms_envelopes_reach_envoy_and_sdks_get_the_exchanged_credentials() -> a
             ),
         ],
     )?;
-    assert_eq!(via_container, credentials.access_key_id);
+    assert_eq!(
+        via_container,
+        (credentials.access_key_id.clone(), MOTO_ACCOUNT.to_owned()),
+        "boto3 reads AccountId from the container endpoint"
+    );
+    let (_, from_container) = container_credentials(container_port).await?;
+    assert_eq!(
+        from_container.and_then(|c| c.account_id).as_deref(),
+        Some(MOTO_ACCOUNT)
+    );
     let list_keys_signers: Vec<_> = world
         .kms
         .requests()?

@@ -2,10 +2,13 @@
 //! clean and renders both modes (sidecar, DaemonSet) into hardened pods whose wiring is
 //! right (the SDS socket shared by Steeple and Envoy only, the SPIRE socket mounted where
 //! the config says, Envoy allowed the names it asks for) and whose steeple.toml Steeple's
-//! own `check-config` accepts; the raw Kubernetes manifests the same; and the systemd unit
-//! carries its sandboxing and passes `systemd-analyze verify`.
+//! own `check-config` accepts, with the admin listener probed (liveness `/healthz`,
+//! readiness `/readyz`) and scraped (annotations, or a ServiceMonitor); the raw Kubernetes
+//! manifests the same; and the systemd unit carries its sandboxing, is `Type=notify` with
+//! a watchdog, and passes `systemd-analyze verify`.
 
 mod pods;
+mod probes;
 mod support;
 
 use std::path::Path;
@@ -93,6 +96,45 @@ fn the_chart_renders_a_hardened_daemonset_with_aws_and_vault() -> anyhow::Result
 }
 
 #[test]
+fn the_chart_adds_a_service_monitor_or_leaves_the_admin_listener_off() -> anyhow::Result<()> {
+    let helm = Helm::new()?;
+    for mode in ["mode=sidecar", "mode=daemonset"] {
+        let docs = helm.template(&[
+            &format!("--set={mode}"),
+            "--set=admin.port=9100,admin.serviceMonitor.enabled=true",
+            "--set=admin.prometheusAnnotations=true",
+        ])?;
+        let problems = if mode == "mode=sidecar" {
+            sidecar_problems(&docs)?
+        } else {
+            daemonset_problems(&docs)?
+        };
+        assert_none(mode, &problems);
+        assert_none(
+            &format!("{mode} ServiceMonitor"),
+            &probes::service_monitor_problems(&docs, "admin"),
+        );
+    }
+    // Without a ServiceMonitor none is rendered (the CRD may not exist in the cluster).
+    let plain = helm.template(&[])?;
+    assert!(only(&plain, "ServiceMonitor").is_err());
+
+    let off = helm.template(&["--set=admin.enabled=false"])?;
+    let [(_, text)] = steeple_tomls(&off)
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("one config"))?;
+    assert!(!text.contains("[admin]"), "{text}");
+    let deployment = serde_yaml_ng::to_string(only(&off, "Deployment")?)?;
+    for absent in ["livenessProbe", "readinessProbe", "prometheus.io/scrape"] {
+        assert!(
+            !deployment.contains(absent),
+            "{absent} without an admin listener"
+        );
+    }
+    Ok(())
+}
+
+#[test]
 fn bad_values_fail_the_render_or_steeple_check_config() -> anyhow::Result<()> {
     let helm = Helm::new()?;
     assert!(
@@ -171,6 +213,9 @@ const HARDENING: &[(&str, &str)] = &[
     ("User", "steeple"),
     ("Restart", "on-failure"),
     ("KillSignal", "SIGTERM"),
+    // READY=1 (with /readyz's condition), STATUS=, RELOADING=1, STOPPING=1, WATCHDOG=1.
+    ("Type", "notify"),
+    ("NotifyAccess", "main"),
     (
         "ExecStart",
         "/usr/local/bin/steeple run --config /etc/steeple/steeple.toml",
@@ -193,8 +238,10 @@ fn the_systemd_unit_is_hardened_and_verifies() -> anyhow::Result<()> {
         .filter(|(key, want)| last(key) != Some(want))
         .map(|(key, want)| format!("{key}={want} (found {:?})", last(key)))
         .collect();
-    if last("TimeoutStopSec").is_none_or(str::is_empty) {
-        problems.push("TimeoutStopSec missing".to_owned());
+    for key in ["TimeoutStopSec", "TimeoutStartSec", "WatchdogSec"] {
+        if last(key).is_none_or(str::is_empty) {
+            problems.push(format!("{key} missing"));
+        }
     }
     // Both would hide the SDS caller's real uid or /proc entry from Steeple's checks.
     for (key, bad) in [("ProtectProc", "invisible"), ("PrivateUsers", "yes")] {

@@ -98,6 +98,17 @@ impl SteepleProcess {
         Self::spawn(command, dir, sds_socket)
     }
 
+    /// `steeple run` with `config` (a whole steeple.toml, written to `dir`) whose
+    /// `sds.socket` is `sds_socket`, wherever that is (e.g. a path another tool expects).
+    pub fn run_config(dir: &Path, config: &str, sds_socket: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let config_path = dir.join("steeple.toml");
+        std::fs::write(&config_path, config)?;
+        let mut command = Command::new(steeple_bin()?);
+        command.arg("run").arg("--config").arg(&config_path);
+        Self::spawn(command, dir, sds_socket.to_owned())
+    }
+
     /// `steeple dev` with trust domain `trust_domain`, workload `workload_id` and
     /// X.509-SVIDs living `x509_ttl` (e.g. `"6s"`), sockets in `dir`.
     pub fn dev(

@@ -89,6 +89,7 @@ fn credentials(lifetime_s: i64) -> AwsCredentials {
         secret_access_key: SecretBytes::copy_from(b"secret/key+1"),
         session_token: SecretBytes::copy_from(b"session-token=="),
         expiration,
+        account_id: Some("123456789012".into()),
     }
 }
 

@@ -20,6 +20,9 @@ struct CredentialProcess<'a> {
     secret_access_key: &'a str,
     session_token: &'a str,
     expiration: &'a str,
+    /// Left out when STS's answer did not name the account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -29,6 +32,9 @@ struct ContainerCredentials<'a> {
     secret_access_key: &'a str,
     token: &'a str,
     expiration: &'a str,
+    /// Left out when STS's answer did not name the account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<&'a str>,
 }
 
 /// Why credentials could not be rendered (never carries them).
@@ -43,7 +49,7 @@ pub fn rfc3339(at: SystemTime) -> Result<String, RenderError> {
         .map_err(|_| RenderError("expiration out of range"))
 }
 
-/// `{"Version":1,"AccessKeyId",…,"Expiration"}` for `credential_process`.
+/// `{"Version":1,"AccessKeyId",…,"Expiration","AccountId"}` for `credential_process`.
 pub fn credential_process_json(c: &AwsCredentials) -> Result<SecretBytes, RenderError> {
     let expiration = rfc3339(c.expiration)?;
     let (secret, token) = texts(c)?;
@@ -53,10 +59,12 @@ pub fn credential_process_json(c: &AwsCredentials) -> Result<SecretBytes, Render
         secret_access_key: secret,
         session_token: token,
         expiration: &expiration,
+        account_id: c.account_id.as_deref(),
     })
 }
 
-/// `{"AccessKeyId","SecretAccessKey","Token","Expiration"}` for the container endpoint.
+/// `{"AccessKeyId","SecretAccessKey","Token","Expiration","AccountId"}` for the container
+/// endpoint.
 pub fn container_json(c: &AwsCredentials) -> Result<SecretBytes, RenderError> {
     let expiration = rfc3339(c.expiration)?;
     let (secret, token) = texts(c)?;
@@ -65,6 +73,7 @@ pub fn container_json(c: &AwsCredentials) -> Result<SecretBytes, RenderError> {
         secret_access_key: secret,
         token,
         expiration: &expiration,
+        account_id: c.account_id.as_deref(),
     })
 }
 
@@ -139,6 +148,7 @@ mod tests {
             secret_access_key: SecretBytes::copy_from(b"secret/key+1"),
             session_token: SecretBytes::copy_from(b"token=="),
             expiration: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            account_id: Some("123456789012".into()),
         }
     }
 
@@ -147,12 +157,29 @@ mod tests {
         let json = credential_process_json(&credentials()).unwrap();
         assert_eq!(
             std::str::from_utf8(json.expose()).unwrap(),
-            r#"{"Version":1,"AccessKeyId":"ASIAEXAMPLE","SecretAccessKey":"secret/key+1","SessionToken":"token==","Expiration":"2027-01-15T08:00:00Z"}"#
+            r#"{"Version":1,"AccessKeyId":"ASIAEXAMPLE","SecretAccessKey":"secret/key+1","SessionToken":"token==","Expiration":"2027-01-15T08:00:00Z","AccountId":"123456789012"}"#
         );
         let json = container_json(&credentials()).unwrap();
         let value: serde_json::Value = serde_json::from_slice(json.expose()).unwrap();
         assert_eq!(value["Token"], "token==");
         assert_eq!(value["Expiration"], "2027-01-15T08:00:00Z");
+        assert_eq!(value["AccountId"], "123456789012");
         assert!(value.get("Version").is_none());
+    }
+
+    #[test]
+    fn an_unknown_account_is_left_out_of_both_shapes() {
+        let unknown = AwsCredentials {
+            account_id: None,
+            ..credentials()
+        };
+        for json in [
+            credential_process_json(&unknown).unwrap(),
+            container_json(&unknown).unwrap(),
+        ] {
+            let value: serde_json::Value = serde_json::from_slice(json.expose()).unwrap();
+            assert!(value.get("AccountId").is_none(), "{value}");
+            assert!(value.get("AccessKeyId").is_some());
+        }
     }
 }

@@ -72,6 +72,10 @@ pub fn start(
         context.shutdown.clone(),
         tasks,
     );
+    context.readiness.require(
+        format!("AWS credentials ({})", config.credentials_resource_name),
+        credentials.clone(),
+    );
     let kms = Arc::new(
         KmsEnvelopeResolver::new(kms_config(config), Arc::new(credentials.clone()))
             .map_err(config_error)?,

@@ -23,6 +23,7 @@ fn credentials(expiration: SystemTime) -> SecretBytes {
         secret_access_key: SecretBytes::copy_from(b"secret/key+1"),
         session_token: SecretBytes::copy_from(b"token=="),
         expiration,
+        account_id: Some("123456789012".into()),
     })
     .unwrap()
 }
@@ -48,6 +49,8 @@ fn returns_the_secret_exactly() {
     let other = generic("jwt-svid:x", &SecretBytes::copy_from(b"jwt"));
     let out = output(vec![other, generic(NAME, &json)]).unwrap();
     assert_eq!(out.as_slice(), json.expose());
+    let printed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(printed["AccountId"], "123456789012");
 }
 
 #[test]

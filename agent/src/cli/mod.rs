@@ -16,6 +16,7 @@ use crate::config::{Config, LogFormat};
 use crate::dev::{DevConfig, DevWorkloadApi};
 use crate::providers::RunMode;
 use crate::supervisor;
+use crate::systemd_notify::SystemdNotifier;
 
 /// How long open streams get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -53,6 +54,10 @@ enum Command {
         /// TOML configuration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Also list every key, the `STEEPLE_*` variable that overrides it, and whether
+        /// its value comes from the file, a variable or the default.
+        #[arg(long)]
+        explain: bool,
     },
     /// Check the configuration, sockets, Workload API and upstreams before deploying.
     Doctor(doctor::DoctorArgs),
@@ -74,9 +79,9 @@ enum EnvelopeCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let config_path = match &cli.command {
-        Command::Run { config } | Command::Dev { config, .. } | Command::CheckConfig { config } => {
-            config.clone()
-        }
+        Command::Run { config }
+        | Command::Dev { config, .. }
+        | Command::CheckConfig { config, .. } => config.clone(),
         Command::Envelope(EnvelopeCommand::Seal(args)) => {
             return exit_code("steeple envelope seal", seal::run(args));
         }
@@ -90,8 +95,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::CheckConfig { .. } = cli.command {
+    if let Command::CheckConfig { explain, .. } = cli.command {
         println!("configuration OK");
+        if explain {
+            return explain_config(config_path.as_deref());
+        }
         return ExitCode::SUCCESS;
     }
     if let Err(e) = init_tracing(&config) {
@@ -119,6 +127,20 @@ pub fn main() -> ExitCode {
         tracing::error!(error = %format!("{e:#}"), "Steeple failed");
     }
     exit_code("steeple", result)
+}
+
+/// Prints every key of the (valid) configuration at `path`: its variable and origin.
+fn explain_config(path: Option<&Path>) -> ExitCode {
+    match Config::explain(path, std::env::vars()) {
+        Ok(keys) => {
+            print!("{}", crate::config::render_explained(&keys));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("steeple: {errors}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Success, or the error on stderr after `what` and failure.
@@ -270,7 +292,8 @@ fn dev_sockets(config: &mut Config, dir: &Path) {
 
 /// Runs until SIGTERM, SIGINT or a component's fatal error; on SIGHUP reads the
 /// configuration again (`load`) and applies it. A new configuration that does not load,
-/// or changes what is read only at start, is refused and the running one stays.
+/// or changes what is read only at start, is refused and the running one stays. Tells
+/// systemd (when `NOTIFY_SOCKET` is set) when the agent is ready, reloading or stopping.
 async fn serve_until_stopped(
     agent: &mut supervisor::RunningAgent,
     load: impl Fn() -> Result<Config, crate::config::ConfigErrors>,
@@ -280,6 +303,12 @@ async fn serve_until_stopped(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let notifier = SystemdNotifier::from_env();
+    tokio::spawn(
+        notifier
+            .clone()
+            .follow(agent.readiness().clone(), shutdown.clone()),
+    );
     loop {
         tokio::select! {
             _ = term.recv() => {
@@ -290,10 +319,15 @@ async fn serve_until_stopped(
                 tracing::info!("SIGINT: shutting down");
                 break;
             }
-            _ = hup.recv() => reload(agent, &load, shutdown).await,
+            _ = hup.recv() => {
+                notifier.reloading();
+                reload(agent, &load, shutdown).await;
+                notifier.reloaded();
+            }
             () = shutdown.cancelled() => break,
         }
     }
+    notifier.stopping();
     shutdown.cancel();
     Ok(())
 }

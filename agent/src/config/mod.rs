@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reader::Reader;
+pub use reader::explain::{KeyOrigin, Origin};
 
 use crate::store::names::{ClaimedNames, IDENTITY_PREFIXES};
 
@@ -341,16 +342,17 @@ impl Config {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigErrors> {
-        let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|e| {
-                ConfigErrors(vec![KeyError {
-                    key: p.display().to_string(),
-                    message: format!("cannot read config file: {e}"),
-                }])
-            })?,
-            None => String::new(),
-        };
-        Self::parse(&text, env)
+        Self::parse(&read_file(path)?, env)
+    }
+
+    /// Every key of the configuration at `path` with `env` applied: the `STEEPLE_*`
+    /// variable that overrides it and where its value came from (`check-config
+    /// --explain`, rendered by [`render_explained`]).
+    pub fn explain(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Vec<KeyOrigin>, ConfigErrors> {
+        Ok(reader::explain::explain(&read_file(path)?, env))
     }
 
     /// Parses TOML `text` and applies `STEEPLE_*` overrides from `env`.
@@ -381,6 +383,24 @@ impl Config {
             prefixes: IDENTITY_PREFIXES.iter().map(|p| (*p).to_owned()).collect(),
         }
     }
+}
+
+/// The `--explain` table: one line per key (key, variable(s), origin).
+pub fn render_explained(keys: &[KeyOrigin]) -> String {
+    reader::explain::render(keys)
+}
+
+/// The text of the file at `path`; empty without one.
+fn read_file(path: Option<&Path>) -> Result<String, ConfigErrors> {
+    let Some(path) = path else {
+        return Ok(String::new());
+    };
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![KeyError {
+            key: path.display().to_string(),
+            message: format!("cannot read config file: {e}"),
+        }])
+    })
 }
 
 #[cfg(test)]

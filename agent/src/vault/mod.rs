@@ -69,6 +69,7 @@ pub fn start(
         .revoke_on_shutdown(config.revoke_on_shutdown)
         .spawn(context.shutdown.clone(), tasks);
     let tokens = kept.channel().clone();
+    context.readiness.require("Vault token", tokens.clone());
     tasks.spawn(audit_tokens(
         tokens.clone(),
         config.role.clone(),

@@ -141,6 +141,9 @@ pub struct AwsCredentials {
     pub session_token: SecretBytes,
     /// Expiry.
     pub expiration: SystemTime,
+    /// The account of the assumed role (from STS's `AssumedRoleUser.Arn`), when known;
+    /// SDKs read it as `AccountId` for account-based endpoints.
+    pub account_id: Option<String>,
 }
 
 impl Expiring for AwsCredentials {
@@ -156,6 +159,7 @@ impl fmt::Debug for AwsCredentials {
             .field("secret_access_key", &self.secret_access_key)
             .field("session_token", &self.session_token)
             .field("expiration", &self.expiration)
+            .field("account_id", &self.account_id)
             .finish()
     }
 }

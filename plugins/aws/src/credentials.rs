@@ -100,6 +100,7 @@ mod tests {
             secret_access_key: SecretBytes::copy_from(b"secret-canary"),
             session_token: SecretBytes::copy_from(b"token-canary"),
             expiration,
+            account_id: None,
         }
     }
 

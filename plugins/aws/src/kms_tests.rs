@@ -30,6 +30,7 @@ fn valid_credentials() -> AwsCredentials {
         secret_access_key: SecretBytes::copy_from(b"secret"),
         session_token: SecretBytes::copy_from(b"token"),
         expiration: SystemTime::now() + Duration::from_secs(600),
+        account_id: None,
     }
 }
 
@@ -79,6 +80,7 @@ async fn no_credentials_is_unavailable() {
         None,
         Some(AwsCredentials {
             expiration: SystemTime::now(),
+            account_id: None,
             ..valid_credentials()
         }),
     ] {

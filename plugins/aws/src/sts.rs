@@ -248,6 +248,11 @@ fn credentials_from(
             "STS response carried no credentials",
         )
     };
+    let account_id = output
+        .assumed_role_user
+        .as_ref()
+        .and_then(|user| assumed_role_account(user.arn()))
+        .map(str::to_owned);
     let credentials = output.credentials.ok_or_else(missing)?;
     if credentials.access_key_id.is_empty()
         || credentials.secret_access_key.is_empty()
@@ -272,7 +277,29 @@ fn credentials_from(
         secret_access_key: sdk::into_secret(credentials.secret_access_key.into_bytes()),
         session_token: sdk::into_secret(credentials.session_token.into_bytes()),
         expiration,
+        account_id,
     })
+}
+
+/// The 12-digit account of an assumed-role ARN
+/// (`arn:<partition>:sts::<account>:assumed-role/<role>/<session>`); `None` for anything
+/// else, so a malformed ARN only leaves `AccountId` out.
+fn assumed_role_account(arn: &str) -> Option<&str> {
+    let mut parts = arn.splitn(6, ':');
+    let fields: [Option<&str>; 6] = std::array::from_fn(|_| parts.next());
+    let [
+        Some("arn"),
+        Some(_),
+        Some("sts"),
+        Some(""),
+        Some(account),
+        Some(resource),
+    ] = fields
+    else {
+        return None;
+    };
+    let is_account = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    (is_account && resource.starts_with("assumed-role/")).then_some(account)
 }
 
 /// Maps a failed call to an [`ExchangeError`] carrying the AWS code and message.

@@ -23,8 +23,14 @@ fn output(expiration: SystemTime, secret: &str) -> AssumeRoleWithWebIdentityOutp
         .expiration(DateTime::from(expiration))
         .build()
         .unwrap();
+    let user = aws_sdk_sts::types::AssumedRoleUser::builder()
+        .assumed_role_id("AROAEXAMPLE:steeple")
+        .arn("arn:aws:sts::111122223333:assumed-role/payments-api/steeple")
+        .build()
+        .unwrap();
     AssumeRoleWithWebIdentityOutput::builder()
         .credentials(credentials)
+        .assumed_role_user(user)
         .build()
 }
 
@@ -125,6 +131,7 @@ fn credentials_are_taken_with_their_expiration() {
     assert_eq!(credentials.access_key_id, "ASIAEXAMPLE");
     assert_eq!(credentials.secret_access_key.expose(), b"secret-canary");
     assert_eq!(credentials.session_token.expose(), b"session-token");
+    assert_eq!(credentials.account_id.as_deref(), Some("111122223333"));
     // DateTime keeps whole seconds and fractions; allow rounding to the second.
     let drift = credentials
         .expiration
@@ -323,4 +330,30 @@ async fn our_settings_win_over_the_sdks() {
         timeouts.operation_attempt_timeout(),
         Some(Duration::from_secs(3))
     );
+}
+
+#[test]
+fn the_account_comes_from_the_assumed_role_arn_or_is_left_out() {
+    for (arn, account) in [
+        (
+            "arn:aws:sts::111122223333:assumed-role/payments-api/steeple",
+            Some("111122223333"),
+        ),
+        (
+            "arn:aws-us-gov:sts::444455556666:assumed-role/r/s",
+            Some("444455556666"),
+        ),
+        ("arn:aws:iam::111122223333:role/payments-api", None),
+        ("arn:aws:sts::1111:assumed-role/r/s", None),
+        ("arn:aws:sts::11112222333x:assumed-role/r/s", None),
+        ("arn:aws:sts:us-east-1:111122223333:assumed-role/r/s", None),
+        ("arn:aws:sts::111122223333:federated-user/bob", None),
+        ("", None),
+    ] {
+        assert_eq!(assumed_role_account(arn), account, "{arn}");
+    }
+    let now = SystemTime::now();
+    let mut without = output(now + Duration::from_secs(900), "s");
+    without.assumed_role_user = None;
+    assert_eq!(credentials_from(without, now).unwrap().account_id, None);
 }

@@ -126,6 +126,8 @@ pub struct SeenCredentials {
     pub secret_access_key: String,
     pub session_token: String,
     pub expiration: time::OffsetDateTime,
+    /// `AccountId`, when the agent knew it.
+    pub account_id: Option<String>,
 }
 
 impl SeenCredentials {
@@ -147,6 +149,7 @@ impl SeenCredentials {
             secret_access_key: text("SecretAccessKey")?,
             session_token: text("SessionToken").or_else(|_| text("Token"))?,
             expiration,
+            account_id: text("AccountId").ok(),
         })
     }
 
@@ -184,8 +187,9 @@ fn venv_python() -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Runs an unmodified boto3 (tests/e2e/sdk/boto3_probe.py) with only `env` (plus PATH)
-/// set, calling KMS ListKeys at `kms`; returns the access key id it signed with.
-pub fn boto3_access_key(kms: &Moto, env: &[(&str, String)]) -> anyhow::Result<String> {
+/// set, calling KMS ListKeys at `kms`; returns the access key id it signed with and the
+/// account id boto3 read with the credentials ("None" without one).
+pub fn boto3_access_key(kms: &Moto, env: &[(&str, String)]) -> anyhow::Result<(String, String)> {
     let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/sdk/boto3_probe.py");
     let output = Command::new(venv_python()?)
         .arg(probe)
@@ -202,7 +206,14 @@ pub fn boto3_access_key(kms: &Moto, env: &[(&str, String)]) -> anyhow::Result<St
         "boto3 failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    let stdout = String::from_utf8(output.stdout)?;
+    let mut lines = stdout.lines().map(str::trim);
+    let access_key = lines.next().context("boto3 printed nothing")?.to_owned();
+    let account_id = lines
+        .next()
+        .context("boto3 printed no account id")?
+        .to_owned();
+    Ok((access_key, account_id))
 }
 
 /// `GET /` on the container endpoint at `port` with `token`, sent by another local user

@@ -4,6 +4,7 @@
 use anyhow::Context as _;
 use serde_yaml_ng::Value;
 
+use super::probes::probe_problems;
 use super::support::{
     at, config_map_entry, envoy_validate, only, pod_hardening_problems, seq_at,
     steeple_check_config, str_at,
@@ -169,13 +170,16 @@ fn find_all<'a>(value: &'a Value, key: &str, out: &mut Vec<&'a Value>) {
     }
 }
 
-/// Sidecar: the SDS socket's volume is an emptyDir mounted by Steeple and Envoy only;
+/// Sidecar: the admin listener is probed and scraped (see [`probe_problems`]); the SDS
+/// socket's volume is an emptyDir mounted by Steeple and Envoy only;
 /// Envoy dials the socket's path, may fetch every SDS name its bootstrap asks for, can
 /// open the socket (group bits + fsGroup), and its bootstrap passes Envoy's validation.
 pub fn sidecar_problems(docs: &[Value]) -> anyhow::Result<Vec<String>> {
-    let pod = at(only(docs, "Deployment")?, &["spec", "template", "spec"]).context("pod")?;
+    let workload = only(docs, "Deployment")?;
+    let pod = at(workload, &["spec", "template", "spec"]).context("pod")?;
     let mut problems = pod_hardening_problems(pod);
     let (config, sds) = check_steeple(docs, pod, &mut problems)?;
+    problems.extend(probe_problems(workload, &config));
     let sds_name = str_at(sds, &["name"]);
     if at(sds, &["emptyDir"]).is_none() {
         problems.push(format!("SDS volume {sds_name} is not an emptyDir"));
@@ -245,12 +249,14 @@ pub fn sidecar_problems(docs: &[Value]) -> anyhow::Result<Vec<String>> {
     Ok(problems)
 }
 
-/// DaemonSet: the SDS socket's directory is a node directory handed to Steeple's uid and
+/// DaemonSet: probed and scraped as the sidecar; the SDS socket's directory is a node directory handed to Steeple's uid and
 /// gid by the init container, group-accessible for the node's Envoys, with a caller rule.
 pub fn daemonset_problems(docs: &[Value]) -> anyhow::Result<Vec<String>> {
-    let pod = at(only(docs, "DaemonSet")?, &["spec", "template", "spec"]).context("pod")?;
+    let workload = only(docs, "DaemonSet")?;
+    let pod = at(workload, &["spec", "template", "spec"]).context("pod")?;
     let mut problems = pod_hardening_problems(pod);
     let (config, sds) = check_steeple(docs, pod, &mut problems)?;
+    problems.extend(probe_problems(workload, &config));
     let sds_name = str_at(sds, &["name"]);
     if str_at(sds, &["hostPath", "type"]) != "DirectoryOrCreate" {
         problems.push(format!(

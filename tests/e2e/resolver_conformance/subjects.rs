@@ -110,6 +110,7 @@ impl Kms {
             secret_access_key: SecretBytes::copy_from(b"conformance-secret-key"),
             session_token: SecretBytes::copy_from(b"conformance-session"),
             expiration: SystemTime::now() + Duration::from_secs(3600),
+            account_id: None,
         };
         let (tx, rx) = watch::channel(Some(credentials));
         let resolver = KmsEnvelopeResolver::new(

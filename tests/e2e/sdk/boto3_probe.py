@@ -1,7 +1,8 @@
 """An unmodified boto3 client: resolves credentials through its default chain (whatever
 the environment points it at: a credential_process profile or the container-credentials
 endpoint), calls KMS ListKeys at the endpoint given as argv[1], and prints the access key
-id it signed with. Used by the AWS e2e suite to prove Steeple's credentials reach real SDKs.
+id it signed with and, on a second line, the account id the credentials carried ("None"
+without one). Used by the AWS e2e suite to prove Steeple's credentials reach real SDKs.
 """
 
 import sys
@@ -20,6 +21,7 @@ def main() -> int:
     kms = session.client("kms", endpoint_url=endpoint)
     kms.list_keys()
     print(frozen.access_key)
+    print(getattr(frozen, "account_id", None))
     return 0
 
 

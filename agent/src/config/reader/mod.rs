@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
+pub(super) mod explain;
 mod keys;
 
 /// The Vault CLI's environment, taken as defaults for `[vault]` as Vault Agent and the

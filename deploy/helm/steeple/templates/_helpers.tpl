@@ -122,6 +122,11 @@ numbers are written as integers (Steeple's uids, counts and versions are integer
 {{- $sds := get $config "sds" | default dict }}
 {{- $_ := set $sds "socket" (include "steeple.sdsSocketPath" .) }}
 {{- $_ := set $config "sds" $sds }}
+{{- if .Values.admin.enabled }}
+{{- $admin := get $config "admin" | default dict }}
+{{- $_ := set $admin "listen" (printf "0.0.0.0:%d" (int .Values.admin.port)) }}
+{{- $_ := set $config "admin" $admin }}
+{{- end }}
 {{- if .Values.aws.enabled }}
 {{- $_ := set $config "aws" (deepCopy .Values.aws) }}
 {{- end }}
@@ -154,12 +159,28 @@ capabilities:
   drop: ["ALL"]
 {{- end }}
 
-{{/* The Steeple container (no probes until Steeple has an admin listener to probe). */}}
+{{/* The Steeple container; with the admin listener, its port and both probes. */}}
 {{- define "steeple.container" -}}
 - name: steeple
   image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
   imagePullPolicy: {{ .Values.image.pullPolicy }}
   command: ["/usr/local/bin/steeple", "run", "--config", "/etc/steeple/steeple.toml"]
+  {{- if .Values.admin.enabled }}
+  ports:
+    - name: admin
+      containerPort: {{ .Values.admin.port }}
+  # Liveness: the process serves. Readiness: every configured output is held.
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: admin
+    {{- toYaml .Values.admin.livenessProbe | nindent 4 }}
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: admin
+    {{- toYaml .Values.admin.readinessProbe | nindent 4 }}
+  {{- end }}
   {{- with .Values.resources }}
   resources:
     {{- toYaml . | nindent 4 }}
@@ -238,6 +259,11 @@ imagePullSecrets:
 {{- define "steeple.podMetadata" -}}
 annotations:
   checksum/config: {{ include "steeple.configToml" . | sha256sum }}
+  {{- if and .Values.admin.enabled .Values.admin.prometheusAnnotations }}
+  prometheus.io/scrape: "true"
+  prometheus.io/port: {{ .Values.admin.port | quote }}
+  prometheus.io/path: /metrics
+  {{- end }}
   {{- if eq .Values.mode "sidecar" }}
   checksum/envoy: {{ include "steeple.envoyBootstrap" . | sha256sum }}
   {{- end }}
