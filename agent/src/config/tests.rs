@@ -612,4 +612,8 @@ fn delegated_mode_needs_the_admin_socket_and_self_is_the_default() {
         .0;
     assert_eq!(bad[0].key, "STEEPLE_WORKLOAD_API_MODE");
     assert!(bad[0].message.contains("\"delegated\""));
+    let stray = parse("[workload_api]\nadmin_socket = \"/a.sock\"", &[])
+        .unwrap_err()
+        .0;
+    assert_eq!(stray[0].key, "workload_api.admin_socket");
 }

@@ -19,16 +19,14 @@ const VAULT_ENV_DEFAULTS: [(&str, &str); 3] = [
 ];
 mod sections;
 mod vault;
+mod workload_api;
 
 use keys::{SECTIONS, TABLE_ARRAYS};
 
 use super::{
-    Config, ConfigErrors, DelegatedConfig, DevSection, IdentityMode, JwtSvidConfig, KeyError,
-    LogConfig, LogFormat, SdsConfig, WorkloadApiConfig,
+    Config, ConfigErrors, DevSection, JwtSvidConfig, KeyError, LogConfig, LogFormat, SdsConfig,
 };
 use crate::store::names::jwt_svid_name;
-
-const DEFAULT_WORKLOAD_SOCKET: &str = "/tmp/spire-agent/public/api.sock";
 
 /// The AWS SDK's variables that choose the STS and KMS endpoints.
 const AWS_ENDPOINT_VARS: &[&str] = &[
@@ -315,55 +313,6 @@ impl Reader {
         }
     }
 
-    fn read_workload_api(&mut self) -> WorkloadApiConfig {
-        let from_env = self.spiffe_endpoint_socket.clone();
-        let default = match from_env.as_deref().map(endpoint_socket_path) {
-            Some(Some(path)) => path,
-            Some(None) => {
-                self.errors.push(KeyError {
-                    key: "SPIFFE_ENDPOINT_SOCKET".into(),
-                    message: "expected unix:///path/to/socket".into(),
-                });
-                DEFAULT_WORKLOAD_SOCKET.to_owned()
-            }
-            None => DEFAULT_WORKLOAD_SOCKET.to_owned(),
-        };
-        let socket = self.string("workload_api", "socket", &default);
-        WorkloadApiConfig {
-            socket: PathBuf::from(endpoint_socket_path(&socket).unwrap_or(socket)),
-            mode: self.read_identity_mode(),
-        }
-    }
-
-    fn read_identity_mode(&mut self) -> IdentityMode {
-        let s = "workload_api";
-        let delegated = self.parsed(s, "mode", false, "\"self\" or \"delegated\"", |v| {
-            match v.as_str()? {
-                "self" => Some(false),
-                "delegated" => Some(true),
-                _ => None,
-            }
-        });
-        let admin_socket = self.optional_string(s, "admin_socket");
-        let default_svid_hint = self.optional_string(s, "default_svid_hint");
-        if !delegated {
-            return IdentityMode::Own;
-        }
-        let Some(admin_socket) = admin_socket else {
-            self.error(
-                "workload_api.admin_socket",
-                "required with mode = \"delegated\": SPIRE agent's admin_socket_path",
-            );
-            return IdentityMode::Own;
-        };
-        IdentityMode::Delegated(DelegatedConfig {
-            admin_socket: PathBuf::from(
-                endpoint_socket_path(&admin_socket).unwrap_or(admin_socket),
-            ),
-            default_svid_hint,
-        })
-    }
-
     fn read_sds(&mut self) -> SdsConfig {
         let s = "sds";
         let config = SdsConfig {
@@ -494,15 +443,6 @@ impl Reader {
         );
         LogConfig { level, format }
     }
-}
-
-/// `unix:///path`, `unix:/path` or a bare absolute path → the path.
-fn endpoint_socket_path(value: &str) -> Option<String> {
-    let path = value
-        .strip_prefix("unix://")
-        .or_else(|| value.strip_prefix("unix:"))
-        .unwrap_or(value);
-    path.starts_with('/').then(|| path.to_owned())
 }
 
 /// `250ms`, `30s`, `5m`, `2h`.
