@@ -72,6 +72,11 @@ async fn each_workload_gets_its_own_identity_and_nothing_of_anyone_elses() -> an
     );
     node.wait_audited_denial(A.1, B.0).await?;
 
+    // A's JWT-SVID is A's, fetched for A on demand.
+    let (served, out) = node.fetch_as(A.1, "jwt-svid:payments-api", 15)?;
+    anyhow::ensure!(served, "A's JWT-SVID not served: {out}");
+    anyhow::ensure!(out.contains(&format!("\"sub\":\"{}\"", A.0)), "{out}");
+
     no_entry_then_entry(&spire, &node).await?;
     agent_restart_under_load(&mut spire, &node, client_port).await?;
 
@@ -93,6 +98,24 @@ async fn each_workload_gets_its_own_identity_and_nothing_of_anyone_elses() -> an
     let keys: Vec<Vec<u8>> = own.iter().filter_map(sds_client::secret_bytes).collect();
     assert!(!keys.is_empty());
     assert_not_in_logs(&keys, &node.steeple.logs())?;
+    Ok(())
+}
+
+/// Steeple has an entry but is not in the agent's `authorized_delegates`: it says so at
+/// start, naming the agent setting, and serves no workload anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthorized_delegate_is_told_which_agent_setting_to_change() -> anyhow::Result<()> {
+    let spire = Spire::start(SpireOptions {
+        authorized_delegates: vec!["spiffe://example.org/someone-else".to_owned()],
+        ..SpireOptions::default()
+    })?;
+    spire.create_entry(STEEPLE, "unix:uid:0", None)?;
+    let node = NodeAgent::start(&spire)?;
+    node.wait_log("add Steeple's own SPIFFE ID to the SPIRE agent's authorized_delegates")
+        .await?;
+    assert!(node.own_log_lines().contains("ERROR"));
+    let (served, out) = node.fetch_as(A.1, "default", 2)?;
+    assert!(!served, "{out}");
     Ok(())
 }
 
@@ -207,7 +230,8 @@ impl NodeAgent {
         Envoy::start_as_user(bootstrap, self.dir.path(), uid)
     }
 
-    /// `sds-fetch` run as `uid` for `name`: whether it was served, and its stderr.
+    /// `sds-fetch` run as `uid` for `name`: whether it was served, and what it printed
+    /// (its JSON line, or its error).
     fn fetch_as(&self, uid: u32, name: &str, timeout_s: u32) -> anyhow::Result<(bool, String)> {
         use std::os::unix::fs::PermissionsExt as _;
         let bin = self.dir.path().join("sds-fetch");
@@ -226,8 +250,12 @@ impl NodeAgent {
             .arg(name)
             .arg(timeout_s.to_string())
             .output()?;
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        Ok((output.status.success(), stderr))
+        let printed = if output.status.success() {
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        } else {
+            String::from_utf8_lossy(&output.stderr).into_owned()
+        };
+        Ok((output.status.success(), printed))
     }
 
     /// Steeple's log without the HTTP/2 stack's lines (for failure messages).
