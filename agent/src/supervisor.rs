@@ -159,6 +159,11 @@ fn start_sds(
     let listener = bind_socket(&config.sds.socket, config.sds.socket_mode)?;
     let settings = SdsSettings::from(&config.sds);
     let mut service = SdsService::new(store.clone(), settings, policy.clone(), shutdown.clone());
+    if config.workload_api.mode == IdentityMode::Own && policy.current().names_identities() {
+        tracing::warn!(
+            "[[callers]] rules naming spiffe_ids never match in workload_api.mode = \"self\": a caller's identity is only known in delegated mode"
+        );
+    }
     if let IdentityMode::Delegated(delegated) = &config.workload_api.mode {
         let names = DefaultNames::from(&config.sds);
         service =

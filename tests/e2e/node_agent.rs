@@ -7,6 +7,8 @@
 //! - A asking for B's SPIFFE ID is refused, and the refusal audited;
 //! - a third uid with no entry gets no SVID, its Envoy held waiting, and gets its own once
 //!   an entry is created — the same Envoy, without reconnecting;
+//! - `[[callers]]` by SPIFFE ID: only A's identity may fetch the envelope
+//!   `payments/db-password`; B, same rules otherwise, is refused;
 //! - SPIRE agent stopped and started under load: not one request fails, and Steeple
 //!   follows the restarted agent (a new caller is served);
 //! - B's entry deleted: B's SVID is withdrawn while A is still served;
@@ -18,8 +20,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use base64::Engine as _;
 use steeple_e2e::bootstrap::{TlsNames, mtls_client, mtls_server};
 use steeple_e2e::sds_client::{self, assert_not_in_logs};
+use steeple_e2e::steeple::{seal_local, write_rows};
 use steeple_e2e::suite::eventually_status;
 use steeple_e2e::{Envoy, Spire, SpireOptions, SteepleProcess, free_port, http_get};
 
@@ -27,6 +31,8 @@ const STEEPLE: &str = "spiffe://example.org/steeple";
 const A: (&str, u32) = ("spiffe://example.org/workload-a", 1101);
 const B: (&str, u32) = ("spiffe://example.org/workload-b", 1102);
 const C: (&str, u32) = ("spiffe://example.org/workload-c", 1103);
+const ENVELOPE: &str = "payments/db-password";
+const CANARY: &str = "canary-node-agent-payments-0001";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_workload_gets_its_own_identity_and_nothing_of_anyone_elses() -> anyhow::Result<()> {
@@ -72,6 +78,16 @@ async fn each_workload_gets_its_own_identity_and_nothing_of_anyone_elses() -> an
     );
     node.wait_audited_denial(A.1, B.0).await?;
 
+    // The envelope only A's identity is granted.
+    let (served, out) = node.fetch_as(A.1, ENVELOPE, 15)?;
+    anyhow::ensure!(served, "A denied {ENVELOPE}: {out}");
+    let (served, out) = node.fetch_as(B.1, ENVELOPE, 3)?;
+    anyhow::ensure!(
+        !served && out.contains("not authorized for resource"),
+        "B fetching {ENVELOPE}: {out}"
+    );
+    node.wait_audited_denial(B.1, ENVELOPE).await?;
+
     // A's JWT-SVID is A's, fetched for A on demand.
     let (served, out) = node.fetch_as(A.1, "jwt-svid:payments-api", 15)?;
     anyhow::ensure!(served, "A's JWT-SVID not served: {out}");
@@ -97,7 +113,11 @@ async fn each_workload_gets_its_own_identity_and_nothing_of_anyone_elses() -> an
     let own = sds_client::wait_for(node.sds(), &["default"], Duration::from_secs(10)).await?;
     let keys: Vec<Vec<u8>> = own.iter().filter_map(sds_client::secret_bytes).collect();
     assert!(!keys.is_empty());
-    assert_not_in_logs(&keys, &node.steeple.logs())?;
+    let mut secrets = keys;
+    secrets.push(CANARY.as_bytes().to_vec());
+    assert_not_in_logs(&secrets, &node.steeple.logs())?;
+    let audit = std::fs::read_to_string(&node.audit).unwrap_or_default();
+    assert_not_in_logs(&secrets, &audit)?;
     Ok(())
 }
 
@@ -205,16 +225,35 @@ impl NodeAgent {
         std::fs::create_dir_all(&steeple_dir)?;
         set_mode(&steeple_dir, 0o755)?;
         let audit = dir.path().join("audit.jsonl");
+        let envelopes = dir.path().join("envelopes");
+        std::fs::create_dir_all(&envelopes)?;
+        let master = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        write_rows(
+            &envelopes.join("rows.json"),
+            &[seal_local(&master, ENVELOPE, "", CANARY)?],
+        )?;
         let uids = [0, A.1, B.1, C.1].map(|u| u.to_string()).join(", ");
+        // A's identity gets everything; every workload its own identity's names.
         let config = format!(
             "[workload_api]\nmode = \"delegated\"\nadmin_socket = \"{}\"\n\
              [sds]\nsocket_mode = \"0666\"\n\
              [audit]\nsink = \"file:{}\"\n\
-             [[callers]]\nuids = [{uids}]\nresources = [\"*\"]\n",
+             [envelopes]\nenabled = true\npaths = [\"{}\"]\npoll_interval = \"200ms\"\n\
+             local_master_key_env = \"STEEPLE_LOCAL_MASTER_KEY\"\n\
+             [[callers]]\nuids = [{uids}]\nspiffe_ids = [\"{}\"]\nresources = [\"*\"]\n\
+             [[callers]]\nuids = [{uids}]\n\
+             resources = [\"default\", \"ROOTCA\", \"ALL\", \"spiffe://*\", \"jwt-svid:*\"]\n",
             spire.admin_socket().display(),
-            audit.display()
+            audit.display(),
+            envelopes.display(),
+            A.0
         );
-        let steeple = SteepleProcess::run(&steeple_dir, spire.agent_socket(), &config)?;
+        let steeple = SteepleProcess::run_with(
+            &steeple_dir,
+            spire.agent_socket(),
+            &config,
+            &[("STEEPLE_LOCAL_MASTER_KEY", master.as_str())],
+        )?;
         Ok(Self {
             steeple,
             audit,

@@ -82,6 +82,16 @@ impl SteepleProcess {
     /// `extra_toml` appended to the generated config (the keys of its `[workload_api]` and
     /// `[sds]` sections join the generated ones).
     pub fn run(dir: &Path, workload_socket: &Path, extra_toml: &str) -> anyhow::Result<Self> {
+        Self::run_with(dir, workload_socket, extra_toml, &[])
+    }
+
+    /// Like [`SteepleProcess::run`], with `env` set.
+    pub fn run_with(
+        dir: &Path,
+        workload_socket: &Path,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let sds_socket = dir.join("sds.sock");
         let (api_keys, rest) = split_section(extra_toml, "[workload_api]");
@@ -94,6 +104,7 @@ impl SteepleProcess {
         let config_path = dir.join("steeple.toml");
         std::fs::write(&config_path, config)?;
         let mut command = Command::new(steeple_bin()?);
+        command.envs(env.iter().copied());
         command.arg("run").arg("--config").arg(&config_path);
         Self::spawn(command, dir, sds_socket)
     }

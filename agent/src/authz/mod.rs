@@ -45,6 +45,8 @@ impl SharedPolicy {
 #[derive(Debug, Clone)]
 pub struct Grant {
     caller: Arc<Caller>,
+    /// The caller's SPIFFE IDs, once SPIRE attested it (delegated mode).
+    identity: Option<Vec<String>>,
     resources: Vec<String>,
     /// Whether a reloaded policy applies (not to connections without peer credentials).
     follows_policy: bool,
@@ -53,11 +55,21 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// `caller`'s grant under `policy`.
+    /// `caller`'s grant under `policy`, its identity unknown.
     pub fn new(caller: Arc<Caller>, policy: &Policy) -> Self {
-        let resources = policy.grants(&caller);
+        Self::with_identity(caller, policy, None)
+    }
+
+    /// `caller`'s grant under `policy`, holding SVIDs for `identity` when known.
+    pub fn with_identity(
+        caller: Arc<Caller>,
+        policy: &Policy,
+        identity: Option<Vec<String>>,
+    ) -> Self {
+        let resources = policy.grants_to(&caller, identity.as_deref());
         Self {
             caller,
+            identity,
             resources,
             follows_policy: true,
             endpoint: "sds",
@@ -77,6 +89,7 @@ impl Grant {
     pub fn nothing(caller: Arc<Caller>) -> Self {
         Self {
             caller,
+            identity: None,
             resources: Vec::new(),
             follows_policy: false,
             endpoint: "sds",
@@ -89,13 +102,29 @@ impl Grant {
         if !self.follows_policy {
             return self.clone();
         }
-        Self::new(self.caller.clone(), policy).on_endpoint(self.endpoint)
+        Self::with_identity(self.caller.clone(), policy, self.identity.clone())
+            .on_endpoint(self.endpoint)
+    }
+
+    /// The same caller's grant once it holds SVIDs for `identity` (its SVIDs changed).
+    #[must_use]
+    pub fn attested(&self, policy: &Policy, identity: Vec<String>) -> Self {
+        if !self.follows_policy {
+            return self.clone();
+        }
+        Self::with_identity(self.caller.clone(), policy, Some(identity)).on_endpoint(self.endpoint)
+    }
+
+    /// The caller's SPIFFE IDs, when known.
+    pub fn identity(&self) -> Option<&[String]> {
+        self.identity.as_deref()
     }
 
     /// A grant to everything (for callers that are the agent itself, and tests).
     pub fn everything(caller: Arc<Caller>) -> Self {
         Self {
             caller,
+            identity: None,
             resources: vec!["*".into()],
             follows_policy: false,
             endpoint: "sds",

@@ -13,6 +13,10 @@ pub struct Rule {
     pub gids: Vec<u32>,
     /// The caller's executable path, a glob (`*` matches any run of characters).
     pub exe: Option<String>,
+    /// Any of these SPIFFE ID globs, matched against the caller's own SVIDs (delegated
+    /// mode, once SPIRE attested it); empty: any caller, whatever its identity. A rule
+    /// naming SPIFFE IDs never matches a caller whose identity is unknown.
+    pub spiffe_ids: Vec<String>,
     /// Resource-name globs granted.
     pub resources: Vec<String>,
 }
@@ -32,6 +36,7 @@ impl Policy {
                     uids: vec![own_uid],
                     gids: Vec::new(),
                     exe: None,
+                    spiffe_ids: Vec::new(),
                     resources: vec!["*".into()],
                 }],
             };
@@ -39,17 +44,43 @@ impl Policy {
         Self { rules }
     }
 
-    /// The resource globs `caller` is granted (empty: none).
+    /// The resource globs `caller` is granted (empty: none), its identity unknown.
     pub fn grants(&self, caller: &Caller) -> Vec<String> {
+        self.grants_to(caller, None)
+    }
+
+    /// The resource globs `caller`, holding SVIDs for `identity` (its SPIFFE IDs, when
+    /// known), is granted: the first rule matching both decides.
+    pub fn grants_to(&self, caller: &Caller, identity: Option<&[String]>) -> Vec<String> {
         self.rules
             .iter()
-            .find(|rule| rule.matches(caller))
+            .find(|rule| rule.matches(caller) && rule.matches_identity(identity))
             .map(|rule| rule.resources.clone())
             .unwrap_or_default()
+    }
+
+    /// Whether some rule may grant `caller` something once its identity is known.
+    pub fn may_grant(&self, caller: &Caller) -> bool {
+        self.rules.iter().any(|rule| rule.matches(caller))
+    }
+
+    /// Whether some rule names SPIFFE IDs.
+    pub fn names_identities(&self) -> bool {
+        self.rules.iter().any(|rule| !rule.spiffe_ids.is_empty())
     }
 }
 
 impl Rule {
+    fn matches_identity(&self, identity: Option<&[String]>) -> bool {
+        if self.spiffe_ids.is_empty() {
+            return true;
+        }
+        identity.is_some_and(|ids| {
+            ids.iter()
+                .any(|id| self.spiffe_ids.iter().any(|glob| glob_matches(glob, id)))
+        })
+    }
+
     fn matches(&self, caller: &Caller) -> bool {
         let uid = self.uids.is_empty() || self.uids.contains(&caller.uid);
         let gid = self.gids.is_empty() || self.gids.contains(&caller.gid);
@@ -125,12 +156,14 @@ mod tests {
                     uids: vec![65534],
                     gids: vec![],
                     exe: Some("/usr/*/envoy".into()),
+                    spiffe_ids: vec![],
                     resources: vec!["default".into(), "ROOTCA".into()],
                 },
                 Rule {
                     uids: vec![1000],
                     gids: vec![],
                     exe: None,
+                    spiffe_ids: vec![],
                     resources: vec!["*".into()],
                 },
             ],
@@ -139,5 +172,37 @@ mod tests {
         assert_eq!(policy.grants(&caller(65534, "/usr/bin/envoy")).len(), 2);
         assert!(policy.grants(&caller(65534, "/tmp/envoy")).is_empty());
         assert_eq!(policy.grants(&caller(1000, "/tmp/x")), ["*"]);
+    }
+
+    #[test]
+    fn a_spiffe_id_rule_matches_only_a_caller_attested_with_that_identity() {
+        let rule = |spiffe_ids: Vec<String>, resources: &[&str]| Rule {
+            uids: vec![1101, 1102],
+            gids: vec![],
+            exe: None,
+            spiffe_ids,
+            resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        let policy = Policy::new(
+            vec![
+                rule(
+                    vec!["spiffe://example.org/payments/*".into()],
+                    &["default", "payments/*"],
+                ),
+                rule(vec![], &["default"]),
+            ],
+            0,
+        );
+        let who = caller(1101, "/x");
+        let payments = ["spiffe://example.org/payments/api".to_owned()];
+        let web = ["spiffe://example.org/web".to_owned()];
+        assert_eq!(
+            policy.grants_to(&who, Some(&payments)),
+            ["default", "payments/*"]
+        );
+        assert_eq!(policy.grants_to(&who, Some(&web)), ["default"]);
+        assert_eq!(policy.grants(&who), ["default"], "identity unknown");
+        assert!(policy.may_grant(&who) && policy.names_identities());
+        assert!(!policy.may_grant(&caller(7, "/x")));
     }
 }

@@ -237,6 +237,7 @@ async fn a_caller_the_policy_does_not_grant_the_credentials_is_forbidden() {
         uids: vec![own],
         gids: Vec::new(),
         exe: None,
+        spiffe_ids: vec![],
         resources: vec!["payments/*".to_owned()],
     };
     let h = Harness::start_with(Some(credentials(3600)), Policy::new(vec![elsewhere], own)).await;
@@ -263,6 +264,7 @@ fn this_executable_only() -> Policy {
         uids: vec![own],
         gids: Vec::new(),
         exe: Some(exe),
+        spiffe_ids: vec![],
         resources: vec!["aws-credentials".to_owned()],
     };
     Policy::new(vec![by_exe], own)

@@ -146,7 +146,7 @@ impl Workloads {
     pub fn acquire(&self, caller: &Arc<Caller>) -> Arc<Workload> {
         let Some(key) = caller.process_key() else {
             tracing::warn!(caller = %caller.describe(), "delegated: this SDS caller's pid is not visible (another PID namespace?) so SPIRE cannot attest it; it gets no SVID");
-            return Arc::new(unattested());
+            return Self::unattested();
         };
         let mut live = self
             .live
@@ -176,6 +176,12 @@ impl Workloads {
             lingering.insert(key, (workload.clone(), now + FETCH_LINGER));
         }
         workload
+    }
+
+    /// A workload with no identity, and known to have none (a caller SPIRE cannot be
+    /// asked about, or one no rule grants anything).
+    pub fn unattested() -> Arc<Workload> {
+        Arc::new(unattested())
     }
 
     fn start(&self, caller: Arc<Caller>, pid: i32) -> Workload {

@@ -115,7 +115,7 @@ impl Admission {
         }
         let slot = self.take_slot(uid)?;
         let caller = Arc::new(Caller::from_peer(uid, cred.gid(), pid));
-        if self.policy.current().grants(&caller).is_empty() {
+        if !self.policy.current().may_grant(&caller) {
             self.refused(uid, "the policy grants this caller nothing");
             return None;
         }

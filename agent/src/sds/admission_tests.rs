@@ -64,6 +64,7 @@ async fn a_caller_granted_nothing_is_closed_at_once_and_holds_no_place() {
             uids: vec![own_uid().wrapping_add(1)],
             gids: Vec::new(),
             exe: None,
+            spiffe_ids: vec![],
             resources: vec!["*".into()],
         }],
         own_uid(),

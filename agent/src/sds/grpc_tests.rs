@@ -142,6 +142,7 @@ fn own_uid_rule(resources: &[&str]) -> Rule {
         uids: vec![rustix::process::geteuid().as_raw()],
         gids: Vec::new(),
         exe: None,
+        spiffe_ids: vec![],
         resources: resources.iter().map(|r| (*r).to_owned()).collect(),
     }
 }

@@ -10,6 +10,7 @@ pub mod peer;
 pub mod resources;
 pub mod sotw;
 pub mod stream;
+mod workload_view;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,8 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::authz::{Caller, Grant, SharedPolicy};
 use crate::delegated::{Workload, Workloads};
 use crate::metrics::metrics;
-use crate::store::names::JWT_SVID_PREFIX;
-use crate::store::{OnDemand as _, SecretStore, Snapshot, Source, View, ViewReceiver};
+use crate::store::{SecretStore, View, ViewReceiver};
 use delta::DeltaStream;
 pub use limits::SdsSettings;
 use resources::{ClientCaps, SECRET_TYPE_URL, encode};
@@ -39,9 +39,6 @@ use sotw::SotwStream;
 
 /// Responses buffered per stream before the stream task waits for the client to read.
 const STREAM_BUFFER: usize = 4;
-/// How long a delegated-mode `FetchSecrets` waits for SPIRE's first answer about the
-/// caller before it answers from what is known.
-const FIRST_IDENTITY_WAIT: Duration = Duration::from_secs(5);
 
 /// The SDS service over the shared store.
 #[derive(Debug, Clone)]
@@ -99,44 +96,34 @@ impl SdsService {
         self
     }
 
-    /// The caller's workload in delegated mode (`None` in `self` mode), followed while
-    /// the result is held — and for a while after a unary fetch (`unary`).
-    fn workload(
+    /// Delegated mode: the caller's workload — its first answer from SPIRE awaited, and
+    /// `grant` recomputed under the identity it was attested with — followed while the
+    /// result is held, and for a while after a unary fetch (`unary`). A caller no rule
+    /// may grant anything, or one without peer credentials, gets a workload with no
+    /// identity: never the agent's own.
+    async fn attested_workload(
         &self,
         connected: Option<&peer::ConnectedCaller>,
+        grant: &mut Grant,
         unary: bool,
     ) -> Option<Arc<Workload>> {
         let workloads = self.workloads.as_ref()?;
-        let caller = match connected {
-            Some(connected) => connected.caller.clone(),
-            None => Arc::new(Caller::from_peer(u32::MAX, u32::MAX, None)),
+        let policy = self.policy.current();
+        let Some(caller) = connected
+            .map(|c| c.caller.clone())
+            .filter(|c| policy.may_grant(c))
+        else {
+            return Some(Workloads::unattested());
         };
-        Some(match unary {
+        let workload = match unary {
             true => workloads.acquire_for_fetch(&caller),
             false => workloads.acquire(&caller),
-        })
-    }
-
-    /// What the stores hold for one request naming `names`: the caller's own identity
-    /// over the shared store in delegated mode, once SPIRE first answered about it and
-    /// the JWT-SVIDs named are there (or [`FIRST_IDENTITY_WAIT`] passed).
-    async fn view_now(&self, workload: Option<&Workload>, names: &[&str]) -> Result<View, Status> {
-        let Some(workload) = workload else {
-            return Ok(self.store.view());
         };
-        workload.wanted(names).map_err(Status::resource_exhausted)?;
-        let jwts: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|n| n.starts_with(JWT_SVID_PREFIX))
-            .collect();
-        let mut own = workload.store().subscribe();
-        let known = |s: &Arc<Snapshot>| {
-            s.has_synced(&Source::X509Identity) && jwts.iter().all(|n| s.get(n).is_some())
-        };
-        let _ = tokio::time::timeout(FIRST_IDENTITY_WAIT, own.wait_for(known)).await;
-        let own = own.borrow().clone();
-        Ok(View::delegated(self.store.snapshot(), own))
+        let own = workload_view::first_answer(&workload).await;
+        if let Some(identity) = View::delegated(self.store.snapshot(), own).own_identity() {
+            *grant = grant.attested(&policy, identity);
+        }
+        Some(workload)
     }
 
     /// The caller's grant, from the Unix peer credentials of its connection. A connection
@@ -156,8 +143,11 @@ impl SdsService {
     /// A stream's grant and its place under `sds.max_streams`, refused before any task is
     /// spawned when the grant covers nothing (the policy may have narrowed since the
     /// connection was admitted) or every place is taken.
-    fn stream_grant<T>(&self, request: &Request<T>) -> Result<(Grant, StreamPermit), Status> {
-        let grant = self.grant(request);
+    async fn stream_grant<T>(&self, request: &Request<T>) -> Result<(Grant, StreamPermit), Status> {
+        let mut grant = self.grant(request);
+        let workload = self
+            .attested_workload(Self::connection(request), &mut grant, false)
+            .await;
         if grant.is_empty() {
             metrics().sds_request_refused();
             return Err(Status::permission_denied(
@@ -168,7 +158,7 @@ impl SdsService {
         let permit = StreamPermit {
             open_streams: self.open_streams.clone(),
             _in_use: Self::connection(request).map(|c| c.activity.stream_opened()),
-            workload: None,
+            workload,
         };
         if open >= self.settings.max_streams {
             metrics().sds_request_refused();
@@ -177,8 +167,6 @@ impl SdsService {
                 self.settings.max_streams
             )));
         }
-        let mut permit = permit;
-        permit.workload = self.workload(Self::connection(request), false);
         Ok((grant, permit))
     }
 
@@ -227,7 +215,7 @@ impl SecretDiscoveryService for SdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        let grant = self.stream_grant(&request)?;
+        let grant = self.stream_grant(&request).await?;
         let protocol = SotwStream::new(self.settings.clone());
         Ok(Response::new(self.spawn_stream(
             grant,
@@ -240,7 +228,7 @@ impl SecretDiscoveryService for SdsService {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
-        let grant = self.stream_grant(&request)?;
+        let grant = self.stream_grant(&request).await?;
         let protocol = DeltaStream::new(self.settings.clone());
         Ok(Response::new(self.spawn_stream(
             grant,
@@ -253,7 +241,7 @@ impl SecretDiscoveryService for SdsService {
         &self,
         request: Request<DiscoveryRequest>,
     ) -> Result<Response<DiscoveryResponse>, Status> {
-        let grant = self.grant(&request);
+        let mut grant = self.grant(&request);
         let connected = Self::connection(&request).cloned();
         if let Some(connected) = &connected {
             connected.activity.touch();
@@ -266,10 +254,18 @@ impl SecretDiscoveryService for SdsService {
             self.settings.disable_spiffe_cert_validation,
         );
         let mut names: Vec<&str> = request.resource_names.iter().map(String::as_str).collect();
+        let workload = self
+            .attested_workload(connected.as_ref(), &mut grant, true)
+            .await;
         // Authorized before anything is fetched on the caller's behalf.
         grant.authorize(names.iter().copied())?;
-        let workload = self.workload(connected.as_ref(), true);
-        let snapshot = self.view_now(workload.as_deref(), &names).await?;
+        let snapshot = match &workload {
+            None => self.store.view(),
+            Some(w) => View::delegated(
+                self.store.snapshot(),
+                workload_view::with_jwts(w, &names).await?,
+            ),
+        };
         if names.is_empty() {
             // FetchSecrets without names: everything this caller may see.
             names = snapshot

@@ -67,7 +67,7 @@ pub async fn run<P: Protocol>(
             },
             message = inbound.message() => on_message(&grant, &mut protocol, message, &mut store, &mut judge_later),
             changed = store.changed() => match changed {
-                Ok(()) => on_snapshot(&grant, &mut protocol, &mut store, &mut judge_later),
+                Ok(()) => on_snapshot(&mut grant, &mut protocol, &mut store, &policy, &mut judge_later),
                 Err(_) => Err(None),
             },
         };
@@ -143,14 +143,26 @@ fn on_message<P: Protocol>(
 
 /// A new store snapshot: pushed to a caller whose process still runs.
 fn on_snapshot<P: Protocol>(
-    grant: &Grant,
+    grant: &mut Grant,
     protocol: &mut P,
     store: &mut ViewReceiver,
+    policy: &watch::Receiver<Arc<Policy>>,
     judge_later: &mut bool,
 ) -> Step<P::Response> {
     // A connection whose process is gone gets no more pushes.
     grant.authorize([]).map_err(Some)?;
     let snapshot = store.borrow_and_update();
+    if let Some(identity) = snapshot.own_identity()
+        && grant.identity() != Some(identity.as_slice())
+    {
+        // The caller's SVIDs changed: what `[[callers]]` grants it may have too.
+        *grant = grant.attested(&policy.borrow(), identity);
+        if let Err(status) = grant.authorize_request(protocol.watched()) {
+            metrics().sds_request_refused();
+            tracing::warn!(code = ?status.code(), reason = status.message(), "the caller's new identity is not granted what this stream watches; closing it");
+            return Err(Some(status));
+        }
+    }
     if *judge_later {
         own_svids_only(grant, &snapshot, protocol.watched().as_deref(), judge_later)
             .map_err(Some)?;

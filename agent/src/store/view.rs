@@ -35,6 +35,25 @@ impl View {
         self.own.as_deref()
     }
 
+    /// The caller's own SPIFFE IDs (those of its SVIDs), once SPIRE answered about it;
+    /// `None` in `self` mode or before then.
+    pub fn own_identity(&self) -> Option<Vec<String>> {
+        let own = self.own.as_deref()?;
+        if !own.has_synced(&super::Source::X509Identity) {
+            return None;
+        }
+        let mut ids: Vec<String> = own
+            .iter()
+            .filter_map(|(_, e)| match &e.secret {
+                super::Secret::Certificate(c) => Some(c.spiffe_id.clone()),
+                _ => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Some(ids)
+    }
+
     /// The entry named `name` for this caller (see [`Snapshot::get`]).
     pub fn get(&self, name: &str) -> Option<&Arc<Entry>> {
         match &self.own {

@@ -100,6 +100,7 @@ impl Session {
             max_streams: 64,
         };
         let rule = |uid: u32, resources: &[&str]| Rule {
+            spiffe_ids: Vec::new(),
             uids: vec![uid],
             gids: Vec::new(),
             exe: None,

@@ -107,5 +107,8 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
 /// `[[name]]` arrays of tables and their keys.
 pub(super) const TABLE_ARRAYS: &[(&str, &[&str])] = &[
     ("jwt_svids", &["audience", "spiffe_id", "resource_name"]),
-    ("callers", &["uids", "gids", "exe", "resources"]),
+    (
+        "callers",
+        &["uids", "gids", "exe", "spiffe_ids", "resources"],
+    ),
 ];

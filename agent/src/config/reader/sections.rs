@@ -244,6 +244,7 @@ impl Reader {
             self.error(&key("gids"), "expected an array of numeric gids");
         }
         let exe = item.get("exe").and_then(Value::as_str).map(str::to_owned);
+        let spiffe_ids = self.spiffe_id_globs(&key("spiffe_ids"), item.get("spiffe_ids"));
         let resources: Option<Vec<String>> = item.get("resources").and_then(|v| {
             v.as_array()?
                 .iter()
@@ -272,8 +273,36 @@ impl Reader {
             uids,
             gids,
             exe,
+            spiffe_ids: spiffe_ids?,
             resources,
         })
+    }
+
+    /// A rule's `spiffe_ids`: absent (any identity), or an array of `spiffe://` globs.
+    fn spiffe_id_globs(&mut self, key: &str, value: Option<&Value>) -> Option<Vec<String>> {
+        let Some(value) = value else {
+            return Some(Vec::new());
+        };
+        let globs: Option<Vec<String>> = value.as_array().and_then(|items| {
+            items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .filter(|s| s.starts_with("spiffe://"))
+                        .map(str::to_owned)
+                })
+                .collect()
+        });
+        match globs.filter(|g| !g.is_empty()) {
+            Some(globs) => Some(globs),
+            None => {
+                self.error(
+                    key,
+                    "expected a non-empty array of SPIFFE ID globs (\"spiffe://example.org/payments/*\")",
+                );
+                None
+            }
+        }
     }
 
     /// Cross-section rules of the production profile.
