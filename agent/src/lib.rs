@@ -9,6 +9,7 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod doctor_check;
 pub mod envelopes;
 pub mod exchange;
 pub mod hardening;

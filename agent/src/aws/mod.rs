@@ -4,6 +4,7 @@
 
 pub mod container_endpoint;
 pub mod delivery;
+pub mod doctor;
 pub mod key_probe;
 
 use std::sync::Arc;

@@ -7,6 +7,8 @@
 //! to enable a provider that is off. (The names they serve under are claimed with every
 //! other producer's in [`crate::store::sources`].)
 
+pub mod doctor;
+
 use std::sync::Arc;
 use std::time::Duration;
 

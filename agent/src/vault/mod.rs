@@ -4,6 +4,8 @@
 //! keeper, which logs in again at once if it was revoked), and — when asked — the token
 //! itself served as an SDS generic secret.
 
+pub mod doctor;
+
 use std::sync::Arc;
 
 use steeple_plugin_api::{EnvelopeResolver, VaultAllowlist};
