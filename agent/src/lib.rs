@@ -21,6 +21,7 @@ pub mod providers;
 pub mod redact;
 pub mod reload;
 pub mod sds;
+pub mod seal_request;
 pub mod side_context;
 pub mod sides;
 pub mod spiffe_ids;

@@ -6,6 +6,7 @@ pub mod container_endpoint;
 pub mod delivery;
 pub mod doctor;
 pub mod key_probe;
+pub mod seal;
 
 use std::sync::Arc;
 

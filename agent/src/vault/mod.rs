@@ -5,6 +5,7 @@
 //! itself served as an SDS generic secret.
 
 pub mod doctor;
+pub mod seal;
 
 use std::sync::Arc;
 
