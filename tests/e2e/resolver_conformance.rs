@@ -14,11 +14,15 @@
 //! | moved, binding rewritten      | Undecryptable | Undecryptable | Undecryptable  | n/a            |
 //! | large plaintext               | one AES-GCM seal | data key (> 4 KiB) | data key (> 32 KiB) | KV value |
 //! | ciphertext over the limit     | Refused²      | Refused²      | Refused²       | n/a (no ciphertext) |
+//! | garbage ciphertext³           | Undecryptable | Undecryptable | Undecryptable  | n/a (no ciphertext) |
 //! | upstream stopped              | n/a (none)    | Unavailable   | Unavailable    | Unavailable    |
 //!
 //! ¹ With a derived transit key; a key that is not derived ignores the context.
 //! ² Refused before the resolver, by `EnvelopeRow::validate` or `check_path_binding`, as
 //!   the registry does.
+//! ³ Random bytes as long as the sealed ones, and the sealed ones cut to half; with a data
+//!   key, also the wrapped key made random and the payload cut short. Never `Unavailable`:
+//!   no retry opens it.
 //!
 //! Every plaintext starts with a per-provider canary, looked for in everything the test
 //! binary logged (TRACE, HTTP stacks included) and in the peer's log.

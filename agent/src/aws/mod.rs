@@ -4,7 +4,9 @@
 
 pub mod container_endpoint;
 pub mod delivery;
+pub mod doctor;
 pub mod key_probe;
+pub mod seal;
 
 use std::sync::Arc;
 

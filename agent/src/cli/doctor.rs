@@ -5,28 +5,21 @@
 //! One line per check, each failure with its fix; exit 0 only when nothing failed.
 //! Nothing secret is printed: SPIFFE IDs, key ARNs, expiry times, a token accessor.
 
-#[cfg(feature = "aws")]
-mod aws;
 mod identity;
 mod local;
 mod report;
-#[cfg(feature = "vault")]
-mod vault;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use steeple_plugin_api::JwtSvidSource;
 
 use crate::config::{Config, ConfigErrors};
+use crate::doctor_check::{Check, Issued};
 use crate::exchange::jwt_source::WorkloadApiJwtFetcher;
-use identity::Issued;
-use report::{Check, Report};
-
-/// Bound on each call to a peer (Workload API, STS, KMS, Vault).
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::sides::doctor::{aws_checks, vault_checks};
+use report::Report;
 
 /// Arguments of `steeple doctor`.
 #[derive(Debug, Args)]
@@ -149,62 +142,6 @@ async fn jwt_check(
             false,
         ),
         (true, Some(_)) => identity::jwt_svid(name, jwt, audience, sts).await,
-    }
-}
-
-#[cfg(feature = "aws")]
-async fn aws_checks(config: &Config, jwt: &dyn JwtSvidSource, issued: &Issued) -> Vec<Check> {
-    let spiffe_id = issued.spiffe_ids.first().map_or("", String::as_str);
-    aws::checks(config, jwt, spiffe_id).await
-}
-
-#[cfg(not(feature = "aws"))]
-async fn aws_checks(_: &Config, _: &dyn JwtSvidSource, _: &Issued) -> Vec<Check> {
-    vec![Check::skipped(
-        "aws.sts",
-        "not compiled in (see feature.aws)",
-    )]
-}
-
-#[cfg(feature = "vault")]
-async fn vault_checks(config: &Config, jwt: &dyn JwtSvidSource, issued: &Issued) -> Vec<Check> {
-    vault::checks(&config.vault, jwt, issued).await
-}
-
-#[cfg(not(feature = "vault"))]
-async fn vault_checks(_: &Config, _: &dyn JwtSvidSource, _: &Issued) -> Vec<Check> {
-    vec![Check::skipped(
-        "vault.login",
-        "not compiled in (see feature.vault)",
-    )]
-}
-
-/// `at` as RFC 3339 (whole seconds, UTC) and how far from now.
-fn expiry(at: SystemTime) -> String {
-    let stamp = time::OffsetDateTime::from(at)
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "?".to_owned());
-    match at.duration_since(SystemTime::now()) {
-        Ok(left) => format!("{stamp}, in {}", span(left)),
-        Err(past) => format!("{stamp}, {} ago", span(past.duration())),
-    }
-}
-
-/// `1h 2m`, `1h`, `3m 4s`, `3m` or `5s` (sub-second durations as `250ms`).
-fn span(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    match (secs / 3600, secs % 3600 / 60, secs % 60) {
-        (0, 0, 0) => format!("{}ms", duration.as_millis()),
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m {s}s"),
-        (h, 0, _) => format!("{h}h"),
-        (h, m, _) => format!("{h}h {m}m"),
     }
 }
 

@@ -2,7 +2,7 @@
 //! into an envelope row, so operators and tests never hand-write base64. `kms_envelope`
 //! seals with the operator's own AWS identity (the SDK's default credential chain), and
 //! `vault_transit` with the operator's own Vault token (`VAULT_TOKEN`), never the
-//! workload's.
+//! workload's; each is sealed by its side, through [`crate::sides::seal`].
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -12,6 +12,8 @@ use clap::Args;
 use steeple_plugin_api::{EnvelopeRow, parse_aad};
 use steeple_plugin_local::LocalKey;
 use zeroize::Zeroize as _;
+
+use crate::seal_request::SealRequest;
 
 /// Largest plaintext `seal` reads.
 const MAX_PLAINTEXT: u64 = 16 * 1024 * 1024;
@@ -73,61 +75,36 @@ fn seal(
     context: &steeple_plugin_api::EncryptionContext,
     plaintext: &[u8],
 ) -> anyhow::Result<EnvelopeRow> {
-    match args.provider.as_str() {
-        "local" => {
-            let key = LocalKey::from_env(&args.master_key_env)?;
-            Ok(key.seal(&args.logical_path, context, plaintext)?)
-        }
-        #[cfg(feature = "aws")]
-        "kms_envelope" => seal_kms(args, context, plaintext),
-        #[cfg(feature = "vault")]
-        "vault_transit" => vault::seal(args, context, plaintext),
-        other => anyhow::bail!("--provider {other:?}: seal supports {}", sealable()),
+    if args.provider == "local" {
+        let key = LocalKey::from_env(&args.master_key_env)?;
+        return Ok(key.seal(&args.logical_path, context, plaintext)?);
     }
-}
-
-/// The providers this build can seal with.
-fn sealable() -> String {
-    let mut providers = Vec::new();
-    if cfg!(feature = "aws") {
-        providers.push("kms_envelope");
-    }
-    if cfg!(feature = "vault") {
-        providers.push("vault_transit");
-    }
-    providers.push("local");
-    providers.join(", ")
-}
-
-#[cfg(feature = "vault")]
-#[path = "seal_vault.rs"]
-mod vault;
-
-#[cfg(feature = "aws")]
-fn seal_kms(
-    args: &SealArgs,
-    context: &steeple_plugin_api::EncryptionContext,
-    plaintext: &[u8],
-) -> anyhow::Result<EnvelopeRow> {
-    let key_id = args
-        .key_id
-        .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("--key-id: required with --provider kms_envelope"))?;
-    let options = steeple_plugin_aws::SealOptions {
-        endpoint: args.kms_endpoint.clone(),
-        sdk_config: None,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    Ok(runtime.block_on(steeple_plugin_aws::seal_with_kms(
-        &options,
-        key_id,
-        &args.logical_path,
+    let request = SealRequest {
+        logical_path: &args.logical_path,
         context,
         plaintext,
-    ))?)
+        key_id: args.key_id.as_deref(),
+        kms_endpoint: args.kms_endpoint.as_deref(),
+        vault_addr: args.vault_addr.as_deref(),
+        vault_namespace: args.vault_namespace.as_deref(),
+        vault_ca_file: args.vault_ca_file.as_deref(),
+        transit_mount: &args.transit_mount,
+    };
+    match crate::sides::seal::seal(&args.provider, &request) {
+        Some(sealed) => sealed,
+        None => anyhow::bail!(
+            "--provider {:?}: seal supports {}",
+            args.provider,
+            sealable()
+        ),
+    }
+}
+
+/// The providers this build can seal with: the compiled sides', then `local`.
+fn sealable() -> String {
+    let mut providers = crate::sides::seal::sealable();
+    providers.push("local");
+    providers.join(", ")
 }
 
 fn read_plaintext(input: Option<&PathBuf>) -> anyhow::Result<Vec<u8>> {

@@ -2,10 +2,14 @@
 //! `vault` feature) — as the core sees them. Each side lives in its own folder, compiled
 //! only with its feature; this module is the one place that knows which are compiled. It
 //! refuses a section enabled in a build without its side, naming both; it starts the
-//! enabled sides and hands the core what they offer (envelope resolvers); and it says, from
+//! enabled sides and hands the core what they offer (envelope resolvers); it says, from
 //! their settings alone, what they set for the envelope layer (refresh overrides) and how
-//! to enable a provider that is off. (The names they serve under are claimed with every
-//! other producer's in [`crate::store::sources`].)
+//! to enable a provider that is off; and it hands the command line each side's own
+//! `doctor` checks ([`doctor`]) and `envelope seal` ([`seal`]). (The names they serve
+//! under are claimed with every other producer's in [`crate::store::sources`].)
+
+pub mod doctor;
+pub mod seal;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,6 +4,9 @@
 //! keeper, which logs in again at once if it was revoked), and — when asked — the token
 //! itself served as an SDS generic secret.
 
+pub mod doctor;
+pub mod seal;
+
 use std::sync::Arc;
 
 use steeple_plugin_api::{EnvelopeResolver, VaultAllowlist};

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+use ring::rand::{SecureRandom as _, SystemRandom};
 use steeple_plugin_api::{
     BoxFuture, EncryptionContext, EnvelopeResolver, EnvelopeRow, PATH_CONTEXT_KEY, ResolveError,
     check_path_binding, format_aad, parse_aad,
@@ -44,6 +46,10 @@ pub struct Expected {
     pub data_key_above: Option<usize>,
     /// Whether rows carry a ciphertext the size limit applies to.
     pub has_ciphertext: bool,
+    /// A row whose ciphertext (or, with a data key, wrapped key or payload) is garbage:
+    /// random bytes as long as the sealed ones, or the sealed ones cut short. `Err` says
+    /// why the check does not apply; the suite prints it.
+    pub garbage: Result<Class, &'static str>,
 }
 
 /// One provider under test: its resolver, how to seal for it, how to take its upstream
@@ -108,6 +114,7 @@ pub async fn run(subject: &mut dyn Subject, canary: &str) -> anyhow::Result<()> 
     wrong_context(subject, canary).await?;
     data_key_layer(subject, canary).await?;
     oversized(subject, canary).await?;
+    garbage(subject, canary).await?;
     outage(subject, canary).await
 }
 
@@ -246,6 +253,130 @@ async fn oversized(subject: &dyn Subject, canary: &str) -> anyhow::Result<()> {
         subject.name()
     );
     Ok(())
+}
+
+/// A row whose ciphertext is garbage is refused with the class the subject declares,
+/// never as `Unavailable` (no retry can open it), never with the plaintext, in the error
+/// text either. A panic in the resolver fails the test with it.
+async fn garbage(subject: &dyn Subject, canary: &str) -> anyhow::Result<()> {
+    let expected = match subject.expected().garbage {
+        Ok(class) => class,
+        Err(why) => {
+            eprintln!(
+                "{}: garbage ciphertext: does not apply: {why}",
+                subject.name()
+            );
+            return Ok(());
+        }
+    };
+    for (case, hostile) in garbage_rows(subject, canary).await? {
+        let outcome = present(subject.resolver(), &hostile, MAX_CIPHERTEXT).await?;
+        let Err(error) = outcome else {
+            anyhow::bail!("{}: {case}: the plaintext came back", subject.name());
+        };
+        let got = class(&error)?;
+        anyhow::ensure!(
+            got == expected && got != Class::Unavailable && !error.is_retryable(),
+            "{}: {case}: expected {expected:?}, got {error}",
+            subject.name()
+        );
+        anyhow::ensure!(
+            !error.to_string().contains(canary),
+            "{}: {case}: the error shows the plaintext",
+            subject.name()
+        );
+    }
+    Ok(())
+}
+
+/// The garbled rows: a direct row's ciphertext made random and cut short; with a
+/// data-key layer, a large row's wrapped key made random and its payload cut short.
+async fn garbage_rows(
+    subject: &dyn Subject,
+    canary: &str,
+) -> anyhow::Result<Vec<(&'static str, EnvelopeRow)>> {
+    let plaintext = format!("{canary}-garbage").into_bytes();
+    let row = subject
+        .seal("conformance/garbage", &context(), &plaintext)
+        .await?;
+    let mut rows = vec![
+        (
+            "random ciphertext",
+            EnvelopeRow {
+                ciphertext_ref: garble(&row.ciphertext_ref, Garble::Random)?,
+                ..row.clone()
+            },
+        ),
+        (
+            "truncated ciphertext",
+            EnvelopeRow {
+                ciphertext_ref: garble(&row.ciphertext_ref, Garble::Truncate)?,
+                ..row
+            },
+        ),
+    ];
+    let Some(above) = subject.expected().data_key_above else {
+        return Ok(rows);
+    };
+    let plaintext: Vec<u8> = format!("{canary}-garbage-large-")
+        .bytes()
+        .cycle()
+        .take(above + 1024)
+        .collect();
+    let large = subject
+        .seal("conformance/garbage-large", &context(), &plaintext)
+        .await?;
+    let data_key = large
+        .data_key_ciphertext
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("{}: no data key above {above}", subject.name()))?;
+    rows.push((
+        "random data key",
+        EnvelopeRow {
+            data_key_ciphertext: Some(garble(data_key, Garble::Random)?),
+            ..large.clone()
+        },
+    ));
+    rows.push((
+        "truncated payload",
+        EnvelopeRow {
+            ciphertext_ref: garble(&large.ciphertext_ref, Garble::Truncate)?,
+            ..large
+        },
+    ));
+    Ok(rows)
+}
+
+/// How [`garble`] spoils a ciphertext.
+#[derive(Debug, Clone, Copy)]
+enum Garble {
+    /// Random bytes, as many as the sealed ones.
+    Random,
+    /// The sealed bytes, cut to half.
+    Truncate,
+}
+
+/// `text` (base64, or a transit `vault:v<N>:<base64>`) with its bytes spoiled, still
+/// well-formed, so it passes validation and reaches the resolver.
+fn garble(text: &str, how: Garble) -> anyhow::Result<String> {
+    let (prefix, body) = match text.strip_prefix("vault:v") {
+        Some(rest) => {
+            let (version, body) = rest
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("a transit ciphertext without its version"))?;
+            (format!("vault:v{version}:"), body)
+        }
+        None => (String::new(), text),
+    };
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut bytes = engine.decode(body)?;
+    match how {
+        Garble::Random => SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| anyhow::anyhow!("no randomness"))?,
+        Garble::Truncate => bytes.truncate(bytes.len() / 2),
+    }
+    Ok(format!("{prefix}{}", engine.encode(bytes)))
 }
 
 /// With the upstream gone, a row that resolved before is retryable `Unavailable`.

@@ -86,6 +86,7 @@ impl Subject for Local {
             relabelled: Some(Class::Undecryptable),
             data_key_above: None,
             has_ciphertext: true,
+            garbage: Ok(Class::Undecryptable),
         }
     }
 }
@@ -167,6 +168,7 @@ impl Subject for Kms {
             relabelled: Some(Class::Undecryptable),
             data_key_above: Some(MAX_DIRECT_PLAINTEXT),
             has_ciphertext: true,
+            garbage: Ok(Class::Undecryptable),
         }
     }
 }
@@ -274,6 +276,7 @@ impl Subject for Transit {
             relabelled: Some(Class::Undecryptable),
             data_key_above: Some(TRANSIT_DIRECT_MAX),
             has_ciphertext: true,
+            garbage: Ok(Class::Undecryptable),
         }
     }
 }
@@ -345,6 +348,7 @@ impl Subject for Kv {
             relabelled: None,
             data_key_above: None,
             has_ciphertext: false,
+            garbage: Err("a KV row names a secret by path; it carries no ciphertext to garble"),
         }
     }
 }

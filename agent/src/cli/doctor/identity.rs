@@ -10,8 +10,7 @@ use steeple_plugin_api::JwtSvidSource;
 use steeple_proto::workload::{X509svidRequest, X509svidResponse};
 use zeroize::Zeroize as _;
 
-use super::report::Check;
-use super::{CALL_TIMEOUT, expiry};
+use crate::doctor_check::{CALL_TIMEOUT, Check, Issued, expiry};
 use crate::identity::jwt::token_times;
 use crate::identity::x509::bundle_sources;
 use crate::identity::{WorkloadApiClient, request};
@@ -20,15 +19,6 @@ use crate::svid::{split_der_certificates, validate_svid};
 
 /// The check name of the X.509 fetch.
 pub const X509_CHECK: &str = "workload_api.x509_svid";
-
-/// What the Workload API issued: SPIFFE IDs, and the roots of every trust domain.
-#[derive(Debug)]
-pub struct Issued {
-    /// The SPIFFE IDs of the valid SVIDs, default first.
-    pub spiffe_ids: Vec<String>,
-    /// Trust domain name → its X.509 roots (DER), own and federated.
-    pub bundles: BTreeMap<String, Vec<Vec<u8>>>,
-}
 
 /// `workload_api.x509_svid`: one `FetchX509SVID` answer within [`CALL_TIMEOUT`].
 pub async fn x509(client: &WorkloadApiClient, socket: &Path) -> (Check, Option<Issued>) {

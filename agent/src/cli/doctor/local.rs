@@ -4,9 +4,8 @@
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::Path;
 
-use super::report::Check;
-use super::span;
 use crate::config::{Config, ConfigErrors, Profile};
+use crate::doctor_check::{Check, span};
 use crate::uds::{BindError, check_socket_dir};
 
 /// `config`: valid, or every bad key with its message.
@@ -185,9 +184,10 @@ fn explain_vault(config: &Config) -> Option<Check> {
 
 /// `feature.aws` and `feature.vault`: an enabled section needs its cargo feature.
 pub fn features(config: &Config) -> Vec<Check> {
+    let compiled = crate::sides::compiled();
     vec![
-        feature("aws", config.aws.enabled, cfg!(feature = "aws")),
-        feature("vault", config.vault.enabled, cfg!(feature = "vault")),
+        feature("aws", config.aws.enabled, compiled.contains(&"aws")),
+        feature("vault", config.vault.enabled, compiled.contains(&"vault")),
     ]
 }
 

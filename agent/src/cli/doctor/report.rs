@@ -3,59 +3,7 @@
 
 use std::process::ExitCode;
 
-use serde::Serialize;
-
-/// The outcome of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// The check passed.
-    Ok,
-    /// The check failed; the check carries a fix.
-    Fail,
-    /// The check did not run; its detail says why.
-    Skipped,
-}
-
-/// One check: a stable name, its status, what was seen and, on failure, how to fix it.
-/// Details name SPIFFE IDs, key ARNs, paths and expiry times — never a secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    /// Stable name, e.g. `workload_api.x509_svid` or `vault.login`.
-    pub check: String,
-    /// How it went.
-    pub status: Status,
-    /// What was seen (for a skipped check: why it did not run).
-    pub detail: String,
-    /// For a failure, one line saying what to change.
-    pub fix: Option<String>,
-}
-
-impl Check {
-    /// A passed check.
-    pub fn ok(check: &str, detail: impl Into<String>) -> Self {
-        Self::new(check, Status::Ok, detail.into(), None)
-    }
-
-    /// A failed check with its fix.
-    pub fn fail(check: &str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self::new(check, Status::Fail, detail.into(), Some(fix.into()))
-    }
-
-    /// A check that did not run, and why.
-    pub fn skipped(check: &str, reason: impl Into<String>) -> Self {
-        Self::new(check, Status::Skipped, reason.into(), None)
-    }
-
-    fn new(check: &str, status: Status, detail: String, fix: Option<String>) -> Self {
-        Self {
-            check: check.to_owned(),
-            status,
-            detail,
-            fix,
-        }
-    }
-}
+use crate::doctor_check::{Check, Status};
 
 /// Every check of one run, in the order they ran.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,10 +1,12 @@
 use std::os::unix::fs::PermissionsExt as _;
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use steeple_plugin_api::{BoxFuture, ExchangeError, JwtSvidSource, SecretBytes};
 
-use super::report::{Check, Report, Status};
+use super::report::Report;
 use super::*;
+use crate::doctor_check::{Check, Status};
 
 fn parse(text: &str) -> Result<Config, ConfigErrors> {
     Config::parse(text, Vec::<(String, String)>::new())
@@ -325,20 +327,4 @@ async fn without_a_workload_api_its_checks_fail_with_a_fix_and_the_rest_is_skipp
             .contains("SPIRE agent")
     );
     assert_eq!(report.exit_code(), ExitCode::FAILURE);
-}
-
-#[test]
-fn durations_read_as_people_write_them() {
-    let cases = [
-        (3600, "1h"),
-        (3720, "1h 2m"),
-        (180, "3m"),
-        (184, "3m 4s"),
-        (5, "5s"),
-    ];
-    for (secs, shown) in cases {
-        assert_eq!(span(Duration::from_secs(secs)), shown);
-    }
-    assert_eq!(span(Duration::from_millis(250)), "250ms");
-    assert!(expiry(SystemTime::now() + Duration::from_secs(90)).contains(", in 1m "));
 }

@@ -1,15 +1,14 @@
-//! `vault.login` and `vault.revoke`: one JWT login with a fresh JWT-SVID, built as the
-//! agent builds it (same client, TLS trust and login settings), then `revoke-self` on the
-//! token it got so the check leaves nothing behind. Only the accessor is ever shown.
+//! `steeple doctor`'s `vault.login` and `vault.revoke`: one JWT login with a fresh
+//! JWT-SVID, built as the agent builds it (same client, TLS trust and login settings), then
+//! `revoke-self` on the token it got so the check leaves nothing behind. Only the accessor
+//! is ever shown.
 
 use steeple_plugin_api::{ExchangeErrorKind, JwtSvidSource};
 use steeple_plugin_vault::{VaultClient, VaultJwtLogin, VaultToken};
 
-use super::identity::Issued;
-use super::report::Check;
-use super::{CALL_TIMEOUT, expiry, span};
+use super::{VaultStartError, client_config, client_error, login_config};
 use crate::config::VaultConfig;
-use crate::vault::{VaultStartError, client_config, client_error, login_config};
+use crate::doctor_check::{CALL_TIMEOUT, Check, Issued, expiry, span};
 
 const LOGIN: &str = "vault.login";
 const REVOKE: &str = "vault.revoke";

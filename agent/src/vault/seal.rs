@@ -2,33 +2,30 @@
 //! Vault token, read from `VAULT_TOKEN` (never an argument, so it stays out of `ps` and
 //! shell history).
 
+use std::path::Path;
+
 use anyhow::Context as _;
-use steeple_plugin_api::{EncryptionContext, EnvelopeRow, SecretBytes};
+use steeple_plugin_api::{EnvelopeRow, SecretBytes};
 use steeple_plugin_vault::{VaultClientConfig, seal_with_transit};
 
-use super::SealArgs;
+use crate::seal_request::SealRequest;
 
 /// The variable the operator's token is read from.
 const TOKEN_ENV: &str = "VAULT_TOKEN";
 
-/// Seals `plaintext` with transit key `--key-id`.
-pub(super) fn seal(
-    args: &SealArgs,
-    context: &EncryptionContext,
-    plaintext: &[u8],
-) -> anyhow::Result<EnvelopeRow> {
-    let key = args
+/// Seals the plaintext with transit key `--key-id`.
+pub fn seal(request: &SealRequest<'_>) -> anyhow::Result<EnvelopeRow> {
+    let key = request
         .key_id
-        .as_deref()
         .ok_or_else(|| anyhow::anyhow!("--key-id: required with --provider vault_transit"))?;
-    let addr = args.vault_addr.clone().ok_or_else(|| {
+    let addr = request.vault_addr.map(str::to_owned).ok_or_else(|| {
         anyhow::anyhow!("--vault-addr (or VAULT_ADDR): required with --provider vault_transit")
     })?;
     let token = operator_token()?;
     let client = VaultClientConfig {
         addr,
-        ca_file: args.vault_ca_file.clone(),
-        namespace: args.vault_namespace.clone(),
+        ca_file: request.vault_ca_file.map(Path::to_path_buf),
+        namespace: request.vault_namespace.map(str::to_owned),
         ..VaultClientConfig::default()
     }
     .build()
@@ -40,11 +37,11 @@ pub(super) fn seal(
     Ok(runtime.block_on(seal_with_transit(
         &client,
         &token,
-        &args.transit_mount,
+        request.transit_mount,
         key,
-        &args.logical_path,
-        context,
-        plaintext,
+        request.logical_path,
+        request.context,
+        request.plaintext,
     ))?)
 }
 

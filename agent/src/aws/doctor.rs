@@ -1,6 +1,6 @@
-//! `aws.sts` and `aws.kms_key`: one `AssumeRoleWithWebIdentity` with a fresh JWT-SVID,
-//! through the exchanger the agent builds, then `DescribeKey` on every key the
-//! configured envelope files name, signed with the credentials just obtained (as the
+//! `steeple doctor`'s `aws.sts` and `aws.kms_key`: one `AssumeRoleWithWebIdentity` with a
+//! fresh JWT-SVID, through the exchanger the agent builds, then `DescribeKey` on every key
+//! the configured envelope files name, signed with the credentials just obtained (as the
 //! agent's `probe_keys` does). Credentials are never shown, only their expiry.
 
 use std::sync::Arc;
@@ -11,11 +11,10 @@ use steeple_plugin_api::{
 use steeple_plugin_aws::{KmsEnvelopeResolver, StsExchanger};
 use tokio::sync::watch;
 
-use super::report::Check;
-use super::{CALL_TIMEOUT, expiry};
-use crate::aws::key_probe::kms_keys;
-use crate::aws::{kms_config, sts_config};
+use super::key_probe::kms_keys;
+use super::{kms_config, sts_config};
 use crate::config::Config;
+use crate::doctor_check::{CALL_TIMEOUT, Check, expiry};
 use crate::envelopes::RowSets;
 use crate::envelopes::file_source::{self, FileSet};
 
