@@ -136,6 +136,24 @@ async fn an_unauthorized_delegate_is_told_which_agent_setting_to_change() -> any
     assert!(node.own_log_lines().contains("ERROR"));
     let (served, out) = node.fetch_as(A.1, "default", 2)?;
     assert!(!served, "{out}");
+    // `steeple doctor` says the same.
+    let doctor = std::process::Command::new(steeple_e2e::steeple::steeple_bin()?)
+        .args(["doctor", "--json", "--config"])
+        .arg(node.steeple.dir().join("steeple.toml"))
+        .output()?;
+    assert!(!doctor.status.success());
+    let checks: serde_json::Value = serde_json::from_slice(&doctor.stdout)?;
+    let delegated = checks
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["check"] == "workload_api.delegated"))
+        .with_context(|| format!("no workload_api.delegated check in {checks}"))?;
+    assert_eq!(delegated["status"], "fail", "{delegated}");
+    assert!(
+        delegated["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("authorized_delegates")),
+        "{delegated}"
+    );
     Ok(())
 }
 

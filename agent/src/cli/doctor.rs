@@ -78,6 +78,7 @@ async fn peers(config: &Config) -> Vec<Check> {
     let client = crate::identity::client(&config.workload_api.socket);
     let (x509, issued) = identity::x509(&client, &config.workload_api.socket).await;
     let mut out = vec![x509];
+    out.extend(crate::delegated::doctor::check(&config.workload_api.mode).await);
     let jwt = WorkloadApiJwtFetcher::new(client, None);
     let aws = &config.aws;
     let vault = &config.vault;

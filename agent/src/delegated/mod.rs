@@ -10,6 +10,7 @@
 
 pub mod bundles;
 pub mod convert;
+pub mod doctor;
 pub mod jwt;
 pub mod registry;
 pub mod workload;
