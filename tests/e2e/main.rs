@@ -26,6 +26,7 @@ mod node_agent;
 mod pid_namespace_callers;
 mod reload;
 mod resolver_conformance;
+mod revocation;
 mod rotation;
 mod sds_flood;
 mod sds_stream_cut;

@@ -247,6 +247,11 @@ pub async fn run(
                 message = next_message(&mut stream), if stream.is_some() => match message {
                     Ok(Some(response)) => overdue_at = follower.apply(response),
                     Ok(None) | Err(_) => {
+                        if let Err(status) = &message
+                            && status.code() == tonic::Code::PermissionDenied
+                        {
+                            follower.revoke(status.message());
+                        }
                         let why = message.err().map_or("stream closed by the Workload API".to_owned(), |s| s.message().to_owned());
                         follower.errors.warn("FetchX509SVID", &why);
                         stream = None;
@@ -306,6 +311,27 @@ impl Follower {
                 None
             }
         }
+    }
+
+    /// SPIRE ended a stream that was serving SVIDs with `PermissionDenied` — its answer
+    /// once the workload's entries are deleted: the identity is withdrawn at once (not
+    /// kept until it expires), audited, and the stream retried, so a re-created entry is
+    /// picked up. (Refused at *open*, as while an agent restarts, nothing is withdrawn.)
+    fn revoke(&mut self, why: &str) {
+        if self.state.svids.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = self
+            .state
+            .svids
+            .iter()
+            .map(|c| c.spiffe_id.as_str())
+            .collect();
+        let ids = ids.join(",");
+        tracing::warn!(target: crate::audit::TARGET, spiffe_ids = %ids, reason = %why, decision = "revoked", "identity");
+        tracing::warn!(spiffe_ids = %ids, reason = %why, "the Workload API revoked this identity; its SVIDs are no longer served");
+        self.state = X509State::default();
+        self.store.sync_source(&SOURCE, Vec::new());
     }
 
     /// Withdraws what expired by `now`, raises the overdue alarm when due (and moves
