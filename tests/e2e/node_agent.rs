@@ -5,6 +5,8 @@
 //! - each workload's `default` is its own: A and B do mTLS with each other, each side
 //!   accepting only the other's SPIFFE ID;
 //! - A asking for B's SPIFFE ID is refused, and the refusal audited;
+//! - A's connection handed to another process that uses it after A exited is refused (the
+//!   pidfd guard: nothing attested for a pid reaches anyone but the process that connected);
 //! - a third uid with no entry gets no SVID, its Envoy held waiting, and gets its own once
 //!   an entry is created — the same Envoy, without reconnecting;
 //! - `[[callers]]` by SPIFFE ID: only A's identity may fetch the envelope
@@ -92,6 +94,17 @@ async fn each_workload_gets_its_own_identity_and_nothing_of_anyone_elses() -> an
     let (served, out) = node.fetch_as(A.1, "jwt-svid:payments-api", 15)?;
     anyhow::ensure!(served, "A's JWT-SVID not served: {out}");
     anyhow::ensure!(out.contains(&format!("\"sub\":\"{}\"", A.0)), "{out}");
+
+    // A's connection, used by a process A handed it to after A exited: never served.
+    let inherited = node.run_as(
+        A.1,
+        "sds-inherit",
+        &[node.sds().as_os_str(), "default".as_ref()],
+    )?;
+    anyhow::ensure!(
+        inherited.contains("refused: PermissionDenied") && inherited.contains("gone"),
+        "an inherited connection of an exited process: {inherited}"
+    );
 
     no_entry_then_entry(&spire, &node).await?;
     agent_restart_under_load(&mut spire, &node, client_port).await?;
@@ -290,23 +303,9 @@ impl NodeAgent {
     /// `sds-fetch` run as `uid` for `name`: whether it was served, and what it printed
     /// (its JSON line, or its error).
     fn fetch_as(&self, uid: u32, name: &str, timeout_s: u32) -> anyhow::Result<(bool, String)> {
-        use std::os::unix::fs::PermissionsExt as _;
-        let bin = self.dir.path().join("sds-fetch");
-        if !bin.exists() {
-            std::fs::copy(env!("CARGO_BIN_EXE_sds-fetch"), &bin)?;
-            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
-        }
-        let output = std::process::Command::new("setpriv")
-            .args([
-                format!("--reuid={uid}"),
-                format!("--regid={uid}"),
-                "--clear-groups".to_owned(),
-            ])
-            .arg(&bin)
-            .arg(self.sds())
-            .arg(name)
-            .arg(timeout_s.to_string())
-            .output()?;
+        let timeout = timeout_s.to_string();
+        let args = [self.sds().as_os_str(), name.as_ref(), timeout.as_ref()];
+        let output = self.command_as(uid, "sds-fetch", &args)?.output()?;
         let printed = if output.status.success() {
             String::from_utf8_lossy(&output.stdout).into_owned()
         } else {
@@ -322,6 +321,43 @@ impl NodeAgent {
             .lines()
             .filter(|l| !l.contains(" h2::") && !l.contains(" tower::") && !l.contains(" hyper"));
         own.collect::<Vec<_>>().join("\n")
+    }
+
+    /// One of the suite's helper binaries run as `uid` with `args`: what it printed.
+    fn run_as(&self, uid: u32, bin: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<String> {
+        let output = self.command_as(uid, bin, args)?.output()?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr))
+    }
+
+    /// The command running helper binary `bin` (copied where `uid` may run it) as `uid`.
+    fn command_as(
+        &self,
+        uid: u32,
+        bin: &str,
+        args: &[&std::ffi::OsStr],
+    ) -> anyhow::Result<std::process::Command> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let built = match bin {
+            "sds-fetch" => env!("CARGO_BIN_EXE_sds-fetch"),
+            "sds-inherit" => env!("CARGO_BIN_EXE_sds-inherit"),
+            other => anyhow::bail!("no helper binary {other}"),
+        };
+        let copy = self.dir.path().join(bin);
+        if !copy.exists() {
+            std::fs::copy(built, &copy)?;
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let mut command = std::process::Command::new("setpriv");
+        command
+            .args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".to_owned(),
+            ])
+            .arg(&copy)
+            .args(args);
+        Ok(command)
     }
 
     async fn wait_log(&self, text: &str) -> anyhow::Result<()> {
