@@ -227,9 +227,28 @@ fn envelope_tasks(
     )?)
 }
 
-/// The `[[callers]]` policy, with the agent's own uid as the default.
+/// The `[[callers]]` policy. Without rules: the agent's own uid, and in delegated mode
+/// every local caller its own identity's names (see [`Policy::for_node_agent`]).
 fn policy(config: &Config) -> Policy {
-    Policy::new(config.callers.clone(), rustix::process::geteuid().as_raw())
+    let own_uid = rustix::process::geteuid().as_raw();
+    match &config.workload_api.mode {
+        IdentityMode::Own => Policy::new(config.callers.clone(), own_uid),
+        IdentityMode::Delegated(_) => {
+            Policy::for_node_agent(config.callers.clone(), own_uid, identity_names(&config.sds))
+        }
+    }
+}
+
+/// The names of a caller's own identity in delegated mode: its default SVID and bundles
+/// under SPIRE's names, its SVIDs and trust domains by ID, its JWT-SVIDs.
+fn identity_names(sds: &crate::config::SdsConfig) -> Vec<String> {
+    vec![
+        sds.default_svid_name.clone(),
+        sds.default_bundle_name.clone(),
+        sds.default_all_bundles_name.clone(),
+        format!("{}*", crate::store::names::SPIFFE_PREFIX),
+        format!("{}*", crate::store::names::JWT_SVID_PREFIX),
+    ]
 }
 
 impl RunningAgent {

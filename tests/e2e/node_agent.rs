@@ -134,6 +134,26 @@ async fn each_workload_gets_its_own_identity_and_nothing_of_anyone_elses() -> an
     Ok(())
 }
 
+/// No `[[callers]]` rule: every local caller gets its own identity (as from SPIRE agent's
+/// own SDS), and nothing else — the envelope needs a rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_rules_every_caller_gets_its_own_identity_and_nothing_else() -> anyhow::Result<()> {
+    let spire = Spire::start(SpireOptions {
+        authorized_delegates: vec![STEEPLE.to_owned()],
+        ..SpireOptions::default()
+    })?;
+    spire.create_entry(STEEPLE, "unix:uid:0", None)?;
+    spire.create_entry(A.0, &format!("unix:uid:{}", A.1), None)?;
+    let node = NodeAgent::start_with(&spire, "")?;
+    let (served, out) = node.fetch_as(A.1, "default", 15)?;
+    anyhow::ensure!(served, "A's default: {out}");
+    let (served, out) = node.fetch_as(A.1, "jwt-svid:anything", 15)?;
+    anyhow::ensure!(served && out.contains(A.0), "A's JWT-SVID: {out}");
+    let (served, out) = node.fetch_as(A.1, ENVELOPE, 3)?;
+    anyhow::ensure!(!served && out.contains("not authorized"), "{out}");
+    Ok(())
+}
+
 /// Steeple has an entry but is not in the agent's `authorized_delegates`: it says so at
 /// start, naming the agent setting, and serves no workload anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,7 +267,20 @@ struct NodeAgent {
 }
 
 impl NodeAgent {
+    /// A's identity granted everything, every workload its own identity's names.
     fn start(spire: &Spire) -> anyhow::Result<Self> {
+        let uids = [0, A.1, B.1, C.1].map(|u| u.to_string()).join(", ");
+        let rules = format!(
+            "[[callers]]\nuids = [{uids}]\nspiffe_ids = [\"{}\"]\nresources = [\"*\"]\n\
+             [[callers]]\nuids = [{uids}]\n\
+             resources = [\"default\", \"ROOTCA\", \"ALL\", \"spiffe://*\", \"jwt-svid:*\"]\n",
+            A.0
+        );
+        Self::start_with(spire, &rules)
+    }
+
+    /// Steeple as a node agent with `rules` (`[[callers]]`, maybe none).
+    fn start_with(spire: &Spire, rules: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("steeple-node-")
             .tempdir_in("/tmp")?;
@@ -263,21 +296,15 @@ impl NodeAgent {
             &envelopes.join("rows.json"),
             &[seal_local(&master, ENVELOPE, "", CANARY)?],
         )?;
-        let uids = [0, A.1, B.1, C.1].map(|u| u.to_string()).join(", ");
-        // A's identity gets everything; every workload its own identity's names.
         let config = format!(
             "[workload_api]\nmode = \"delegated\"\nadmin_socket = \"{}\"\n\
              [sds]\nsocket_mode = \"0666\"\n\
              [audit]\nsink = \"file:{}\"\n\
              [envelopes]\nenabled = true\npaths = [\"{}\"]\npoll_interval = \"200ms\"\n\
-             local_master_key_env = \"STEEPLE_LOCAL_MASTER_KEY\"\n\
-             [[callers]]\nuids = [{uids}]\nspiffe_ids = [\"{}\"]\nresources = [\"*\"]\n\
-             [[callers]]\nuids = [{uids}]\n\
-             resources = [\"default\", \"ROOTCA\", \"ALL\", \"spiffe://*\", \"jwt-svid:*\"]\n",
+             local_master_key_env = \"STEEPLE_LOCAL_MASTER_KEY\"\n{rules}",
             spire.admin_socket().display(),
             audit.display(),
             envelopes.display(),
-            A.0
         );
         let steeple = SteepleProcess::run_with(
             &steeple_dir,

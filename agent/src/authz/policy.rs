@@ -28,6 +28,25 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// A node agent's rules (delegated mode): the given ones, or — when there are none —
+    /// the agent's own uid with everything and every other local caller with the names of
+    /// its *own* identity (its SVIDs, their bundles, its JWT-SVIDs): what SPIRE agent's
+    /// own SDS serves any caller. Shared secrets (envelopes, credentials) need a rule.
+    pub fn for_node_agent(rules: Vec<Rule>, own_uid: u32, identity_names: Vec<String>) -> Self {
+        if !rules.is_empty() {
+            return Self { rules };
+        }
+        let mut policy = Self::new(rules, own_uid);
+        policy.rules.push(Rule {
+            uids: Vec::new(),
+            gids: Vec::new(),
+            exe: None,
+            spiffe_ids: Vec::new(),
+            resources: identity_names,
+        });
+        policy
+    }
+
     /// The given rules, or — when there are none — the agent's own uid with everything.
     pub fn new(rules: Vec<Rule>, own_uid: u32) -> Self {
         if rules.is_empty() {
@@ -204,5 +223,28 @@ mod tests {
         assert_eq!(policy.grants(&who), ["default"], "identity unknown");
         assert!(policy.may_grant(&who) && policy.names_identities());
         assert!(!policy.may_grant(&caller(7, "/x")));
+    }
+
+    #[test]
+    fn a_node_agent_without_rules_serves_every_caller_its_own_identity_names_only() {
+        let names = vec!["default".to_owned(), "spiffe://*".to_owned()];
+        let policy = Policy::for_node_agent(Vec::new(), 0, names.clone());
+        assert_eq!(policy.grants(&caller(0, "/x")), ["*"]);
+        assert_eq!(policy.grants(&caller(1101, "/x")), names);
+        let ruled = Policy::for_node_agent(
+            vec![Rule {
+                uids: vec![7],
+                gids: vec![],
+                exe: None,
+                spiffe_ids: vec![],
+                resources: vec!["*".into()],
+            }],
+            0,
+            names,
+        );
+        assert!(
+            ruled.grants(&caller(1101, "/x")).is_empty(),
+            "rules replace the default"
+        );
     }
 }
