@@ -16,7 +16,11 @@ use std::process::Command;
 
 use anyhow::Context as _;
 use pods::{daemonset_problems, sidecar_problems, toml_str};
-use support::{Helm, deploy_file, only, run, steeple_check_config, steeple_tomls, yaml_documents};
+use serde_yaml_ng::Value;
+use support::{
+    Helm, at, deploy_file, only, run, seq_at, steeple_check_config, steeple_tomls, str_at,
+    yaml_documents,
+};
 
 fn assert_none(what: &str, problems: &[String]) {
     assert!(
@@ -91,6 +95,65 @@ fn the_chart_renders_a_hardened_daemonset_with_aws_and_vault() -> anyhow::Result
         config["vault"]["allow"][0]["paths"][0].as_str(),
         Some("payments-api"),
         "{text}"
+    );
+    Ok(())
+}
+
+/// `nodeAgent.enabled`: the DaemonSet shares the node's PID namespace, mounts SPIRE
+/// agent's admin socket directory read-only, and its config (accepted by `check-config`)
+/// runs delegated mode on that socket; in sidecar mode the value is refused.
+#[test]
+fn the_chart_renders_a_node_agent_daemonset() -> anyhow::Result<()> {
+    let helm = Helm::new()?;
+    let docs = helm.template(&[
+        "--set=mode=daemonset,spireSocket.source=hostPath",
+        "--set=nodeAgent.enabled=true,nodeAgent.defaultSvidHint=internal",
+    ])?;
+    assert_none("node agent daemonset", &daemonset_problems(&docs)?);
+    let daemonset = only(&docs, "DaemonSet")?;
+    let pod = at(daemonset, &["spec", "template", "spec"]).context("no pod spec")?;
+    assert_eq!(at(pod, &["hostPID"]).and_then(Value::as_bool), Some(true));
+    let admin = seq_at(pod, &["volumes"])
+        .iter()
+        .find(|v| str_at(v, &["name"]) == "spire-agent-admin")
+        .context("no spire-agent-admin volume")?;
+    assert_eq!(
+        str_at(admin, &["hostPath", "path"]),
+        "/run/spire/agent-admin"
+    );
+    let steeple = seq_at(pod, &["containers"])
+        .iter()
+        .find(|c| str_at(c, &["name"]) == "steeple")
+        .context("no steeple container")?;
+    let mount = seq_at(steeple, &["volumeMounts"])
+        .iter()
+        .find(|m| str_at(m, &["name"]) == "spire-agent-admin")
+        .context("the admin socket is not mounted")?;
+    assert_eq!(
+        at(mount, &["readOnly"]).and_then(Value::as_bool),
+        Some(true)
+    );
+    let [(_, text)] = steeple_tomls(&docs)
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("one config"))?;
+    let config: toml::Table = text.parse()?;
+    assert_eq!(
+        toml_str(&config, "workload_api", "mode"),
+        "delegated",
+        "{text}"
+    );
+    assert_eq!(
+        toml_str(&config, "workload_api", "admin_socket"),
+        format!("{}/admin.sock", str_at(mount, &["mountPath"])),
+        "{text}"
+    );
+    assert_eq!(
+        toml_str(&config, "workload_api", "default_svid_hint"),
+        "internal"
+    );
+    assert!(
+        helm.template(&["--set=nodeAgent.enabled=true"]).is_err(),
+        "a node agent in sidecar mode must be refused"
     );
     Ok(())
 }

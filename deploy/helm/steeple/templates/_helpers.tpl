@@ -118,6 +118,16 @@ numbers are written as integers (Steeple's uids, counts and versions are integer
 {{- $config := deepCopy (.Values.config | default dict) }}
 {{- $workloadApi := get $config "workload_api" | default dict }}
 {{- $_ := set $workloadApi "socket" (include "steeple.spireSocketPath" .) }}
+{{- if .Values.nodeAgent.enabled }}
+{{- if ne (include "steeple.mode" .) "daemonset" }}
+{{- fail "nodeAgent.enabled needs mode: daemonset (one Steeple per node)" }}
+{{- end }}
+{{- $_ := set $workloadApi "mode" "delegated" }}
+{{- $_ := set $workloadApi "admin_socket" (printf "%s/%s" (trimSuffix "/" .Values.nodeAgent.mountPath) .Values.nodeAgent.adminSocketName) }}
+{{- with .Values.nodeAgent.defaultSvidHint }}
+{{- $_ := set $workloadApi "default_svid_hint" . }}
+{{- end }}
+{{- end }}
 {{- $_ := set $config "workload_api" $workloadApi }}
 {{- $sds := get $config "sds" | default dict }}
 {{- $_ := set $sds "socket" (include "steeple.sdsSocketPath" .) }}
@@ -196,6 +206,11 @@ capabilities:
     - name: spire-agent-socket
       mountPath: {{ .Values.spireSocket.mountPath }}
       readOnly: true
+    {{- if .Values.nodeAgent.enabled }}
+    - name: spire-agent-admin
+      mountPath: {{ .Values.nodeAgent.mountPath }}
+      readOnly: true
+    {{- end }}
     {{- if and .Values.vault.enabled .Values.vault.caSecret }}
     - name: vault-ca
       mountPath: /etc/steeple-vault
@@ -223,6 +238,12 @@ capabilities:
   {{- else }}
   {{- fail (printf "spireSocket.source must be csi or hostPath, not %q" .Values.spireSocket.source) }}
   {{- end }}
+{{- if .Values.nodeAgent.enabled }}
+- name: spire-agent-admin
+  hostPath:
+    path: {{ .Values.nodeAgent.adminSocketHostPath }}
+    type: Directory
+{{- end }}
 {{- if and .Values.vault.enabled .Values.vault.caSecret }}
 - name: vault-ca
   secret:
