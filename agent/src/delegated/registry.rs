@@ -23,6 +23,12 @@ use crate::store::{OnDemand, SecretStore, Source};
 /// How long a workload stays followed after a `FetchSecrets` that needed it, so a client
 /// polling with unary calls does not open a subscription per call.
 const FETCH_LINGER: Duration = Duration::from_secs(30);
+/// Most workloads kept followed after unary fetches; past it the one due first goes (so
+/// short-lived processes fetching once cannot pile subscriptions up on SPIRE agent).
+const MAX_LINGERING: usize = 1024;
+
+/// Workloads followed now, for `steeple_delegated_workloads`.
+static FOLLOWED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A process, as the kernel names it over time: its pid and its start time (a pid reused
 /// by another process gets another key).
@@ -104,6 +110,10 @@ impl OnDemand for Workload {
 impl Drop for Workload {
     fn drop(&mut self) {
         self.stop.cancel();
+        if self.attested.is_some() {
+            let left = FOLLOWED.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
+            crate::metrics::metrics().set_delegated_workloads(left);
+        }
     }
 }
 
@@ -158,7 +168,6 @@ impl Workloads {
         live.retain(|_, w| w.strong_count() > 0);
         let workload = Arc::new(self.start(caller.clone(), key.0));
         live.insert(key, Arc::downgrade(&workload));
-        crate::metrics::metrics().set_delegated_workloads(live.len());
         workload
     }
 
@@ -172,6 +181,14 @@ impl Workloads {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         lingering.retain(|_, (w, until)| *until > now && !w.stop.is_cancelled());
+        if lingering.len() >= MAX_LINGERING
+            && let Some(first) = lingering
+                .iter()
+                .min_by_key(|(_, (_, until))| *until)
+                .map(|(k, _)| *k)
+        {
+            lingering.remove(&first);
+        }
         if let Some(key) = caller.process_key().filter(|_| caller.still_running()) {
             lingering.insert(key, (workload.clone(), now + FETCH_LINGER));
         }
@@ -196,6 +213,8 @@ impl Workloads {
             follower: Follower::new(store.clone(), self.names.clone(), "SubscribeToX509SVIDs"),
         };
         tokio::spawn(follow(task, stop.clone()));
+        let now = FOLLOWED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        crate::metrics::metrics().set_delegated_workloads(now);
         let attested = Attested {
             client: self.client.clone(),
             caller,
@@ -220,5 +239,55 @@ fn unattested() -> Workload {
         stop: CancellationToken::new(),
         attested: None,
         audiences: Mutex::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Workloads {
+        let client = DelegatedClient::new(crate::uds::lazy_channel(std::path::Path::new(
+            "/nonexistent/admin.sock",
+        )));
+        let names = DefaultNames {
+            svid: "default".into(),
+            bundle: "ROOTCA".into(),
+            all_bundles: "ALL".into(),
+        };
+        let (_, bundles) = watch::channel(Arc::default());
+        Workloads::new(client, bundles, names, None, CancellationToken::new())
+    }
+
+    #[tokio::test]
+    async fn one_subscription_per_process_stopped_with_its_last_holder() {
+        let workloads = registry();
+        let me = Arc::new(Caller::from_peer(0, 0, Some(std::process::id() as i32)));
+        let first = workloads.acquire(&me);
+        let again = workloads.acquire(&Arc::new(Caller::from_peer(
+            0,
+            0,
+            Some(std::process::id() as i32),
+        )));
+        assert!(Arc::ptr_eq(&first, &again), "one workload per process");
+        let stop = first.stop.clone();
+        drop((first, again));
+        assert!(stop.is_cancelled(), "followed only while held");
+        let lingering = workloads.acquire_for_fetch(&me);
+        let stop = lingering.stop.clone();
+        drop(lingering);
+        assert!(
+            !stop.is_cancelled(),
+            "a unary fetch keeps it followed for a while"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_caller_without_a_pid_gets_a_known_empty_identity() {
+        let workloads = registry();
+        let nobody = workloads.acquire(&Arc::new(Caller::from_peer(0, 0, None)));
+        assert!(nobody.attested.is_none());
+        let own = nobody.store().snapshot();
+        assert!(own.has_synced(&Source::X509Identity) && own.is_empty());
     }
 }
