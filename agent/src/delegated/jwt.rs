@@ -3,7 +3,7 @@
 //! kept fresh by a [`lease`] until the workload is no longer followed.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use spire_api::pb::spire::api::agent::delegatedidentity::v1::FetchJwtsviDsRequest;
 use steeple_plugin_api::lease::{self, LeaseSettings, Obtained, Upstream};
@@ -13,7 +13,7 @@ use zeroize::Zeroize;
 
 use super::DelegatedClient;
 use crate::authz::Caller;
-use crate::identity::jwt::{REFRESH_WINDOW, token_times};
+use crate::identity::jwt::{REFRESH_WINDOW, take_token};
 use crate::store::{Secret, SecretStore, Source};
 
 /// How long one FetchJWTSVIDs may take before it counts as failed (and is retried).
@@ -85,14 +85,7 @@ impl Upstream for DelegatedJwt {
             for other in &mut svids {
                 other.token.zeroize();
             }
-            let times = token_times(&svid.token, SystemTime::now());
-            let obtained = times.map(|times| Obtained {
-                credential: SecretBytes::copy_from(svid.token.as_bytes()),
-                issued_at: Some(times.issued_at),
-                expires_at: times.expires_at,
-            });
-            svid.token.zeroize();
-            obtained.map_err(|e| fetch_error(format!("JWT-SVID refused: {e}")))
+            take_token(&mut svid.token).map_err(|e| fetch_error(format!("JWT-SVID refused: {e}")))
         })
     }
 

@@ -77,6 +77,18 @@ pub fn token_times(token: &str, now: SystemTime) -> Result<JwtTimes, JwtError> {
     })
 }
 
+/// A fetched JWT-SVID as a lease's credential, its times read from its claims; `token`
+/// is zeroized either way.
+pub fn take_token(token: &mut String) -> Result<Obtained<SecretBytes>, JwtError> {
+    let obtained = token_times(token, SystemTime::now()).map(|times| Obtained {
+        credential: SecretBytes::copy_from(token.as_bytes()),
+        issued_at: Some(times.issued_at),
+        expires_at: times.expires_at,
+    });
+    token.zeroize();
+    obtained
+}
+
 /// How long one FetchJWTSVID may take before it counts as failed (and is retried).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -106,14 +118,7 @@ impl Upstream for JwtSvidUpstream {
             let Some(mut svid) = response.into_inner().svids.into_iter().next() else {
                 return Err(fetch_error("response carried no JWT-SVID".into()));
             };
-            let times = token_times(&svid.svid, SystemTime::now());
-            let obtained = times.map(|times| Obtained {
-                credential: SecretBytes::copy_from(svid.svid.as_bytes()),
-                issued_at: Some(times.issued_at),
-                expires_at: times.expires_at,
-            });
-            svid.svid.zeroize();
-            obtained.map_err(|e| fetch_error(format!("JWT-SVID refused: {e}")))
+            take_token(&mut svid.svid).map_err(|e| fetch_error(format!("JWT-SVID refused: {e}")))
         })
     }
 
