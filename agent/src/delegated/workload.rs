@@ -77,8 +77,10 @@ pub(crate) async fn follow(mut w: WorkloadFollow, stop: CancellationToken) {
                 if changed.is_err() {
                     return;
                 }
+                // Marked seen whether or not there is anything to re-apply yet.
+                let bundles = w.bundles.borrow_and_update().clone();
                 if let Some(svids) = &last {
-                    overdue_at = w.follower.apply(svids.response(&w.bundles.borrow_and_update()));
+                    overdue_at = w.follower.apply(svids.response(&bundles));
                 }
             }
             message = next_message(&mut stream) => match message {
@@ -90,7 +92,8 @@ pub(crate) async fn follow(mut w: WorkloadFollow, stop: CancellationToken) {
                     attested = true;
                     answered = true;
                     let svids = WorkloadSvids::new(update.x509_svids, update.federates_with, w.default_hint.as_deref());
-                    overdue_at = w.follower.apply(svids.response(&w.bundles.borrow()));
+                    let bundles = w.bundles.borrow_and_update().clone();
+                    overdue_at = w.follower.apply(svids.response(&bundles));
                     w.note_if_empty(&svids);
                     last = Some(svids);
                 }
