@@ -99,19 +99,49 @@ fn the_chart_renders_a_hardened_daemonset_with_aws_and_vault() -> anyhow::Result
     Ok(())
 }
 
-/// `nodeAgent.enabled`: the DaemonSet shares the node's PID namespace, mounts SPIRE
-/// agent's admin socket directory read-only, and its config (accepted by `check-config`)
-/// runs delegated mode on that socket; in sidecar mode the value is refused.
+/// Daemonset mode is a node agent (`nodeAgent.enabled`, the default): the DaemonSet shares
+/// the node's PID namespace, mounts SPIRE agent's admin socket directory read-only, and
+/// its config (accepted by `check-config`) runs delegated mode on that socket. Turned
+/// off, or in sidecar mode, the pod serves its own identity.
 #[test]
 fn the_chart_renders_a_node_agent_daemonset() -> anyhow::Result<()> {
     let helm = Helm::new()?;
     let docs = helm.template(&[
         "--set=mode=daemonset,spireSocket.source=hostPath",
-        "--set=nodeAgent.enabled=true,nodeAgent.defaultSvidHint=internal",
+        "--set=nodeAgent.defaultSvidHint=internal",
     ])?;
     assert_none("node agent daemonset", &daemonset_problems(&docs)?);
-    let daemonset = only(&docs, "DaemonSet")?;
-    let pod = at(daemonset, &["spec", "template", "spec"]).context("no pod spec")?;
+    let config = node_agent_pod(only(&docs, "DaemonSet")?, &docs)?;
+    assert_eq!(
+        toml_str(&config, "workload_api", "default_svid_hint"),
+        "internal"
+    );
+    let off: [&[&str]; 2] = [
+        &["--set=mode=daemonset", "--set=nodeAgent.enabled=false"],
+        &["--set=mode=sidecar"],
+    ];
+    for args in off {
+        let docs = helm.template(args)?;
+        let [(_, text)] = steeple_tomls(&docs)
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("one config"))?;
+        assert!(!text.contains("delegated"), "{args:?}: {text}");
+    }
+    Ok(())
+}
+
+/// The raw DaemonSet manifest is a node agent too.
+#[test]
+fn the_raw_daemonset_is_a_node_agent() -> anyhow::Result<()> {
+    let docs = yaml_documents(&deploy_file("kubernetes/daemonset.yaml")?)?;
+    node_agent_pod(only(&docs, "DaemonSet")?, &docs).map(drop)
+}
+
+/// Checks that `workload` runs Steeple as a node agent — hostPID, SPIRE agent's admin
+/// socket mounted read-only, the config in `docs` in delegated mode on that socket — and
+/// returns that config.
+fn node_agent_pod(workload: &Value, docs: &[Value]) -> anyhow::Result<toml::Table> {
+    let pod = at(workload, &["spec", "template", "spec"]).context("no pod spec")?;
     assert_eq!(at(pod, &["hostPID"]).and_then(Value::as_bool), Some(true));
     let admin = seq_at(pod, &["volumes"])
         .iter()
@@ -133,7 +163,7 @@ fn the_chart_renders_a_node_agent_daemonset() -> anyhow::Result<()> {
         at(mount, &["readOnly"]).and_then(Value::as_bool),
         Some(true)
     );
-    let [(_, text)] = steeple_tomls(&docs)
+    let [(_, text)] = steeple_tomls(docs)
         .try_into()
         .map_err(|_| anyhow::anyhow!("one config"))?;
     let config: toml::Table = text.parse()?;
@@ -147,15 +177,7 @@ fn the_chart_renders_a_node_agent_daemonset() -> anyhow::Result<()> {
         format!("{}/admin.sock", str_at(mount, &["mountPath"])),
         "{text}"
     );
-    assert_eq!(
-        toml_str(&config, "workload_api", "default_svid_hint"),
-        "internal"
-    );
-    assert!(
-        helm.template(&["--set=nodeAgent.enabled=true"]).is_err(),
-        "a node agent in sidecar mode must be refused"
-    );
-    Ok(())
+    Ok(config)
 }
 
 #[test]

@@ -282,7 +282,10 @@ pub fn daemonset_problems(docs: &[Value]) -> anyhow::Result<Vec<String>> {
     if socket_mode(&config) & 0o060 != 0o060 {
         problems.push("sds.socket_mode gives the node's Envoys (the group) no access".to_owned());
     }
-    if config.get("callers").is_none() {
+    // A node agent without rules serves every caller its own identity; otherwise only
+    // Steeple's own uid would be served.
+    let node_agent = toml_str(&config, "workload_api", "mode") == "delegated";
+    if config.get("callers").is_none() && !node_agent {
         problems.push("no [[callers]] rule: only Steeple's own uid would be served".to_owned());
     }
     Ok(problems)

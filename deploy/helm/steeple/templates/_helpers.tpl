@@ -110,6 +110,11 @@ numbers are written as integers (Steeple's uids, counts and versions are integer
 {{- end }}
 {{- end }}
 
+{{/* "true" when Steeple runs as a node agent: nodeAgent.enabled in daemonset mode. */}}
+{{- define "steeple.nodeAgent" -}}
+{{- if and .Values.nodeAgent.enabled (eq (include "steeple.mode" .) "daemonset") }}true{{- end }}
+{{- end }}
+
 {{/* steeple.toml: configToml verbatim, or config + aws + vault with the chart's sockets. */}}
 {{- define "steeple.configToml" -}}
 {{- if .Values.configToml }}
@@ -118,10 +123,7 @@ numbers are written as integers (Steeple's uids, counts and versions are integer
 {{- $config := deepCopy (.Values.config | default dict) }}
 {{- $workloadApi := get $config "workload_api" | default dict }}
 {{- $_ := set $workloadApi "socket" (include "steeple.spireSocketPath" .) }}
-{{- if .Values.nodeAgent.enabled }}
-{{- if ne (include "steeple.mode" .) "daemonset" }}
-{{- fail "nodeAgent.enabled needs mode: daemonset (one Steeple per node)" }}
-{{- end }}
+{{- if include "steeple.nodeAgent" . }}
 {{- $_ := set $workloadApi "mode" "delegated" }}
 {{- $_ := set $workloadApi "admin_socket" (printf "%s/%s" (trimSuffix "/" .Values.nodeAgent.mountPath) .Values.nodeAgent.adminSocketName) }}
 {{- with .Values.nodeAgent.defaultSvidHint }}
@@ -206,7 +208,7 @@ capabilities:
     - name: spire-agent-socket
       mountPath: {{ .Values.spireSocket.mountPath }}
       readOnly: true
-    {{- if .Values.nodeAgent.enabled }}
+    {{- if include "steeple.nodeAgent" . }}
     - name: spire-agent-admin
       mountPath: {{ .Values.nodeAgent.mountPath }}
       readOnly: true
@@ -238,7 +240,7 @@ capabilities:
   {{- else }}
   {{- fail (printf "spireSocket.source must be csi or hostPath, not %q" .Values.spireSocket.source) }}
   {{- end }}
-{{- if .Values.nodeAgent.enabled }}
+{{- if include "steeple.nodeAgent" . }}
 - name: spire-agent-admin
   hostPath:
     path: {{ .Values.nodeAgent.adminSocketHostPath }}
