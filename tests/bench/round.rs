@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use steeple_e2e::bench_support::{cpu_time, rss_kib};
 
 use crate::args::Args;
-use crate::fleet::Fleet;
 use crate::figures::{CpuUsed, Rotation, Target};
+use crate::fleet::Fleet;
 use crate::report::Round;
 use crate::world::World;
 

@@ -12,9 +12,9 @@ use steeple_e2e::{EntrySpec, Spire, SpireOptions, SteepleProcess, sds_client};
 use tempfile::TempDir;
 
 use crate::args::Args;
+use crate::figures::Target;
 use crate::fleet::RESOURCE;
 use crate::partner::{PARTNER_TRUST_DOMAIN, PartnerBundle};
-use crate::figures::Target;
 
 const WORKLOAD_ID: &str = "spiffe://example.org/bench";
 /// How long Steeple may take to serve the workload's identity after starting.

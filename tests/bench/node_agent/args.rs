@@ -99,9 +99,8 @@ impl Args {
 /// kernel's pid space, minus the tasks running now.
 fn free_pids() -> u64 {
     use rustix::process::{Resource, getrlimit};
-    let read = |path: &str| -> Option<u64> {
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
-    };
+    let read =
+        |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
     let pid_max = read("/proc/sys/kernel/pid_max").unwrap_or(32_768);
     let nproc = getrlimit(Resource::Nproc).current.unwrap_or(u64::MAX);
     // The fourth field of /proc/loadavg is "running/total" scheduling entities.

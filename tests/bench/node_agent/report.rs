@@ -71,7 +71,11 @@ pub struct Round {
 impl Round {
     /// The agent's RSS growth per workload, KiB.
     pub fn rss_per_workload_kib(&self) -> f64 {
-        delta_per(self.establish.rss_before_kib, self.rss_after_kib, self.workloads)
+        delta_per(
+            self.establish.rss_before_kib,
+            self.rss_after_kib,
+            self.workloads,
+        )
     }
 
     /// SPIRE agent's RSS growth per workload behind Steeple, KiB (0 for SPIRE rounds).
@@ -157,7 +161,8 @@ pub struct Report {
 impl Report {
     /// The Markdown document.
     pub fn markdown(&self) -> String {
-        let mut out = String::from("# Node agent: Steeple (delegated mode) vs SPIRE agent's SDS\n\n");
+        let mut out =
+            String::from("# Node agent: Steeple (delegated mode) vs SPIRE agent's SDS\n\n");
         let _ = writeln!(out, "- Date: {}", self.date);
         let _ = writeln!(out, "- Machine: {}", self.machine);
         let _ = writeln!(out, "- Setup: {}", self.setup);
@@ -224,7 +229,11 @@ impl Report {
                 None => ms(r.establish.all),
             };
             let behind = r.behind.map_or("–".to_owned(), |b| {
-                format!("{:.1}, {}", r.behind_per_workload_kib(), ms(b.establish_cpu))
+                format!(
+                    "{:.1}, {}",
+                    r.behind_per_workload_kib(),
+                    ms(b.establish_cpu)
+                )
             });
             let _ = writeln!(
                 out,
@@ -289,14 +298,20 @@ impl Report {
                 out,
                 "| {} | {} | {} | {} | {} | {} |",
                 spire.workloads,
-                ratio(steeple.establish.all.as_secs_f64(), spire.establish.all.as_secs_f64()),
+                ratio(
+                    steeple.establish.all.as_secs_f64(),
+                    spire.establish.all.as_secs_f64()
+                ),
                 ratio(steeple.rss_per_workload_kib(), spire.rss_per_workload_kib()),
                 ratio(
                     steeple.rss_per_workload_kib() + steeple.behind_per_workload_kib(),
                     spire.rss_per_workload_kib()
                 ),
                 ratio(steeple.p99().as_secs_f64(), spire.p99().as_secs_f64()),
-                ratio(steeple.node_cpu().as_secs_f64(), spire.node_cpu().as_secs_f64()),
+                ratio(
+                    steeple.node_cpu().as_secs_f64(),
+                    spire.node_cpu().as_secs_f64()
+                ),
             );
         }
         out
@@ -350,5 +365,9 @@ fn msf(d: Duration) -> f64 {
 }
 
 fn ratio_value(a: f64, b: f64) -> Value {
-    if b > 0.0 { json!((a / b * 100.0).round() / 100.0) } else { Value::Null }
+    if b > 0.0 {
+        json!((a / b * 100.0).round() / 100.0)
+    } else {
+        Value::Null
+    }
 }

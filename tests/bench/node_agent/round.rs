@@ -36,7 +36,10 @@ pub async fn run_round(
         Ok(done) => done,
         Err(e) => {
             let failure = format!("{e:#}");
-            eprintln!("bench: {label} did not establish {count} workloads at once ({failure}); restarting SPIRE agent, then {} at a time", args.batch);
+            eprintln!(
+                "bench: {label} did not establish {count} workloads at once ({failure}); restarting SPIRE agent, then {} at a time",
+                args.batch
+            );
             world.restart_spire_agent()?;
             let (workloads, establish) = establish(world, target, count, Some(args.batch))
                 .await
@@ -47,7 +50,13 @@ pub async fn run_round(
                  previous one was served); the figures shown are from that run",
                 args.batch
             );
-            (workloads, Establish { note: Some(note), ..establish })
+            (
+                workloads,
+                Establish {
+                    note: Some(note),
+                    ..establish
+                },
+            )
         }
     };
     tokio::time::sleep(AFTER_ESTABLISH).await;

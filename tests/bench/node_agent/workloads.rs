@@ -109,7 +109,9 @@ impl Workloads {
         for _ in 0..count {
             tokio::time::timeout_at(deadline, ready.recv())
                 .await
-                .map_err(|_| anyhow::anyhow!("{count} workload processes not ready within {START_TIMEOUT:?}"))?;
+                .map_err(|_| {
+                    anyhow::anyhow!("{count} workload processes not ready within {START_TIMEOUT:?}")
+                })?;
         }
         Ok(Self {
             children,
@@ -179,7 +181,11 @@ impl Workloads {
                     STREAMS[event.stream]
                 );
             }
-            let Some(slot) = event.workload.checked_sub(range.start).filter(|s| *s < total) else {
+            let Some(slot) = event
+                .workload
+                .checked_sub(range.start)
+                .filter(|s| *s < total)
+            else {
                 continue;
             };
             match want.satisfied(&event) {

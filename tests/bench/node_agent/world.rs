@@ -60,7 +60,8 @@ impl World {
             spire.admin_socket().display(),
             max_workloads + 64
         );
-        let steeple = SteepleProcess::run(&dir.path().join("steeple"), spire.agent_socket(), &config)?;
+        let steeple =
+            SteepleProcess::run(&dir.path().join("steeple"), spire.agent_socket(), &config)?;
         let partner_id = format!("spiffe://{PARTNER_TRUST_DOMAIN}");
         sds_client::wait_for(steeple.sds_socket(), &["ALL", &partner_id], READY_TIMEOUT).await?;
         Ok(Self {

@@ -55,12 +55,16 @@ async fn follow(name: &'static str, mut client: SdsClient, trust_domain: String)
             .iter()
             .any(|secret| secret.name == name);
         let bundle = validator_bundle_fingerprint(response, name, &trust_domain);
-        let line = serde_json::json!({"name": name, "at_ns": at_ns, "served": served, "bundle": bundle});
+        let line =
+            serde_json::json!({"name": name, "at_ns": at_ns, "served": served, "bundle": bundle});
         println!("{line}");
         Ok(())
     })
     .await;
     if let Err(e) = result {
-        println!("{}", serde_json::json!({"name": name, "error": format!("{e:#}")}));
+        println!(
+            "{}",
+            serde_json::json!({"name": name, "error": format!("{e:#}")})
+        );
     }
 }
