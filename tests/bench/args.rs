@@ -3,7 +3,8 @@
 
 use steeple_e2e::bench_support;
 
-use crate::report::Target;
+use crate::cli;
+use crate::figures::Target;
 
 const USAGE: &str = "usage: cargo bench -p steeple-e2e --bench sds_fanout -- \
     [--streams 100,1000,10000] [--rotations 3] [--per-connection 100] [--targets spire,steeple]";
@@ -31,8 +32,7 @@ pub struct Args {
 }
 
 impl Args {
-    /// Parses the arguments after the program name. `--bench`, which `cargo bench`
-    /// passes, is ignored.
+    /// Parses the arguments after the program name.
     pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Self> {
         let mut parsed = Self {
             streams: DEFAULT_STREAMS.to_vec(),
@@ -41,34 +41,15 @@ impl Args {
             per_connection: 100,
             targets: vec![Target::SpireAgent, Target::Steeple],
         };
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
-                None => (arg, None),
-            };
-            if flag == "--bench" {
-                continue;
-            }
-            let value = inline
-                .or_else(|| args.next())
-                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value\n{USAGE}"))?;
+        for (flag, value) in cli::flag_values(args, USAGE)? {
             match flag.as_str() {
                 "--streams" => {
-                    parsed.streams = value
-                        .split(',')
-                        .map(|n| positive(&flag, n.trim()))
-                        .collect::<anyhow::Result<_>>()?;
+                    parsed.streams = cli::positives(&flag, &value, USAGE)?;
                     parsed.explicit_streams = true;
                 }
-                "--rotations" => parsed.rotations = positive(&flag, &value)?,
-                "--per-connection" => parsed.per_connection = positive(&flag, &value)?,
-                "--targets" => {
-                    parsed.targets = value
-                        .split(',')
-                        .map(|t| target(t.trim()))
-                        .collect::<anyhow::Result<_>>()?;
-                }
+                "--rotations" => parsed.rotations = cli::positive(&flag, &value, USAGE)?,
+                "--per-connection" => parsed.per_connection = cli::positive(&flag, &value, USAGE)?,
+                "--targets" => parsed.targets = cli::targets(&value, USAGE)?,
                 _ => anyhow::bail!("unknown argument {flag}\n{USAGE}"),
             }
         }
@@ -102,20 +83,5 @@ impl Args {
             }
         }
         Ok((run, skipped))
-    }
-}
-
-fn positive(flag: &str, value: &str) -> anyhow::Result<usize> {
-    match value.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => anyhow::bail!("{flag}: {value:?} is not a positive number\n{USAGE}"),
-    }
-}
-
-fn target(name: &str) -> anyhow::Result<Target> {
-    match name {
-        "spire" => Ok(Target::SpireAgent),
-        "steeple" => Ok(Target::Steeple),
-        _ => anyhow::bail!("--targets: {name:?} is neither spire nor steeple\n{USAGE}"),
     }
 }

@@ -2,30 +2,20 @@
 //! sends an Envoy 1.40 node, ACKs every response, and reports when it received which
 //! partner.org bundle.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::Hasher as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    Secret, SpiffeCertValidatorConfig, secret::Type,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use prost::Message as _;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use steeple_e2e::bench_support;
 use steeple_e2e::sds_client::{self, SdsClient};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::ReceiverStream;
+
+use crate::partner::PARTNER_TRUST_DOMAIN;
 
 /// The resource every stream watches: the bundle set, own and federated.
 pub const RESOURCE: &str = "ALL";
-/// The federated trust domain whose bundle the benchmark rotates.
-pub const PARTNER_TRUST_DOMAIN: &str = "partner.org";
-const SECRET_TYPE_URL: &str =
-    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// How often a long wait reports how many streams are still waiting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -165,18 +155,6 @@ fn matches(event: &Event, partner: u64, first_only: bool) -> anyhow::Result<bool
     }
 }
 
-/// Fingerprint of the certificates in a PEM text, independent of line endings.
-pub fn pem_fingerprint(pem: &[u8]) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    for line in pem.split(|b| *b == b'\n') {
-        let line = line.trim_ascii();
-        if !line.is_empty() && !line.starts_with(b"-----") {
-            hasher.write(line);
-        }
-    }
-    hasher.finish()
-}
-
 async fn follow(stream: usize, client: SdsClient, events: mpsc::UnboundedSender<Event>) {
     if let Err(e) = follow_stream(stream, client, &events).await {
         let _ = events.send(Event {
@@ -193,68 +171,23 @@ async fn follow_stream(
     mut client: SdsClient,
     events: &mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<()> {
-    let (tx, rx) = mpsc::channel(2);
-    tx.send(request(
-        Some(sds_client::envoy_node("steeple-bench")),
-        "",
-        "",
-    ))
-    .await?;
-    let mut inbound = client
-        .stream_secrets(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
     let mut first = true;
-    while let Some(response) = inbound.message().await? {
-        let at = Instant::now();
-        // ACK before anything else, as Envoy does once it has applied the secret.
-        tx.send(request(None, &response.version_info, &response.nonce))
-            .await?;
-        let partner = Ok(partner_fingerprint(&response));
-        events
-            .send(Event {
-                stream,
-                at,
-                first,
-                partner,
-            })
-            .map_err(|_| anyhow::anyhow!("the benchmark stopped listening"))?;
+    sds_client::stream_like_envoy(&mut client, "steeple-bench", &[RESOURCE], |response| {
+        let event = Event {
+            stream,
+            at: Instant::now(),
+            first,
+            partner: Ok(partner_fingerprint(response)),
+        };
         first = false;
-    }
-    anyhow::bail!("the server ended the stream")
-}
-
-/// The first request (with the node) or an ACK of `version`/`nonce`.
-fn request(node: Option<Node>, version: &str, nonce: &str) -> DiscoveryRequest {
-    DiscoveryRequest {
-        node,
-        version_info: version.to_owned(),
-        response_nonce: nonce.to_owned(),
-        resource_names: vec![RESOURCE.to_owned()],
-        type_url: SECRET_TYPE_URL.to_owned(),
-        ..Default::default()
-    }
+        events
+            .send(event)
+            .map_err(|_| anyhow::anyhow!("the benchmark stopped listening"))
+    })
+    .await
 }
 
 /// The fingerprint of the partner.org bundle in `ALL`'s SPIFFE validator, if there.
 fn partner_fingerprint(response: &DiscoveryResponse) -> Option<u64> {
-    let secret = response
-        .resources
-        .iter()
-        .filter_map(|any| Secret::decode(any.value.as_slice()).ok())
-        .find(|s| s.name == RESOURCE)?;
-    let Some(Type::ValidationContext(context)) = secret.r#type else {
-        return None;
-    };
-    let typed = context.custom_validator_config?.typed_config?;
-    let config = SpiffeCertValidatorConfig::decode(typed.value.as_slice()).ok()?;
-    let partner = config
-        .trust_domains
-        .into_iter()
-        .find(|td| td.name.trim_start_matches("spiffe://") == PARTNER_TRUST_DOMAIN)?;
-    match partner.trust_bundle?.specifier? {
-        Specifier::InlineBytes(pem) => Some(pem_fingerprint(&pem)),
-        Specifier::InlineString(pem) => Some(pem_fingerprint(pem.as_bytes())),
-        _ => None,
-    }
+    bench_support::validator_bundle_fingerprint(response, RESOURCE, PARTNER_TRUST_DOMAIN)
 }

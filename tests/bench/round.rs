@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use steeple_e2e::bench_support::{cpu_time, rss_kib};
 
 use crate::args::Args;
+use crate::figures::{CpuUsed, Rotation, Target};
 use crate::fleet::Fleet;
-use crate::report::{CpuUsed, Rotation, Round, Target};
+use crate::report::Round;
 use crate::world::World;
 
 /// Pause before measuring an agent's RSS, so closed streams are gone and it is idle.

@@ -6,7 +6,10 @@
 //! `tests/bench/README.md`.
 
 mod args;
+mod cli;
+mod figures;
 mod fleet;
+mod partner;
 mod report;
 mod round;
 mod world;

@@ -12,8 +12,9 @@ use steeple_e2e::{EntrySpec, Spire, SpireOptions, SteepleProcess, sds_client};
 use tempfile::TempDir;
 
 use crate::args::Args;
-use crate::fleet::{PARTNER_TRUST_DOMAIN, RESOURCE, pem_fingerprint};
-use crate::report::Target;
+use crate::figures::Target;
+use crate::fleet::RESOURCE;
+use crate::partner::{PARTNER_TRUST_DOMAIN, PartnerBundle};
 
 const WORKLOAD_ID: &str = "spiffe://example.org/bench";
 /// How long Steeple may take to serve the workload's identity after starting.
@@ -28,7 +29,7 @@ pub struct World {
     steeple: SteepleProcess,
     spire: Spire,
     _dir: TempDir,
-    partner_fingerprint: u64,
+    partner: PartnerBundle,
 }
 
 impl World {
@@ -40,8 +41,7 @@ impl World {
             log_level: "INFO".to_owned(),
             ..SpireOptions::default()
         })?;
-        let partner = partner_ca_pem()?;
-        spire.set_federated_bundle(PARTNER_TRUST_DOMAIN, &partner)?;
+        let partner = PartnerBundle::set(&spire)?;
         spire.register(&EntrySpec {
             spiffe_id: WORKLOAD_ID.to_owned(),
             selectors: vec![uid_selector()],
@@ -63,7 +63,7 @@ impl World {
             steeple,
             spire,
             _dir: dir,
-            partner_fingerprint: pem_fingerprint(partner.as_bytes()),
+            partner,
         })
     }
 
@@ -94,18 +94,13 @@ impl World {
 
     /// Fingerprint of the partner.org bundle currently set.
     pub fn partner_fingerprint(&self) -> u64 {
-        self.partner_fingerprint
+        self.partner.fingerprint()
     }
 
     /// Sets a new partner.org CA (`spire-server bundle set`) and returns when the command
     /// returned.
     pub fn rotate_partner_bundle(&mut self) -> anyhow::Result<Instant> {
-        let partner = partner_ca_pem()?;
-        self.spire
-            .set_federated_bundle(PARTNER_TRUST_DOMAIN, &partner)?;
-        let returned = Instant::now();
-        self.partner_fingerprint = pem_fingerprint(partner.as_bytes());
-        Ok(returned)
+        self.partner.rotate(&self.spire)
     }
 
     /// Stops and starts SPIRE agent on the same data dir and socket. Steeple reconnects
@@ -126,14 +121,4 @@ impl World {
             args.rotations
         )
     }
-}
-
-/// A fresh self-signed CA for partner.org, as PEM.
-fn partner_ca_pem() -> anyhow::Result<String> {
-    let key = rcgen::KeyPair::generate()?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let id = format!("spiffe://{PARTNER_TRUST_DOMAIN}");
-    params.subject_alt_names = vec![rcgen::SanType::URI(id.as_str().try_into()?)];
-    Ok(params.self_signed(&key)?.pem())
 }

@@ -1,13 +1,23 @@
 //! What the benchmarks in `tests/bench` need beyond the suites' harness: the release
-//! `steeple` binary, a process's resident memory and CPU time, the open-file limit, and a
+//! `steeple` binary, a process's resident memory and CPU time, the open-file limit, a
+//! clock every process shares, fingerprints of the bundles an SDS response carries, and a
 //! one-line description of the machine for the results.
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::Hasher as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    Secret, SpiffeCertValidatorConfig, secret::Type,
+};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use prost::Message as _;
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use rustix::time::{ClockId, clock_gettime};
 
 /// Builds `steeple` with `cargo build --release` and returns the binary's path. A
 /// benchmark must never measure a debug build.
@@ -55,6 +65,57 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
         total += ns.with_context(|| format!("unexpected {}: {text:?}", path.display()))?;
     }
     Ok(Duration::from_nanos(total))
+}
+
+/// `CLOCK_MONOTONIC` as a duration since boot: one clock for the benchmark and the
+/// workload processes it starts, so an instant one of them reports can be compared with
+/// the benchmark's own.
+pub fn monotonic() -> Duration {
+    let now = clock_gettime(ClockId::Monotonic);
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Fingerprint of the certificates in a PEM text, independent of line endings.
+pub fn pem_fingerprint(pem: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for line in pem.split(|b| *b == b'\n') {
+        let line = line.trim_ascii();
+        if !line.is_empty() && !line.starts_with(b"-----") {
+            hasher.write(line);
+        }
+    }
+    hasher.finish()
+}
+
+/// The fingerprint of `trust_domain`'s bundle (name without `spiffe://`) in the SPIFFE
+/// certificate validator of the validation context `resource` of `response`, if there.
+pub fn validator_bundle_fingerprint(
+    response: &DiscoveryResponse,
+    resource: &str,
+    trust_domain: &str,
+) -> Option<u64> {
+    let secret = response
+        .resources
+        .iter()
+        .filter_map(|any| Secret::decode(any.value.as_slice()).ok())
+        .find(|s| s.name == resource)?;
+    let Some(Type::ValidationContext(context)) = secret.r#type else {
+        return None;
+    };
+    let typed = context.custom_validator_config?.typed_config?;
+    let config = SpiffeCertValidatorConfig::decode(typed.value.as_slice()).ok()?;
+    let bundle = config
+        .trust_domains
+        .into_iter()
+        .find(|td| td.name.trim_start_matches("spiffe://") == trust_domain)?;
+    match bundle.trust_bundle?.specifier? {
+        Specifier::InlineBytes(pem) => Some(pem_fingerprint(&pem)),
+        Specifier::InlineString(pem) => Some(pem_fingerprint(pem.as_bytes())),
+        _ => None,
+    }
 }
 
 /// `MemAvailable` of the machine in KiB.

@@ -1,5 +1,5 @@
-//! A minimal SDS client for the suites: fetch and stream secrets from a Unix socket, and
-//! read what came back.
+//! A minimal SDS client for the suites: fetch and stream secrets from a Unix socket (also
+//! as Envoy streams them, ACKing each response), and read what came back.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,10 +13,16 @@ use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client
 use envoy_types::pb::envoy::r#type::v3::SemanticVersion;
 use hyper_util::rt::TokioIo;
 use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 /// The SDS gRPC client type.
 pub type SdsClient = SecretDiscoveryServiceClient<Channel>;
+
+/// The type URL of an SDS `Secret`.
+pub const SECRET_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// Connects (lazily) to the SDS server at `socket`.
 pub fn connect(socket: &Path) -> SdsClient {
@@ -65,6 +71,39 @@ pub async fn wait_for(
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
+
+/// Streams `names` as Envoy 1.40 does: one `StreamSecrets` stream whose first request
+/// carries an Envoy node named `node_id`, each response handed to `on_response` as soon as
+/// it arrives and then ACKed (`version_info` + nonce) as Envoy does once it has applied
+/// it. Returns only with an error: the stream failed, the server ended it, or
+/// `on_response` failed.
+pub async fn stream_like_envoy(
+    client: &mut SdsClient,
+    node_id: &str,
+    names: &[&str],
+    mut on_response: impl FnMut(&DiscoveryResponse) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::channel(2);
+    let envoy_request = |node: Option<Node>, version: &str, nonce: &str| DiscoveryRequest {
+        node,
+        version_info: version.to_owned(),
+        response_nonce: nonce.to_owned(),
+        type_url: SECRET_TYPE_URL.to_owned(),
+        ..request(names)
+    };
+    tx.send(envoy_request(Some(envoy_node(node_id)), "", ""))
+        .await?;
+    let mut inbound = client
+        .stream_secrets(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    while let Some(response) = inbound.message().await? {
+        on_response(&response)?;
+        tx.send(envoy_request(None, &response.version_info, &response.nonce))
+            .await?;
+    }
+    anyhow::bail!("the server ended the stream")
 }
 
 /// Decodes the `Secret`s of a response.
