@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use steeple_plugin_api::lease::{Backoff, RepeatFilter};
 use steeple_plugin_api::wall_clock;
-use steeple_proto::workload::{X509svidRequest, X509svidResponse};
+use steeple_proto::workload::{X509svid, X509svidRequest, X509svidResponse};
 use tokio_util::sync::CancellationToken;
 
 use super::{DefaultNames, WorkloadApiClient, request};
@@ -113,10 +113,16 @@ impl X509State {
         let bundles = self.parse_bundles(&response);
         let mut svids = Vec::with_capacity(response.svids.len());
         for svid in &response.svids {
-            let roots = trust_domain_of(&svid.spiffe_id)
-                .and_then(|td| bundles.get(td.as_str()))
-                .map(|b| b.roots_der.as_slice())
-                .unwrap_or_default();
+            let td = trust_domain_of(&svid.spiffe_id);
+            let bundle = td.as_ref().and_then(|td| bundles.get(td.as_str()));
+            let roots_kept = bundle == td.as_ref().and_then(|td| self.bundles.get(td.as_str()));
+            if roots_kept && let Some(known) = self.validated(svid) {
+                // The same SVID under the same roots: already checked (most updates
+                // change a bundle or one SVID, not every SVID).
+                svids.push(known.clone());
+                continue;
+            }
+            let roots = bundle.map(|b| b.roots_der.as_slice()).unwrap_or_default();
             match validate_svid(
                 &svid.spiffe_id,
                 &svid.x509_svid,
@@ -151,6 +157,16 @@ impl X509State {
             .map(|td| td.to_string());
         self.svids = svids;
         self.bundles = bundles;
+    }
+
+    /// The SVID held already that `svid` is exactly (ID, chain and key), if any.
+    fn validated(&self, svid: &X509svid) -> Option<&Certificate> {
+        self.svids.iter().find(|c| {
+            c.spiffe_id == svid.spiffe_id
+                && c.key_pkcs8.expose() == svid.x509_svid_key.as_slice()
+                && c.chain_der.iter().map(Vec::len).sum::<usize>() == svid.x509_svid.len()
+                && c.chain_der.iter().flatten().eq(svid.x509_svid.iter())
+        })
     }
 
     /// The store entries this state stands for at `now`: expired SVIDs are left out.
