@@ -123,10 +123,11 @@ fn credentials(lifetime: Duration) -> AwsCredentials {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// One request sent by another process (bash, exec'ing `cat`, so one process holds the
-/// socket): its raw answer.
+/// One request sent by another process (bash, reading the answer with its own `read`:
+/// no other program runs after it connected): its raw answer.
 fn request_from_child(addr: SocketAddr, request: &str) -> Answer {
-    let script = "exec 3<>/dev/tcp/127.0.0.1/$1 && printf '%b' \"$2\" >&3 && exec cat <&3";
+    let script = "exec 3<>/dev/tcp/127.0.0.1/$1 && printf '%b' \"$2\" >&3 && \
+         while IFS= read -r line <&3 || [[ -n $line ]]; do printf '%s\\n' \"$line\"; done";
     let output = std::process::Command::new("bash")
         .args(["-c", script, "request"])
         .arg(addr.port().to_string())
@@ -211,7 +212,11 @@ async fn a_token_works_only_for_the_process_that_got_it() {
         .await
         .unwrap();
     assert_eq!(theirs.status, 200);
-    assert_eq!(h.get(LIST, &theirs.body).await.status, 401, "theirs, here");
+    assert_eq!(
+        h.get(LIST, theirs.body.trim()).await.status,
+        401,
+        "theirs, here"
+    );
     let mine = h.token("60").await;
     let get = format!(
         "GET {LIST} HTTP/1.1\r\nHost: x\r\nX-aws-ec2-metadata-token: {mine}\r\nConnection: close\r\n\r\n"

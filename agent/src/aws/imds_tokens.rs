@@ -140,11 +140,6 @@ impl TokenTable {
         }
     }
 
-    /// How many tokens the table holds (expired ones until the next issue).
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     fn count(&self, binding: &TokenBinding) -> usize {
         self.entries
             .values()
@@ -258,7 +253,7 @@ mod tests {
         let first = table.issue(binding(1), MINUTE, now).unwrap();
         let second = table.issue(binding(1), MINUTE, now).unwrap();
         let third = table.issue(binding(1), MINUTE, now).unwrap();
-        assert_eq!(table.len(), 3);
+        assert_eq!(table.entries.len(), 3);
         assert_eq!(
             table.check(first.expose(), &binding(1), now),
             Err(TokenRefusal::Unknown)
@@ -280,10 +275,10 @@ mod tests {
         let kept = table.issue(binding(3), MINUTE, now).unwrap();
         let later = now + Duration::from_secs(2);
         let fourth = table.issue(binding(4), MINUTE, later).unwrap();
-        assert_eq!(table.len(), 3, "the expired one made room");
+        assert_eq!(table.entries.len(), 3, "the expired one made room");
         assert_eq!(table.check(oldest.expose(), &binding(2), later), Ok(()));
         let fifth = table.issue(binding(5), MINUTE, later).unwrap();
-        assert_eq!(table.len(), 3);
+        assert_eq!(table.entries.len(), 3);
         assert_eq!(
             table.check(oldest.expose(), &binding(2), later),
             Err(TokenRefusal::Unknown),
@@ -307,11 +302,11 @@ mod tests {
                 .issue(binding(i32::try_from(i).unwrap()), MINUTE, now)
                 .unwrap();
         }
-        assert_eq!(table.len(), CAPACITY);
+        assert_eq!(table.entries.len(), CAPACITY);
         for _ in 0..(PER_CALLER * 3) {
             table.issue(binding(-1), MINUTE, now).unwrap();
         }
         assert_eq!(table.count(&binding(-1)), PER_CALLER);
-        assert_eq!(table.len(), CAPACITY);
+        assert_eq!(table.entries.len(), CAPACITY);
     }
 }
