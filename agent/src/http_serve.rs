@@ -38,6 +38,16 @@ impl SecretBody {
     pub fn full(secret: SecretBytes) -> Full<Bytes> {
         Full::new(Bytes::from_owner(Self(secret)))
     }
+
+    /// A 200 `application/json` response of `json` (rendered credentials).
+    pub fn json(json: SecretBytes) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Self::full(json));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
 }
 
 /// Whether a request crossed a proxy (`X-Forwarded-For` or `Forwarded`): then it did not
@@ -101,9 +111,14 @@ async fn connection<H, F>(
     H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |request| {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let method = request.method().clone();
         let response = handler(request, peer);
-        async move { Ok::<_, Infallible>(response.await) }
+        async move {
+            let response = response.await;
+            tracing::debug!(server = what, %peer, %method, status = response.status().as_u16(), "request");
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

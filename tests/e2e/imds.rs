@@ -16,7 +16,7 @@ use steeple_e2e::sds_client::{self, assert_not_in_logs};
 use steeple_e2e::{Suite, free_port};
 
 use super::aws_envelopes::support::{
-    AwsWorld, CREDENTIALS, SESSION_NAME, SeenCredentials, WORKLOAD,
+    AwsWorld, CREDENTIALS, SESSION_NAME, SeenCredentials, WORKLOAD, request_from_child,
 };
 
 /// The account moto's STS puts in every assumed-role ARN (its default account).
@@ -90,38 +90,6 @@ fn go_sdk(world: &AwsWorld, imds_port: u16) -> anyhow::Result<ProbeOutput> {
     let mut command = Command::new(steeple_e2e::peers::go_imds_probe_bin()?);
     command.arg(world.sts.endpoint());
     run_probe(command, imds_port)
-}
-
-/// One raw HTTP/1.1 request to 127.0.0.1:`port` sent by another process — bash's
-/// `/dev/tcp`, as user `uid` through `setpriv` when given. bash reads the answer with its
-/// own `read`: a program exec'd after connecting would be refused as another program.
-/// The raw response.
-fn request_from_child(uid: Option<u32>, port: u16, request: &str) -> anyhow::Result<String> {
-    let script = "exec 3<>/dev/tcp/127.0.0.1/$1 && printf '%b' \"$2\" >&3 && \
-         while IFS= read -r line <&3 || [[ -n $line ]]; do printf '%s\\n' \"$line\"; done";
-    let mut command = match uid {
-        Some(uid) => {
-            let mut setpriv = Command::new("setpriv");
-            setpriv
-                .arg(format!("--reuid={uid}"))
-                .arg(format!("--regid={uid}"))
-                .args(["--clear-groups", "--", "bash"]);
-            setpriv
-        }
-        None => Command::new("bash"),
-    };
-    let output = command
-        .args(["-c", script, "request"])
-        .arg(port.to_string())
-        .arg(request.replace("\r\n", "\\r\\n"))
-        .output()
-        .context("running bash")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "the request from another process failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
 }
 
 /// A session token minted for this (the test) process.

@@ -62,23 +62,12 @@ pub async fn serve(
     let endpoint = Arc::new(endpoint);
     let handler = move |request: Request<Incoming>, peer: SocketAddr| {
         let endpoint = endpoint.clone();
-        async move { endpoint.handle(&request, peer, local).await }
+        async move { endpoint.respond(&request, peer, local).await }
     };
     crate::http_serve::serve(listener, ENDPOINT, handler, shutdown).await
 }
 
 impl Endpoint {
-    async fn handle(
-        &self,
-        request: &Request<Incoming>,
-        peer: SocketAddr,
-        local: SocketAddr,
-    ) -> Response<Full<Bytes>> {
-        let response = self.respond(request, peer, local).await;
-        tracing::debug!(%peer, method = %request.method(), status = response.status().as_u16(), "container-credentials request");
-        response
-    }
-
     async fn respond(
         &self,
         request: &Request<Incoming>,
@@ -143,14 +132,7 @@ impl Endpoint {
             );
         };
         match role.render_valid(|c, _| container_json(c)) {
-            Some(Ok(json)) => {
-                let mut response = Response::new(SecretBody::full(json));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                response
-            }
+            Some(Ok(json)) => SecretBody::json(json),
             Some(Err(e)) => {
                 tracing::error!(error = %e, "AWS credentials not served over the container endpoint");
                 unavailable()

@@ -78,17 +78,6 @@ impl Imds {
         }
     }
 
-    async fn handle(
-        &self,
-        request: &Request<Incoming>,
-        peer: SocketAddr,
-        local: SocketAddr,
-    ) -> Response<Full<Bytes>> {
-        let response = self.respond(request, peer, local).await;
-        tracing::debug!(%peer, method = %request.method(), status = response.status().as_u16(), "imds request");
-        response
-    }
-
     async fn respond(
         &self,
         request: &Request<Incoming>,
@@ -129,7 +118,7 @@ impl Imds {
         };
         let caller = match self.authorize(peer, local).await {
             Ok(caller) => caller,
-            Err(refusal) => return refusal,
+            Err(refusal) => return text(StatusCode::FORBIDDEN, &refusal.to_string()),
         };
         let issued = self
             .tokens
@@ -170,10 +159,10 @@ impl Imds {
         };
         let caller = match self.authorize(peer, local).await {
             Ok(caller) => caller,
-            Err(refusal) => return refusal,
+            Err(refusal) => return text(StatusCode::FORBIDDEN, &refusal.to_string()),
         };
         if let Err(refusal) = self.check_token(presented, &caller) {
-            return refusal;
+            return text(StatusCode::UNAUTHORIZED, &refusal.to_string());
         }
         let Some(role) = self.credentials.for_caller(&caller) else {
             return text(
@@ -193,28 +182,22 @@ impl Imds {
         &self,
         peer: SocketAddr,
         local: SocketAddr,
-    ) -> Result<Arc<Caller>, Response<Full<Bytes>>> {
-        tcp_peer::authorize(peer, local, &self.policy, &self.resource_name, ENDPOINT)
-            .await
-            .map_err(|refusal| text(StatusCode::FORBIDDEN, &refusal.to_string()))
+    ) -> Result<Arc<Caller>, tcp_peer::Refusal> {
+        tcp_peer::authorize(peer, local, &self.policy, &self.resource_name, ENDPOINT).await
     }
 
-    /// 401 unless `presented` is a live token minted for `caller`; a token of another
+    /// Whether `presented` is a live token minted for `caller`; a token of another
     /// process is an audit event.
-    fn check_token(&self, presented: &[u8], caller: &Caller) -> Result<(), Response<Full<Bytes>>> {
+    fn check_token(&self, presented: &[u8], caller: &Caller) -> Result<(), TokenRefusal> {
         let checked = self
             .tokens
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .check(presented, &TokenBinding::of(caller), Instant::now());
-        match checked {
-            Ok(()) => Ok(()),
-            Err(reason @ TokenRefusal::OtherCaller) => {
-                tracing::warn!(target: crate::audit::TARGET, caller = %caller.describe(), resource = %self.resource_name, decision = "deny", reason = %reason, "{ENDPOINT}");
-                Err(text(StatusCode::UNAUTHORIZED, &reason.to_string()))
-            }
-            Err(reason) => Err(text(StatusCode::UNAUTHORIZED, &reason.to_string())),
+        if let Err(reason @ TokenRefusal::OtherCaller) = checked {
+            tracing::warn!(target: crate::audit::TARGET, caller = %caller.describe(), resource = %self.resource_name, decision = "deny", reason = %reason, "{ENDPOINT}");
         }
+        checked
     }
 }
 
@@ -230,7 +213,7 @@ pub async fn serve(
     let imds = Arc::new(imds);
     let handler = move |request: Request<Incoming>, peer: SocketAddr| {
         let imds = imds.clone();
-        async move { imds.handle(&request, peer, local).await }
+        async move { imds.respond(&request, peer, local).await }
     };
     crate::http_serve::serve(listener, ENDPOINT, handler, shutdown).await
 }
@@ -250,14 +233,7 @@ pub fn limit_hops(listener: &std::net::TcpListener) -> std::io::Result<()> {
 /// The role's credentials as instance-profile JSON, or 503 when none are valid now.
 fn credentials_response(role: &RoleCredentials) -> Response<Full<Bytes>> {
     match role.render_valid(instance_profile_json) {
-        Some(Ok(json)) => {
-            let mut response = Response::new(SecretBody::full(json));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-        }
+        Some(Ok(json)) => SecretBody::json(json),
         Some(Err(e)) => {
             tracing::error!(error = %e, "AWS credentials not served over IMDS");
             text(StatusCode::SERVICE_UNAVAILABLE, "no valid AWS credentials")

@@ -70,19 +70,7 @@ pub fn start(
     let exchanger = StsExchanger::new(sts_config(config)).map_err(config_error)?;
     // Every setting is checked before anything starts.
     KeyArnAllowlist::new(config.key_arn_allowlist.clone()).map_err(config_error)?;
-    let listeners = Listeners {
-        container: config
-            .container_credentials_listen
-            .map(|addr| {
-                let listener = bind("container_credentials_listen", addr, |_| Ok(()))?;
-                Ok::<_, AwsStartError>((listener, config_token_file(config)?))
-            })
-            .transpose()?,
-        imds: config
-            .imds_listen
-            .map(|addr| bind("imds_listen", addr, imds::limit_hops))
-            .transpose()?,
-    };
+    let listeners = Listeners::bind(config)?;
     let credentials = exchange::spawn(
         "aws-sts".to_owned(),
         Arc::new(exchanger),
@@ -123,6 +111,24 @@ struct Listeners {
     container: Option<(tokio::net::TcpListener, std::path::PathBuf)>,
     /// The IMDS emulation's.
     imds: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    /// The sockets `config` asks for (the container endpoint's needs its token file).
+    fn bind(config: &AwsConfig) -> Result<Self, AwsStartError> {
+        let container = config
+            .container_credentials_listen
+            .map(|addr| {
+                let listener = bind("container_credentials_listen", addr, |_| Ok(()))?;
+                Ok::<_, AwsStartError>((listener, config_token_file(config)?))
+            })
+            .transpose()?;
+        let imds = config
+            .imds_listen
+            .map(|addr| bind("imds_listen", addr, imds::limit_hops))
+            .transpose()?;
+        Ok(Self { container, imds })
+    }
 }
 
 /// The credentials' deliveries: the SDS generic secret, and the container endpoint and
