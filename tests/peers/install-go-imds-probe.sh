@@ -10,7 +10,8 @@
 #
 # The modules come from the Go module proxy, checked against the committed go.sum
 # (-mod=readonly: a go.sum that does not cover them fails the build rather than being
-# rewritten). Cold: ~16 MB of modules, about 1.5 minutes of compiling on 2 busy cores.
+# rewritten). Cold: ~16 MB of modules and 27 s on 2 idle cores (90 s beside a cargo build);
+# cached: 13 MB, found at once.
 set -euo pipefail
 
 PROBE_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../e2e/sdk/go_imds_probe" && pwd)"
