@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Steeple's one test command (README, CI): installs the real peers (SPIRE, Envoy, moto,
-# OpenBao, Helm; cached by version under ~/.cache/steeple-peers), checks formatting, lints
-# and the supply chain (cargo deny), then runs every unit test and every end-to-end suite
-# against those peers, and fuzzes each cargo-fuzz target briefly (nightly toolchain).
+# OpenBao, Helm, an aws-sdk-go-v2 probe; cached by version under ~/.cache/steeple-peers),
+# checks formatting, lints and the supply chain (cargo deny), then runs every unit test
+# and every end-to-end suite against those peers, and fuzzes each cargo-fuzz target
+# briefly (nightly toolchain).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

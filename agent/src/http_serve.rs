@@ -1,7 +1,8 @@
-//! The small HTTP/1.1 servers Steeple runs on TCP (the AWS container-credentials endpoint,
-//! the admin listener): an accept loop that survives failed accepts, a header-read
-//! timeout, and a graceful stop — stop accepting, let requests in flight finish, close
-//! idle keep-alive connections.
+//! The small HTTP/1.1 servers Steeple runs on TCP (the AWS container-credentials endpoint
+//! and IMDSv2 emulation, the admin listener): an accept loop that survives failed
+//! accepts, a header-read timeout, and a graceful stop — stop accepting, let requests in
+//! flight finish, close idle keep-alive connections. Plus what the credential endpoints
+//! share: secret response bodies and the proxy check.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,8 +11,10 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderMap};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use steeple_plugin_api::SecretBytes;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +23,39 @@ use tokio_util::sync::CancellationToken;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (e.g. out of file descriptors) so it cannot spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Response bytes that zeroize when hyper drops them (credentials, session tokens).
+pub struct SecretBody(pub SecretBytes);
+
+impl AsRef<[u8]> for SecretBody {
+    fn as_ref(&self) -> &[u8] {
+        self.0.expose()
+    }
+}
+
+impl SecretBody {
+    /// A body of `secret` for a response.
+    pub fn full(secret: SecretBytes) -> Full<Bytes> {
+        Full::new(Bytes::from_owner(Self(secret)))
+    }
+
+    /// A 200 `application/json` response of `json` (rendered credentials).
+    pub fn json(json: SecretBytes) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Self::full(json));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+/// Whether a request crossed a proxy (`X-Forwarded-For` or `Forwarded`): then it did not
+/// come from a client on this host, whatever the TCP peer says, and a credential endpoint
+/// must refuse it.
+pub fn forwarded(headers: &HeaderMap) -> bool {
+    headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED)
+}
 
 /// Serves `handler` on `listener` until `shutdown`, then drains (see the module docs).
 /// `what` names the server in log events. Errors only if the listener has no local
@@ -75,9 +111,14 @@ async fn connection<H, F>(
     H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |request| {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let method = request.method().clone();
         let response = handler(request, peer);
-        async move { Ok::<_, Infallible>(response.await) }
+        async move {
+            let response = response.await;
+            tracing::debug!(server = what, %peer, %method, status = response.status().as_u16(), "request");
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -6,7 +6,8 @@
 //! thousand consumers, and the start-time key probe.
 
 mod consumers;
-mod support;
+/// Shared with the IMDS suite, which starts the same AWS world.
+pub(crate) mod support;
 
 use std::time::Duration;
 

@@ -17,6 +17,7 @@ mod drop_in;
 mod envelopes_local;
 mod federation;
 mod harness_smoke;
+mod imds;
 mod istio_sds_path;
 mod jwt_injection;
 mod memory_hygiene;

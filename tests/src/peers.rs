@@ -62,6 +62,28 @@ pub fn moto_server_bin() -> anyhow::Result<PathBuf> {
     existing(path, "moto_server")
 }
 
+/// The aws-sdk-go-v2 probe (tests/e2e/sdk/go_imds_probe): `$STEEPLE_GO_IMDS_PROBE_BIN`,
+/// else `<cache>/go-imds-probe-<SDK version of its go.mod>/bin/go_imds_probe`.
+pub fn go_imds_probe_bin() -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os("STEEPLE_GO_IMDS_PROBE_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let go_mod = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/sdk/go_imds_probe/go.mod");
+            let text = std::fs::read_to_string(&go_mod)
+                .with_context(|| format!("reading {}", go_mod.display()))?;
+            let version = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("github.com/aws/aws-sdk-go-v2 v"))
+                .with_context(|| format!("no aws-sdk-go-v2 version in {}", go_mod.display()))?;
+            cache_dir()?.join(format!(
+                "go-imds-probe-{}/bin/go_imds_probe",
+                version.trim()
+            ))
+        }
+    };
+    existing(path, "go_imds_probe")
+}
+
 fn existing(path: PathBuf, what: &str) -> anyhow::Result<PathBuf> {
     if is_executable(&path) {
         Ok(path)

@@ -2,12 +2,14 @@
 //! the kernel lists every socket of this network namespace in `/proc/net/tcp{,6}` with
 //! its owner's uid and inode: the client's socket is the entry whose local address is our
 //! peer's and whose remote address is ours. The process holding that inode (found under
-//! `/proc/<pid>/fd`) gives the pid, gid and executable.
+//! `/proc/<pid>/fd`) gives the pid, gid and executable. [`authorize`] is what the HTTP
+//! credential endpoints run per request: trace the caller, check the policy, audit.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
-use super::Caller;
+use super::{Caller, Grant, SharedPolicy};
 
 /// Why the process behind a loopback connection is not known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +23,46 @@ pub enum PeerError {
     /// none of them can be taken for the caller.
     #[error("the client socket is held by several processes that differ in gid or executable")]
     AmbiguousHolders,
+}
+
+/// Why a TCP caller of a credential endpoint was refused (each an audit event already).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The process behind the connection could not be identified.
+    #[error("the connecting process could not be identified")]
+    Unidentified,
+    /// The policy does not grant the resource to the caller; the text names the
+    /// resource, never the policy.
+    #[error("{0}")]
+    NotAuthorized(String),
+}
+
+/// Traces the connection `peer` → `local` to its process and checks `policy` grants it
+/// `resource` on `endpoint` (the audit events' name); the caller when it does. Denials
+/// are audit events, as the first grant of a resource to a process is.
+pub async fn authorize(
+    peer: SocketAddr,
+    local: SocketAddr,
+    policy: &SharedPolicy,
+    resource: &str,
+    endpoint: &'static str,
+) -> Result<Arc<Caller>, Refusal> {
+    let caller = tokio::task::spawn_blocking(move || loopback_caller(peer, local))
+        .await
+        .unwrap_or(Err(PeerError::NotFound));
+    let caller = match caller {
+        Ok(caller) => Arc::new(caller),
+        Err(reason) => {
+            tracing::warn!(target: crate::audit::TARGET, caller = %peer, resource, decision = "deny", reason = %reason, "{endpoint}");
+            return Err(Refusal::Unidentified);
+        }
+    };
+    Grant::new(caller.clone(), &policy.current())
+        .on_endpoint(endpoint)
+        .authorize([resource])
+        .map_err(|status| Refusal::NotAuthorized(status.message().to_owned()))?;
+    Ok(caller)
 }
 
 /// The caller behind the loopback connection `peer` → `local`. Its uid is the socket

@@ -7,24 +7,22 @@
 //! [`crate::authz::tcp_peer`]) must be granted `aws.credentials_resource_name` by
 //! `[[callers]]`.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::SystemTime;
-
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use steeple_plugin_api::{AwsCredentials, SecretBytes};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
+use super::caller_credentials::CallerCredentials;
 use super::delivery::container_json;
-use crate::authz::{Grant, SharedPolicy, tcp_peer};
-use crate::exchange::CredentialWatch;
+use crate::authz::{SharedPolicy, tcp_peer};
+use crate::http_serve::{SecretBody, forwarded};
 
 /// The endpoint's name in audit events.
 const ENDPOINT: &str = "container-credentials";
@@ -37,8 +35,8 @@ const MAX_TOKEN_BYTES: u64 = 8 * 1024;
 pub struct Endpoint {
     /// The file holding the token SDKs must present.
     pub token_file: PathBuf,
-    /// The exchange's credentials.
-    pub credentials: CredentialWatch<AwsCredentials>,
+    /// The credentials each caller gets.
+    pub credentials: CallerCredentials,
     /// Who may fetch them.
     pub policy: SharedPolicy,
     /// The resource name the policy must grant (`aws.credentials_resource_name`).
@@ -64,23 +62,12 @@ pub async fn serve(
     let endpoint = Arc::new(endpoint);
     let handler = move |request: Request<Incoming>, peer: SocketAddr| {
         let endpoint = endpoint.clone();
-        async move { endpoint.handle(&request, peer, local).await }
+        async move { endpoint.respond(&request, peer, local).await }
     };
     crate::http_serve::serve(listener, ENDPOINT, handler, shutdown).await
 }
 
 impl Endpoint {
-    async fn handle(
-        &self,
-        request: &Request<Incoming>,
-        peer: SocketAddr,
-        local: SocketAddr,
-    ) -> Response<Full<Bytes>> {
-        let response = self.respond(request, peer, local).await;
-        tracing::debug!(%peer, method = %request.method(), status = response.status().as_u16(), "container-credentials request");
-        response
-    }
-
     async fn respond(
         &self,
         request: &Request<Incoming>,
@@ -88,9 +75,7 @@ impl Endpoint {
         local: SocketAddr,
     ) -> Response<Full<Bytes>> {
         let headers = request.headers();
-        // A forwarding header means the request crossed a proxy: it did not come from an
-        // SDK on this host, whatever the TCP peer says.
-        if headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED) {
+        if forwarded(headers) {
             return error(
                 StatusCode::FORBIDDEN,
                 "Forbidden",
@@ -131,72 +116,29 @@ impl Endpoint {
                 "missing or wrong Authorization token",
             );
         }
-        if let Err(refusal) = self.authorize_caller(peer, local).await {
-            return refusal;
+        match tcp_peer::authorize(peer, local, &self.policy, &self.resource_name, ENDPOINT).await {
+            Ok(caller) => self.credentials_response(&caller),
+            Err(refusal) => error(StatusCode::FORBIDDEN, "Forbidden", &refusal.to_string()),
         }
-        self.credentials_response()
     }
 
-    /// Checks the process behind the connection against the policy (an audit event
-    /// either way, as for SDS); a refusal names the resource, never the policy.
-    async fn authorize_caller(
-        &self,
-        peer: SocketAddr,
-        local: SocketAddr,
-    ) -> Result<(), Response<Full<Bytes>>> {
-        let caller = tokio::task::spawn_blocking(move || tcp_peer::loopback_caller(peer, local))
-            .await
-            .unwrap_or(Err(tcp_peer::PeerError::NotFound));
-        let caller = match caller {
-            Ok(caller) => caller,
-            Err(reason) => {
-                tracing::warn!(target: crate::audit::TARGET, caller = %peer, resource = %self.resource_name, decision = "deny", reason = %reason, "{ENDPOINT}");
-                return Err(error(
-                    StatusCode::FORBIDDEN,
-                    "Forbidden",
-                    "the connecting process could not be identified",
-                ));
-            }
+    /// The caller's current credentials as JSON, or 503 when none are valid right now.
+    fn credentials_response(&self, caller: &crate::authz::Caller) -> Response<Full<Bytes>> {
+        let Some(role) = self.credentials.for_caller(caller) else {
+            return error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "no AWS role is mapped to the calling workload",
+            );
         };
-        let grant = Grant::new(Arc::new(caller), &self.policy.current()).on_endpoint(ENDPOINT);
-        grant
-            .authorize([self.resource_name.as_str()])
-            .map_err(|status| error(StatusCode::FORBIDDEN, "Forbidden", status.message()))
-    }
-
-    /// The current credentials as JSON, or 503 when none are valid right now.
-    fn credentials_response(&self) -> Response<Full<Bytes>> {
-        let rendered = {
-            let current = self.credentials.borrow();
-            current
-                .as_ref()
-                .filter(|c| c.expiration > SystemTime::now())
-                .map(container_json)
-        };
-        match rendered {
-            Some(Ok(json)) => {
-                let mut response = Response::new(Full::new(Bytes::from_owner(Body(json))));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                response
-            }
+        match role.render_valid(|c, _| container_json(c)) {
+            Some(Ok(json)) => SecretBody::json(json),
             Some(Err(e)) => {
                 tracing::error!(error = %e, "AWS credentials not served over the container endpoint");
                 unavailable()
             }
             None => unavailable(),
         }
-    }
-}
-
-/// Response bytes that zeroize when hyper drops them.
-struct Body(SecretBytes);
-
-impl AsRef<[u8]> for Body {
-    fn as_ref(&self) -> &[u8] {
-        self.0.expose()
     }
 }
 

@@ -8,6 +8,9 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::authz::{Policy, Rule};
+use crate::aws::caller_credentials::RoleCredentials;
+use std::time::SystemTime;
+use steeple_plugin_api::{AwsCredentials, SecretBytes};
 
 const TOKEN: &str = "token-abc-123";
 
@@ -36,7 +39,10 @@ impl Harness {
         let shutdown = CancellationToken::new();
         let endpoint = Endpoint {
             token_file: token_file.clone(),
-            credentials: rx,
+            credentials: CallerCredentials::single(RoleCredentials::new(
+                "arn:aws:iam::123456789012:role/app".to_owned(),
+                rx,
+            )),
             policy: SharedPolicy::new(policy),
             resource_name: "aws-credentials".to_owned(),
         };

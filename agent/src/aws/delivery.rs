@@ -1,6 +1,7 @@
 //! AWS credentials in the shapes AWS SDKs read: the `credential_process` JSON (served as
-//! an SDS generic secret, and printed by `steeple aws credential-process`) and the
-//! container-credentials JSON. Each is built straight into an exactly-sized secret buffer.
+//! an SDS generic secret, and printed by `steeple aws credential-process`), the
+//! container-credentials JSON and the IMDS instance-profile JSON. Each is built straight
+//! into an exactly-sized secret buffer.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -37,6 +38,23 @@ struct ContainerCredentials<'a> {
     account_id: Option<&'a str>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InstanceProfileCredentials<'a> {
+    code: &'a str,
+    last_updated: &'a str,
+    #[serde(rename = "Type")]
+    kind: &'a str,
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    token: &'a str,
+    expiration: &'a str,
+    /// Left out when STS's answer did not name the account. SDKs that know it read it
+    /// (the JavaScript and Rust SDKs); the others ignore fields they do not know.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<&'a str>,
+}
+
 /// Why credentials could not be rendered (never carries them).
 #[derive(Debug, thiserror::Error)]
 #[error("credentials could not be rendered: {0}")]
@@ -69,6 +87,28 @@ pub fn container_json(c: &AwsCredentials) -> Result<SecretBytes, RenderError> {
     let expiration = rfc3339(c.expiration)?;
     let (secret, token) = texts(c)?;
     exact_json(&ContainerCredentials {
+        access_key_id: &c.access_key_id,
+        secret_access_key: secret,
+        token,
+        expiration: &expiration,
+        account_id: c.account_id.as_deref(),
+    })
+}
+
+/// `{"Code":"Success","LastUpdated","Type":"AWS-HMAC","AccessKeyId","SecretAccessKey",
+/// "Token","Expiration","AccountId"}` as IMDS serves an instance profile's credentials;
+/// `last_updated` is when the agent first served them.
+pub fn instance_profile_json(
+    c: &AwsCredentials,
+    last_updated: SystemTime,
+) -> Result<SecretBytes, RenderError> {
+    let expiration = rfc3339(c.expiration)?;
+    let last_updated = rfc3339(last_updated)?;
+    let (secret, token) = texts(c)?;
+    exact_json(&InstanceProfileCredentials {
+        code: "Success",
+        last_updated: &last_updated,
+        kind: "AWS-HMAC",
         access_key_id: &c.access_key_id,
         secret_access_key: secret,
         token,
@@ -153,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn renders_both_sdk_shapes_exactly() {
+    fn renders_every_sdk_shape_exactly() {
         let json = credential_process_json(&credentials()).unwrap();
         assert_eq!(
             std::str::from_utf8(json.expose()).unwrap(),
@@ -165,10 +205,16 @@ mod tests {
         assert_eq!(value["Expiration"], "2027-01-15T08:00:00Z");
         assert_eq!(value["AccountId"], "123456789012");
         assert!(value.get("Version").is_none());
+        let updated = SystemTime::UNIX_EPOCH + Duration::from_secs(1_799_996_400);
+        let json = instance_profile_json(&credentials(), updated).unwrap();
+        assert_eq!(
+            std::str::from_utf8(json.expose()).unwrap(),
+            r#"{"Code":"Success","LastUpdated":"2027-01-15T07:00:00Z","Type":"AWS-HMAC","AccessKeyId":"ASIAEXAMPLE","SecretAccessKey":"secret/key+1","Token":"token==","Expiration":"2027-01-15T08:00:00Z","AccountId":"123456789012"}"#
+        );
     }
 
     #[test]
-    fn an_unknown_account_is_left_out_of_both_shapes() {
+    fn an_unknown_account_is_left_out_of_every_shape() {
         let unknown = AwsCredentials {
             account_id: None,
             ..credentials()
@@ -176,6 +222,7 @@ mod tests {
         for json in [
             credential_process_json(&unknown).unwrap(),
             container_json(&unknown).unwrap(),
+            instance_profile_json(&unknown, SystemTime::now()).unwrap(),
         ] {
             let value: serde_json::Value = serde_json::from_slice(json.expose()).unwrap();
             assert!(value.get("AccountId").is_none(), "{value}");

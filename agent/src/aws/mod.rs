@@ -1,10 +1,14 @@
 //! The agent's AWS side (`[aws]`): one STS exchange loop trading JWT-SVIDs for
-//! credentials, their deliveries (the SDS generic secret and the loopback
-//! container-credentials endpoint), and the KMS envelope resolver that signs with them.
+//! credentials, their deliveries (the SDS generic secret, the loopback
+//! container-credentials endpoint and the IMDSv2 emulation), and the KMS envelope
+//! resolver that signs with them.
 
+pub mod caller_credentials;
 pub mod container_endpoint;
 pub mod delivery;
 pub mod doctor;
+pub mod imds;
+mod imds_tokens;
 pub mod key_probe;
 pub mod seal;
 
@@ -19,6 +23,7 @@ use tokio::task::JoinSet;
 use crate::config::AwsConfig;
 use crate::exchange::{self, CredentialWatch};
 use crate::side_context::SideContext;
+use caller_credentials::{CallerCredentials, RoleCredentials};
 
 /// Why the AWS side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +37,11 @@ pub enum AwsStartError {
         /// What is wrong with it.
         problem: String,
     },
-    /// The container-credentials endpoint could not listen.
-    #[error("aws.container_credentials_listen: cannot listen on {addr}: {source}")]
+    /// The container-credentials endpoint or the IMDS emulation could not listen.
+    #[error("aws.{key}: cannot listen on {addr}: {source}")]
     Listen {
+        /// The `[aws]` key naming the address.
+        key: &'static str,
         /// The configured address.
         addr: std::net::SocketAddr,
         /// The bind error.
@@ -63,10 +70,7 @@ pub fn start(
     let exchanger = StsExchanger::new(sts_config(config)).map_err(config_error)?;
     // Every setting is checked before anything starts.
     KeyArnAllowlist::new(config.key_arn_allowlist.clone()).map_err(config_error)?;
-    let container = config
-        .container_credentials_listen
-        .map(|addr| Ok::<_, AwsStartError>((bind(addr)?, config_token_file(config)?)))
-        .transpose()?;
+    let listeners = Listeners::bind(config)?;
     let credentials = exchange::spawn(
         "aws-sts".to_owned(),
         Arc::new(exchanger),
@@ -82,7 +86,7 @@ pub fn start(
         KmsEnvelopeResolver::new(kms_config(config), Arc::new(credentials.clone()))
             .map_err(config_error)?,
     );
-    spawn_deliveries(config, context, &credentials, container, tasks);
+    spawn_deliveries(config, context, &credentials, listeners, tasks);
     if let (true, Some(rows)) = (config.probe_keys, &context.rows) {
         tasks.spawn(key_probe::run(
             kms.clone(),
@@ -101,13 +105,40 @@ pub fn start(
     Ok(Some(AwsRuntime { credentials, kms }))
 }
 
-/// The credentials' deliveries: the SDS generic secret, and the container endpoint when
-/// it listens (on `container`, with its token file).
+/// The local HTTP deliveries' sockets, bound before anything starts.
+struct Listeners {
+    /// The container endpoint's, with its token file.
+    container: Option<(tokio::net::TcpListener, std::path::PathBuf)>,
+    /// The IMDS emulation's.
+    imds: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    /// The sockets `config` asks for (the container endpoint's needs its token file).
+    fn bind(config: &AwsConfig) -> Result<Self, AwsStartError> {
+        let container = config
+            .container_credentials_listen
+            .map(|addr| {
+                let listener = bind("container_credentials_listen", addr, |_| Ok(()))?;
+                Ok::<_, AwsStartError>((listener, config_token_file(config)?))
+            })
+            .transpose()?;
+        let imds = config
+            .imds_listen
+            .map(|addr| bind("imds_listen", addr, imds::limit_hops))
+            .transpose()?;
+        Ok(Self { container, imds })
+    }
+}
+
+/// The credentials' deliveries: the SDS generic secret, and the container endpoint and
+/// IMDS emulation when they listen. Both endpoints look credentials up per caller through
+/// one [`CallerCredentials`].
 fn spawn_deliveries(
     config: &AwsConfig,
     context: &SideContext<'_>,
     credentials: &CredentialWatch<AwsCredentials>,
-    container: Option<(tokio::net::TcpListener, std::path::PathBuf)>,
+    listeners: Listeners,
     tasks: &mut JoinSet<()>,
 ) {
     tasks.spawn(delivery::publish_to_store(
@@ -116,29 +147,36 @@ fn spawn_deliveries(
         context.store.clone(),
         context.shutdown.clone(),
     ));
-    if let Some((listener, token_file)) = container {
+    let per_caller = CallerCredentials::single(RoleCredentials::new(
+        config.role_arn.clone(),
+        credentials.clone(),
+    ));
+    if let Some((listener, token_file)) = listeners.container {
         let endpoint = container_endpoint::Endpoint {
             token_file,
-            credentials: credentials.clone(),
+            credentials: per_caller.clone(),
             policy: context.policy.clone(),
             resource_name: config.credentials_resource_name.clone(),
         };
-        tasks.spawn(serve_container_endpoint(
-            listener,
-            endpoint,
-            context.shutdown.clone(),
-        ));
+        let shutdown = context.shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = container_endpoint::serve(listener, endpoint, shutdown).await {
+                tracing::error!(error = %e, "AWS container-credentials endpoint stopped");
+            }
+        });
     }
-}
-
-/// Serves the container-credentials endpoint until `shutdown`.
-async fn serve_container_endpoint(
-    listener: tokio::net::TcpListener,
-    endpoint: container_endpoint::Endpoint,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    if let Err(e) = container_endpoint::serve(listener, endpoint, shutdown).await {
-        tracing::error!(error = %e, "AWS container-credentials endpoint stopped");
+    if let Some(listener) = listeners.imds {
+        let emulation = imds::Imds::new(
+            per_caller,
+            context.policy.clone(),
+            config.credentials_resource_name.clone(),
+        );
+        let shutdown = context.shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = imds::serve(listener, emulation, shutdown).await {
+                tracing::error!(error = %e, "AWS IMDSv2 emulation stopped");
+            }
+        });
     }
 }
 
@@ -171,9 +209,15 @@ fn config_error(e: steeple_plugin_aws::ConfigError) -> AwsStartError {
     }
 }
 
-fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, AwsStartError> {
-    let listen = |source| AwsStartError::Listen { addr, source };
+/// A listener on `addr` (named by `key` in errors), prepared by `prepare`.
+fn bind(
+    key: &'static str,
+    addr: std::net::SocketAddr,
+    prepare: fn(&std::net::TcpListener) -> std::io::Result<()>,
+) -> Result<tokio::net::TcpListener, AwsStartError> {
+    let listen = |source| AwsStartError::Listen { key, addr, source };
     let socket = std::net::TcpListener::bind(addr).map_err(listen)?;
+    prepare(&socket).map_err(listen)?;
     socket.set_nonblocking(true).map_err(listen)?;
     tokio::net::TcpListener::from_std(socket).map_err(listen)
 }

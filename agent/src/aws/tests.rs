@@ -62,3 +62,15 @@ async fn enabled_serves_kms_and_starts_without_credentials() {
     );
     assert!(runtime.credentials.borrow().is_none());
 }
+
+#[tokio::test]
+async fn a_busy_imds_address_is_named() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap();
+    let config = aws_config(&format!("imds_listen = \"{addr}\""));
+    let err = start_with(&config).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("aws.imds_listen: cannot listen on {addr}")),
+        "{err}"
+    );
+}

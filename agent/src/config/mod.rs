@@ -243,6 +243,9 @@ pub struct AwsConfig {
     pub container_credentials_listen: Option<std::net::SocketAddr>,
     /// File holding the token callers must send as `Authorization` (re-read per request).
     pub container_credentials_token_file: Option<PathBuf>,
+    /// Address of the IMDSv2 emulation (`AWS_EC2_METADATA_SERVICE_ENDPOINT`): loopback or
+    /// a link-local 169.254.x.x address assigned to this host; empty: off.
+    pub imds_listen: Option<std::net::SocketAddr>,
 }
 
 /// `[vault]`: JWT-SVID login to Vault / OpenBao, `vault_delegate` (KV) and

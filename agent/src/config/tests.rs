@@ -617,3 +617,40 @@ fn delegated_mode_needs_the_admin_socket_and_self_is_the_default() {
         .0;
     assert_eq!(stray[0].key, "workload_api.admin_socket");
 }
+
+#[test]
+fn imds_listens_on_loopback_or_ipv4_link_local_only() {
+    let listen = |addr: &str| parse(&format!("[aws]\nimds_listen = \"{addr}\""), &[]);
+    for good in [
+        "127.0.0.1:1338",
+        "127.0.0.2:80",
+        "[::1]:1338",
+        "169.254.169.254:80",
+    ] {
+        let config = listen(good).unwrap_or_else(|e| panic!("{good}: {e:?}"));
+        assert_eq!(config.aws.imds_listen, Some(good.parse().unwrap()));
+    }
+    assert_eq!(listen("").unwrap().aws.imds_listen, None, "empty: off");
+    assert_eq!(
+        parse("", &[]).unwrap().aws.imds_listen,
+        None,
+        "off by default"
+    );
+    for bad in [
+        "0.0.0.0:1338",
+        "10.0.0.1:1338",
+        "[::]:1338",
+        "[fe80::1]:80",
+        "localhost:1338",
+        "127.0.0.1",
+    ] {
+        let errors = listen(bad).unwrap_err().0;
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["aws.imds_listen"], "{bad}");
+        assert!(
+            errors[0].message.contains("169.254"),
+            "{}",
+            errors[0].message
+        );
+    }
+}

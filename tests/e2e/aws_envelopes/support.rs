@@ -217,24 +217,41 @@ pub fn boto3_access_key(kms: &Moto, env: &[(&str, String)]) -> anyhow::Result<(S
 }
 
 /// `GET /` on the container endpoint at `port` with `token`, sent by another local user
-/// (`uid`, through `setpriv` and bash's `/dev/tcp`); the raw HTTP response. bash execs
-/// `cat` rather than forking it, so one process holds the socket (holders of different
-/// executables are refused as unidentifiable).
+/// (`uid`); the raw HTTP response.
 pub fn container_get_as(uid: u32, port: u16, token: &str) -> anyhow::Result<String> {
-    let script = "exec 3<>/dev/tcp/127.0.0.1/$1 && \
-                  printf 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: %s\r\nConnection: close\r\n\r\n' \"$2\" >&3 && \
-                  exec cat <&3";
-    let output = Command::new("setpriv")
-        .arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={uid}"))
-        .args(["--clear-groups", "--", "bash", "-c", script, "get"])
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
+    );
+    request_from_child(Some(uid), port, &request)
+}
+
+/// One raw HTTP/1.1 request to 127.0.0.1:`port` sent by another process — bash's
+/// `/dev/tcp`, as user `uid` through `setpriv` when given. bash reads the answer with its
+/// own `read`: a program exec'd after connecting would be refused as another program.
+/// The raw response.
+pub fn request_from_child(uid: Option<u32>, port: u16, request: &str) -> anyhow::Result<String> {
+    let script = "exec 3<>/dev/tcp/127.0.0.1/$1 && printf '%b' \"$2\" >&3 && \
+         while IFS= read -r line <&3 || [[ -n $line ]]; do printf '%s\\n' \"$line\"; done";
+    let mut command = match uid {
+        Some(uid) => {
+            let mut setpriv = Command::new("setpriv");
+            setpriv
+                .arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={uid}"))
+                .args(["--clear-groups", "--", "bash"]);
+            setpriv
+        }
+        None => Command::new("bash"),
+    };
+    let output = command
+        .args(["-c", script, "request"])
         .arg(port.to_string())
-        .arg(token)
+        .arg(request.replace("\r\n", "\\r\\n"))
         .output()
-        .context("running bash under setpriv")?;
+        .context("running bash")?;
     anyhow::ensure!(
         output.status.success(),
-        "the request as uid {uid} failed: {}",
+        "the request from another process failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(String::from_utf8(output.stdout)?)

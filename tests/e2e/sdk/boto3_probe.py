@@ -1,8 +1,10 @@
 """An unmodified boto3 client: resolves credentials through its default chain (whatever
-the environment points it at: a credential_process profile or the container-credentials
-endpoint), calls KMS ListKeys at the endpoint given as argv[1], and prints the access key
-id it signed with and, on a second line, the account id the credentials carried ("None"
-without one). Used by the AWS e2e suite to prove Steeple's credentials reach real SDKs.
+the environment points it at: a credential_process profile, the container-credentials
+endpoint or IMDS), calls KMS ListKeys at the endpoint given as argv[1], and prints the
+access key id it signed with and, on a second line, the account id the credentials
+carried ("None" without one). With an STS endpoint as argv[2] it also prints the
+provider that supplied the credentials and, after calling GetCallerIdentity there, the
+caller ARN. Used by the AWS e2e suites to prove Steeple's credentials reach real SDKs.
 """
 
 import sys
@@ -22,6 +24,10 @@ def main() -> int:
     kms.list_keys()
     print(frozen.access_key)
     print(getattr(frozen, "account_id", None))
+    if len(sys.argv) > 2:
+        sts = session.client("sts", endpoint_url=sys.argv[2])
+        print(credentials.method)
+        print(sts.get_caller_identity()["Arn"])
     return 0
 
 

@@ -43,6 +43,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
             "credentials_resource_name",
             "container_credentials_listen",
             "container_credentials_token_file",
+            "imds_listen",
         ],
     ),
     (

@@ -1,6 +1,7 @@
 //! The sections for envelopes, the control-plane source and AWS.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -170,24 +171,22 @@ impl Reader {
                 "credentials_resource_name",
                 "aws-credentials",
             ),
-            container_credentials_listen: self.parsed(
+            container_credentials_listen: self.listen_address(
                 s,
                 "container_credentials_listen",
-                None,
                 "a loopback address such as \"127.0.0.1:9911\"",
-                |v| match v.as_str() {
-                    Some("") => Some(None),
-                    Some(text) => text
-                        .parse::<std::net::SocketAddr>()
-                        .ok()
-                        .filter(|a| a.ip().is_loopback())
-                        .map(Some),
-                    None => None,
-                },
+                |ip| ip.is_loopback(),
             ),
             container_credentials_token_file: self
                 .optional_string(s, "container_credentials_token_file")
                 .map(PathBuf::from),
+            imds_listen: self.listen_address(
+                s,
+                "imds_listen",
+                "a loopback address such as \"127.0.0.1:1338\", or a link-local \
+                 169.254.x.x address assigned to this host",
+                is_imds_address,
+            ),
         };
         if config.enabled {
             if !config.role_arn.starts_with("arn:") {
@@ -210,6 +209,25 @@ impl Reader {
 }
 
 impl Reader {
+    /// An optional listen address `section.key` whose IP passes `allowed`; empty: off.
+    fn listen_address(
+        &mut self,
+        section: &str,
+        key: &str,
+        expected: &str,
+        allowed: fn(IpAddr) -> bool,
+    ) -> Option<SocketAddr> {
+        self.parsed(section, key, None, expected, |v| match v.as_str() {
+            Some("") => Some(None),
+            Some(text) => text
+                .parse::<SocketAddr>()
+                .ok()
+                .filter(|a| allowed(a.ip()))
+                .map(Some),
+            None => None,
+        })
+    }
+
     /// `[[callers]]`: who may fetch which resources from the local endpoints.
     pub(super) fn read_callers(&mut self) -> Vec<Rule> {
         let items = match self.root.get("callers").and_then(Value::as_array) {
@@ -377,6 +395,15 @@ impl Reader {
                     .filter(|url| !url.is_empty())
                     .map(|url| (var, url.clone()))
             })
+    }
+}
+
+/// Where the IMDS emulation may listen: loopback, or an IPv4 link-local address (the
+/// range EC2's own 169.254.169.254 is in), which routers never forward.
+fn is_imds_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback(),
     }
 }
 
