@@ -6,6 +6,7 @@ pub mod audit;
 pub mod authz;
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod caller_identity;
 pub mod cli;
 pub mod config;
 pub mod delegated;
@@ -34,6 +35,7 @@ pub mod systemd_notify;
 pub mod uds;
 #[cfg(feature = "vault")]
 pub mod vault;
+pub mod workload_roles;
 
 #[cfg(test)]
 mod test_support;

@@ -7,10 +7,12 @@ use steeple_plugin_api::JwtSvidSource;
 use tokio_util::sync::CancellationToken;
 
 use crate::authz::SharedPolicy;
+use crate::caller_identity::CallerIdentities;
 use crate::envelopes::RowSink;
 use crate::lifecycle::FatalSignal;
 use crate::readiness::Readiness;
 use crate::store::SecretStore;
+use crate::workload_roles::WorkloadRoles;
 
 /// Everything a side may use from the core when it starts.
 #[derive(Debug)]
@@ -27,6 +29,10 @@ pub struct SideContext<'a> {
     pub fatal: FatalSignal,
     /// Where a side registers what it produces, so the agent is ready only once it is held.
     pub readiness: Readiness,
+    /// Whose identity callers have, for roles chosen per workload.
+    pub identities: CallerIdentities,
+    /// `[[workloads]]`: the roles by workload identity.
+    pub roles: WorkloadRoles,
     /// Stops everything.
     pub shutdown: &'a CancellationToken,
 }

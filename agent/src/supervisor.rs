@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::authz::{Policy, SharedPolicy};
+use crate::caller_identity::CallerIdentities;
 use crate::config::{Config, IdentityMode};
 use crate::envelopes::{self, EnvelopeSettings, EnvelopeTasks, Providers, RowSink};
 use crate::exchange::jwt_source::WorkloadApiJwtFetcher;
@@ -102,10 +103,11 @@ pub fn start(
     let mut tasks = JoinSet::new();
     let policy = SharedPolicy::new(policy(config));
     let readiness = Readiness::new(store.clone(), &config.jwt_svids);
-    start_sds(config, &store, &policy, &fatal, shutdown, &mut tasks)?;
+    let workloads = start_sds(config, &store, &policy, &fatal, shutdown, &mut tasks)?;
     start_admin(config, &store, &readiness, shutdown, &mut tasks)?;
     let workload_api = identity::client(&config.workload_api.socket);
     let names = DefaultNames::from(&config.sds);
+    let identities = caller_identities(config, &store, &workload_api, workloads);
     identity::spawn(&workload_api, names, store.clone(), shutdown, &mut tasks);
     let mut jwt_svids = TaskGroup::new(shutdown);
     identity::spawn_jwt_svids(&workload_api, &config.jwt_svids, &store, &mut jwt_svids);
@@ -119,6 +121,8 @@ pub fn start(
         policy: policy.clone(),
         fatal: fatal.clone(),
         readiness: readiness.clone(),
+        identities,
+        roles: config.workloads.clone(),
         shutdown,
     };
     let running = sides::start(config, &context, &mut tasks)?.resolvers;
@@ -147,7 +151,30 @@ pub fn start(
     })
 }
 
-/// Binds the SDS socket and serves it; a server failure stops the agent.
+/// Whose identity callers have: each their own (delegated mode, from `workloads`) or the
+/// agent's own.
+fn caller_identities(
+    config: &Config,
+    store: &Arc<SecretStore>,
+    workload_api: &WorkloadApiClient,
+    workloads: Option<Arc<crate::delegated::Workloads>>,
+) -> CallerIdentities {
+    let default_name = config.sds.default_svid_name.clone();
+    match workloads {
+        Some(workloads) => CallerIdentities::Delegated {
+            workloads,
+            default_name,
+        },
+        None => CallerIdentities::Own {
+            store: store.clone(),
+            default_name,
+            workload_api: workload_api.clone(),
+        },
+    }
+}
+
+/// Binds the SDS socket and serves it; a server failure stops the agent. Returns the
+/// followed workloads in delegated mode.
 fn start_sds(
     config: &Config,
     store: &Arc<SecretStore>,
@@ -155,7 +182,7 @@ fn start_sds(
     fatal: &FatalSignal,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
-) -> Result<(), StartError> {
+) -> Result<Option<Arc<crate::delegated::Workloads>>, StartError> {
     let listener = bind_socket(&config.sds.socket, config.sds.socket_mode)?;
     let settings = SdsSettings::from(&config.sds);
     let mut service = SdsService::new(store.clone(), settings, policy.clone(), shutdown.clone());
@@ -164,10 +191,12 @@ fn start_sds(
             "[[callers]] rules naming spiffe_ids never match in workload_api.mode = \"self\": a caller's identity is only known in delegated mode"
         );
     }
+    let mut workloads = None;
     if let IdentityMode::Delegated(delegated) = &config.workload_api.mode {
         let names = DefaultNames::from(&config.sds);
-        service =
-            service.with_workloads(crate::delegated::start(delegated, names, shutdown, tasks));
+        let followed = crate::delegated::start(delegated, names, shutdown, tasks);
+        service = service.with_workloads(followed.clone());
+        workloads = Some(followed);
     }
     let (shutdown, fatal) = (shutdown.clone(), fatal.clone());
     tasks.spawn(async move {
@@ -175,7 +204,7 @@ fn start_sds(
             fatal.raise(format!("SDS server failed: {e}"));
         }
     });
-    Ok(())
+    Ok(workloads)
 }
 
 /// Binds and serves the admin listener when `admin.listen` is set.
@@ -234,21 +263,27 @@ fn policy(config: &Config) -> Policy {
     match &config.workload_api.mode {
         IdentityMode::Own => Policy::new(config.callers.clone(), own_uid),
         IdentityMode::Delegated(_) => {
-            Policy::for_node_agent(config.callers.clone(), own_uid, identity_names(&config.sds))
+            Policy::for_node_agent(config.callers.clone(), own_uid, identity_names(config))
         }
     }
 }
 
 /// The names of a caller's own identity in delegated mode: its default SVID and bundles
-/// under SPIRE's names, its SVIDs and trust domains by ID, its JWT-SVIDs.
-fn identity_names(sds: &crate::config::SdsConfig) -> Vec<String> {
-    vec![
+/// under SPIRE's names, its SVIDs and trust domains by ID, its JWT-SVIDs — and its own
+/// role's credentials when `[[workloads]]` chooses roles per workload.
+fn identity_names(config: &Config) -> Vec<String> {
+    let sds = &config.sds;
+    let mut names = vec![
         sds.default_svid_name.clone(),
         sds.default_bundle_name.clone(),
         sds.default_all_bundles_name.clone(),
         format!("{}*", crate::store::names::SPIFFE_PREFIX),
         format!("{}*", crate::store::names::JWT_SVID_PREFIX),
-    ]
+    ];
+    if config.aws.enabled && config.workloads.per_workload_aws() {
+        names.push(config.aws.credentials_resource_name.clone());
+    }
+    names
 }
 
 impl RunningAgent {

@@ -74,7 +74,15 @@ pub fn side_context(
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> crate::sides::SideContext<'_> {
     let store = std::sync::Arc::new(crate::store::SecretStore::new());
+    let workload_api =
+        crate::identity::client(std::path::Path::new("/nonexistent/steeple-test.sock"));
     crate::sides::SideContext {
+        identities: crate::caller_identity::CallerIdentities::Own {
+            store: store.clone(),
+            default_name: "default".into(),
+            workload_api,
+        },
+        roles: crate::workload_roles::WorkloadRoles::default(),
         jwt: std::sync::Arc::new(NoWorkloadApi),
         readiness: crate::readiness::Readiness::new(store.clone(), &[]),
         store,

@@ -2,8 +2,9 @@
 //! the kernel lists every socket of this network namespace in `/proc/net/tcp{,6}` with
 //! its owner's uid and inode: the client's socket is the entry whose local address is our
 //! peer's and whose remote address is ours. The process holding that inode (found under
-//! `/proc/<pid>/fd`) gives the pid, gid and executable. [`authorize`] is what the HTTP
-//! credential endpoints run per request: trace the caller, check the policy, audit.
+//! `/proc/<pid>/fd`) gives the pid, gid and executable. [`trace`] and [`grant`] are what
+//! the HTTP credential endpoints run per request: trace the caller, check the policy
+//! (with its identity, when known), audit.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -36,33 +37,43 @@ pub enum Refusal {
     /// resource, never the policy.
     #[error("{0}")]
     NotAuthorized(String),
+    /// The caller's identity maps to no role of the endpoint's side.
+    #[error("{0}")]
+    NoRole(String),
 }
 
-/// Traces the connection `peer` → `local` to its process and checks `policy` grants it
-/// `resource` on `endpoint` (the audit events' name); the caller when it does. Denials
-/// are audit events, as the first grant of a resource to a process is.
-pub async fn authorize(
+/// Traces the connection `peer` → `local` to its process, for a request for `resource`
+/// on `endpoint` (the audit events' name); a caller that cannot be traced is an audit
+/// event.
+pub async fn trace(
     peer: SocketAddr,
     local: SocketAddr,
-    policy: &SharedPolicy,
     resource: &str,
     endpoint: &'static str,
 ) -> Result<Arc<Caller>, Refusal> {
     let caller = tokio::task::spawn_blocking(move || loopback_caller(peer, local))
         .await
         .unwrap_or(Err(PeerError::NotFound));
-    let caller = match caller {
-        Ok(caller) => Arc::new(caller),
-        Err(reason) => {
-            tracing::warn!(target: crate::audit::TARGET, caller = %peer, resource, decision = "deny", reason = %reason, "{endpoint}");
-            return Err(Refusal::Unidentified);
-        }
-    };
-    Grant::new(caller.clone(), &policy.current())
+    caller.map(Arc::new).map_err(|reason| {
+        tracing::warn!(target: crate::audit::TARGET, caller = %peer, resource, decision = "deny", reason = %reason, "{endpoint}");
+        Refusal::Unidentified
+    })
+}
+
+/// Checks `policy` grants `resource` on `endpoint` to `caller`, holding SVIDs for
+/// `identity` when known. Denials are audit events, as the first grant of a resource to
+/// a process is.
+pub fn grant(
+    caller: &Arc<Caller>,
+    identity: Option<Vec<String>>,
+    policy: &SharedPolicy,
+    resource: &str,
+    endpoint: &'static str,
+) -> Result<(), Refusal> {
+    Grant::with_identity(caller.clone(), &policy.current(), identity)
         .on_endpoint(endpoint)
         .authorize([resource])
-        .map_err(|status| Refusal::NotAuthorized(status.message().to_owned()))?;
-    Ok(caller)
+        .map_err(|status| Refusal::NotAuthorized(status.message().to_owned()))
 }
 
 /// The caller behind the loopback connection `peer` → `local`. Its uid is the socket

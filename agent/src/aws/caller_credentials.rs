@@ -1,16 +1,24 @@
 //! Which AWS credentials a local caller gets, for every HTTP delivery path (the
-//! container-credentials endpoint, the IMDSv2 emulation). Today the agent holds one role,
-//! so every caller the policy lets through gets that role's credentials;
-//! [`CallerCredentials::for_caller`] is the one place that answers the question, so that
-//! per-workload roles change it alone.
+//! container-credentials endpoint, the IMDSv2 emulation): [`CallerCredentials::authorize`]
+//! traces the caller, finds its identity when roles are chosen per workload, checks the
+//! `[[callers]]` policy and picks its role — the one place that answers the question.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use steeple_plugin_api::AwsCredentials;
 
-use crate::authz::Caller;
+use super::per_workload::PerWorkloadRoles;
+use crate::authz::tcp_peer::{self, Refusal};
+use crate::authz::{Caller, SharedPolicy};
 use crate::exchange::CredentialWatch;
+use crate::exchange::roles::RoleLease;
+
+/// How long a request waits for the first credentials of a workload's role lease (just
+/// started by it, most likely): short, since SDKs time out credential requests in a
+/// second or two and retry.
+const FIRST_CREDENTIALS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One role's credentials, as the exchange keeps them fresh.
 #[derive(Debug)]
@@ -19,6 +27,8 @@ pub struct RoleCredentials {
     credentials: CredentialWatch<AwsCredentials>,
     /// The access key id last served and when it was first served (IMDS `LastUpdated`).
     first_served: Mutex<Option<(String, SystemTime)>>,
+    /// The (workload, role) lease these come from, held while they are served.
+    lease: Option<RoleLease<AwsCredentials>>,
 }
 
 impl RoleCredentials {
@@ -28,7 +38,32 @@ impl RoleCredentials {
             role_arn,
             credentials,
             first_served: Mutex::new(None),
+            lease: None,
         }
+    }
+
+    /// The credentials of one workload's role, from its lease (held as long as this is).
+    pub fn leased(lease: RoleLease<AwsCredentials>) -> Self {
+        Self {
+            role_arn: lease.key().role.clone(),
+            credentials: lease.credential().clone(),
+            first_served: Mutex::new(None),
+            lease: Some(lease),
+        }
+    }
+
+    /// For a workload's role lease without credentials yet: waits (a second at most)
+    /// for them. At once otherwise.
+    pub async fn wait_first(&self) {
+        if self.lease.is_none() || self.credentials.borrow().is_some() {
+            return;
+        }
+        let mut credentials = self.credentials.clone();
+        let _ = tokio::time::timeout(
+            FIRST_CREDENTIALS_WAIT,
+            credentials.wait_for(Option::is_some),
+        )
+        .await;
     }
 
     /// The role's ARN.
@@ -69,26 +104,91 @@ impl RoleCredentials {
     }
 }
 
-/// Where the local endpoints look up the credentials for a caller.
+/// Where the local endpoints look up the credentials for a caller, and who may have them.
 #[derive(Debug, Clone)]
 pub struct CallerCredentials {
-    /// The agent's one role (`[aws] role_arn`).
-    single: Arc<RoleCredentials>,
+    lookup: Lookup,
+    policy: SharedPolicy,
+    resource_name: String,
+}
+
+/// How a caller's role is found.
+#[derive(Debug, Clone)]
+enum Lookup {
+    /// The agent's one role (`[aws] role_arn`) for every caller.
+    Single(Arc<RoleCredentials>),
+    /// Each caller its own role, by its identity (`[[workloads]]`).
+    PerWorkload(Arc<PerWorkloadRoles>),
+}
+
+/// A caller the policy let through, and the role credentials it gets.
+#[derive(Debug)]
+pub struct Authorized {
+    /// The process behind the connection.
+    pub caller: Arc<Caller>,
+    /// Its role's credentials.
+    pub role: Arc<RoleCredentials>,
 }
 
 impl CallerCredentials {
-    /// Every caller gets `role`'s credentials (one workload identity, one role).
-    pub fn single(role: RoleCredentials) -> Self {
+    /// Every caller `policy` grants `resource_name` gets `role`'s credentials (one
+    /// workload identity, one role).
+    pub fn single(role: RoleCredentials, policy: SharedPolicy, resource_name: String) -> Self {
         Self {
-            single: Arc::new(role),
+            lookup: Lookup::Single(Arc::new(role)),
+            policy,
+            resource_name,
         }
     }
 
-    /// The role whose credentials `caller` gets, or `None` when it maps to no role. The
-    /// policy check (may this caller have AWS credentials at all) comes first and is not
-    /// repeated here. With one role, every caller maps to it.
-    pub fn for_caller(&self, _caller: &Caller) -> Option<Arc<RoleCredentials>> {
-        Some(self.single.clone())
+    /// Every caller `policy` grants `resource_name` gets its own identity's role.
+    pub fn per_workload(
+        roles: Arc<PerWorkloadRoles>,
+        policy: SharedPolicy,
+        resource_name: String,
+    ) -> Self {
+        Self {
+            lookup: Lookup::PerWorkload(roles),
+            policy,
+            resource_name,
+        }
+    }
+
+    /// The resource name the policy must grant (`aws.credentials_resource_name`).
+    pub fn resource_name(&self) -> &str {
+        &self.resource_name
+    }
+
+    /// The caller behind `peer` → `local` and its role's credentials, when the policy
+    /// grants it the credentials on `endpoint` and (per workload) its identity maps to a
+    /// role. Every refusal is an audit event.
+    pub async fn authorize(
+        &self,
+        peer: SocketAddr,
+        local: SocketAddr,
+        endpoint: &'static str,
+    ) -> Result<Authorized, Refusal> {
+        let resource = self.resource_name.as_str();
+        let caller = tcp_peer::trace(peer, local, resource, endpoint).await?;
+        let role = match &self.lookup {
+            Lookup::Single(role) => {
+                tcp_peer::grant(&caller, None, &self.policy, resource, endpoint)?;
+                role.clone()
+            }
+            Lookup::PerWorkload(roles) => {
+                // SPIRE is asked only about callers some rule may grant something.
+                let identity = match self.policy.current().may_grant(&caller) {
+                    true => roles.identity_of(&caller).await,
+                    false => None,
+                };
+                let ids = identity.as_ref().map(|i| i.all.clone());
+                tcp_peer::grant(&caller, ids, &self.policy, resource, endpoint)?;
+                roles
+                    .credentials_for(identity.as_ref())
+                    .map_err(Refusal::NoRole)?
+            }
+        };
+        Ok(Authorized { caller, role })
     }
 }
 

@@ -19,9 +19,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use super::caller_credentials::CallerCredentials;
+use super::caller_credentials::{CallerCredentials, RoleCredentials};
 use super::delivery::container_json;
-use crate::authz::{SharedPolicy, tcp_peer};
 use crate::http_serve::{SecretBody, forwarded};
 
 /// The endpoint's name in audit events.
@@ -35,12 +34,8 @@ const MAX_TOKEN_BYTES: u64 = 8 * 1024;
 pub struct Endpoint {
     /// The file holding the token SDKs must present.
     pub token_file: PathBuf,
-    /// The credentials each caller gets.
+    /// The credentials each caller gets, and who may fetch them.
     pub credentials: CallerCredentials,
-    /// Who may fetch them.
-    pub policy: SharedPolicy,
-    /// The resource name the policy must grant (`aws.credentials_resource_name`).
-    pub resource_name: String,
 }
 
 /// Serves `endpoint` on `listener` until `shutdown`: stops accepting, lets requests in
@@ -116,29 +111,24 @@ impl Endpoint {
                 "missing or wrong Authorization token",
             );
         }
-        match tcp_peer::authorize(peer, local, &self.policy, &self.resource_name, ENDPOINT).await {
-            Ok(caller) => self.credentials_response(&caller),
+        match self.credentials.authorize(peer, local, ENDPOINT).await {
+            Ok(authorized) => credentials_response(&authorized.role).await,
             Err(refusal) => error(StatusCode::FORBIDDEN, "Forbidden", &refusal.to_string()),
         }
     }
+}
 
-    /// The caller's current credentials as JSON, or 503 when none are valid right now.
-    fn credentials_response(&self, caller: &crate::authz::Caller) -> Response<Full<Bytes>> {
-        let Some(role) = self.credentials.for_caller(caller) else {
-            return error(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "no AWS role is mapped to the calling workload",
-            );
-        };
-        match role.render_valid(|c, _| container_json(c)) {
-            Some(Ok(json)) => SecretBody::json(json),
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "AWS credentials not served over the container endpoint");
-                unavailable()
-            }
-            None => unavailable(),
+/// The role's current credentials as JSON (waiting briefly for a lease just started), or
+/// 503 when none are valid right now.
+async fn credentials_response(role: &RoleCredentials) -> Response<Full<Bytes>> {
+    role.wait_first().await;
+    match role.render_valid(|c, _| container_json(c)) {
+        Some(Ok(json)) => SecretBody::json(json),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "AWS credentials not served over the container endpoint");
+            unavailable()
         }
+        None => unavailable(),
     }
 }
 

@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::*;
-use crate::authz::{Policy, Rule};
+use crate::authz::{Policy, Rule, SharedPolicy};
 use crate::aws::caller_credentials::RoleCredentials;
 use std::time::SystemTime;
 use steeple_plugin_api::{AwsCredentials, SecretBytes};
@@ -39,12 +39,11 @@ impl Harness {
         let shutdown = CancellationToken::new();
         let endpoint = Endpoint {
             token_file: token_file.clone(),
-            credentials: CallerCredentials::single(RoleCredentials::new(
-                "arn:aws:iam::123456789012:role/app".to_owned(),
-                rx,
-            )),
-            policy: SharedPolicy::new(policy),
-            resource_name: "aws-credentials".to_owned(),
+            credentials: CallerCredentials::single(
+                RoleCredentials::new("arn:aws:iam::123456789012:role/app".to_owned(), rx),
+                SharedPolicy::new(policy),
+                "aws-credentials".to_owned(),
+            ),
         };
         let server = tokio::spawn(serve(listener, endpoint, shutdown.clone()));
         Self {

@@ -25,10 +25,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::caller_credentials::{CallerCredentials, RoleCredentials};
+use super::caller_credentials::{Authorized, CallerCredentials, RoleCredentials};
 use super::delivery::instance_profile_json;
 use super::imds_tokens::{MAX_TOKEN_LEN, TokenBinding, TokenRefusal, TokenTable};
-use crate::authz::{Caller, SharedPolicy, tcp_peer};
+use crate::authz::{Caller, tcp_peer};
 use crate::http_serve::{SecretBody, forwarded};
 
 /// The endpoint's name in audit events.
@@ -49,8 +49,6 @@ const MAX_TTL_SECONDS: u64 = 21_600;
 #[derive(Debug)]
 pub struct Imds {
     credentials: CallerCredentials,
-    policy: SharedPolicy,
-    resource_name: String,
     tokens: Mutex<TokenTable>,
 }
 
@@ -64,16 +62,10 @@ enum Route<'a> {
 }
 
 impl Imds {
-    /// Serves `credentials` to callers `policy` grants `resource_name`.
-    pub fn new(
-        credentials: CallerCredentials,
-        policy: SharedPolicy,
-        resource_name: String,
-    ) -> Self {
+    /// Serves `credentials` to the callers they authorize.
+    pub fn new(credentials: CallerCredentials) -> Self {
         Self {
             credentials,
-            policy,
-            resource_name,
             tokens: Mutex::new(TokenTable::default()),
         }
     }
@@ -116,9 +108,9 @@ impl Imds {
                 "X-aws-ec2-metadata-token-ttl-seconds must be one whole number of seconds from 1 to 21600",
             );
         };
-        let caller = match self.authorize(peer, local).await {
-            Ok(caller) => caller,
-            Err(refusal) => return text(StatusCode::FORBIDDEN, &refusal.to_string()),
+        let caller = match self.credentials.authorize(peer, local, ENDPOINT).await {
+            Ok(authorized) => authorized.caller,
+            Err(refusal) => return refused(&refusal),
         };
         let issued = self
             .tokens
@@ -157,33 +149,22 @@ impl Imds {
                 "a session token from PUT /latest/api/token is required (IMDSv2)",
             );
         };
-        let caller = match self.authorize(peer, local).await {
-            Ok(caller) => caller,
-            Err(refusal) => return text(StatusCode::FORBIDDEN, &refusal.to_string()),
-        };
+        let Authorized { caller, role } =
+            match self.credentials.authorize(peer, local, ENDPOINT).await {
+                Ok(authorized) => authorized,
+                Err(refusal) => return refused(&refusal),
+            };
         if let Err(refusal) = self.check_token(presented, &caller) {
             return text(StatusCode::UNAUTHORIZED, &refusal.to_string());
         }
-        let Some(role) = self.credentials.for_caller(&caller) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                "no AWS role is mapped to this caller",
-            );
-        };
         match route {
             Route::RoleList => text(StatusCode::OK, role.role_name()),
-            Route::Role(name) if *name == role.role_name() => credentials_response(&role),
+            Route::Role(name) if *name == role.role_name() => {
+                role.wait_first().await;
+                credentials_response(&role)
+            }
             _ => text(StatusCode::NOT_FOUND, "not found"),
         }
-    }
-
-    /// The caller, when `[[callers]]` grants it the credentials (audited either way).
-    async fn authorize(
-        &self,
-        peer: SocketAddr,
-        local: SocketAddr,
-    ) -> Result<Arc<Caller>, tcp_peer::Refusal> {
-        tcp_peer::authorize(peer, local, &self.policy, &self.resource_name, ENDPOINT).await
     }
 
     /// Whether `presented` is a live token minted for `caller`; a token of another
@@ -195,7 +176,7 @@ impl Imds {
             .unwrap_or_else(PoisonError::into_inner)
             .check(presented, &TokenBinding::of(caller), Instant::now());
         if let Err(reason @ TokenRefusal::OtherCaller) = checked {
-            tracing::warn!(target: crate::audit::TARGET, caller = %caller.describe(), resource = %self.resource_name, decision = "deny", reason = %reason, "{ENDPOINT}");
+            tracing::warn!(target: crate::audit::TARGET, caller = %caller.describe(), resource = %self.credentials.resource_name(), decision = "deny", reason = %reason, "{ENDPOINT}");
         }
         checked
     }
@@ -303,6 +284,16 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// A plain-text answer, as IMDS gives (the SDKs read only the status of an error).
+/// A refused caller: 404 for one no role maps (as IMDS answers without an instance
+/// profile), 403 otherwise.
+fn refused(refusal: &tcp_peer::Refusal) -> Response<Full<Bytes>> {
+    let status = match refusal {
+        tcp_peer::Refusal::NoRole(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::FORBIDDEN,
+    };
+    text(status, &refusal.to_string())
+}
+
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
     *response.status_mut() = status;

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::*;
-use crate::authz::{Policy, Rule};
+use crate::authz::{Policy, Rule, SharedPolicy};
 
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/team/app";
 const LIST: &str = "/latest/meta-data/iam/security-credentials/";
@@ -42,12 +42,12 @@ impl Harness {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(initial);
         let shutdown = CancellationToken::new();
-        let credentials = CallerCredentials::single(RoleCredentials::new(ROLE_ARN.into(), rx));
-        let imds = Imds::new(
-            credentials,
+        let credentials = CallerCredentials::single(
+            RoleCredentials::new(ROLE_ARN.into(), rx),
             SharedPolicy::new(policy),
             "aws-credentials".into(),
         );
+        let imds = Imds::new(credentials);
         tokio::spawn(serve(listener, imds, shutdown.clone()));
         Self {
             addr,

@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod imds;
 mod imds_tokens;
 pub mod key_probe;
+pub mod per_workload;
 pub mod seal;
 
 use std::sync::Arc;
@@ -19,11 +20,14 @@ use steeple_plugin_aws::{
     KeyArnAllowlist, KmsConfig, KmsEnvelopeResolver, StsConfig, StsExchanger,
 };
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::AwsConfig;
 use crate::exchange::{self, CredentialWatch};
 use crate::side_context::SideContext;
+use crate::workload_roles::WorkloadRoles;
 use caller_credentials::{CallerCredentials, RoleCredentials};
+use per_workload::PerWorkloadRoles;
 
 /// Why the AWS side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +62,9 @@ pub struct AwsRuntime {
     pub kms: Arc<dyn EnvelopeResolver>,
 }
 
-/// Starts the exchange loop and its deliveries when `[aws] enabled`.
+/// Starts the exchange loop(s) and their deliveries when `[aws] enabled`: the agent's
+/// own role (`[aws] role_arn`) when set, and each workload's when `[[workloads]]` names
+/// AWS roles (then every delivery serves the caller's own role, never the agent's).
 pub fn start(
     config: &AwsConfig,
     context: &SideContext<'_>,
@@ -67,27 +73,63 @@ pub fn start(
     if !config.enabled {
         return Ok(None);
     }
-    let exchanger = StsExchanger::new(sts_config(config)).map_err(config_error)?;
     // Every setting is checked before anything starts.
+    let own_role = (!config.role_arn.is_empty())
+        .then(|| StsExchanger::new(sts_config(config)).map_err(config_error))
+        .transpose()?;
     KeyArnAllowlist::new(config.key_arn_allowlist.clone()).map_err(config_error)?;
+    let per_workload = context
+        .roles
+        .per_workload_aws()
+        .then(|| {
+            PerWorkloadRoles::new(
+                config,
+                &context.roles,
+                context.identities.clone(),
+                context.shutdown,
+            )
+            .map(Arc::new)
+        })
+        .transpose()?;
     let listeners = Listeners::bind(config)?;
-    let credentials = exchange::spawn(
-        "aws-sts".to_owned(),
-        Arc::new(exchanger),
-        context.jwt.clone(),
-        context.shutdown.clone(),
-        tasks,
-    );
-    context.readiness.require(
-        format!("AWS credentials ({})", config.credentials_resource_name),
-        credentials.clone(),
-    );
+    let credentials = match own_role {
+        Some(exchanger) => {
+            let credentials = exchange::spawn(
+                "aws-sts".to_owned(),
+                Arc::new(exchanger),
+                context.jwt.clone(),
+                context.shutdown.clone(),
+                tasks,
+            );
+            context.readiness.require(
+                format!("AWS credentials ({})", config.credentials_resource_name),
+                credentials.clone(),
+            );
+            credentials
+        }
+        None => no_own_role(),
+    };
     let kms = Arc::new(
         KmsEnvelopeResolver::new(kms_config(config), Arc::new(credentials.clone()))
             .map_err(config_error)?,
     );
-    spawn_deliveries(config, context, &credentials, listeners, tasks);
-    if let (true, Some(rows)) = (config.probe_keys, &context.rows) {
+    let deliveries = match per_workload {
+        Some(roles) => {
+            context
+                .identities
+                .offer(roles.clone(), context.shutdown, tasks);
+            CallerCredentials::per_workload(
+                roles,
+                context.policy.clone(),
+                config.credentials_resource_name.clone(),
+            )
+        }
+        None => own_role_deliveries(config, context, &credentials, tasks),
+    };
+    spawn_endpoints(deliveries, listeners, context.shutdown, tasks);
+    if let (true, Some(rows), false) =
+        (config.probe_keys, &context.rows, config.role_arn.is_empty())
+    {
         tasks.spawn(key_probe::run(
             kms.clone(),
             credentials.clone(),
@@ -96,13 +138,51 @@ pub fn start(
             context.shutdown.clone(),
         ));
     }
+    log_started(config, &context.roles);
+    Ok(Some(AwsRuntime { credentials, kms }))
+}
+
+/// The start event: the agent's own role and the per-workload ones.
+fn log_started(config: &AwsConfig, roles: &WorkloadRoles) {
     tracing::info!(
         role_arn = %config.role_arn,
+        workload_roles = roles.aws_roles().len(),
         audience = %config.audience,
         region = config.region.as_deref().unwrap_or("(the AWS SDK's)"),
         "AWS STS exchange enabled"
     );
-    Ok(Some(AwsRuntime { credentials, kms }))
+    if config.role_arn.is_empty() {
+        tracing::warn!(
+            "aws.role_arn is not set: the agent has no AWS role of its own, so kms_envelope envelopes (resolved with the agent's credentials) cannot be resolved; each workload gets its own role's credentials"
+        );
+    }
+}
+
+/// The credentials watch of an agent without its own role: never any.
+fn no_own_role() -> CredentialWatch<AwsCredentials> {
+    tokio::sync::watch::channel(None).1
+}
+
+/// With one role for every caller: its credentials mirrored into the shared store as the
+/// SDS generic secret, and the same for the HTTP endpoints.
+fn own_role_deliveries(
+    config: &AwsConfig,
+    context: &SideContext<'_>,
+    credentials: &CredentialWatch<AwsCredentials>,
+    tasks: &mut JoinSet<()>,
+) -> CallerCredentials {
+    tasks.spawn(delivery::publish_to_store(
+        config.credentials_resource_name.clone(),
+        credentials.clone(),
+        context.store.clone(),
+        context.shutdown.clone(),
+    ));
+    let role = RoleCredentials::new(config.role_arn.clone(), credentials.clone());
+    CallerCredentials::single(
+        role,
+        context.policy.clone(),
+        config.credentials_resource_name.clone(),
+    )
 }
 
 /// The local HTTP deliveries' sockets, bound before anything starts.
@@ -131,34 +211,20 @@ impl Listeners {
     }
 }
 
-/// The credentials' deliveries: the SDS generic secret, and the container endpoint and
-/// IMDS emulation when they listen. Both endpoints look credentials up per caller through
-/// one [`CallerCredentials`].
-fn spawn_deliveries(
-    config: &AwsConfig,
-    context: &SideContext<'_>,
-    credentials: &CredentialWatch<AwsCredentials>,
+/// The container endpoint and the IMDS emulation, when they listen; both look
+/// credentials up per caller through `credentials`.
+fn spawn_endpoints(
+    credentials: CallerCredentials,
     listeners: Listeners,
+    shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) {
-    tasks.spawn(delivery::publish_to_store(
-        config.credentials_resource_name.clone(),
-        credentials.clone(),
-        context.store.clone(),
-        context.shutdown.clone(),
-    ));
-    let per_caller = CallerCredentials::single(RoleCredentials::new(
-        config.role_arn.clone(),
-        credentials.clone(),
-    ));
     if let Some((listener, token_file)) = listeners.container {
         let endpoint = container_endpoint::Endpoint {
             token_file,
-            credentials: per_caller.clone(),
-            policy: context.policy.clone(),
-            resource_name: config.credentials_resource_name.clone(),
+            credentials: credentials.clone(),
         };
-        let shutdown = context.shutdown.clone();
+        let shutdown = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = container_endpoint::serve(listener, endpoint, shutdown).await {
                 tracing::error!(error = %e, "AWS container-credentials endpoint stopped");
@@ -166,12 +232,8 @@ fn spawn_deliveries(
         });
     }
     if let Some(listener) = listeners.imds {
-        let emulation = imds::Imds::new(
-            per_caller,
-            context.policy.clone(),
-            config.credentials_resource_name.clone(),
-        );
-        let shutdown = context.shutdown.clone();
+        let emulation = imds::Imds::new(credentials);
+        let shutdown = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = imds::serve(listener, emulation, shutdown).await {
                 tracing::error!(error = %e, "AWS IMDSv2 emulation stopped");

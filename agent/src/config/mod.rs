@@ -321,6 +321,9 @@ pub struct Config {
     /// `[[callers]]`: per-caller authorization rules for the local endpoints; none means
     /// only the agent's own uid, to everything.
     pub callers: Vec<crate::authz::Rule>,
+    /// `[[workloads]]`: AWS and Vault roles by workload SPIFFE ID; none means one role per
+    /// side (`[aws] role_arn`, `[vault] role`) for every caller.
+    pub workloads: crate::workload_roles::WorkloadRoles,
     /// `[dev]`.
     pub dev: DevSection,
     /// `[log]`.

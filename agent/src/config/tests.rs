@@ -182,8 +182,8 @@ fn aws_and_envelope_sections_are_checked_and_overridable() {
             "envelope_aliases",
             "envelopes.paths",
             "aws.container_credentials_listen",
-            "aws.role_arn",
-            "aws.session_duration"
+            "aws.session_duration",
+            "aws.role_arn"
         ]
     );
     let config = parse(
@@ -653,4 +653,46 @@ fn imds_listens_on_loopback_or_ipv4_link_local_only() {
             errors[0].message
         );
     }
+}
+
+#[test]
+fn workload_roles_replace_the_single_roles_and_need_their_side() {
+    let config = parse(
+        "[aws]\nenabled = true\n[vault]\nenabled = true\naddr = \"https://vault:8200\"\n\
+         [[workloads]]\nspiffe_id = \"spiffe://td/payments/*\"\naws_role_arn = \"arn:aws:iam::1:role/payments\"\nvault_role = \"payments\"\n\
+         [[workloads]]\nspiffe_id = \"spiffe://td/web\"\nvault_role = \"web\"\n",
+        &[],
+    )
+    .expect("roles per workload stand in for [aws] role_arn and [vault] role");
+    assert_eq!(
+        config.workloads.aws_role("spiffe://td/payments/api"),
+        Some("arn:aws:iam::1:role/payments")
+    );
+    assert_eq!(config.workloads.vault_role("spiffe://td/web"), Some("web"));
+    assert_eq!(config.workloads.aws_role("spiffe://td/web"), None);
+
+    let errors = parse(
+        "[aws]\nenabled = true\n\
+         [[workloads]]\nspiffe_id = \"payments\"\naws_role_arn = \"role/x\"\n\
+         [[workloads]]\nspiffe_id = \"spiffe://td/a\"\n\
+         [[workloads]]\nspiffe_id = \"spiffe://td/b\"\nvault_role = \"b\"\nrole = \"x\"\n",
+        &[],
+    )
+    .unwrap_err()
+    .0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "workloads[2].role",
+            "workloads[0].spiffe_id",
+            "workloads[0].aws_role_arn",
+            "workloads[1].spiffe_id",
+            "workloads[2].vault_role",
+            "aws.role_arn",
+        ],
+        "{errors:?}"
+    );
+    assert!(errors[3].message.contains("names no role"));
+    assert!(errors[4].message.contains("vault.enabled"));
 }

@@ -2,17 +2,18 @@
 //! caller (`FetchJWTSVIDs{audience, pid}`) the first time one of its streams asks, and
 //! kept fresh by a [`lease`] until the workload is no longer followed.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use spire_api::pb::spire::api::agent::delegatedidentity::v1::FetchJwtsviDsRequest;
 use steeple_plugin_api::lease::{self, LeaseSettings, Obtained, Upstream};
-use steeple_plugin_api::{BoxFuture, ExchangeError, ExchangeErrorKind, SecretBytes};
+use steeple_plugin_api::{BoxFuture, ExchangeError, ExchangeErrorKind, JwtSvidSource, SecretBytes};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroize;
 
-use super::DelegatedClient;
+use super::{DelegatedClient, Workloads};
 use crate::authz::Caller;
+use crate::exchange::jwt_source::JwtSvidsById;
 use crate::identity::jwt::{REFRESH_WINDOW, take_token};
 use crate::store::{Secret, SecretStore, Source};
 
@@ -50,43 +51,14 @@ impl Upstream for DelegatedJwt {
     type Credential = SecretBytes;
 
     fn obtain(&self) -> BoxFuture<'_, Result<Obtained<SecretBytes>, ExchangeError>> {
-        Box::pin(async move {
-            let request = FetchJwtsviDsRequest {
-                audience: vec![self.audience.clone()],
-                selectors: Vec::new(),
-                pid: self.pid,
-            };
-            let mut client = self.client.clone();
-            let response = tokio::time::timeout(FETCH_TIMEOUT, client.fetch_jwtsvi_ds(request))
-                .await
-                .map_err(|_| fetch_error(format!("no answer within {}s", FETCH_TIMEOUT.as_secs())))?
-                .map_err(|status| fetch_error(super::explain(&status)))?
-                .into_inner();
-            if !self.caller.still_running() {
-                // Attested after the process exited: the pid may be another's.
-                return Err(ExchangeError::new(
-                    ExchangeErrorKind::Fatal,
-                    "FetchJWTSVIDs",
-                    "the workload's process exited".to_owned(),
-                ));
-            }
-            let mut svids = response.svids;
-            let at = self
-                .default_hint
-                .as_deref()
-                .and_then(|h| svids.iter().position(|s| s.hint == h))
-                .unwrap_or(0);
-            if at >= svids.len() {
-                return Err(fetch_error(
-                    "no registration entry matches this workload".into(),
-                ));
-            }
-            let mut svid = svids.swap_remove(at);
-            for other in &mut svids {
-                other.token.zeroize();
-            }
-            take_token(&mut svid.token).map_err(|e| fetch_error(format!("JWT-SVID refused: {e}")))
-        })
+        let pick = Pick::Hint(self.default_hint.as_deref());
+        Box::pin(fetch(
+            &self.client,
+            &self.caller,
+            self.pid,
+            &self.audience,
+            pick,
+        ))
     }
 
     fn publish(&self, token: Option<SecretBytes>) {
@@ -97,9 +69,126 @@ impl Upstream for DelegatedJwt {
     }
 }
 
+/// Which of a workload's JWT-SVIDs a fetch keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum Pick<'a> {
+    /// The one whose entry has this hint, else SPIRE's first.
+    Hint(Option<&'a str>),
+    /// The one for this SPIFFE ID, or none.
+    Id(&'a str),
+}
+
+/// One `FetchJWTSVIDs{audience, pid}` for the process `caller`, keeping the JWT-SVID
+/// `pick` names (the others are zeroized): refused if the process exited meanwhile (the
+/// pid may have been another's when SPIRE attested it).
+pub async fn fetch(
+    client: &DelegatedClient,
+    caller: &Caller,
+    pid: i32,
+    audience: &str,
+    pick: Pick<'_>,
+) -> Result<Obtained<SecretBytes>, ExchangeError> {
+    let request = FetchJwtsviDsRequest {
+        audience: vec![audience.to_owned()],
+        selectors: Vec::new(),
+        pid,
+    };
+    let mut client = client.clone();
+    let response = tokio::time::timeout(FETCH_TIMEOUT, client.fetch_jwtsvi_ds(request))
+        .await
+        .map_err(|_| fetch_error(format!("no answer within {}s", FETCH_TIMEOUT.as_secs())))?
+        .map_err(|status| fetch_error(super::explain(&status)))?
+        .into_inner();
+    if !caller.still_running() {
+        return Err(ExchangeError::new(
+            ExchangeErrorKind::Fatal,
+            "FetchJWTSVIDs",
+            "the workload's process exited".to_owned(),
+        ));
+    }
+    let mut svids = response.svids;
+    let at = match pick {
+        Pick::Hint(hint) => Some(
+            hint.and_then(|h| svids.iter().position(|s| s.hint == h))
+                .unwrap_or(0),
+        ),
+        Pick::Id(id) => svids.iter().position(|s| {
+            s.id.as_ref()
+                .is_some_and(|i| format!("spiffe://{}{}", i.trust_domain, i.path) == id)
+        }),
+    }
+    .filter(|at| *at < svids.len());
+    let Some(at) = at else {
+        for other in &mut svids {
+            other.token.zeroize();
+        }
+        return Err(fetch_error(
+            "no registration entry gives this workload that JWT-SVID".into(),
+        ));
+    };
+    let mut svid = svids.swap_remove(at);
+    for other in &mut svids {
+        other.token.zeroize();
+    }
+    take_token(&mut svid.token).map_err(|e| fetch_error(format!("JWT-SVID refused: {e}")))
+}
+
 /// A failed fetch: worth retrying (SPIRE agent restarting, the entry not synced yet).
 fn fetch_error(message: String) -> ExchangeError {
     ExchangeError::new(ExchangeErrorKind::Transient, "FetchJWTSVIDs", message)
+}
+
+/// JWT-SVIDs of the SPIFFE IDs followed workloads hold, for their roles' exchanges: each
+/// fetched for the process of a live workload holding that identity.
+#[derive(Debug, Clone)]
+pub struct WorkloadJwtSvids {
+    workloads: Weak<Workloads>,
+}
+
+impl WorkloadJwtSvids {
+    /// The JWT-SVIDs of `workloads`' identities.
+    pub fn new(workloads: &Arc<Workloads>) -> Self {
+        Self {
+            workloads: Arc::downgrade(workloads),
+        }
+    }
+}
+
+impl JwtSvidsById for WorkloadJwtSvids {
+    fn for_id(&self, spiffe_id: &str) -> Arc<dyn JwtSvidSource> {
+        Arc::new(IdentityJwt {
+            workloads: self.workloads.clone(),
+            spiffe_id: spiffe_id.to_owned(),
+        })
+    }
+}
+
+/// One SPIFFE ID's JWT-SVIDs.
+#[derive(Debug)]
+struct IdentityJwt {
+    workloads: Weak<Workloads>,
+    spiffe_id: String,
+}
+
+impl JwtSvidSource for IdentityJwt {
+    fn fetch<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>> {
+        Box::pin(async move {
+            let holder = self
+                .workloads
+                .upgrade()
+                .and_then(|w| w.holder_of(&self.spiffe_id));
+            let Some((client, caller, pid)) = holder else {
+                return Err(fetch_error(format!(
+                    "no running workload holds {} now",
+                    self.spiffe_id
+                )));
+            };
+            let pick = Pick::Id(&self.spiffe_id);
+            Ok(fetch(&client, &caller, pid, audience, pick)
+                .await?
+                .credential)
+        })
+    }
 }
 
 /// Keeps the JWT-SVID fresh until `stop`.

@@ -8,6 +8,7 @@
 //! subscription ([`registry`], [`workload`]) writing its own store, which its SDS streams
 //! see over the shared store ([`crate::store::View`]).
 
+mod answers;
 pub mod bundles;
 pub mod convert;
 pub mod doctor;

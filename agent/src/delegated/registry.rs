@@ -18,7 +18,8 @@ use crate::authz::Caller;
 use crate::identity::DefaultNames;
 use crate::identity::x509::Follower;
 use crate::store::names::JWT_SVID_PREFIX;
-use crate::store::{OnDemand, SecretStore, Source};
+use crate::store::{DemandRefused, OnDemand, SecretStore, Source};
+use crate::workload_roles::WorkloadResource;
 
 /// How long a workload stays followed after a `FetchSecrets` that needed it, so a client
 /// polling with unary calls does not open a subscription per call.
@@ -46,6 +47,23 @@ pub struct Workload {
     attested: Option<Attested>,
     /// The audiences whose JWT-SVIDs are kept fresh.
     audiences: Mutex<Vec<String>>,
+    /// What it may get for its own identity on demand (its roles' credentials), and
+    /// what became of each asked for.
+    resources: Resources,
+}
+
+/// What workloads are offered on demand.
+type Offered = Arc<Mutex<Vec<Arc<dyn WorkloadResource>>>>;
+
+/// A workload's per-identity resources.
+#[derive(Debug, Default)]
+struct Resources {
+    /// The registry's list (shared: sides offer theirs while the first callers come).
+    offered: Offered,
+    /// The name its default SVID is served under (whose SPIFFE ID picks the roles).
+    default_name: String,
+    /// Names started (`Ok`) or refused (`Err`, the reason), so a refusal is audited once.
+    asked: Mutex<Vec<(String, Result<(), String>)>>,
 }
 
 /// What fetching for an attested workload takes.
@@ -90,17 +108,61 @@ impl Workload {
         tokio::spawn(super::jwt::run(jwt, self.stop.clone()));
         Ok(())
     }
+
+    /// Whether `name` is one this workload gets on demand, for its own identity.
+    pub fn serves_on_demand(&self, name: &str) -> bool {
+        name.strip_prefix(JWT_SVID_PREFIX)
+            .is_some_and(|a| !a.is_empty())
+            || self.offered(name).is_some()
+    }
+
+    /// The resource offered under `name`, if any.
+    fn offered(&self, name: &str) -> Option<Arc<dyn WorkloadResource>> {
+        let offered = self
+            .resources
+            .offered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        offered.iter().find(|r| r.name() == name).cloned()
+    }
+
+    /// Starts `resource` for the workload's default identity unless asked before; the
+    /// outcome of the first ask stands (an identity no role maps stays refused).
+    fn want_resource(&self, resource: &Arc<dyn WorkloadResource>) -> Result<(), DemandRefused> {
+        let mut asked = self
+            .resources
+            .asked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, outcome)) = asked.iter().find(|(n, _)| n == resource.name()) {
+            return outcome.clone().map_err(DemandRefused::Denied);
+        }
+        let snapshot = self.store.snapshot();
+        let Some(identity) = snapshot.default_identity(&self.resources.default_name) else {
+            // No SVID (yet): nothing to pick a role by, and nothing served.
+            return Ok(());
+        };
+        let outcome = resource.start(identity, self.store.clone(), self.stop.clone());
+        asked.push((resource.name().to_owned(), outcome.clone()));
+        outcome.map_err(DemandRefused::Denied)
+    }
 }
 
 impl OnDemand for Workload {
-    fn wanted(&self, names: &[&str]) -> Result<(), String> {
+    fn wanted(&self, names: &[&str]) -> Result<(), DemandRefused> {
         let Some(attested) = &self.attested else {
             return Ok(());
         };
         for name in names {
             match name.strip_prefix(JWT_SVID_PREFIX) {
-                Some(audience) if !audience.is_empty() => self.want_jwt(attested, audience)?,
-                _ => {}
+                Some(audience) if !audience.is_empty() => self
+                    .want_jwt(attested, audience)
+                    .map_err(DemandRefused::Limit)?,
+                _ => {
+                    if let Some(resource) = self.offered(name) {
+                        self.want_resource(&resource)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -127,6 +189,8 @@ pub struct Workloads {
     live: Mutex<HashMap<ProcessKey, Weak<Workload>>>,
     /// Workloads kept followed after a unary fetch, until the instant given.
     lingering: Mutex<HashMap<ProcessKey, (Arc<Workload>, Instant)>>,
+    /// What every workload may get for its own identity on demand.
+    resources: Offered,
     shutdown: CancellationToken,
 }
 
@@ -146,8 +210,35 @@ impl Workloads {
             default_hint,
             live: Mutex::default(),
             lingering: Mutex::default(),
+            resources: Offered::default(),
             shutdown,
         }
+    }
+
+    /// How to fetch for a live workload holding an X.509-SVID for `spiffe_id` (any of
+    /// them: they share the identity), if one is followed now.
+    pub(crate) fn holder_of(&self, spiffe_id: &str) -> Option<(DelegatedClient, Arc<Caller>, i32)> {
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.values().filter_map(Weak::upgrade).find_map(|w| {
+            let attested = w.attested.as_ref()?;
+            let holds = w.store.snapshot().get(spiffe_id).is_some_and(|e| {
+                matches!(&e.secret, crate::store::Secret::Certificate(c) if c.spiffe_id == spiffe_id)
+            });
+            (holds && attested.caller.still_running())
+                .then(|| (attested.client.clone(), attested.caller.clone(), attested.pid))
+        })
+    }
+
+    /// Offers `resource` to every workload followed from now on (sides register theirs
+    /// at start, before any caller is served).
+    pub fn offer(&self, resource: Arc<dyn WorkloadResource>) {
+        self.resources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(resource);
     }
 
     /// The workload behind `caller`, followed from now if it was not yet. A caller
@@ -221,11 +312,17 @@ impl Workloads {
             pid,
             default_hint: self.default_hint.clone(),
         };
+        let offered = self.resources.clone();
         Workload {
             store,
             stop,
             attested: Some(attested),
             audiences: Mutex::default(),
+            resources: Resources {
+                offered,
+                default_name: self.names.svid.clone(),
+                asked: Mutex::default(),
+            },
         }
     }
 }
@@ -239,6 +336,7 @@ fn unattested() -> Workload {
         stop: CancellationToken::new(),
         attested: None,
         audiences: Mutex::default(),
+        resources: Resources::default(),
     }
 }
 

@@ -54,3 +54,20 @@ impl JwtSvidSource for WorkloadApiJwtFetcher {
         })
     }
 }
+
+/// JWT-SVIDs of one SPIFFE ID, for the exchanges of that identity's roles: the agent's
+/// own from the Workload API (`self` mode), a local workload's through the Delegated
+/// Identity API (a node agent).
+pub trait JwtSvidsById: Send + Sync + std::fmt::Debug {
+    /// The source of `spiffe_id`'s JWT-SVIDs.
+    fn for_id(&self, spiffe_id: &str) -> std::sync::Arc<dyn JwtSvidSource>;
+}
+
+impl JwtSvidsById for WorkloadApiClient {
+    fn for_id(&self, spiffe_id: &str) -> std::sync::Arc<dyn JwtSvidSource> {
+        std::sync::Arc::new(WorkloadApiJwtFetcher::new(
+            self.clone(),
+            Some(spiffe_id.to_owned()),
+        ))
+    }
+}

@@ -4,6 +4,7 @@
 //! window however many consumers there are (single-flight by construction).
 
 pub mod jwt_source;
+pub mod roles;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -41,9 +42,11 @@ pub fn spawn<E: CredentialExchanger>(
 ) -> CredentialWatch<E::Credentials> {
     let settings = LeaseSettings::new(name.clone(), "credential exchange", REFRESH_WINDOW);
     let (upstream, rx) = Watched::new(Exchange {
+        label: name.clone(),
         name,
         exchanger,
         jwt,
+        subject: None,
     });
     tasks.spawn(lease::run(upstream, settings, shutdown));
     rx
@@ -51,9 +54,35 @@ pub fn spawn<E: CredentialExchanger>(
 
 /// One exchanger fed JWT-SVIDs of its audience.
 struct Exchange<E> {
+    /// The lease's name in logs and audit events.
     name: String,
+    /// Its `exchange` label in metrics (bounded: a side and a configured role, never a
+    /// workload).
+    label: String,
     exchanger: Arc<E>,
     jwt: Arc<dyn JwtSvidSource>,
+    /// The SPIFFE ID whose role this is: a token naming another is never sent upstream.
+    subject: Option<String>,
+}
+
+impl<E> Exchange<E> {
+    /// `Err` when the token's `sub` is not the identity this exchange is for.
+    fn check_subject(&self, token: &steeple_plugin_api::SecretBytes) -> Result<(), ExchangeError> {
+        let Some(expected) = &self.subject else {
+            return Ok(());
+        };
+        match crate::identity::jwt::token_subject(token.expose()) {
+            Some(sub) if sub == *expected => Ok(()),
+            sub => Err(ExchangeError::new(
+                ExchangeErrorKind::Transient,
+                "WrongJwtSvid",
+                format!(
+                    "the JWT-SVID fetched for {expected} names {}; not sent upstream",
+                    sub.as_deref().unwrap_or("no subject")
+                ),
+            )),
+        }
+    }
 }
 
 impl<E: CredentialExchanger> Upstream for Exchange<E> {
@@ -62,6 +91,7 @@ impl<E: CredentialExchanger> Upstream for Exchange<E> {
     fn obtain(&self) -> BoxFuture<'_, Result<Obtained<E::Credentials>, ExchangeError>> {
         Box::pin(async move {
             let token = self.jwt.fetch(self.exchanger.audience()).await?;
+            self.check_subject(&token)?;
             let credentials = self.exchanger.exchange(&token).await?;
             let expires_at = credentials.expires_at();
             tracing::info!(exchange = %self.name, expires_in_s = secs_until(expires_at), "credentials exchanged");
@@ -85,9 +115,10 @@ impl<E: CredentialExchanger> Upstream for Exchange<E> {
                 ExchangeErrorKind::Fatal => "fatal",
             },
         };
-        metrics().exchanged(&self.name, label, took);
+        metrics().exchanged(&self.label, label, took);
         let expires_at = outcome.ok().map(unix_secs);
-        tracing::info!(target: crate::audit::TARGET, exchange = %self.name, audience = self.exchanger.audience(), outcome = label, expires_at, "exchange");
+        let spiffe_id = self.subject.as_deref().unwrap_or("");
+        tracing::info!(target: crate::audit::TARGET, exchange = %self.name, audience = self.exchanger.audience(), spiffe_id, outcome = label, expires_at, "exchange");
     }
 }
 

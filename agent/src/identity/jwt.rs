@@ -45,9 +45,8 @@ pub enum JwtError {
     Expired,
 }
 
-/// Reads `iat`/`exp` from a token's payload (the signature is the Workload API's
-/// business; Steeple only needs to know when to refresh).
-pub fn token_times(token: &str, now: SystemTime) -> Result<JwtTimes, JwtError> {
+/// A JWS compact token's payload claims (unverified).
+fn claims(token: &str) -> Result<serde_json::Value, JwtError> {
     let mut parts = token.split('.');
     let (Some(_), Some(payload), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -58,8 +57,20 @@ pub fn token_times(token: &str, now: SystemTime) -> Result<JwtTimes, JwtError> {
     let bytes = engine
         .decode(payload.trim_end_matches('='))
         .map_err(|_| JwtError::Malformed)?;
-    let claims: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
+}
+
+/// A token's `sub` claim (unverified: the token came from SPIRE, and the upstream it is
+/// sent to verifies it), to check it is the identity it was fetched for.
+pub fn token_subject(token: &[u8]) -> Option<String> {
+    let claims = claims(std::str::from_utf8(token).ok()?).ok()?;
+    claims.get("sub")?.as_str().map(str::to_owned)
+}
+
+/// Reads `iat`/`exp` from a token's payload (the signature is the Workload API's
+/// business; Steeple only needs to know when to refresh).
+pub fn token_times(token: &str, now: SystemTime) -> Result<JwtTimes, JwtError> {
+    let claims = claims(token)?;
     let at = |claim: &str| {
         claims
             .get(claim)
@@ -176,6 +187,17 @@ mod tests {
         let times = token_times(&token(r#"{"iat":1000,"exp":1100}"#), now).unwrap();
         let delay = REFRESH_WINDOW.delay(times.issued_at, times.expires_at, now, 0.5);
         assert_eq!(delay, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn reads_the_subject_of_a_well_formed_token_only() {
+        let token = token(r#"{"sub":"spiffe://td/a","exp":1}"#);
+        assert_eq!(
+            token_subject(token.as_bytes()).as_deref(),
+            Some("spiffe://td/a")
+        );
+        assert_eq!(token_subject(b"not.a.jwt"), None);
+        assert_eq!(token_subject(&[0xff, b'.', b'.']), None);
     }
 
     #[test]

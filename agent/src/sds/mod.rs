@@ -10,7 +10,6 @@ pub mod peer;
 pub mod resources;
 pub mod sotw;
 pub mod stream;
-mod workload_view;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,7 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::authz::{Caller, Grant, SharedPolicy};
 use crate::delegated::{Workload, Workloads};
 use crate::metrics::metrics;
-use crate::store::{SecretStore, View, ViewReceiver};
+use crate::store::{DemandRefused, SecretStore, View, ViewReceiver};
 use delta::DeltaStream;
 pub use limits::SdsSettings;
 use resources::{ClientCaps, SECRET_TYPE_URL, encode};
@@ -119,7 +118,7 @@ impl SdsService {
             true => workloads.acquire_for_fetch(&caller),
             false => workloads.acquire(&caller),
         };
-        let own = workload_view::first_answer(&workload).await;
+        let own = workload.first_answer().await;
         if let Some(identity) = View::delegated(self.store.snapshot(), own).own_identity() {
             *grant = grant.attested(&policy, identity);
         }
@@ -263,7 +262,7 @@ impl SecretDiscoveryService for SdsService {
             None => self.store.view(),
             Some(w) => View::delegated(
                 self.store.snapshot(),
-                workload_view::with_jwts(w, &names).await?,
+                w.with_demanded(&names).await.map_err(demand_refused)?,
             ),
         };
         if names.is_empty() {
@@ -279,6 +278,14 @@ impl SecretDiscoveryService for SdsService {
             return Err(own_identity::refuse(grant.caller(), name));
         }
         fetched(&names, &snapshot, caps).map(Response::new)
+    }
+}
+
+/// The status answering a name that will not be served on demand.
+fn demand_refused(why: DemandRefused) -> Status {
+    match why {
+        DemandRefused::Limit(why) => Status::resource_exhausted(why),
+        DemandRefused::Denied(why) => Status::permission_denied(why),
     }
 }
 

@@ -122,7 +122,7 @@ fn on_message<P: Protocol>(
                 .and_then(|()| {
                     store
                         .want(requested.as_deref().unwrap_or_default())
-                        .map_err(Status::resource_exhausted)
+                        .map_err(super::demand_refused)
                 });
             let verdict = checked.and_then(|()| protocol.on_request(request, &snapshot));
             verdict.map_err(|status| {

@@ -18,7 +18,7 @@ pub mod sources;
 pub mod view;
 
 pub use sources::Source;
-pub use view::{OnDemand, View, ViewReceiver};
+pub use view::{DemandRefused, OnDemand, View, ViewReceiver};
 
 /// The next entry version. One counter for every store in the process, so an entry's
 /// version never repeats, even across the stores one SDS caller sees together ([`View`]).
@@ -135,6 +135,15 @@ impl Snapshot {
     /// known, not merely not arrived yet.
     pub fn has_synced(&self, source: &Source) -> bool {
         self.synced.contains(source)
+    }
+
+    /// The SPIFFE ID of the X.509-SVID served as `default_name` (the workload's default
+    /// identity), if there is one.
+    pub fn default_identity(&self, default_name: &str) -> Option<&str> {
+        match &self.get(default_name)?.secret {
+            Secret::Certificate(c) => Some(&c.spiffe_id),
+            _ => None,
+        }
     }
 }
 

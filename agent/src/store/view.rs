@@ -84,10 +84,27 @@ impl View {
 }
 
 /// A producer started by demand: a caller naming a resource (a workload's JWT-SVID for
-/// an audience, in delegated mode) starts what serves it.
+/// an audience, its role's credentials) starts what serves it.
 pub trait OnDemand: Send + Sync + std::fmt::Debug {
-    /// `names` were asked for; `Err` says why they will not be served.
-    fn wanted(&self, names: &[&str]) -> Result<(), String>;
+    /// `names` were asked for; `Err` says why some will not be served.
+    fn wanted(&self, names: &[&str]) -> Result<(), DemandRefused>;
+}
+
+/// Why a name asked for will not be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DemandRefused {
+    /// The workload holds as many on-demand resources of the kind as it may.
+    Limit(String),
+    /// The workload may not have it (no role maps its identity).
+    Denied(String),
+}
+
+impl std::fmt::Display for DemandRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Limit(why) | Self::Denied(why) => f.write_str(why),
+        }
+    }
 }
 
 /// A subscription to the stores one caller sees: woken when either changes.
@@ -122,7 +139,7 @@ impl ViewReceiver {
     }
 
     /// Tells the on-demand producers (if any) that `names` were asked for.
-    pub fn want(&self, names: &[&str]) -> Result<(), String> {
+    pub fn want(&self, names: &[&str]) -> Result<(), DemandRefused> {
         self.demand.as_ref().map_or(Ok(()), |d| d.wanted(names))
     }
 
@@ -194,7 +211,7 @@ mod tests {
     struct Nothing;
 
     impl OnDemand for Nothing {
-        fn wanted(&self, _: &[&str]) -> Result<(), String> {
+        fn wanted(&self, _: &[&str]) -> Result<(), DemandRefused> {
             Ok(())
         }
     }

@@ -112,4 +112,5 @@ pub(super) const TABLE_ARRAYS: &[(&str, &[&str])] = &[
         "callers",
         &["uids", "gids", "exe", "spiffe_ids", "resources"],
     ),
+    ("workloads", &["spiffe_id", "aws_role_arn", "vault_role"]),
 ];

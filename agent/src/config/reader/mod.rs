@@ -20,6 +20,7 @@ const VAULT_ENV_DEFAULTS: [(&str, &str); 3] = [
 mod sections;
 mod vault;
 mod workload_api;
+mod workloads;
 
 use keys::{SECTIONS, TABLE_ARRAYS};
 
@@ -285,21 +286,27 @@ impl Reader {
 
     pub(super) fn read_config(&mut self) -> Config {
         let config = self.read_sections();
+        self.check_single_roles(&config.aws, &config.vault, &config.workloads);
         self.check_profile(&config);
         config
     }
 
     fn read_sections(&mut self) -> Config {
+        let (agent, envelopes) = (self.read_agent(), self.read_envelopes());
+        let control_plane = self.read_control_plane();
+        let (aws, vault) = (self.read_aws(), self.read_vault());
+        let workloads = self.read_workloads(aws.enabled, vault.enabled);
         Config {
-            agent: self.read_agent(),
-            envelopes: self.read_envelopes(),
-            control_plane: self.read_control_plane(),
-            aws: self.read_aws(),
-            vault: self.read_vault(),
+            agent,
+            envelopes,
+            control_plane,
+            aws,
+            vault,
             workload_api: self.read_workload_api(),
             sds: self.read_sds(),
             jwt_svids: self.read_jwt_svids(),
             callers: self.read_callers(),
+            workloads,
             dev: self.read_dev(),
             log: self.read_log(),
             admin: self.read_admin(),

@@ -188,13 +188,8 @@ impl Reader {
                 is_imds_address,
             ),
         };
-        if config.enabled {
-            if !config.role_arn.starts_with("arn:") {
-                self.error("aws.role_arn", "required when aws.enabled: an IAM role ARN");
-            }
-            if !SESSION_RANGE.contains(&config.session_duration) {
-                self.error("aws.session_duration", "must be between 10s and 12h");
-            }
+        if config.enabled && !SESSION_RANGE.contains(&config.session_duration) {
+            self.error("aws.session_duration", "must be between 10s and 12h");
         }
         if config.container_credentials_listen.is_some()
             && config.container_credentials_token_file.is_none()

@@ -187,12 +187,6 @@ impl Reader {
                 "expected an http:// or https:// URL, e.g. https://vault.example.org:8200",
             );
         }
-        if config.role.is_empty() {
-            self.error(
-                "vault.role",
-                "required when vault.enabled: the JWT auth role to log in as",
-            );
-        }
     }
 
     /// Under the production profile a plain-HTTP Vault address would send tokens and

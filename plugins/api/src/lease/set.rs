@@ -1,11 +1,13 @@
 //! One lease per key, for as long as someone holds it: the first [`LeaseSet::acquire`] of
 //! a key starts its lease, later ones share it, and the lease stops when the last
-//! [`LeaseHandle`] of its key is dropped. The node agent keys leases by workload identity
-//! and audience or role.
+//! [`LeaseHandle`] of its key is dropped — or, with [`LeaseSet::with_linger`], that long
+//! after, unless the key is held again meanwhile. The node agent keys leases by workload
+//! identity and role.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -19,21 +21,25 @@ type Leases<K, C> = Arc<Mutex<HashMap<K, Running<C>>>>;
 pub struct LeaseSet<K, C> {
     leases: Leases<K, C>,
     shutdown: CancellationToken,
+    linger: Duration,
 }
 
 /// One running lease.
 struct Running<C> {
     credential: watch::Receiver<Option<C>>,
     holders: usize,
+    /// Bumped by every acquire, so a linger timer knows whether the key was held again.
+    acquired: u64,
     stop: CancellationToken,
 }
 
 /// A hold on one key's lease: its latest credential, and the lease kept running until
 /// this (and every other handle of the key) is dropped.
-pub struct LeaseHandle<K: Eq + Hash, C> {
+pub struct LeaseHandle<K: Eq + Hash + Clone + Send + 'static, C: Send + Sync + 'static> {
     key: K,
     credential: watch::Receiver<Option<C>>,
     leases: Leases<K, C>,
+    linger: Duration,
 }
 
 fn lock<K, C>(leases: &Leases<K, C>) -> MutexGuard<'_, HashMap<K, Running<C>>> {
@@ -42,7 +48,7 @@ fn lock<K, C>(leases: &Leases<K, C>) -> MutexGuard<'_, HashMap<K, Running<C>>> {
 
 impl<K, C> LeaseSet<K, C>
 where
-    K: Eq + Hash + Clone,
+    K: Eq + Hash + Clone + Send + 'static,
     C: Send + Sync + 'static,
 {
     /// An empty set whose leases all stop with `shutdown`.
@@ -50,7 +56,15 @@ where
         Self {
             leases: Arc::default(),
             shutdown: shutdown.clone(),
+            linger: Duration::ZERO,
         }
+    }
+
+    /// Keeps a lease running for `linger` after its last handle is dropped, so a
+    /// consumer that comes back within it (an SDK polling for credentials) finds it warm.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
     }
 
     /// A hold on `key`'s lease, started now from `start()` if none runs (on the current
@@ -72,14 +86,17 @@ where
             Running {
                 credential,
                 holders: 0,
+                acquired: 0,
                 stop,
             }
         });
         running.holders += 1;
+        running.acquired += 1;
         LeaseHandle {
             key,
             credential: running.credential.clone(),
             leases: self.leases.clone(),
+            linger: self.linger,
         }
     }
 
@@ -89,7 +106,7 @@ where
     }
 }
 
-impl<K: Eq + Hash, C> LeaseHandle<K, C> {
+impl<K: Eq + Hash + Clone + Send + 'static, C: Send + Sync + 'static> LeaseHandle<K, C> {
     /// The key held.
     pub fn key(&self) -> &K {
         &self.key
@@ -101,15 +118,68 @@ impl<K: Eq + Hash, C> LeaseHandle<K, C> {
     }
 }
 
-impl<K: Eq + Hash, C> Drop for LeaseHandle<K, C> {
+impl<K: Eq + Hash + Clone + Send + 'static, C: Send + Sync + 'static> Drop for LeaseHandle<K, C> {
     fn drop(&mut self) {
         let mut leases = lock(&self.leases);
-        if let Some(running) = leases.get_mut(&self.key) {
-            running.holders = running.holders.saturating_sub(1);
-            if running.holders == 0 {
+        let Some(running) = leases.get_mut(&self.key) else {
+            return;
+        };
+        running.holders = running.holders.saturating_sub(1);
+        if running.holders > 0 {
+            return;
+        }
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            Ok(runtime) if !self.linger.is_zero() && !running.stop.is_cancelled() => {
+                let timer = LingerTimer {
+                    key: self.key.clone(),
+                    acquired: running.acquired,
+                    stop: running.stop.clone(),
+                    leases: self.leases.clone(),
+                };
+                runtime.spawn(timer.run(self.linger));
+            }
+            _ => {
                 running.stop.cancel();
                 leases.remove(&self.key);
             }
+        }
+    }
+}
+
+impl<K, C> std::fmt::Debug for LeaseHandle<K, C>
+where
+    K: Eq + Hash + Clone + Send + std::fmt::Debug + 'static,
+    C: Send + Sync + 'static,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseHandle")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops a lease left without holders once its linger is over, unless it was held again.
+struct LingerTimer<K, C> {
+    key: K,
+    acquired: u64,
+    stop: CancellationToken,
+    leases: Leases<K, C>,
+}
+
+impl<K: Eq + Hash, C> LingerTimer<K, C> {
+    async fn run(self, linger: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(linger) => {}
+            () = self.stop.cancelled() => {}
+        }
+        let mut leases = lock(&self.leases);
+        let idle = leases
+            .get(&self.key)
+            .is_some_and(|r| r.holders == 0 && r.acquired == self.acquired);
+        if idle {
+            self.stop.cancel();
+            leases.remove(&self.key);
         }
     }
 }

@@ -167,3 +167,35 @@ async fn a_set_runs_one_lease_per_key_while_it_is_held() {
 fn unreachable_start() -> (Scripted, LeaseSettings) {
     panic!("a second lease was started for a running key")
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lingering_lease_outlives_its_last_holder_and_is_found_warm() {
+    let shutdown = CancellationToken::new();
+    let set: LeaseSet<&str, usize> = LeaseSet::new(&shutdown).with_linger(Duration::from_secs(600));
+    let upstream = Scripted::new(Duration::from_secs(3600));
+    let start = || (upstream.clone(), settings(RefreshWindow::at(0.5)));
+
+    drop(set.acquire("a", start));
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert_eq!(set.running(), 1, "lingers without holders");
+    let back = set.acquire("a", unreachable_start);
+    assert_eq!(
+        *back.credential().borrow(),
+        Some(0),
+        "warm: no new upstream call"
+    );
+    assert_eq!(upstream.calls(), 1);
+    drop(back);
+    // The first linger timer (due at 600 s) must not stop the lease held again at 300 s:
+    // the second one (due at 900 s) does.
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    assert_eq!(set.running(), 1, "the earlier timer saw the key held again");
+    tokio::time::sleep(Duration::from_secs(250)).await;
+    assert_eq!(
+        set.running(),
+        0,
+        "stopped once a whole linger passed unheld"
+    );
+    assert_eq!(upstream.calls(), 1);
+    shutdown.cancel();
+}
