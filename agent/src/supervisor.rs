@@ -270,7 +270,7 @@ fn policy(config: &Config) -> Policy {
 
 /// The names of a caller's own identity in delegated mode: its default SVID and bundles
 /// under SPIRE's names, its SVIDs and trust domains by ID, its JWT-SVIDs — and its own
-/// role's credentials when `[[workloads]]` chooses roles per workload.
+/// roles' credentials (AWS, Vault token) when `[[workloads]]` chooses roles per workload.
 fn identity_names(config: &Config) -> Vec<String> {
     let sds = &config.sds;
     let mut names = vec![
@@ -282,6 +282,12 @@ fn identity_names(config: &Config) -> Vec<String> {
     ];
     if config.aws.enabled && config.workloads.per_workload_aws() {
         names.push(config.aws.credentials_resource_name.clone());
+    }
+    if let Some(token) = &config.vault.token_resource_name
+        && config.vault.enabled
+        && config.workloads.per_workload_vault()
+    {
+        names.push(token.clone());
     }
     names
 }

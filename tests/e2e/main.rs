@@ -39,3 +39,4 @@ mod systemd_notify;
 mod vault_envelopes;
 mod vault_plugin;
 mod vault_spiffe_tls;
+mod workload_roles;

@@ -259,11 +259,12 @@ fn names(peer: &str) -> TlsNames<'_> {
     }
 }
 
-/// Steeple as a node agent, its SDS socket open to every local user.
-struct NodeAgent {
-    steeple: SteepleProcess,
-    audit: PathBuf,
-    dir: tempfile::TempDir,
+/// Steeple as a node agent, its SDS socket open to every local user (the per-workload
+/// roles suite runs one too).
+pub(crate) struct NodeAgent {
+    pub(crate) steeple: SteepleProcess,
+    pub(crate) audit: PathBuf,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl NodeAgent {
@@ -279,8 +280,9 @@ impl NodeAgent {
         Self::start_with(spire, &rules)
     }
 
-    /// Steeple as a node agent with `rules` (`[[callers]]`, maybe none).
-    fn start_with(spire: &Spire, rules: &str) -> anyhow::Result<Self> {
+    /// Steeple as a node agent with `rules` (`[[callers]]`, maybe none, and any other
+    /// sections to add).
+    pub(crate) fn start_with(spire: &Spire, rules: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("steeple-node-")
             .tempdir_in("/tmp")?;
@@ -319,7 +321,7 @@ impl NodeAgent {
         })
     }
 
-    fn sds(&self) -> &Path {
+    pub(crate) fn sds(&self) -> &Path {
         self.steeple.sds_socket()
     }
 
@@ -329,7 +331,12 @@ impl NodeAgent {
 
     /// `sds-fetch` run as `uid` for `name`: whether it was served, and what it printed
     /// (its JSON line, or its error).
-    fn fetch_as(&self, uid: u32, name: &str, timeout_s: u32) -> anyhow::Result<(bool, String)> {
+    pub(crate) fn fetch_as(
+        &self,
+        uid: u32,
+        name: &str,
+        timeout_s: u32,
+    ) -> anyhow::Result<(bool, String)> {
         let timeout = timeout_s.to_string();
         let args = [self.sds().as_os_str(), name.as_ref(), timeout.as_ref()];
         let output = self.command_as(uid, "sds-fetch", &args)?.output()?;
@@ -357,24 +364,33 @@ impl NodeAgent {
             + &String::from_utf8_lossy(&output.stderr))
     }
 
+    /// A copy of helper binary `bin` every local user may run.
+    pub(crate) fn runnable_copy(&self, bin: &str) -> anyhow::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let built = match bin {
+            "sds-fetch" => PathBuf::from(env!("CARGO_BIN_EXE_sds-fetch")),
+            "sds-inherit" => PathBuf::from(env!("CARGO_BIN_EXE_sds-inherit")),
+            "sds-vault-read" => PathBuf::from(env!("CARGO_BIN_EXE_sds-vault-read")),
+            "steeple" => steeple_e2e::steeple::steeple_bin()?,
+            "go-sdk-probe" => steeple_e2e::peers::go_imds_probe_bin()?,
+            other => anyhow::bail!("no helper binary {other}"),
+        };
+        let copy = self.dir.path().join(format!("helper-{bin}"));
+        if !copy.exists() {
+            std::fs::copy(built, &copy)?;
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(copy)
+    }
+
     /// The command running helper binary `bin` (copied where `uid` may run it) as `uid`.
-    fn command_as(
+    pub(crate) fn command_as(
         &self,
         uid: u32,
         bin: &str,
         args: &[&std::ffi::OsStr],
     ) -> anyhow::Result<std::process::Command> {
-        use std::os::unix::fs::PermissionsExt as _;
-        let built = match bin {
-            "sds-fetch" => env!("CARGO_BIN_EXE_sds-fetch"),
-            "sds-inherit" => env!("CARGO_BIN_EXE_sds-inherit"),
-            other => anyhow::bail!("no helper binary {other}"),
-        };
-        let copy = self.dir.path().join(bin);
-        if !copy.exists() {
-            std::fs::copy(built, &copy)?;
-            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
-        }
+        let copy = self.runnable_copy(bin)?;
         let mut command = std::process::Command::new("setpriv");
         command
             .args([
@@ -401,7 +417,7 @@ impl NodeAgent {
     }
 
     /// Waits for the audit trail's denial of `resource` to a caller of `uid`.
-    async fn wait_audited_denial(&self, uid: u32, resource: &str) -> anyhow::Result<()> {
+    pub(crate) async fn wait_audited_denial(&self, uid: u32, resource: &str) -> anyhow::Result<()> {
         let caller = format!("uid={uid} ");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {

@@ -78,35 +78,10 @@ pub fn start(
         .then(|| StsExchanger::new(sts_config(config)).map_err(config_error))
         .transpose()?;
     KeyArnAllowlist::new(config.key_arn_allowlist.clone()).map_err(config_error)?;
-    let per_workload = context
-        .roles
-        .per_workload_aws()
-        .then(|| {
-            PerWorkloadRoles::new(
-                config,
-                &context.roles,
-                context.identities.clone(),
-                context.shutdown,
-            )
-            .map(Arc::new)
-        })
-        .transpose()?;
+    let per_workload = per_workload_roles(config, context)?;
     let listeners = Listeners::bind(config)?;
     let credentials = match own_role {
-        Some(exchanger) => {
-            let credentials = exchange::spawn(
-                "aws-sts".to_owned(),
-                Arc::new(exchanger),
-                context.jwt.clone(),
-                context.shutdown.clone(),
-                tasks,
-            );
-            context.readiness.require(
-                format!("AWS credentials ({})", config.credentials_resource_name),
-                credentials.clone(),
-            );
-            credentials
-        }
+        Some(exchanger) => own_role_credentials(config, context, exchanger, tasks),
         None => no_own_role(),
     };
     let kms = Arc::new(
@@ -142,6 +117,19 @@ pub fn start(
     Ok(Some(AwsRuntime { credentials, kms }))
 }
 
+/// The per-workload roles, when `[[workloads]]` names AWS roles.
+fn per_workload_roles(
+    config: &AwsConfig,
+    context: &SideContext<'_>,
+) -> Result<Option<Arc<PerWorkloadRoles>>, AwsStartError> {
+    if !context.roles.per_workload_aws() {
+        return Ok(None);
+    }
+    let identities = context.identities.clone();
+    let roles = PerWorkloadRoles::new(config, &context.roles, identities, context.shutdown)?;
+    Ok(Some(Arc::new(roles)))
+}
+
 /// The start event: the agent's own role and the per-workload ones.
 fn log_started(config: &AwsConfig, roles: &WorkloadRoles) {
     tracing::info!(
@@ -156,6 +144,28 @@ fn log_started(config: &AwsConfig, roles: &WorkloadRoles) {
             "aws.role_arn is not set: the agent has no AWS role of its own, so kms_envelope envelopes (resolved with the agent's credentials) cannot be resolved; each workload gets its own role's credentials"
         );
     }
+}
+
+/// The agent's own role's credentials, kept fresh by an exchange loop; the agent is
+/// ready once it holds them.
+fn own_role_credentials(
+    config: &AwsConfig,
+    context: &SideContext<'_>,
+    exchanger: StsExchanger,
+    tasks: &mut JoinSet<()>,
+) -> CredentialWatch<AwsCredentials> {
+    let credentials = exchange::spawn(
+        "aws-sts".to_owned(),
+        Arc::new(exchanger),
+        context.jwt.clone(),
+        context.shutdown.clone(),
+        tasks,
+    );
+    context.readiness.require(
+        format!("AWS credentials ({})", config.credentials_resource_name),
+        credentials.clone(),
+    );
+    credentials
 }
 
 /// The credentials watch of an agent without its own role: never any.

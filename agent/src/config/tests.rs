@@ -658,7 +658,7 @@ fn imds_listens_on_loopback_or_ipv4_link_local_only() {
 #[test]
 fn workload_roles_replace_the_single_roles_and_need_their_side() {
     let config = parse(
-        "[aws]\nenabled = true\n[vault]\nenabled = true\naddr = \"https://vault:8200\"\n\
+        "[aws]\nenabled = true\n[vault]\nenabled = true\naddr = \"https://vault:8200\"\ntoken_resource_name = \"vault-token\"\n\
          [[workloads]]\nspiffe_id = \"spiffe://td/payments/*\"\naws_role_arn = \"arn:aws:iam::1:role/payments\"\nvault_role = \"payments\"\n\
          [[workloads]]\nspiffe_id = \"spiffe://td/web\"\nvault_role = \"web\"\n",
         &[],
@@ -690,6 +690,7 @@ fn workload_roles_replace_the_single_roles_and_need_their_side() {
             "workloads[1].spiffe_id",
             "workloads[2].vault_role",
             "aws.role_arn",
+            "vault.token_resource_name",
         ],
         "{errors:?}"
     );

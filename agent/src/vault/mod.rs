@@ -5,14 +5,16 @@
 //! itself served as an SDS generic secret.
 
 pub mod doctor;
+pub mod per_workload;
 pub mod seal;
 
 use std::sync::Arc;
 
 use steeple_plugin_api::{EnvelopeResolver, VaultAllowlist};
 use steeple_plugin_vault::{
-    ClientBuildError, KvVersion, LiveRoots, VaultClient, VaultClientConfig, VaultJwtLogin,
-    VaultJwtLoginConfig, VaultKvResolver, VaultToken, VaultTokenKeeper, VaultTransitResolver,
+    ClientBuildError, KvVersion, LiveRoots, TokenSource, VaultClient, VaultClientConfig,
+    VaultJwtLogin, VaultJwtLoginConfig, VaultKvResolver, VaultToken, VaultTokenKeeper,
+    VaultTransitResolver,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::VaultConfig;
 use crate::side_context::SideContext;
-use crate::store::{Secret, SecretStore, Snapshot, Source};
+use crate::store::{Secret, Snapshot};
 
 /// Why the Vault side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +49,9 @@ pub struct VaultRuntime {
     pub transit: Arc<dyn EnvelopeResolver>,
 }
 
-/// Starts the token keeper and builds the resolvers when `[vault] enabled`.
+/// Starts the token keeper of the agent's own role (`[vault] role`, when set), the
+/// per-workload logins (`[[workloads]] vault_role`), and builds the resolvers when
+/// `[vault] enabled`.
 pub fn start(
     config: &VaultConfig,
     context: &SideContext<'_>,
@@ -67,26 +71,17 @@ pub fn start(
         }
     })?);
     let client = client(config, context, tasks)?;
-    let login = VaultJwtLogin::new(client.clone(), login_config(config));
-    let kept = VaultTokenKeeper::new(Arc::new(login), context.jwt.clone())
-        .revoke_on_shutdown(config.revoke_on_shutdown)
-        .spawn(context.shutdown.clone(), tasks);
-    let tokens = kept.channel().clone();
-    context.readiness.require("Vault token", tokens.clone());
-    tasks.spawn(audit_tokens(
-        tokens.clone(),
-        config.role.clone(),
-        context.shutdown.clone(),
-    ));
-    if let Some(name) = &config.token_resource_name {
-        tasks.spawn(publish_token(
+    let (tokens, source) = own_token(config, context, &client, tasks);
+    if context.roles.per_workload_vault() {
+        offer_per_workload(config, context, &client, tasks);
+    } else if let Some(name) = &config.token_resource_name {
+        tasks.spawn(per_workload::publish_token(
             name.clone(),
             tokens.clone(),
             context.store.clone(),
             context.shutdown.clone(),
         ));
     }
-    let source = kept.shared();
     let kv = Arc::new(VaultKvResolver::new(
         client.clone(),
         source.clone(),
@@ -103,6 +98,56 @@ pub fn start(
         kv,
         transit,
     }))
+}
+
+/// The agent's own token, kept by a keeper when `[vault] role` is set (never any
+/// otherwise), and the source resolvers read it from.
+fn own_token(
+    config: &VaultConfig,
+    context: &SideContext<'_>,
+    client: &VaultClient,
+    tasks: &mut JoinSet<()>,
+) -> (watch::Receiver<Option<VaultToken>>, Arc<dyn TokenSource>) {
+    if config.role.is_empty() {
+        let none = watch::channel(None).1;
+        return (none.clone(), Arc::new(none));
+    }
+    let login = VaultJwtLogin::new(client.clone(), login_config(config));
+    let kept = VaultTokenKeeper::new(Arc::new(login), context.jwt.clone())
+        .revoke_on_shutdown(config.revoke_on_shutdown)
+        .spawn(context.shutdown.clone(), tasks);
+    let tokens = kept.channel().clone();
+    context.readiness.require("Vault token", tokens.clone());
+    tasks.spawn(audit_tokens(
+        tokens.clone(),
+        config.role.clone(),
+        context.shutdown.clone(),
+    ));
+    (tokens, kept.shared())
+}
+
+/// Each workload's own token, served under `vault.token_resource_name` to the workloads
+/// `[[workloads]]` gives a Vault role.
+fn offer_per_workload(
+    config: &VaultConfig,
+    context: &SideContext<'_>,
+    client: &VaultClient,
+    tasks: &mut JoinSet<()>,
+) {
+    let Some(name) = &config.token_resource_name else {
+        return;
+    };
+    let per_workload = per_workload::PerWorkloadVault::new(
+        config,
+        client,
+        &context.roles,
+        &context.identities,
+        name.clone(),
+        context.shutdown,
+    );
+    context
+        .identities
+        .offer(Arc::new(per_workload), context.shutdown, tasks);
 }
 
 /// The Vault client `[vault]` asks for; with `ca_spiffe_bundle`, trusting the live SPIFFE
@@ -140,6 +185,11 @@ fn log_started(config: &VaultConfig) {
         allow_entries = config.allow.len(),
         "Vault JWT login enabled"
     );
+    if config.role.is_empty() {
+        tracing::warn!(
+            "vault.role is not set: the agent does not log in to Vault itself, so vault_delegate and vault_transit envelopes (read with the agent's token) cannot be resolved; each workload [[workloads]] maps logs in as its own role"
+        );
+    }
     if config.allow.is_empty() {
         tracing::warn!(
             "no [[vault.allow]] entries: every vault_delegate and vault_transit envelope is refused (the token alone is still kept and served if asked)"
@@ -241,30 +291,6 @@ async fn audit_tokens(
             tracing::info!(target: crate::audit::TARGET, exchange = "vault", role = %role, accessor = %accessor, outcome = "ok", expires_at, "exchange");
         }
         last = current;
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            changed = tokens.changed() => if changed.is_err() { return },
-        }
-    }
-}
-
-/// Mirrors the current token into the store as the generic secret `name`; removes it
-/// while no valid token is held.
-async fn publish_token(
-    name: String,
-    mut tokens: watch::Receiver<Option<VaultToken>>,
-    store: Arc<SecretStore>,
-    shutdown: CancellationToken,
-) {
-    let source = Source::VaultToken(name.clone());
-    loop {
-        let desired = tokens
-            .borrow_and_update()
-            .as_ref()
-            .filter(|t| t.is_valid_at(std::time::SystemTime::now()))
-            .map(|t| vec![(name.clone(), Secret::Generic(t.token.clone()))])
-            .unwrap_or_default();
-        store.sync_source(&source, desired);
         tokio::select! {
             () = shutdown.cancelled() => return,
             changed = tokens.changed() => if changed.is_err() { return },

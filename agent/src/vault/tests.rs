@@ -4,7 +4,9 @@ use steeple_plugin_api::{Provider, SecretBytes};
 
 use super::*;
 use crate::config::Config;
+use crate::store::{SecretStore, Source};
 use crate::test_support::side_context;
+use per_workload::publish_token;
 
 fn vault_config(extra: &str) -> VaultConfig {
     let text = format!(
