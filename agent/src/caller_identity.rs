@@ -151,3 +151,87 @@ async fn serve_own(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::{Duration, SystemTime};
+
+    use steeple_plugin_api::SecretBytes;
+
+    use super::*;
+    use crate::store::{Certificate, Source};
+
+    /// Records every start: for which identity, and whether it is still running.
+    #[derive(Debug, Default)]
+    struct Recorded(Mutex<Vec<(String, CancellationToken)>>);
+
+    impl WorkloadResource for Recorded {
+        fn name(&self) -> &str {
+            "aws-credentials"
+        }
+        fn start(
+            &self,
+            spiffe_id: &str,
+            _: Arc<SecretStore>,
+            stop: CancellationToken,
+        ) -> Result<(), String> {
+            self.0.lock().unwrap().push((spiffe_id.to_owned(), stop));
+            Ok(())
+        }
+    }
+
+    fn svid(id: &str) -> Secret {
+        Secret::Certificate(Certificate {
+            spiffe_id: id.into(),
+            chain_der: Vec::new(),
+            key_pkcs8: SecretBytes::copy_from(b"key"),
+            not_before: SystemTime::now(),
+            not_after: SystemTime::now() + Duration::from_secs(3600),
+        })
+    }
+
+    #[tokio::test]
+    async fn in_self_mode_the_agents_own_identity_picks_and_a_new_one_restarts() {
+        let store = Arc::new(SecretStore::new());
+        let identities = CallerIdentities::Own {
+            store: store.clone(),
+            default_name: "default".into(),
+            workload_api: crate::identity::client(std::path::Path::new("/nonexistent.sock")),
+        };
+        let caller = Arc::new(Caller::from_peer(0, 0, None));
+        assert_eq!(identities.of(&caller).await, None, "no SVID yet");
+        let recorded = Arc::new(Recorded::default());
+        let (shutdown, mut tasks) = (CancellationToken::new(), JoinSet::new());
+        identities.offer(recorded.clone(), &shutdown, &mut tasks);
+        let serve = |id: &str| {
+            let entries = vec![("default".to_owned(), svid(id)), (id.to_owned(), svid(id))];
+            store.sync_source(&Source::X509Identity, entries);
+        };
+        serve("spiffe://td/a");
+        let started = || recorded.0.lock().unwrap().len();
+        let until_started = |n: usize| {
+            tokio::time::timeout(Duration::from_secs(5), async move {
+                while started() < n {
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        until_started(1)
+            .await
+            .expect("started for the agent's identity");
+        let identity = identities.of(&caller).await.expect("known now");
+        assert_eq!(identity.default, "spiffe://td/a");
+        assert_eq!(identity.all, ["spiffe://td/a"]);
+        serve("spiffe://td/b");
+        until_started(2)
+            .await
+            .expect("restarted for its new identity");
+        let runs = recorded.0.lock().unwrap();
+        assert_eq!(runs[0].0, "spiffe://td/a");
+        assert!(runs[0].1.is_cancelled(), "the old identity's stopped");
+        assert_eq!(runs[1].0, "spiffe://td/b");
+        assert!(!runs[1].1.is_cancelled());
+        shutdown.cancel();
+    }
+}
