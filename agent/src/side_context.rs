@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::authz::SharedPolicy;
 use crate::caller_identity::CallerIdentities;
 use crate::envelopes::RowSink;
+use crate::envelopes::per_workload::WorkloadEnvelopes;
 use crate::lifecycle::FatalSignal;
 use crate::readiness::Readiness;
 use crate::store::SecretStore;
@@ -33,6 +34,9 @@ pub struct SideContext<'a> {
     pub identities: CallerIdentities,
     /// `[[workloads]]`: the roles by workload identity.
     pub roles: WorkloadRoles,
+    /// Where a side offers resolvers decrypting with each workload's own roles (a node
+    /// agent with roles per workload and envelopes on).
+    pub envelopes: Option<Arc<WorkloadEnvelopes>>,
     /// Stops everything.
     pub shutdown: &'a CancellationToken,
 }

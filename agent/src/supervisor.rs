@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::authz::{Policy, SharedPolicy};
 use crate::caller_identity::CallerIdentities;
 use crate::config::{Config, IdentityMode};
+use crate::envelopes::per_workload::WorkloadEnvelopes;
 use crate::envelopes::{self, EnvelopeSettings, EnvelopeTasks, Providers, RowSink};
 use crate::exchange::jwt_source::WorkloadApiJwtFetcher;
 use crate::identity::{self, DefaultNames, WorkloadApiClient};
@@ -76,6 +77,8 @@ struct Reloadable {
     rows: RowSink,
     /// The KMS and Vault resolvers (their sections are read only at start).
     running: Vec<Arc<dyn EnvelopeResolver>>,
+    /// A node agent's per-identity envelope registries, when envelopes are per workload.
+    workload_envelopes: Option<Arc<WorkloadEnvelopes>>,
     jwt_svids: TaskGroup,
     envelopes: TaskGroup,
 }
@@ -107,13 +110,14 @@ pub fn start(
     start_admin(config, &store, &readiness, shutdown, &mut tasks)?;
     let workload_api = identity::client(&config.workload_api.socket);
     let names = DefaultNames::from(&config.sds);
+    let rows = RowSink::default();
+    let workload_envelopes = workload_envelopes(config, &rows, workloads.as_ref(), shutdown);
     let identities = caller_identities(config, &store, &workload_api, workloads);
     identity::spawn(&workload_api, names, store.clone(), shutdown, &mut tasks);
     let mut jwt_svids = TaskGroup::new(shutdown);
     identity::spawn_jwt_svids(&workload_api, &config.jwt_svids, &store, &mut jwt_svids);
     let jwt_fetcher: Arc<dyn JwtSvidSource> =
         Arc::new(WorkloadApiJwtFetcher::new(workload_api.clone(), None));
-    let rows = RowSink::default();
     let context = SideContext {
         jwt: jwt_fetcher.clone(),
         store: store.clone(),
@@ -123,6 +127,7 @@ pub fn start(
         readiness: readiness.clone(),
         identities,
         roles: config.workloads.clone(),
+        envelopes: workload_envelopes.clone(),
         shutdown,
     };
     let running = sides::start(config, &context, &mut tasks)?.resolvers;
@@ -145,10 +150,35 @@ pub fn start(
             jwt_fetcher,
             rows,
             running,
+            workload_envelopes,
             jwt_svids,
             envelopes,
         },
     })
+}
+
+/// The per-identity envelope registries of a node agent (following `workloads`) whose
+/// `[[workloads]]` roles decrypt envelopes, if it is one.
+fn workload_envelopes(
+    config: &Config,
+    rows: &RowSink,
+    workloads: Option<&Arc<crate::delegated::Workloads>>,
+    shutdown: &CancellationToken,
+) -> Option<Arc<WorkloadEnvelopes>> {
+    let workloads = workloads.filter(|_| !sides::per_workload_providers(config).is_empty())?;
+    let settings = per_workload_registry_settings(config);
+    let envelopes = Arc::new(WorkloadEnvelopes::new(settings, rows.clone(), shutdown));
+    workloads.resolve_envelopes_with(envelopes.clone());
+    Some(envelopes)
+}
+
+/// The registry settings of the per-identity registries under `config`.
+fn per_workload_registry_settings(config: &Config) -> crate::envelopes::registry::RegistrySettings {
+    envelopes::registry_settings(
+        &EnvelopeSettings::from_config(config),
+        sides::provider_refresh(config).into_iter().collect(),
+        sides::how_to_enable,
+    )
 }
 
 /// Whose identity callers have: each their own (delegated mode, from `workloads`) or the
@@ -246,6 +276,7 @@ fn envelope_tasks(
         resolvers: providers::resolvers(&config.envelopes, mode, running.iter().cloned())?,
         refresh: sides::provider_refresh(config).into_iter().collect(),
         how_to_enable: sides::how_to_enable,
+        per_workload: sides::per_workload_providers(config),
     };
     Ok(EnvelopeTasks::prepare(
         &EnvelopeSettings::from_config(config),
@@ -355,6 +386,9 @@ impl RunningAgent {
             }
         }
         if let Some(envelopes) = envelopes {
+            if let Some(per_workload) = &r.workload_envelopes {
+                per_workload.set_settings(per_workload_registry_settings(&new));
+            }
             let group = r.envelopes.replace(shutdown).await;
             envelopes.spawn(&group.stop, &mut group.tasks);
         }

@@ -83,6 +83,7 @@ pub fn side_context(
             workload_api,
         },
         roles: crate::workload_roles::WorkloadRoles::default(),
+        envelopes: None,
         jwt: std::sync::Arc::new(NoWorkloadApi),
         readiness: crate::readiness::Readiness::new(store.clone(), &[]),
         store,

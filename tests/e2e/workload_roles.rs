@@ -10,7 +10,11 @@
 //!   other's;
 //! - C is refused on every path (audited), never handed another workload's credentials;
 //! - however many consumers a workload has, its role is exchanged once;
-//! - no credential or token shows up in Steeple's logs or audit trail.
+//! - no credential or token shows up in Steeple's logs or audit trail;
+//! - envelopes are decrypted with the *requesting* workload's own roles (the agent has
+//!   none): A gets its `kms_envelope` and its `vault_delegate` envelope, each resolved
+//!   once however often it asks; an envelope A is granted but its Vault role cannot read
+//!   is not served (an ERROR names its path and A); B is refused A's envelope.
 
 use std::time::Duration;
 
@@ -20,8 +24,9 @@ use steeple_e2e::openbao::{JwtKeys, JwtRole, OpenBao};
 use steeple_e2e::sds_client::assert_not_in_logs;
 use steeple_e2e::{Spire, SpireOptions, free_port};
 
-use super::aws_envelopes::support::request_from_child;
+use super::aws_envelopes::support::{request_from_child, seal};
 use super::node_agent::NodeAgent;
+use super::vault_envelopes::support::kv_row;
 use super::vault_envelopes::support::spire_jwt_keys;
 
 const STEEPLE: &str = "spiffe://example.org/steeple";
@@ -74,7 +79,8 @@ async fn each_workload_gets_its_own_roles_on_every_path_and_nothing_of_anothers(
         imds: free_port()?,
     };
     let work = Work::new()?;
-    let node = NodeAgent::start_with(&spire, &roles_config(&sts, &bao, &ports, &work))?;
+    let config = roles_config(&sts, &bao, &ports, &work, ("", ""));
+    let node = NodeAgent::start_with(&spire, &config)?;
     let container_port = ports.container;
 
     for workload in [&A, &B] {
@@ -120,14 +126,21 @@ async fn each_workload_gets_its_own_roles_on_every_path_and_nothing_of_anothers(
 /// The `[aws]`, `[vault]` and `[[workloads]]` sections: no role of the agent's own, A
 /// and B each their own, C none; no `[[callers]]` rule, so each caller may have its own
 /// identity's names and its own roles' credentials.
-fn roles_config(sts: &Moto, bao: &OpenBao, ports: &Ports, work: &Work) -> String {
+/// `extra_aws` goes into `[aws]`, `vault_tables` (`[[vault.allow]]`) after `[vault]`.
+fn roles_config(
+    sts: &Moto,
+    bao: &OpenBao,
+    ports: &Ports,
+    work: &Work,
+    (extra_aws, vault_tables): (&str, &str),
+) -> String {
     format!(
-        "[aws]\nenabled = true\nsts_endpoint = \"{sts}\"\n\
+        "[aws]\nenabled = true\nsts_endpoint = \"{sts}\"\n{extra_aws}\
          container_credentials_listen = \"127.0.0.1:{container}\"\n\
          container_credentials_token_file = \"{token}\"\n\
          imds_listen = \"127.0.0.1:{imds}\"\n\
          [vault]\nenabled = true\naddr = \"{vault}\"\naudience = \"vault\"\n\
-         token_resource_name = \"{VAULT_TOKEN_NAME}\"\n\
+         token_resource_name = \"{VAULT_TOKEN_NAME}\"\n{vault_tables}\
          [[workloads]]\nspiffe_id = \"spiffe://example.org/payments/*\"\n\
          aws_role_arn = \"arn:aws:iam::123456789012:role/{a}\"\nvault_role = \"{a}\"\n\
          [[workloads]]\nspiffe_id = \"spiffe://example.org/web/*\"\n\
@@ -364,4 +377,94 @@ fn audit_events(node: &NodeAgent) -> impl Iterator<Item = serde_json::Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect::<Vec<_>>()
         .into_iter()
+}
+
+/// The envelope only A may fetch, read from A's KV path with A's Vault token.
+const A_KV: &str = "payments/db";
+/// Granted to A too, but on B's KV path: A's Vault role cannot read it.
+const A_FORBIDDEN_KV: &str = "payments/web-config";
+/// A's `kms_envelope`, decrypted with A's AWS role's credentials.
+const A_KMS: &str = "payments/api-key";
+const KMS_PLAINTEXT: &[u8] = b"canary-kms-per-workload-7d21";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_are_decrypted_with_the_requesting_workloads_own_roles() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        rustix::process::geteuid().is_root(),
+        "this suite runs workloads as other users and needs root"
+    );
+    let spire = Spire::start(SpireOptions {
+        authorized_delegates: vec![STEEPLE.to_owned()],
+        ..SpireOptions::default()
+    })?;
+    spire.create_entry(STEEPLE, "unix:uid:0", None)?;
+    for (id, uid) in [(A.id, A.uid), (B.id, B.uid)] {
+        spire.create_entry(id, &format!("unix:uid:{uid}"), None)?;
+    }
+    let aws = Moto::start().await?;
+    let key = aws.create_key("us-east-1").await?;
+    let bao = OpenBao::start()?;
+    configure_vault(&bao, &spire)?;
+    let (ports, work) = (
+        Ports {
+            container: free_port()?,
+            imds: free_port()?,
+        },
+        Work::new()?,
+    );
+    let kms = format!(
+        "kms_endpoint = \"{}\"\nkey_arn_allowlist = [\"{}\"]\n",
+        aws.endpoint(),
+        key.split("key/").next().unwrap_or_default(),
+    );
+    let allow = "[[vault.allow]]\nmount = \"secret\"\npaths = [\"payments\", \"web\"]\n";
+    let config = roles_config(&aws, &bao, &ports, &work, (&kms, allow)) + &envelope_rules();
+    let node = NodeAgent::start_with(&spire, &config)?;
+    let rows = vec![
+        kv_row(A_KV, "secret/payments/config", Some("owner")),
+        kv_row(A_FORBIDDEN_KV, "secret/web/config", Some("owner")),
+        seal(&aws, &key, A_KMS, "app=payments", KMS_PLAINTEXT)?,
+    ];
+    steeple_e2e::steeple::write_rows(&node.dir.path().join("envelopes/roles.json"), &rows)?;
+
+    for (name, len) in [(A_KV, A.role.len()), (A_KMS, KMS_PLAINTEXT.len())] {
+        for _ in 0..3 {
+            let (served, out) = node.fetch_as(A.uid, name, 20)?;
+            anyhow::ensure!(served, "A fetching {name}: {out}\n{}", node.steeple.logs());
+            anyhow::ensure!(out.contains(&format!("\"bytes\":{len}")), "{name}: {out}");
+        }
+        let resolved = audit_events(&node)
+            .filter(|e| e["logical_path"] == name && e["spiffe_id"] == A.id && e["outcome"] == "ok")
+            .count();
+        anyhow::ensure!(resolved == 1, "{name} resolved {resolved} times for A");
+    }
+    let (served, out) = node.fetch_as(A.uid, A_FORBIDDEN_KV, 6)?;
+    anyhow::ensure!(!served, "A got the envelope on B's KV path: {out}");
+    let logs = node.steeple.logs();
+    anyhow::ensure!(
+        logs.lines()
+            .any(|l| l.contains("ERROR") && l.contains(A_FORBIDDEN_KV) && l.contains(A.id)),
+        "no ERROR naming {A_FORBIDDEN_KV} and A:\n{logs}"
+    );
+    let (served, out) = node.fetch_as(B.uid, A_KV, 3)?;
+    anyhow::ensure!(
+        !served && out.contains("not authorized"),
+        "B fetching {A_KV}: {out}"
+    );
+    let secrets = [KMS_PLAINTEXT, bao.root_token().as_bytes()].map(<[u8]>::to_vec);
+    assert_not_in_logs(&secrets, &node.steeple.logs())?;
+    assert_not_in_logs(&secrets, &std::fs::read_to_string(&node.audit)?)?;
+    Ok(())
+}
+
+/// Every workload its own identity and roles' credentials; A's identity also its
+/// `payments/*` envelopes.
+fn envelope_rules() -> String {
+    let uids = [0, A.uid, B.uid].map(|u| u.to_string()).join(", ");
+    let own = "\"default\", \"ROOTCA\", \"ALL\", \"spiffe://*\", \"jwt-svid:*\", \"aws-credentials\", \"vault-token\"";
+    format!(
+        "[[callers]]\nuids = [{uids}]\nspiffe_ids = [\"{}\"]\nresources = [{own}, \"payments/*\"]\n\
+         [[callers]]\nuids = [{uids}]\nresources = [{own}]\n",
+        A.id
+    )
 }

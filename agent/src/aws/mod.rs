@@ -93,6 +93,9 @@ pub fn start(
             context
                 .identities
                 .offer(roles.clone(), context.shutdown, tasks);
+            if let Some(envelopes) = &context.envelopes {
+                envelopes.provide(roles.clone());
+            }
             CallerCredentials::per_workload(
                 roles,
                 context.policy.clone(),
@@ -113,7 +116,7 @@ pub fn start(
             context.shutdown.clone(),
         ));
     }
-    log_started(config, &context.roles);
+    log_started(config, &context.roles, context.envelopes.is_some());
     Ok(Some(AwsRuntime { credentials, kms }))
 }
 
@@ -130,8 +133,9 @@ fn per_workload_roles(
     Ok(Some(Arc::new(roles)))
 }
 
-/// The start event: the agent's own role and the per-workload ones.
-fn log_started(config: &AwsConfig, roles: &WorkloadRoles) {
+/// The start event: the agent's own role and the per-workload ones (which decrypt
+/// envelopes too when `envelopes_per_workload`).
+fn log_started(config: &AwsConfig, roles: &WorkloadRoles, envelopes_per_workload: bool) {
     tracing::info!(
         role_arn = %config.role_arn,
         workload_roles = roles.aws_roles().len(),
@@ -139,7 +143,7 @@ fn log_started(config: &AwsConfig, roles: &WorkloadRoles) {
         region = config.region.as_deref().unwrap_or("(the AWS SDK's)"),
         "AWS STS exchange enabled"
     );
-    if config.role_arn.is_empty() {
+    if config.role_arn.is_empty() && !envelopes_per_workload {
         tracing::warn!(
             "aws.role_arn is not set: the agent has no AWS role of its own, so kms_envelope envelopes (resolved with the agent's credentials) cannot be resolved; each workload gets its own role's credentials"
         );

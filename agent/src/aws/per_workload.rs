@@ -8,15 +8,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use steeple_plugin_api::AwsCredentials;
-use steeple_plugin_aws::StsExchanger;
+use steeple_plugin_aws::{KmsConfig, KmsEnvelopeResolver, StsExchanger};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::caller_credentials::RoleCredentials;
-use super::{AwsStartError, config_error, delivery, sts_config};
+use super::{AwsStartError, config_error, delivery, kms_config, sts_config};
 use crate::authz::Caller;
 use crate::caller_identity::{CallerIdentities, CallerIdentity};
 use crate::config::AwsConfig;
+use crate::envelopes::per_workload::{IdentityProviders, IdentityResolvers};
 use crate::exchange::roles::{ROLE_LEASE_LINGER, RoleExchanges, RoleKey};
 use crate::store::SecretStore;
 use crate::workload_roles::resource::no_role;
@@ -33,6 +34,8 @@ pub struct PerWorkloadRoles {
     roles: WorkloadRoles,
     identities: CallerIdentities,
     resource_name: String,
+    /// How `kms_envelope` envelopes are decrypted with a workload's own role.
+    kms: KmsConfig,
     /// What the HTTP endpoints served lately, by (identity, role), and when it was last
     /// asked for: keeps IMDS `LastUpdated` stable and the lease held while it is used.
     served: Mutex<HashMap<RoleKey, (Arc<RoleCredentials>, Instant)>>,
@@ -62,6 +65,7 @@ impl PerWorkloadRoles {
             roles: roles.clone(),
             identities,
             resource_name: config.credentials_resource_name.clone(),
+            kms: kms_config(config),
             served: Mutex::default(),
         })
     }
@@ -142,5 +146,30 @@ impl WorkloadResource for PerWorkloadRoles {
             drop(lease);
         });
         Ok(())
+    }
+}
+
+impl IdentityResolvers for PerWorkloadRoles {
+    /// `kms_envelope` decrypted with the credentials of `spiffe_id`'s own role.
+    fn for_identity(&self, spiffe_id: &str) -> IdentityProviders {
+        let lease = self
+            .roles
+            .aws_role(spiffe_id)
+            .and_then(|role| self.exchanges.acquire(spiffe_id, role));
+        let Some(lease) = lease else {
+            return IdentityProviders::default();
+        };
+        let credentials = Arc::new(lease.credential().clone());
+        match KmsEnvelopeResolver::new(self.kms.clone(), credentials) {
+            Ok(kms) => IdentityProviders {
+                resolvers: vec![Arc::new(kms)],
+                holds: vec![Box::new(lease)],
+            },
+            Err(e) => {
+                // Checked at start with the same settings: not expected.
+                tracing::error!(error = %e.problem, spiffe_id, "KMS resolver not built for this workload");
+                IdentityProviders::default()
+            }
+        }
     }
 }

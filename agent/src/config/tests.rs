@@ -690,7 +690,6 @@ fn workload_roles_replace_the_single_roles_and_need_their_side() {
             "workloads[1].spiffe_id",
             "workloads[2].vault_role",
             "aws.role_arn",
-            "vault.token_resource_name",
         ],
         "{errors:?}"
     );

@@ -12,6 +12,7 @@ mod answers;
 pub mod bundles;
 pub mod convert;
 pub mod doctor;
+mod envelopes;
 pub mod jwt;
 pub mod registry;
 pub mod workload;

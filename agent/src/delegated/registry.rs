@@ -12,9 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::DelegatedClient;
 use super::convert::BundleMap;
+use super::envelopes::{EnvelopeLink, OwnStore, SharedEnvelopes};
 use super::jwt::DelegatedJwt;
 use super::workload::{WorkloadFollow, follow};
 use crate::authz::Caller;
+use crate::envelopes::per_workload::WorkloadEnvelopes;
 use crate::identity::DefaultNames;
 use crate::identity::x509::Follower;
 use crate::store::names::JWT_SVID_PREFIX;
@@ -64,6 +66,8 @@ struct Resources {
     default_name: String,
     /// Names started (`Ok`) or refused (`Err`, the reason), so a refusal is audited once.
     asked: Mutex<Vec<(String, Result<(), String>)>>,
+    /// Its envelopes, when they are resolved with its own roles.
+    envelopes: EnvelopeLink,
 }
 
 /// What fetching for an attested workload takes.
@@ -114,6 +118,16 @@ impl Workload {
         name.strip_prefix(JWT_SVID_PREFIX)
             .is_some_and(|a| !a.is_empty())
             || self.offered(name).is_some()
+            || self.resources.envelopes.serves(name)
+    }
+
+    /// Where its envelopes go.
+    fn own_store(&self) -> OwnStore<'_> {
+        OwnStore {
+            store: &self.store,
+            default_name: &self.resources.default_name,
+            stop: &self.stop,
+        }
     }
 
     /// The resource offered under `name`, if any.
@@ -153,19 +167,19 @@ impl OnDemand for Workload {
         let Some(attested) = &self.attested else {
             return Ok(());
         };
+        let mut others = Vec::new();
         for name in names {
             match name.strip_prefix(JWT_SVID_PREFIX) {
                 Some(audience) if !audience.is_empty() => self
                     .want_jwt(attested, audience)
                     .map_err(DemandRefused::Limit)?,
-                _ => {
-                    if let Some(resource) = self.offered(name) {
-                        self.want_resource(&resource)?;
-                    }
-                }
+                _ => match self.offered(name) {
+                    Some(resource) => self.want_resource(&resource)?,
+                    None => others.push(*name),
+                },
             }
         }
-        Ok(())
+        self.resources.envelopes.want(&self.own_store(), &others)
     }
 }
 
@@ -191,6 +205,8 @@ pub struct Workloads {
     lingering: Mutex<HashMap<ProcessKey, (Arc<Workload>, Instant)>>,
     /// What every workload may get for its own identity on demand.
     resources: Offered,
+    /// Envelopes resolved per workload identity, when they are.
+    envelopes: SharedEnvelopes,
     shutdown: CancellationToken,
 }
 
@@ -211,6 +227,7 @@ impl Workloads {
             live: Mutex::default(),
             lingering: Mutex::default(),
             resources: Offered::default(),
+            envelopes: SharedEnvelopes::default(),
             shutdown,
         }
     }
@@ -230,6 +247,14 @@ impl Workloads {
             (holds && attested.caller.still_running())
                 .then(|| (attested.client.clone(), attested.caller.clone(), attested.pid))
         })
+    }
+
+    /// Resolves every workload's envelopes with its own identity's roles through
+    /// `envelopes` (set once, at start).
+    pub fn resolve_envelopes_with(&self, envelopes: Arc<WorkloadEnvelopes>) {
+        if self.envelopes.set(envelopes).is_err() {
+            tracing::error!("per-workload envelope registries were set twice; the first stay");
+        }
     }
 
     /// Offers `resource` to every workload followed from now on (sides register theirs
@@ -322,6 +347,7 @@ impl Workloads {
                 offered,
                 default_name: self.names.svid.clone(),
                 asked: Mutex::default(),
+                envelopes: EnvelopeLink::new(self.envelopes.clone()),
             },
         }
     }

@@ -5,7 +5,9 @@
 pub mod control_plane;
 pub mod file_source;
 pub mod parse;
+pub mod per_workload;
 pub mod registry;
+pub mod scope;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -66,6 +68,28 @@ pub struct Providers {
     pub refresh: std::collections::HashMap<steeple_plugin_api::Provider, std::time::Duration>,
     /// How an operator turns on a provider that is off.
     pub how_to_enable: fn(steeple_plugin_api::Provider) -> &'static str,
+    /// Providers resolved per workload identity instead ([`per_workload`]): their rows
+    /// are left alone here.
+    pub per_workload: Vec<steeple_plugin_api::Provider>,
+}
+
+/// The registry settings of `settings`, with the providers' refresh overrides and how to
+/// turn a provider on.
+pub fn registry_settings(
+    settings: &EnvelopeSettings,
+    refresh: std::collections::HashMap<steeple_plugin_api::Provider, std::time::Duration>,
+    how_to_enable: fn(steeple_plugin_api::Provider) -> &'static str,
+) -> registry::RegistrySettings {
+    let envelopes = &settings.envelopes;
+    registry::RegistrySettings {
+        refresh_interval: envelopes.refresh_interval,
+        provider_refresh: refresh,
+        max_ciphertext_bytes: envelopes.max_ciphertext_bytes,
+        aliases: envelopes.aliases.clone(),
+        reserved: settings.claimed.clone(),
+        require_path_binding: envelopes.require_path_binding,
+        how_to_enable,
+    }
 }
 
 /// What the envelope layer is built from: its own sections, and the names the other
@@ -140,19 +164,16 @@ impl EnvelopeTasks {
             let source = control_plane::ControlPlaneSource::new(plane, credential)?;
             tasks.control_plane = Some((source, plane.poll_interval));
         }
-        let registry = registry::RegistrySettings {
-            refresh_interval: envelopes.refresh_interval,
-            provider_refresh: providers.refresh,
-            max_ciphertext_bytes: envelopes.max_ciphertext_bytes,
-            aliases: envelopes.aliases.clone(),
-            reserved: settings.claimed.clone(),
-            require_path_binding: envelopes.require_path_binding,
-            how_to_enable: providers.how_to_enable,
+        let registry = registry_settings(settings, providers.refresh, providers.how_to_enable);
+        let scope = scope::Scope::Shared {
+            per_workload: providers.per_workload.clone(),
         };
         let resolvers = providers.resolvers;
-        let providers: Vec<_> = resolvers.iter().map(|r| r.provider().as_str()).collect();
-        tracing::info!(providers = ?providers, files = envelopes.paths.len(), "envelope resolution enabled");
-        tasks.registry = Some(registry::Registry::new(resolvers, registry, store));
+        let names: Vec<_> = resolvers.iter().map(|r| r.provider().as_str()).collect();
+        let per_workload: Vec<_> = providers.per_workload.iter().map(|p| p.as_str()).collect();
+        tracing::info!(providers = ?names, per_workload = ?per_workload, files = envelopes.paths.len(), "envelope resolution enabled");
+        tasks.registry =
+            Some(registry::Registry::new(resolvers, registry, store).scoped(scope, None));
         Ok(tasks)
     }
 
@@ -210,6 +231,7 @@ mod tests {
             resolvers: Vec::new(),
             refresh: std::collections::HashMap::new(),
             how_to_enable: |_| "enable it",
+            per_workload: Vec::new(),
         };
         let settings = EnvelopeSettings::from_config(&config);
         EnvelopeTasks::prepare(&settings, sink.clone(), providers, jwt, store.clone())

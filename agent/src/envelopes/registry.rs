@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::RowSets;
+use super::scope::Scope;
 use crate::metrics::metrics;
 use crate::store::names::ClaimedNames;
 use crate::store::{Secret, SecretStore, Source};
@@ -90,6 +91,10 @@ pub struct Registry {
     settings: RegistrySettings,
     store: Arc<SecretStore>,
     slots: BTreeMap<String, Slot>,
+    scope: Scope,
+    /// Where the SDS names of the rows in scope could be are published (a workload
+    /// identity's registry: what its workloads may wait for).
+    known: Option<watch::Sender<std::collections::BTreeSet<String>>>,
 }
 
 impl Registry {
@@ -104,23 +109,50 @@ impl Registry {
             settings,
             store,
             slots: BTreeMap::new(),
+            scope: Scope::default(),
+            known: None,
         }
     }
 
-    /// Runs until `shutdown`, following `rows`.
+    /// The same registry resolving only what `scope` covers; the SDS names of every row
+    /// (whatever its scope) published into `known` when given.
+    #[must_use]
+    pub fn scoped(
+        mut self,
+        scope: Scope,
+        known: Option<watch::Sender<std::collections::BTreeSet<String>>>,
+    ) -> Self {
+        self.scope = scope;
+        self.known = known;
+        self
+    }
+
+    /// Runs until `shutdown`, following `rows` (and the wanted names of its scope).
     pub async fn run(mut self, mut rows: watch::Receiver<RowSets>, shutdown: CancellationToken) {
         loop {
             let sets = rows.borrow_and_update().clone();
             self.sync_rows(&sets);
+            self.publish_known();
             self.resolve_due().await;
             self.publish();
-            let next_due = self.slots.values().filter_map(|s| s.due).min();
+            let next_due = self
+                .slots
+                .values()
+                .filter(|s| self.in_scope(s))
+                .filter_map(|s| s.due)
+                .min();
+            let mut scope = self.scope.clone();
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 changed = rows.changed() => if changed.is_err() { return },
+                changed = scope.changed() => if changed.is_err() { return },
                 () = sleep_until(next_due) => {}
             }
         }
+    }
+
+    fn in_scope(&self, slot: &Slot) -> bool {
+        self.scope.covers(&slot.row.provider, &slot.name)
     }
 
     /// Makes the slots match the rows: new and changed rows become due now.
@@ -184,13 +216,31 @@ impl Registry {
         }
     }
 
+    /// Takes `sets` in before the registry runs, publishing the names it knows.
+    pub fn prime(&mut self, sets: &RowSets) {
+        self.sync_rows(sets);
+        self.publish_known();
+    }
+
+    /// Publishes the SDS names of the rows (for a workload identity's registry).
+    fn publish_known(&self) {
+        if let Some(known) = &self.known {
+            let names = self.slots.values().map(|s| s.name.clone()).collect();
+            known.send_if_modified(|current| {
+                let changed = *current != names;
+                *current = names;
+                changed
+            });
+        }
+    }
+
     /// Resolves every slot that is due.
     pub async fn resolve_due(&mut self) {
         let now = Instant::now();
         let due: Vec<(String, EnvelopeRow, String)> = self
             .slots
             .iter()
-            .filter(|(_, s)| s.due.is_some_and(|d| d <= now))
+            .filter(|(_, s)| s.due.is_some_and(|d| d <= now) && self.in_scope(s))
             .map(|(p, s)| (p.clone(), s.row.clone(), s.name.clone()))
             .collect();
         let this = &*self;
@@ -199,10 +249,12 @@ impl Registry {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
+        let identity = self.scope.identity();
         for (path, outcome) in outcomes {
             if let Some(slot) = self.slots.get_mut(&path) {
                 let refresh = self.settings.refresh_for(&slot.row.provider);
-                apply(slot, outcome, refresh, self.settings.how_to_enable);
+                let how_to_enable = self.settings.how_to_enable;
+                apply(slot, outcome, refresh, how_to_enable, identity);
             }
         }
     }
@@ -230,7 +282,8 @@ impl Registry {
             Err(_) => "timeout",
         };
         metrics().envelope_resolved(&row.provider, label, started.elapsed());
-        tracing::info!(target: crate::audit::TARGET, logical_path = %row.logical_path, provider = %row.provider, key_id = %row.key_id, outcome = label, "resolve");
+        let spiffe_id = self.scope.identity().unwrap_or("");
+        tracing::info!(target: crate::audit::TARGET, logical_path = %row.logical_path, provider = %row.provider, key_id = %row.key_id, spiffe_id, outcome = label, "resolve");
         match outcome {
             Ok(Ok(resolved)) => {
                 tracing::info!(logical_path = %sealed.logical_path, provider = %sealed.provider, key_id = %resolved.key_id, bytes = resolved.plaintext.len(), "envelope resolved");
@@ -251,7 +304,10 @@ impl Registry {
             .values()
             .filter_map(|s| Some((s.name.clone(), Secret::Generic(s.value.clone()?))))
             .collect();
-        metrics().set_envelopes(entries.len(), self.slots.len() - entries.len());
+        if self.scope.is_shared() {
+            let in_scope = self.slots.values().filter(|s| self.in_scope(s)).count();
+            metrics().set_envelopes(entries.len(), in_scope.saturating_sub(entries.len()));
+        }
         self.store.sync_source(&SOURCE, entries);
     }
 
@@ -277,15 +333,18 @@ fn by_precedence(sets: &RowSets) -> Vec<(&str, &Arc<Vec<EnvelopeRow>>)> {
     ordered
 }
 
-/// Folds one outcome into its slot and schedules the next attempt.
+/// Folds one outcome into its slot (resolved for workload `identity`, if any) and
+/// schedules the next attempt.
 fn apply(
     slot: &mut Slot,
     outcome: Result<SecretBytes, Problem>,
     refresh: Duration,
     how_to_enable: fn(Provider) -> &'static str,
+    identity: Option<&str>,
 ) {
     let now = Instant::now();
     let path = &slot.row.logical_path;
+    let spiffe_id = identity.unwrap_or("");
     match outcome {
         Ok(value) => {
             if slot.value.as_ref() == Some(&value) {
@@ -303,7 +362,7 @@ fn apply(
             }
             let delay = slot.backoff.next_delay();
             if slot.problem.as_ref() != Some(&Problem::Resolve(e.clone())) {
-                tracing::warn!(logical_path = %path, provider = %slot.row.provider, error = %e, retry_in_ms = delay.as_millis() as u64, serving_last_good = slot.value.is_some(), "envelope not resolved; will retry");
+                tracing::warn!(logical_path = %path, spiffe_id, provider = %slot.row.provider, error = %e, retry_in_ms = delay.as_millis() as u64, serving_last_good = slot.value.is_some(), "envelope not resolved; will retry");
             }
             slot.problem = Some(Problem::Resolve(e));
             slot.due = Some(now + delay);
@@ -313,7 +372,7 @@ fn apply(
             slot.stale = false;
             if slot.problem.as_ref() != Some(&problem) {
                 let error = describe(&problem, how_to_enable);
-                tracing::error!(logical_path = %path, provider = %slot.row.provider, key_id = %slot.row.key_id, %error, "envelope refused; not served");
+                tracing::error!(logical_path = %path, spiffe_id, provider = %slot.row.provider, key_id = %slot.row.key_id, %error, "envelope refused; not served");
             }
             // A bad row waits for its next change; a provider refusal is retried slowly
             // in case the key or policy is fixed upstream.

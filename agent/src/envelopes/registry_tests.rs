@@ -281,3 +281,61 @@ async fn a_direct_row_copied_under_another_name_is_refused_before_the_provider()
     assert_eq!(served(&store, "legacy/db").as_deref(), Some(&b"legacy"[..]));
     assert!(served(&store, "public/db").is_none());
 }
+
+#[tokio::test]
+async fn the_shared_registry_leaves_per_workload_rows_and_a_scoped_one_resolves_only_what_was_wanted()
+ {
+    let kms: Arc<dyn EnvelopeResolver> = Arc::new(ScriptedResolver(Mutex::new(Ok(b"from-kms"))));
+    let local: Arc<dyn EnvelopeResolver> = Arc::new(LocalResolver::new(key()));
+    let rows = sets(vec![
+        kms_row("team/kms"),
+        kms_row("team/other"),
+        sealed("team/local", b"dev"),
+    ]);
+
+    let shared_store = Arc::new(SecretStore::new());
+    let mut shared = Registry::new(vec![kms.clone(), local], settings(), shared_store.clone())
+        .scoped(
+            Scope::Shared {
+                per_workload: vec![Provider::KmsEnvelope],
+            },
+            None,
+        );
+    shared.sync_rows(&rows);
+    shared.resolve_due().await;
+    shared.publish();
+    assert!(
+        served(&shared_store, "team/kms").is_none(),
+        "never with the agent's role"
+    );
+    assert_eq!(served(&shared_store, "team/local").unwrap(), b"dev");
+    assert!(
+        shared.problem("team/kms").is_none(),
+        "not an error: left to the workloads"
+    );
+
+    let own_store = Arc::new(SecretStore::new());
+    let (wanted, names) = watch::channel(std::collections::BTreeSet::new());
+    let (known_tx, known) = watch::channel(std::collections::BTreeSet::new());
+    let scope = Scope::Wanted {
+        names,
+        identity: "spiffe://td/a".into(),
+    };
+    let mut own =
+        Registry::new(vec![kms], settings(), own_store.clone()).scoped(scope, Some(known_tx));
+    own.prime(&rows);
+    assert!(known.borrow().contains("team/kms") && known.borrow().contains("team/other"));
+    own.resolve_due().await;
+    own.publish();
+    assert!(
+        own_store.snapshot().is_empty(),
+        "nothing asked for, nothing resolved"
+    );
+    wanted.send_modify(|w| {
+        w.insert("team/kms".into());
+    });
+    own.resolve_due().await;
+    own.publish();
+    assert_eq!(served(&own_store, "team/kms").unwrap(), b"from-kms");
+    assert!(served(&own_store, "team/other").is_none(), "not asked for");
+}

@@ -143,6 +143,27 @@ pub fn provider_refresh(config: &Config) -> Vec<(Provider, Duration)> {
     }
 }
 
+/// The envelope providers a node agent resolves with each workload's own roles: those of
+/// the sides whose roles `[[workloads]]` chooses, in delegated mode. The agent's own
+/// registry leaves their rows alone (never decrypted with its roles).
+pub fn per_workload_providers(config: &Config) -> Vec<Provider> {
+    let delegated = matches!(
+        config.workload_api.mode,
+        crate::config::IdentityMode::Delegated(_)
+    );
+    let mut providers = Vec::new();
+    if !delegated {
+        return providers;
+    }
+    if config.aws.enabled && config.workloads.per_workload_aws() {
+        providers.push(Provider::KmsEnvelope);
+    }
+    if config.vault.enabled && config.workloads.per_workload_vault() {
+        providers.extend([Provider::VaultDelegate, Provider::VaultTransit]);
+    }
+    providers
+}
+
 /// How an operator turns `provider` on, for the error a row of a provider that is off
 /// gets.
 pub fn how_to_enable(provider: Provider) -> &'static str {

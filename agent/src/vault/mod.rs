@@ -73,7 +73,13 @@ pub fn start(
     let client = client(config, context, tasks)?;
     let (tokens, source) = own_token(config, context, &client, tasks);
     if context.roles.per_workload_vault() {
-        offer_per_workload(config, context, &client, tasks);
+        let access = per_workload::EnvelopeAccess {
+            client: client.clone(),
+            kv_version,
+            allowlist: allowlist.clone(),
+            transit_mount: config.transit_mount.clone(),
+        };
+        offer_per_workload(config, context, access, tasks);
     } else if let Some(name) = &config.token_resource_name {
         tasks.spawn(per_workload::publish_token(
             name.clone(),
@@ -92,7 +98,7 @@ pub fn start(
         VaultTransitResolver::new(client, source, allowlist)
             .with_default_mount(&config.transit_mount),
     );
-    log_started(config);
+    log_started(config, context.envelopes.is_some());
     Ok(Some(VaultRuntime {
         tokens,
         kv,
@@ -126,28 +132,34 @@ fn own_token(
     (tokens, kept.shared())
 }
 
-/// Each workload's own token, served under `vault.token_resource_name` to the workloads
-/// `[[workloads]]` gives a Vault role.
+/// Each workload's own token — served under `vault.token_resource_name` (when set) to
+/// the workloads `[[workloads]]` gives a Vault role — and its Vault envelopes read with it
+/// (a node agent resolving envelopes).
 fn offer_per_workload(
     config: &VaultConfig,
     context: &SideContext<'_>,
-    client: &VaultClient,
+    access: per_workload::EnvelopeAccess,
     tasks: &mut JoinSet<()>,
 ) {
-    let Some(name) = &config.token_resource_name else {
-        return;
-    };
-    let per_workload = per_workload::PerWorkloadVault::new(
+    let per_workload = Arc::new(per_workload::PerWorkloadVault::new(
         config,
-        client,
+        access,
         &context.roles,
         &context.identities,
-        name.clone(),
         context.shutdown,
-    );
-    context
-        .identities
-        .offer(Arc::new(per_workload), context.shutdown, tasks);
+    ));
+    if per_workload.serves_tokens() {
+        context
+            .identities
+            .offer(per_workload.clone(), context.shutdown, tasks);
+    }
+    match &context.envelopes {
+        Some(envelopes) => envelopes.provide(per_workload),
+        None if !per_workload.serves_tokens() => tracing::warn!(
+            "vault_role in [[workloads]] has no effect: set vault.token_resource_name to serve each workload its token, or run as a node agent (workload_api.mode = \"delegated\") to read its envelopes with it"
+        ),
+        None => {}
+    }
 }
 
 /// The Vault client `[vault]` asks for; with `ca_spiffe_bundle`, trusting the live SPIFFE
@@ -174,7 +186,7 @@ fn client(
 }
 
 /// The start event, and a warning when no envelope may reach Vault.
-fn log_started(config: &VaultConfig) {
+fn log_started(config: &VaultConfig, envelopes_per_workload: bool) {
     tracing::info!(
         addr = %config.addr,
         namespace = config.namespace.as_deref().unwrap_or(""),
@@ -185,7 +197,7 @@ fn log_started(config: &VaultConfig) {
         allow_entries = config.allow.len(),
         "Vault JWT login enabled"
     );
-    if config.role.is_empty() {
+    if config.role.is_empty() && !envelopes_per_workload {
         tracing::warn!(
             "vault.role is not set: the agent does not log in to Vault itself, so vault_delegate and vault_transit envelopes (read with the agent's token) cannot be resolved; each workload [[workloads]] maps logs in as its own role"
         );

@@ -1,18 +1,23 @@
 //! Vault roles per workload (`[[workloads]] vault_role`): each workload logs in to Vault
 //! with its own JWT-SVID as its own JWT auth role (Vault's audit log names its SPIFFE ID,
-//! the role's `bound_subject` can pin it), one lease per (identity, role), and gets the
-//! token served into its own store as `vault.token_resource_name`.
+//! the role's `bound_subject` can pin it), one lease per (identity, role). Its token is
+//! served into its own store as `vault.token_resource_name` (when set), and its
+//! `vault_delegate` / `vault_transit` envelopes are read with it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use steeple_plugin_vault::{VaultClient, VaultJwtLogin, VaultToken};
+use steeple_plugin_api::VaultAllowlist;
+use steeple_plugin_vault::{
+    KvVersion, VaultClient, VaultJwtLogin, VaultKvResolver, VaultToken, VaultTransitResolver,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::login_config;
 use crate::caller_identity::CallerIdentities;
 use crate::config::VaultConfig;
+use crate::envelopes::per_workload::{IdentityProviders, IdentityResolvers};
 use crate::exchange::roles::RoleExchanges;
 use crate::store::{Secret, SecretStore, Source};
 use crate::workload_roles::resource::no_role;
@@ -23,20 +28,36 @@ use crate::workload_roles::{WorkloadResource, WorkloadRoles};
 pub struct PerWorkloadVault {
     exchanges: RoleExchanges<VaultJwtLogin>,
     roles: WorkloadRoles,
-    resource_name: String,
+    /// `vault.token_resource_name`: where each workload's token is served, if anywhere.
+    resource_name: Option<String>,
+    /// How its envelopes are read.
+    envelopes: EnvelopeAccess,
+}
+
+/// What the Vault resolvers of a workload need besides its token.
+#[derive(Debug)]
+pub struct EnvelopeAccess {
+    /// The Vault client.
+    pub client: VaultClient,
+    /// `vault.kv_version`.
+    pub kv_version: KvVersion,
+    /// `[[vault.allow]]`.
+    pub allowlist: Arc<VaultAllowlist>,
+    /// `vault.transit_mount`.
+    pub transit_mount: String,
 }
 
 impl PerWorkloadVault {
-    /// One login per role `roles` names, with `[vault]`'s other settings, served under
-    /// `resource_name`; JWT-SVIDs of each identity from `identities`.
+    /// One login per role `roles` names, with `[vault]`'s other settings; JWT-SVIDs of
+    /// each identity from `identities`.
     pub fn new(
         config: &VaultConfig,
-        client: &VaultClient,
+        envelopes: EnvelopeAccess,
         roles: &WorkloadRoles,
         identities: &CallerIdentities,
-        resource_name: String,
         shutdown: &CancellationToken,
     ) -> Self {
+        let client = &envelopes.client;
         let logins: HashMap<String, Arc<VaultJwtLogin>> = roles
             .vault_roles()
             .into_iter()
@@ -52,14 +73,48 @@ impl PerWorkloadVault {
         Self {
             exchanges: RoleExchanges::new("vault", logins, identities.jwt_by_id(), shutdown),
             roles: roles.clone(),
-            resource_name,
+            resource_name: config.token_resource_name.clone(),
+            envelopes,
+        }
+    }
+
+    /// Whether each workload's token is served (`vault.token_resource_name` set).
+    pub fn serves_tokens(&self) -> bool {
+        self.resource_name.is_some()
+    }
+}
+
+impl IdentityResolvers for PerWorkloadVault {
+    /// `vault_delegate` and `vault_transit` read with `spiffe_id`'s own token.
+    fn for_identity(&self, spiffe_id: &str) -> IdentityProviders {
+        let lease = self
+            .roles
+            .vault_role(spiffe_id)
+            .and_then(|role| self.exchanges.acquire(spiffe_id, role));
+        let Some(lease) = lease else {
+            return IdentityProviders::default();
+        };
+        let access = &self.envelopes;
+        let tokens = Arc::new(lease.credential().clone());
+        let kv = VaultKvResolver::new(
+            access.client.clone(),
+            tokens.clone(),
+            access.kv_version,
+            access.allowlist.clone(),
+        );
+        let transit =
+            VaultTransitResolver::new(access.client.clone(), tokens, access.allowlist.clone())
+                .with_default_mount(&access.transit_mount);
+        IdentityProviders {
+            resolvers: vec![Arc::new(kv), Arc::new(transit)],
+            holds: vec![Box::new(lease)],
         }
     }
 }
 
 impl WorkloadResource for PerWorkloadVault {
     fn name(&self) -> &str {
-        &self.resource_name
+        self.resource_name.as_deref().unwrap_or_default()
     }
 
     fn start(
@@ -71,13 +126,13 @@ impl WorkloadResource for PerWorkloadVault {
         let role = self
             .roles
             .vault_role(spiffe_id)
-            .ok_or_else(|| no_role("Vault", &self.resource_name, spiffe_id))?;
+            .ok_or_else(|| no_role("Vault", self.name(), spiffe_id))?;
         let lease = self
             .exchanges
             .acquire(spiffe_id, role)
             .ok_or_else(|| format!("Vault role {role} is not configured"))?;
         let tokens = lease.credential().clone();
-        let name = self.resource_name.clone();
+        let name = self.name().to_owned();
         tokio::spawn(async move {
             publish_token(name, tokens, store, stop).await;
             drop(lease);

@@ -113,12 +113,6 @@ impl Reader {
         if !aws.role_arn.is_empty() && !aws.role_arn.starts_with("arn:") {
             self.error("aws.role_arn", "expected an IAM role ARN");
         }
-        if roles.per_workload_vault() && vault.token_resource_name.is_none() {
-            self.error(
-                "vault.token_resource_name",
-                "required with vault_role in [[workloads]]: the SDS name each workload's own Vault token is served under",
-            );
-        }
         if vault.enabled && !roles.per_workload_vault() && vault.role.is_empty() {
             self.error(
                 "vault.role",
