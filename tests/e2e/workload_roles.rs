@@ -59,18 +59,7 @@ const VAULT_TOKEN_NAME: &str = "vault-token";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_workload_gets_its_own_roles_on_every_path_and_nothing_of_anothers()
 -> anyhow::Result<()> {
-    anyhow::ensure!(
-        rustix::process::geteuid().is_root(),
-        "this suite runs workloads as other users and needs root"
-    );
-    let spire = Spire::start(SpireOptions {
-        authorized_delegates: vec![STEEPLE.to_owned()],
-        ..SpireOptions::default()
-    })?;
-    spire.create_entry(STEEPLE, "unix:uid:0", None)?;
-    for (id, uid) in [(A.id, A.uid), (B.id, B.uid), C] {
-        spire.create_entry(id, &format!("unix:uid:{uid}"), None)?;
-    }
+    let spire = spire_with(&[(A.id, A.uid), (B.id, B.uid), C])?;
     let sts = Moto::start().await?;
     let bao = OpenBao::start()?;
     configure_vault(&bao, &spire)?;
@@ -121,6 +110,24 @@ async fn each_workload_gets_its_own_roles_on_every_path_and_nothing_of_anothers(
     assert_not_in_logs(&secrets, &node.steeple.logs())?;
     assert_not_in_logs(&secrets, &std::fs::read_to_string(&node.audit)?)?;
     Ok(())
+}
+
+/// SPIRE with Steeple (root) an authorized delegate and an entry for each workload
+/// (SPIFFE ID, uid); workloads run as other users, so the suite needs root.
+fn spire_with(workloads: &[(&str, u32)]) -> anyhow::Result<Spire> {
+    anyhow::ensure!(
+        rustix::process::geteuid().is_root(),
+        "this suite runs workloads as other users and needs root"
+    );
+    let spire = Spire::start(SpireOptions {
+        authorized_delegates: vec![STEEPLE.to_owned()],
+        ..SpireOptions::default()
+    })?;
+    spire.create_entry(STEEPLE, "unix:uid:0", None)?;
+    for (id, uid) in workloads {
+        spire.create_entry(id, &format!("unix:uid:{uid}"), None)?;
+    }
+    Ok(spire)
 }
 
 /// The `[aws]`, `[vault]` and `[[workloads]]` sections: no role of the agent's own, A
@@ -389,18 +396,7 @@ const KMS_PLAINTEXT: &[u8] = b"canary-kms-per-workload-7d21";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelopes_are_decrypted_with_the_requesting_workloads_own_roles() -> anyhow::Result<()> {
-    anyhow::ensure!(
-        rustix::process::geteuid().is_root(),
-        "this suite runs workloads as other users and needs root"
-    );
-    let spire = Spire::start(SpireOptions {
-        authorized_delegates: vec![STEEPLE.to_owned()],
-        ..SpireOptions::default()
-    })?;
-    spire.create_entry(STEEPLE, "unix:uid:0", None)?;
-    for (id, uid) in [(A.id, A.uid), (B.id, B.uid)] {
-        spire.create_entry(id, &format!("unix:uid:{uid}"), None)?;
-    }
+    let spire = spire_with(&[(A.id, A.uid), (B.id, B.uid)])?;
     let aws = Moto::start().await?;
     let key = aws.create_key("us-east-1").await?;
     let bao = OpenBao::start()?;

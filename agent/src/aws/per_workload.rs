@@ -130,14 +130,10 @@ impl WorkloadResource for PerWorkloadRoles {
         store: Arc<SecretStore>,
         stop: CancellationToken,
     ) -> Result<(), String> {
-        let role = self
-            .roles
-            .aws_role(spiffe_id)
-            .ok_or_else(|| no_role("AWS", &self.resource_name, spiffe_id))?;
+        let role = self.roles.aws_role(spiffe_id);
         let lease = self
             .exchanges
-            .acquire(spiffe_id, role)
-            .ok_or_else(|| format!("AWS role {role} is not configured"))?;
+            .lease_for("AWS", spiffe_id, role, &self.resource_name)?;
         let credentials: tokio::sync::watch::Receiver<Option<AwsCredentials>> =
             lease.credential().clone();
         let name = self.resource_name.clone();

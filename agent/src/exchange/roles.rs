@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::jwt_source::JwtSvidsById;
 use super::{Exchange, REFRESH_WINDOW};
+use crate::workload_roles::resource::no_role;
 
 /// How long a role's lease outlives its last consumer: long enough that a consumer
 /// polling over HTTP (an SDK refreshing container or IMDS credentials) or a workload
@@ -89,6 +90,20 @@ where
             };
             (exchange, settings)
         }))
+    }
+
+    /// The lease of `role` — the role `spiffe_id` maps to on this side (`kind`: `AWS`,
+    /// `Vault`), if any — for serving `resource`; `Err`, audited, when it maps to none.
+    pub fn lease_for(
+        &self,
+        kind: &str,
+        spiffe_id: &str,
+        role: Option<&str>,
+        resource: &str,
+    ) -> Result<RoleLease<E::Credentials>, String> {
+        let role = role.ok_or_else(|| no_role(kind, resource, spiffe_id))?;
+        self.acquire(spiffe_id, role)
+            .ok_or_else(|| format!("{kind} role {role} is not configured"))
     }
 
     /// How many (identity, role) leases run now.

@@ -20,7 +20,6 @@ use crate::config::VaultConfig;
 use crate::envelopes::per_workload::{IdentityProviders, IdentityResolvers};
 use crate::exchange::roles::RoleExchanges;
 use crate::store::{Secret, SecretStore, Source};
-use crate::workload_roles::resource::no_role;
 use crate::workload_roles::{WorkloadResource, WorkloadRoles};
 
 /// The Vault side's per-workload roles.
@@ -123,14 +122,10 @@ impl WorkloadResource for PerWorkloadVault {
         store: Arc<SecretStore>,
         stop: CancellationToken,
     ) -> Result<(), String> {
-        let role = self
-            .roles
-            .vault_role(spiffe_id)
-            .ok_or_else(|| no_role("Vault", self.name(), spiffe_id))?;
+        let role = self.roles.vault_role(spiffe_id);
         let lease = self
             .exchanges
-            .acquire(spiffe_id, role)
-            .ok_or_else(|| format!("Vault role {role} is not configured"))?;
+            .lease_for("Vault", spiffe_id, role, self.name())?;
         let tokens = lease.credential().clone();
         let name = self.name().to_owned();
         tokio::spawn(async move {
