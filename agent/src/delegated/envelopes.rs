@@ -79,6 +79,15 @@ impl EnvelopeLink {
     }
 }
 
+impl Drop for EnvelopeLink {
+    /// The workload left: its identity's envelopes stay resolved a while for the next.
+    fn drop(&mut self) {
+        if let (Some(all), Some(joined)) = (self.all.get(), self.identity.take()) {
+            all.linger(joined);
+        }
+    }
+}
+
 /// Keeps the envelopes of `from` (an identity's registry store) in `to` (a workload's own
 /// store) until `stop`.
 async fn mirror(

@@ -5,8 +5,8 @@
 //!
 //! One registry per workload identity, started when one of its workloads first asks for
 //! an envelope, resolving only the envelopes its workloads asked for (and `[[callers]]`
-//! granted them), shared by all of its processes and streams, kept [`LINGER`] after the
-//! last one left — so there is one decrypt per (envelope version, identity) per refresh
+//! granted them), shared by all of its processes and streams, kept [`LINGER`] after a
+//! workload of it last joined or left — so there is one decrypt per (envelope version, identity) per refresh
 //! window, however many consumers.
 
 use std::collections::{BTreeSet, HashMap};
@@ -57,6 +57,7 @@ pub struct WorkloadEnvelopes {
 
 /// One identity's envelopes, resolved while this is held.
 pub struct IdentityEnvelopes {
+    spiffe_id: String,
     store: Arc<SecretStore>,
     wanted: watch::Sender<BTreeSet<String>>,
     known: watch::Receiver<BTreeSet<String>>,
@@ -141,7 +142,7 @@ impl WorkloadEnvelopes {
     }
 
     /// `spiffe_id`'s envelopes, resolved from now if they were not; they stay resolved
-    /// while the result is held, and [`LINGER`] after.
+    /// while the result is held, and [`LINGER`] after it was taken or given back.
     pub fn acquire(&self, spiffe_id: &str) -> Arc<IdentityEnvelopes> {
         let envelopes = {
             let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
@@ -155,14 +156,20 @@ impl WorkloadEnvelopes {
                 }
             }
         };
+        self.linger(envelopes.clone());
+        envelopes
+    }
+
+    /// Keeps `envelopes` resolved for [`LINGER`] from now: a workload of its identity
+    /// joined or left.
+    pub fn linger(&self, envelopes: Arc<IdentityEnvelopes>) {
         let mut lingering = self
             .lingering
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         lingering.retain(|_, (_, until)| *until > now);
-        lingering.insert(spiffe_id.to_owned(), (envelopes.clone(), now + LINGER));
-        envelopes
+        lingering.insert(envelopes.spiffe_id.clone(), (envelopes, now + LINGER));
     }
 
     fn start(&self, spiffe_id: &str) -> IdentityEnvelopes {
@@ -198,11 +205,143 @@ impl WorkloadEnvelopes {
         let stop = self.shutdown.child_token();
         tokio::spawn(registry.run(rows, stop.clone()));
         IdentityEnvelopes {
+            spiffe_id: spiffe_id.to_owned(),
             store,
             wanted,
             known,
             stop,
             _holds: holds,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use steeple_plugin_api::{
+        BoxFuture, EnvelopeRow, Provider, ResolveError, Resolved, SealedEnvelope, SecretBytes,
+    };
+
+    use super::*;
+    use crate::store::Secret;
+
+    /// Decrypts any KMS row to the identity it was built for, counting calls (unit tests
+    /// need no peer).
+    #[derive(Debug)]
+    struct PerIdentityKms {
+        identity: String,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl EnvelopeResolver for PerIdentityKms {
+        fn provider(&self) -> Provider {
+            Provider::KmsEnvelope
+        }
+        fn resolve<'a>(
+            &'a self,
+            _: &'a SealedEnvelope,
+        ) -> BoxFuture<'a, Result<Resolved, ResolveError>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let plaintext = SecretBytes::copy_from(self.identity.as_bytes());
+            Box::pin(async move {
+                Ok(Resolved {
+                    plaintext,
+                    key_id: "arn".into(),
+                })
+            })
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct Side(Arc<AtomicUsize>);
+
+    impl IdentityResolvers for Side {
+        fn for_identity(&self, spiffe_id: &str) -> IdentityProviders {
+            let kms = PerIdentityKms {
+                identity: spiffe_id.to_owned(),
+                calls: self.0.clone(),
+            };
+            IdentityProviders {
+                resolvers: vec![Arc::new(kms)],
+                holds: Vec::new(),
+            }
+        }
+    }
+
+    fn settings() -> RegistrySettings {
+        RegistrySettings {
+            refresh_interval: Duration::from_secs(3600),
+            provider_refresh: HashMap::new(),
+            max_ciphertext_bytes: 4096,
+            aliases: std::collections::BTreeMap::new(),
+            reserved: crate::store::names::ClaimedNames::default(),
+            require_path_binding: false,
+            how_to_enable: |_| "enable it",
+        }
+    }
+
+    fn kms_row(path: &str) -> EnvelopeRow {
+        EnvelopeRow {
+            logical_path: path.into(),
+            provider: "kms_envelope".into(),
+            key_id: "arn:aws:kms:us-east-1:1:key/k".into(),
+            ciphertext_ref: "AQID".into(),
+            ..EnvelopeRow::default()
+        }
+    }
+
+    async fn resolved(store: &SecretStore, name: &str) -> Vec<u8> {
+        let mut snapshots = store.subscribe();
+        let served = snapshots.wait_for(|s| s.get(name).is_some());
+        let snapshot = tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("resolved in time")
+            .expect("store open")
+            .clone();
+        match &snapshot.get(name).expect("served").secret {
+            Secret::Generic(bytes) => bytes.expose().to_vec(),
+            other => panic!("not generic: {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_identity_resolves_what_it_asked_for_once_with_its_own_providers() {
+        let rows = RowSink::default();
+        rows.publish("files", vec![kms_row("team/db"), kms_row("team/other")]);
+        let shutdown = CancellationToken::new();
+        let all = WorkloadEnvelopes::new(settings(), rows, &shutdown);
+        let calls = Arc::new(AtomicUsize::new(0));
+        all.provide(Arc::new(Side(calls.clone())));
+
+        let a = all.acquire("spiffe://td/a");
+        assert!(a.serves("team/db") && !a.serves("not-a-row"));
+        a.want(&["team/db", "not-a-row"]).unwrap();
+        assert_eq!(resolved(a.store(), "team/db").await, b"spiffe://td/a");
+        let again = all.acquire("spiffe://td/a");
+        assert!(Arc::ptr_eq(&a, &again), "one registry per identity");
+        again.want(&["team/db"]).unwrap();
+        let b = all.acquire("spiffe://td/b");
+        b.want(&["team/db"]).unwrap();
+        assert_eq!(resolved(b.store(), "team/db").await, b"spiffe://td/b");
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "once per identity");
+        assert!(
+            a.store().snapshot().get("team/other").is_none(),
+            "not asked for"
+        );
+
+        let stop = a.stop.clone();
+        drop((a, again));
+        all.linger(all.acquire("spiffe://td/a"));
+        tokio::time::sleep(LINGER - Duration::from_secs(1)).await;
+        assert!(
+            !stop.is_cancelled(),
+            "kept a while after its last workload left"
+        );
+        // The next acquire (of another identity) drops the lingering ones past their time.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(all.acquire("spiffe://td/c"));
+        assert!(stop.is_cancelled(), "stopped after the linger");
+        shutdown.cancel();
     }
 }

@@ -129,6 +129,8 @@ impl Registry {
 
     /// Runs until `shutdown`, following `rows` (and the wanted names of its scope).
     pub async fn run(mut self, mut rows: watch::Receiver<RowSets>, shutdown: CancellationToken) {
+        // Its own receiver: it marks each change of the wanted names seen as it wakes.
+        let mut scope = self.scope.clone();
         loop {
             let sets = rows.borrow_and_update().clone();
             self.sync_rows(&sets);
@@ -141,7 +143,6 @@ impl Registry {
                 .filter(|s| self.in_scope(s))
                 .filter_map(|s| s.due)
                 .min();
-            let mut scope = self.scope.clone();
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 changed = rows.changed() => if changed.is_err() { return },
