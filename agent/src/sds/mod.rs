@@ -21,7 +21,6 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -32,7 +31,7 @@ use crate::store::{SecretStore, View, ViewReceiver};
 use delta::DeltaStream;
 pub use limits::SdsSettings;
 use resources::{ClientCaps, SECRET_TYPE_URL, encoded};
-use server::{ResponseStream, SdsServer};
+use server::{ResponseStream, SdsServer, response_stream};
 use sotw::SotwStream;
 use wire::{DeltaResponse, SotwResponse};
 
@@ -201,7 +200,7 @@ impl SdsService {
             running.await;
             drop(permit);
         });
-        ReceiverStream::new(rx)
+        response_stream(rx)
     }
 }
 

@@ -9,6 +9,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use tokio_stream::StreamExt as _;
+use tokio_stream::adapters::Map;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::body::Body;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -19,8 +21,19 @@ use tonic::{Request, Response, Status, Streaming};
 use super::SdsService;
 use super::wire::{DeltaResponse, SotwResponse, WireMessage};
 
+/// One message from a stream's task to its response body. Boxed: tokio's channel
+/// allocates room for 32 of its items per stream whatever its capacity, ~3 KiB of each
+/// stream's memory for an unboxed response, a pointer's worth boxed.
+pub type Outgoing<T> = Box<Result<T, Status>>;
+
 /// What the server sends on a stream.
-pub type ResponseStream<T> = ReceiverStream<Result<T, Status>>;
+pub type ResponseStream<T> = Map<ReceiverStream<Outgoing<T>>, fn(Outgoing<T>) -> Result<T, Status>>;
+
+/// The response stream reading what a stream's task sends on `rx`.
+pub fn response_stream<T>(rx: tokio::sync::mpsc::Receiver<Outgoing<T>>) -> ResponseStream<T> {
+    let unbox: fn(Outgoing<T>) -> Result<T, Status> = |outgoing| *outgoing;
+    ReceiverStream::new(rx).map(unbox)
+}
 
 const SERVICE: &str = "envoy.service.secret.v3.SecretDiscoveryService";
 const STREAM_SECRETS: &str = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets";

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 use super::own_identity::{self, Verdict};
+use super::server::Outgoing;
 use crate::authz::{Grant, Policy};
 use crate::metrics::{SdsFlavour, metrics};
 use crate::store::{View, ViewReceiver};
@@ -49,7 +50,7 @@ pub async fn run<P: Protocol>(
     mut grant: Grant,
     mut protocol: P,
     mut inbound: Streaming<P::Request>,
-    outbound: mpsc::Sender<Result<P::Response, Status>>,
+    outbound: mpsc::Sender<Outgoing<P::Response>>,
     mut store: ViewReceiver,
     mut policy: watch::Receiver<Arc<Policy>>,
     shutdown: CancellationToken,
@@ -79,14 +80,14 @@ pub async fn run<P: Protocol>(
         match step {
             Ok(None) => {}
             Ok(Some(response)) => {
-                if outbound.send(Ok(response)).await.is_err() {
+                if outbound.send(Box::new(Ok(response))).await.is_err() {
                     return;
                 }
                 metrics().sds_response_sent(P::FLAVOUR);
             }
             Err(why) => {
                 if let Some(status) = why {
-                    let _ = outbound.send(Err(status)).await;
+                    let _ = outbound.send(Box::new(Err(status))).await;
                 }
                 return;
             }
