@@ -2,7 +2,8 @@
 # Steeple's one test command (README, CI): installs the real peers (SPIRE, Envoy, moto,
 # OpenBao, Helm, an aws-sdk-go-v2 probe; cached by version under ~/.cache/steeple-peers),
 # checks formatting, lints and the supply chain (cargo deny), then runs every unit test
-# and every end-to-end suite against those peers, and fuzzes each cargo-fuzz target
+# and every end-to-end suite against those peers, runs the SDS regression guard, and
+# fuzzes each cargo-fuzz target
 # briefly (nightly toolchain).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,5 +26,8 @@ cargo build --locked -p steeple --bin steeple
 cargo test --workspace --locked --exclude steeple-e2e
 # The suites each start SPIRE and Envoys; on 2 cores they run one at a time.
 cargo test --locked -p steeple-e2e -- --test-threads=1
+# The SDS regression guard (tests/bench/README.md): 1,000 streams, one rotation, ratios
+# against tests/bench/sds_guard_baseline.json. Builds the release agent and bench once.
+cargo bench --locked -p steeple-e2e --bench sds_fanout -- --guard check
 # Every fuzz target for a bounded time (STEEPLE_FUZZ_SECONDS, default 20 s each).
 bash tests/fuzz/run.sh

@@ -5,9 +5,11 @@ use steeple_e2e::bench_support;
 
 use crate::cli;
 use crate::figures::Target;
+use crate::guard;
 
 const USAGE: &str = "usage: cargo bench -p steeple-e2e --bench sds_fanout -- \
-    [--streams 100,1000,10000] [--rotations 3] [--per-connection 100] [--targets spire,steeple]";
+    [--streams 100,1000,10000] [--rotations 3] [--per-connection 100] [--targets spire,steeple] \
+    | --guard check|record";
 
 /// Stream counts run when `--streams` is not given; the last only if it fits.
 const DEFAULT_STREAMS: [usize; 3] = [100, 1000, 10_000];
@@ -29,6 +31,8 @@ pub struct Args {
     pub per_connection: usize,
     /// The agents to measure, in order.
     pub targets: Vec<Target>,
+    /// `--guard`: only the regression guard's round (see [`guard`]).
+    pub guard: Option<guard::Mode>,
 }
 
 impl Args {
@@ -40,6 +44,7 @@ impl Args {
             rotations: 3,
             per_connection: 100,
             targets: vec![Target::SpireAgent, Target::Steeple],
+            guard: None,
         };
         for (flag, value) in cli::flag_values(args, USAGE)? {
             match flag.as_str() {
@@ -50,6 +55,17 @@ impl Args {
                 "--rotations" => parsed.rotations = cli::positive(&flag, &value, USAGE)?,
                 "--per-connection" => parsed.per_connection = cli::positive(&flag, &value, USAGE)?,
                 "--targets" => parsed.targets = cli::targets(&value, USAGE)?,
+                "--guard" => {
+                    parsed.guard = Some(match value.as_str() {
+                        "check" => guard::Mode::Check,
+                        "record" => guard::Mode::Record,
+                        _ => anyhow::bail!("--guard takes check or record\n{USAGE}"),
+                    });
+                    parsed.streams = vec![guard::STREAMS];
+                    parsed.explicit_streams = true;
+                    parsed.rotations = 1;
+                    parsed.targets = vec![Target::Steeple];
+                }
                 _ => anyhow::bail!("unknown argument {flag}\n{USAGE}"),
             }
         }

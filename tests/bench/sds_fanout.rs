@@ -9,6 +9,7 @@ mod args;
 mod cli;
 mod figures;
 mod fleet;
+mod guard;
 mod partner;
 mod report;
 mod round;
@@ -37,6 +38,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     }
     let date = bench_support::command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let mut world = World::start().await?;
+    if let Some(mode) = args.guard {
+        return guard::run(&mut world, args, mode).await;
+    }
     let steeple_idle_kib = world.steeple_idle_rss().await?;
     eprintln!(
         "bench: Steeple idle RSS {:.1} MiB",

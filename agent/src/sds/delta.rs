@@ -4,14 +4,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::limits::SdsSettings;
-use super::resources::{ClientCaps, SECRET_TYPE_URL, encode};
+use super::resources::{ClientCaps, SECRET_TYPE_URL, encoded};
 use super::stream::Protocol;
+use super::wire::{DeltaResource, DeltaResponse};
 use crate::metrics::{SdsFlavour, metrics};
 use crate::store::View;
 
@@ -46,7 +45,7 @@ impl DeltaStream {
         self.wildcard || self.subscribed.contains(name)
     }
 
-    fn respond(&mut self, snapshot: &View) -> Option<DeltaDiscoveryResponse> {
+    fn respond(&mut self, snapshot: &View) -> Option<DeltaResponse> {
         let caps = self.caps?;
         let mut resources = Vec::new();
         let candidates: Vec<&String> = if self.wildcard {
@@ -60,11 +59,10 @@ impl DeltaStream {
             };
             let version = entry.version.to_string();
             if self.sent.get(name) != Some(&version) {
-                resources.push(Resource {
+                resources.push(DeltaResource {
                     name: name.clone(),
                     version: version.clone(),
-                    resource: Some(encode(name, &entry.secret, caps)),
-                    ..Default::default()
+                    resource: encoded(name, entry, caps),
                 });
                 self.sent.insert(name.clone(), version);
             }
@@ -83,27 +81,26 @@ impl DeltaStream {
             return None;
         }
         self.nonce += 1;
-        Some(DeltaDiscoveryResponse {
+        Some(DeltaResponse {
             system_version_info: snapshot.generation().to_string(),
             resources,
             type_url: SECRET_TYPE_URL.to_owned(),
             removed_resources: removed,
             nonce: self.nonce.to_string(),
-            ..Default::default()
         })
     }
 }
 
 impl Protocol for DeltaStream {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = DeltaResponse;
     const FLAVOUR: SdsFlavour = SdsFlavour::Delta;
 
     fn on_request(
         &mut self,
         request: DeltaDiscoveryRequest,
         snapshot: &View,
-    ) -> Result<Option<DeltaDiscoveryResponse>, Status> {
+    ) -> Result<Option<DeltaResponse>, Status> {
         SdsSettings::check_type_url(&request.type_url)?;
         let settings = &self.settings;
         settings.check_names(&request.resource_names_subscribe)?;
@@ -145,7 +142,7 @@ impl Protocol for DeltaStream {
         Ok(self.respond(snapshot))
     }
 
-    fn on_snapshot(&mut self, snapshot: &View) -> Option<DeltaDiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: &View) -> Option<DeltaResponse> {
         self.respond(snapshot)
     }
 

@@ -8,22 +8,18 @@ pub mod limits;
 pub mod own_identity;
 pub mod peer;
 pub mod resources;
+pub mod server;
 pub mod sotw;
 pub mod stream;
+pub mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::{
-    SecretDiscoveryService, SecretDiscoveryServiceServer,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -33,8 +29,10 @@ use crate::metrics::metrics;
 use crate::store::{DemandRefused, SecretStore, View, ViewReceiver};
 use delta::DeltaStream;
 pub use limits::SdsSettings;
-use resources::{ClientCaps, SECRET_TYPE_URL, encode};
+use resources::{ClientCaps, SECRET_TYPE_URL, encoded};
+use server::{ResponseStream, SdsServer, response_stream};
 use sotw::SotwStream;
+use wire::{DeltaResponse, SotwResponse};
 
 /// Responses buffered per stream before the stream task waits for the client to read.
 const STREAM_BUFFER: usize = 4;
@@ -169,10 +167,10 @@ impl SdsService {
         Ok((grant, permit))
     }
 
-    /// The tonic server wrapper with the request size limit applied.
-    pub fn into_server(self) -> SecretDiscoveryServiceServer<Self> {
+    /// The tonic service with the request size limit applied.
+    pub fn into_server(self) -> SdsServer {
         let limit = self.settings.max_request_bytes;
-        SecretDiscoveryServiceServer::new(self).max_decoding_message_size(limit)
+        SdsServer::new(self, limit)
     }
 
     fn spawn_stream<P: stream::Protocol>(
@@ -180,7 +178,7 @@ impl SdsService {
         (grant, permit): (Grant, StreamPermit),
         protocol: P,
         inbound: Streaming<P::Request>,
-    ) -> ReceiverStream<Result<P::Response, Status>> {
+    ) -> ResponseStream<P::Response> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let view = match &permit.workload {
             None => ViewReceiver::shared(self.store.subscribe()),
@@ -201,19 +199,17 @@ impl SdsService {
             running.await;
             drop(permit);
         });
-        ReceiverStream::new(rx)
+        response_stream(rx)
     }
 }
 
-#[tonic::async_trait]
-impl SecretDiscoveryService for SdsService {
-    type StreamSecretsStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaSecretsStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_secrets(
+/// The three SDS methods; [`SdsServer`] routes requests to them.
+impl SdsService {
+    /// `StreamSecrets`: state-of-the-world SDS.
+    pub async fn stream_secrets(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+    ) -> Result<Response<ResponseStream<SotwResponse>>, Status> {
         let grant = self.stream_grant(&request).await?;
         let protocol = SotwStream::new(self.settings.clone());
         Ok(Response::new(self.spawn_stream(
@@ -223,10 +219,11 @@ impl SecretDiscoveryService for SdsService {
         )))
     }
 
-    async fn delta_secrets(
+    /// `DeltaSecrets`: incremental SDS.
+    pub async fn delta_secrets(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+    ) -> Result<Response<ResponseStream<DeltaResponse>>, Status> {
         let grant = self.stream_grant(&request).await?;
         let protocol = DeltaStream::new(self.settings.clone());
         Ok(Response::new(self.spawn_stream(
@@ -236,10 +233,11 @@ impl SecretDiscoveryService for SdsService {
         )))
     }
 
-    async fn fetch_secrets(
+    /// `FetchSecrets`: one answer, no stream.
+    pub async fn fetch_secrets(
         &self,
         request: Request<DiscoveryRequest>,
-    ) -> Result<Response<DiscoveryResponse>, Status> {
+    ) -> Result<Response<SotwResponse>, Status> {
         let mut grant = self.grant(&request);
         let connected = Self::connection(&request).cloned();
         if let Some(connected) = &connected {
@@ -291,7 +289,7 @@ fn demand_refused(why: DemandRefused) -> Status {
 
 /// The `FetchSecrets` answer carrying `names` from `snapshot`: all of them, or `NotFound`
 /// naming (some of) those missing.
-fn fetched(names: &[&str], snapshot: &View, caps: ClientCaps) -> Result<DiscoveryResponse, Status> {
+fn fetched(names: &[&str], snapshot: &View, caps: ClientCaps) -> Result<SotwResponse, Status> {
     let missing: Vec<&str> = names
         .iter()
         .copied()
@@ -306,13 +304,13 @@ fn fetched(names: &[&str], snapshot: &View, caps: ClientCaps) -> Result<Discover
     }
     let resources = names
         .iter()
-        .filter_map(|n| snapshot.get(n).map(|e| encode(n, &e.secret, caps)))
+        .filter_map(|n| snapshot.get(n).map(|e| encoded(n, e, caps)))
         .collect();
-    Ok(DiscoveryResponse {
+    Ok(SotwResponse {
         version_info: snapshot.generation().to_string(),
         resources,
         type_url: SECRET_TYPE_URL.to_owned(),
-        ..Default::default()
+        nonce: String::new(),
     })
 }
 

@@ -10,9 +10,10 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::google::protobuf::{Any, value::Kind};
 use prost::Message;
+use steeple_plugin_api::SecretBytes;
 use zeroize::Zeroize;
 
-use crate::store::{Certificate, Secret, TrustBundle};
+use crate::store::{Certificate, Encoded, Entry, Secret, TrustBundle};
 use crate::svid::{pem_encode, pem_encode_key};
 
 /// The type URL of every SDS resource.
@@ -58,6 +59,22 @@ impl ClientCaps {
             spiffe_validator: recent_envoy && !disabled_globally && !opted_out,
         }
     }
+}
+
+/// The store entry `entry`, stored under `name`, as the encoded SDS resource (an `Any`)
+/// for a client with `caps`: encoded the first time, then the same shared bytes for every
+/// stream. Only validation contexts differ between client variants.
+pub fn encoded(name: &str, entry: &Entry, caps: ClientCaps) -> Encoded {
+    let variant = match &entry.secret {
+        Secret::TrustBundle(_) | Secret::BundleSet(_) => usize::from(caps.spiffe_validator),
+        Secret::Certificate(_) | Secret::Generic(_) => 0,
+    };
+    entry.encodings.get_or_encode(variant, || {
+        let mut any = encode(name, &entry.secret, caps);
+        let bytes = SecretBytes::new(any.encode_to_vec());
+        any.value.zeroize();
+        bytes
+    })
 }
 
 /// Encodes the store entry `secret` as the SDS resource `name` for a client with `caps`.

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use envoy_types::pb::envoy::config::core::v3::{BuildVersion, Node, node::UserAgentVersionType};
 use envoy_types::pb::envoy::r#type::v3::SemanticVersion;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
@@ -141,4 +143,41 @@ fn generic_secret_carries_the_bytes() {
         panic!()
     };
     assert_eq!(bytes, b"eyJ.token.sig");
+}
+
+#[test]
+fn an_entry_is_encoded_once_per_variant_and_shared() {
+    let store = crate::store::SecretStore::new();
+    store.sync_source(
+        &crate::store::Source::X509Identity,
+        vec![
+            (
+                "ALL".into(),
+                Secret::BundleSet(vec![bundle("a.org"), bundle("b.org")]),
+            ),
+            (
+                "token".into(),
+                Secret::Generic(SecretBytes::copy_from(b"jwt")),
+            ),
+        ],
+    );
+    let snapshot = store.snapshot();
+    let caps = |spiffe_validator| ClientCaps { spiffe_validator };
+    let all = snapshot.get("ALL").unwrap();
+    let spiffe = encoded("ALL", all, caps(true));
+    assert!(Arc::ptr_eq(&spiffe, &encoded("ALL", all, caps(true))));
+    let plain = encoded("ALL", all, caps(false));
+    assert!(!Arc::ptr_eq(&spiffe, &plain), "the variants differ");
+    for (bytes, caps) in [(&spiffe, caps(true)), (&plain, caps(false))] {
+        let any = Any::decode(bytes.expose()).unwrap();
+        assert_eq!(any, encode("ALL", &all.secret, caps));
+    }
+    let token = snapshot.get("token").unwrap();
+    assert!(
+        Arc::ptr_eq(
+            &encoded("token", token, caps(true)),
+            &encoded("token", token, caps(false))
+        ),
+        "a generic secret is the same for every client"
+    );
 }

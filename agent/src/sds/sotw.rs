@@ -4,12 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::limits::SdsSettings;
-use super::resources::{ClientCaps, SECRET_TYPE_URL, encode};
+use super::resources::{ClientCaps, SECRET_TYPE_URL, encoded};
 use super::stream::Protocol;
+use super::wire::SotwResponse;
 use crate::metrics::{SdsFlavour, metrics};
 use crate::store::View;
 
@@ -61,7 +62,7 @@ impl SotwStream {
     /// A response if what the client watches differs from what it last got. Never an
     /// empty one: Envoy rejects a response without its resource, and a name that is not
     /// there yet is sent as soon as it exists.
-    fn respond(&mut self, snapshot: &View) -> Option<DiscoveryResponse> {
+    fn respond(&mut self, snapshot: &View) -> Option<SotwResponse> {
         let caps = self.caps?;
         let current = self.current(snapshot);
         if current.is_empty() || current == self.sent {
@@ -69,30 +70,29 @@ impl SotwStream {
         }
         let resources = current
             .keys()
-            .filter_map(|name| snapshot.get(name).map(|e| encode(name, &e.secret, caps)))
+            .filter_map(|name| snapshot.get(name).map(|e| encoded(name, e, caps)))
             .collect();
         self.sent = current;
         self.nonce += 1;
-        Some(DiscoveryResponse {
+        Some(SotwResponse {
             version_info: snapshot.generation().to_string(),
             resources,
             type_url: SECRET_TYPE_URL.to_owned(),
             nonce: self.nonce.to_string(),
-            ..Default::default()
         })
     }
 }
 
 impl Protocol for SotwStream {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = SotwResponse;
     const FLAVOUR: SdsFlavour = SdsFlavour::StateOfTheWorld;
 
     fn on_request(
         &mut self,
         request: DiscoveryRequest,
         snapshot: &View,
-    ) -> Result<Option<DiscoveryResponse>, Status> {
+    ) -> Result<Option<SotwResponse>, Status> {
         SdsSettings::check_type_url(&request.type_url)?;
         self.settings.check_names(&request.resource_names)?;
         let first = self.caps.is_none();
@@ -128,7 +128,7 @@ impl Protocol for SotwStream {
         Ok(None)
     }
 
-    fn on_snapshot(&mut self, snapshot: &View) -> Option<DiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: &View) -> Option<SotwResponse> {
         self.respond(snapshot)
     }
 

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 use super::own_identity::{self, Verdict};
+use super::server::Outgoing;
 use crate::authz::{Grant, Policy};
 use crate::metrics::{SdsFlavour, metrics};
 use crate::store::{View, ViewReceiver};
@@ -49,7 +50,7 @@ pub async fn run<P: Protocol>(
     mut grant: Grant,
     mut protocol: P,
     mut inbound: Streaming<P::Request>,
-    outbound: mpsc::Sender<Result<P::Response, Status>>,
+    outbound: mpsc::Sender<Outgoing<P::Response>>,
     mut store: ViewReceiver,
     mut policy: watch::Receiver<Arc<Policy>>,
     shutdown: CancellationToken,
@@ -57,10 +58,15 @@ pub async fn run<P: Protocol>(
     let _open = metrics().sds_stream_opened(P::FLAVOUR);
     // A request named an SVID before the caller's own identity was known (delegated mode).
     let mut judge_later = false;
+    // Made once, not at each turn of the loop: each made anew registers with (and, when
+    // another branch wins, leaves) a waiter list every stream shares.
+    let cancelled = shutdown.cancelled();
+    let closed = outbound.closed();
+    tokio::pin!(cancelled, closed);
     loop {
         let step = tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = outbound.closed() => return,
+            () = &mut cancelled => return,
+            () = &mut closed => return,
             changed = policy.changed() => match changed {
                 Ok(()) => reauthorize(&mut grant, &protocol, &mut policy),
                 Err(_) => Err(None),
@@ -74,14 +80,14 @@ pub async fn run<P: Protocol>(
         match step {
             Ok(None) => {}
             Ok(Some(response)) => {
-                if outbound.send(Ok(response)).await.is_err() {
+                if outbound.send(Box::new(Ok(response))).await.is_err() {
                     return;
                 }
                 metrics().sds_response_sent(P::FLAVOUR);
             }
             Err(why) => {
                 if let Some(status) = why {
-                    let _ = outbound.send(Err(status)).await;
+                    let _ = outbound.send(Box::new(Err(status))).await;
                 }
                 return;
             }
@@ -114,17 +120,7 @@ fn on_message<P: Protocol>(
 ) -> Step<P::Response> {
     match message {
         Ok(Some(request)) => {
-            let snapshot = store.borrow_and_update();
-            let requested = protocol.requested_names(&request);
-            let checked = grant
-                .authorize_request(requested.clone())
-                .and_then(|()| own_svids_only(grant, &snapshot, requested.as_deref(), judge_later))
-                .and_then(|()| {
-                    store
-                        .want(requested.as_deref().unwrap_or_default())
-                        .map_err(super::demand_refused)
-                });
-            let verdict = checked.and_then(|()| protocol.on_request(request, &snapshot));
+            let verdict = answer(grant, protocol, request, store, judge_later);
             verdict.map_err(|status| {
                 metrics().sds_request_refused();
                 tracing::warn!(code = ?status.code(), reason = status.message(), "SDS request refused; closing the stream");
@@ -141,6 +137,46 @@ fn on_message<P: Protocol>(
     }
 }
 
+/// A request. Names it adds to what the stream watches are authorized, and their
+/// producers started, before the protocol sees it; an answer to a request that adds no
+/// name goes out only once the caller's process is checked again. So a request that adds
+/// nothing and gets no answer — an ACK or a NACK, half of what a fan-out handles — costs
+/// no look at `/proc`, while nothing reaches the caller without one.
+fn answer<P: Protocol>(
+    grant: &Grant,
+    protocol: &mut P,
+    request: P::Request,
+    store: &mut ViewReceiver,
+    judge_later: &mut bool,
+) -> Result<Option<P::Response>, Status> {
+    let snapshot = store.borrow_and_update();
+    let requested = protocol.requested_names(&request);
+    let adds_names = adds_names(requested.as_deref(), protocol.watched());
+    if adds_names {
+        grant.authorize_request(requested.clone())?;
+        own_svids_only(grant, &snapshot, requested.as_deref(), judge_later)?;
+        store
+            .want(requested.as_deref().unwrap_or_default())
+            .map_err(super::demand_refused)?;
+    }
+    let response = protocol.on_request(request, &snapshot)?;
+    if response.is_some() && !adds_names {
+        grant.authorize([])?;
+    }
+    Ok(response)
+}
+
+/// Whether `requested` (`None`: every resource) names anything a stream watching
+/// `watched` does not. What a stream watches is always authorized under its current grant
+/// (a new policy or a new caller identity re-checks it), so only such names need a check.
+fn adds_names(requested: Option<&[&str]>, watched: Option<Vec<&str>>) -> bool {
+    match (requested, watched) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(requested), Some(watched)) => requested.iter().any(|n| !watched.contains(n)),
+    }
+}
+
 /// A new store snapshot: pushed to a caller whose process still runs.
 fn on_snapshot<P: Protocol>(
     grant: &mut Grant,
@@ -149,8 +185,6 @@ fn on_snapshot<P: Protocol>(
     policy: &watch::Receiver<Arc<Policy>>,
     judge_later: &mut bool,
 ) -> Step<P::Response> {
-    // A connection whose process is gone gets no more pushes.
-    grant.authorize([]).map_err(Some)?;
     let snapshot = store.borrow_and_update();
     if let Some(identity) = snapshot.own_identity()
         && grant.identity() != Some(identity.as_slice())
@@ -167,7 +201,12 @@ fn on_snapshot<P: Protocol>(
         own_svids_only(grant, &snapshot, protocol.watched().as_deref(), judge_later)
             .map_err(Some)?;
     }
-    Ok(protocol.on_snapshot(&snapshot))
+    let response = protocol.on_snapshot(&snapshot);
+    if response.is_some() {
+        // A connection whose process is gone gets no more pushes.
+        grant.authorize([]).map_err(Some)?;
+    }
+    Ok(response)
 }
 
 /// Delegated mode: refuses names of SVIDs that are not the caller's own (see
@@ -185,4 +224,25 @@ fn own_svids_only(
         Verdict::Foreign(name) => return Err(own_identity::refuse(grant.caller(), name)),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::adds_names;
+
+    #[test]
+    fn only_names_a_stream_does_not_watch_yet_are_new() {
+        let watched = || Some(vec!["ALL", "default"]);
+        assert!(!adds_names(Some(&["default", "ALL"]), watched()), "an ACK");
+        assert!(!adds_names(Some(&["ALL"]), watched()), "fewer names");
+        assert!(!adds_names(Some(&[]), watched()), "a delta ACK");
+        assert!(adds_names(Some(&["ALL", "ROOTCA"]), watched()));
+        assert!(adds_names(None, watched()), "a wildcard");
+        assert!(
+            adds_names(Some(&["a"]), Some(Vec::new())),
+            "a first request"
+        );
+        assert!(!adds_names(None, None), "a wildcard stream's ACK");
+        assert!(!adds_names(Some(&["a"]), None));
+    }
 }

@@ -13,10 +13,12 @@ use std::time::SystemTime;
 use steeple_plugin_api::SecretBytes;
 use tokio::sync::watch;
 
+pub mod encodings;
 pub mod names;
 pub mod sources;
 pub mod view;
 
+pub use encodings::{Encoded, Encodings};
 pub use sources::Source;
 pub use view::{DemandRefused, OnDemand, View, ViewReceiver};
 
@@ -84,6 +86,8 @@ pub struct Entry {
     pub source: Source,
     /// The secret.
     pub secret: Secret,
+    /// What consumers encoded `secret` into, made once and shared (see [`Encodings`]).
+    pub encodings: Encodings,
 }
 
 impl Entry {
@@ -208,6 +212,7 @@ impl SecretStore {
                         version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
                         source: source.clone(),
                         secret: secret.clone(),
+                        encodings: Encodings::default(),
                     };
                     entries.insert(name.clone(), Arc::new(entry));
                     changed = true;

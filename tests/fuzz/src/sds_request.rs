@@ -9,7 +9,6 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret as En
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryService;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use steeple::authz::{Caller, Grant, Policy, Rule, SharedPolicy};
@@ -20,6 +19,7 @@ use steeple::sds::peer::ConnectedCaller;
 use steeple::sds::resources::SECRET_TYPE_URL;
 use steeple::sds::sotw::SotwStream;
 use steeple::sds::stream::Protocol;
+use steeple::sds::wire::{DeltaResponse, SotwResponse, WireMessage};
 use steeple::sds::{SdsService, SdsSettings};
 use steeple::store::{Certificate, Secret, SecretStore, Source, TrustBundle, View};
 use steeple_plugin_api::SecretBytes;
@@ -216,7 +216,7 @@ impl Session {
         let Ok(response) = futures::executor::block_on(self.service.fetch_secrets(request)) else {
             return;
         };
-        let response = response.into_inner();
+        let response = on_the_wire(&response.into_inner());
         assert_eq!(response.type_url, SECRET_TYPE_URL);
         let names = self.check_resources(response.resources.iter(), snapshot);
         assert_eq!(names.len(), response.resources.len(), "a resource twice");
@@ -224,12 +224,8 @@ impl Session {
     }
 
     /// Never an empty response; only granted, existing resources; nonces increase.
-    fn check_sotw(
-        &mut self,
-        response: &DiscoveryResponse,
-        snapshot: &View,
-        outcome: &mut SdsOutcome,
-    ) {
+    fn check_sotw(&mut self, response: &SotwResponse, snapshot: &View, outcome: &mut SdsOutcome) {
+        let response = on_the_wire(response);
         assert!(!response.resources.is_empty(), "an empty SotW response");
         assert_eq!(response.type_url, SECRET_TYPE_URL);
         let names = self.check_resources(response.resources.iter(), snapshot);
@@ -240,12 +236,10 @@ impl Session {
 
     /// Never an empty response; only granted, existing resources; nothing both sent and
     /// removed; nonces increase.
-    fn check_delta(
-        &mut self,
-        response: &DeltaDiscoveryResponse,
-        snapshot: &View,
-        outcome: &mut SdsOutcome,
-    ) {
+    fn check_delta(&mut self, response: &DeltaResponse, snapshot: &View, outcome: &mut SdsOutcome) {
+        let Ok(response) = DeltaDiscoveryResponse::decode(response.encode_to_vec().as_slice()) else {
+            panic!("a delta response that does not decode");
+        };
         assert!(
             !response.resources.is_empty() || !response.removed_resources.is_empty(),
             "an empty delta response"
@@ -347,6 +341,14 @@ fn secrets(step: usize) -> Vec<(String, Secret)> {
         out.push(("spiffe://example.org/x".to_owned(), generic("x")));
     }
     out
+}
+
+/// What a client receives for `response`.
+fn on_the_wire(response: &SotwResponse) -> DiscoveryResponse {
+    let Ok(decoded) = DiscoveryResponse::decode(response.encode_to_vec().as_slice()) else {
+        panic!("a response that does not decode");
+    };
+    decoded
 }
 
 /// Parses a response nonce and checks it is above the previous one.
