@@ -49,7 +49,7 @@ impl Args {
                 }
                 "--rotations" => parsed.rotations = cli::positive(&flag, &value, USAGE)?,
                 "--per-connection" => parsed.per_connection = cli::positive(&flag, &value, USAGE)?,
-                "--targets" => parsed.targets = cli::targets(&value, USAGE)?,
+                "--targets" => parsed.targets = Target::list(&value, USAGE)?,
                 _ => anyhow::bail!("unknown argument {flag}\n{USAGE}"),
             }
         }
