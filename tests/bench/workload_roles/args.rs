@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::cli;
 
 const USAGE: &str = "usage: cargo bench -p steeple-e2e --bench workload_roles -- \
-    [--workloads 10,50] [--consumers 1,10] [--window 45] [--session 15] [--rate 40]";
+    [--workloads 10,50] [--consumers 1,10] [--window 86] [--session 15] [--rate 10] [--batch 100]";
 
 /// The most workloads a run may have: their uids are `BASE_UID + i`.
 pub const MAX_WORKLOADS: usize = 10_000;
@@ -17,13 +17,16 @@ pub struct Args {
     pub workloads: Vec<usize>,
     /// Consumer processes per workload (C), in order; one round per (W, C).
     pub consumers: Vec<usize>,
-    /// How long each round counts STS calls and samples latencies, once warm.
+    /// How long each round counts STS calls, from its first request (latencies are
+    /// sampled from the end of the warm-up until then).
     pub window: Duration,
     /// `[aws] session_duration`: short, so a window sees several refreshes.
     pub session: Duration,
     /// Latency samples per second per delivery path, all consumers together (each
     /// consumer samples every path once per W·C / rate seconds).
     pub rate: usize,
+    /// Consumer processes told to warm up at once.
+    pub batch: usize,
     raw: Vec<String>,
 }
 
@@ -33,9 +36,10 @@ impl Args {
         let mut parsed = Self {
             workloads: vec![10, 50],
             consumers: vec![1, 10],
-            window: Duration::from_secs(45),
+            window: Duration::from_secs(86),
             session: Duration::from_secs(15),
-            rate: 40,
+            rate: 10,
+            batch: 100,
             raw: Vec::new(),
         };
         for (flag, value) in cli::flag_values(args, USAGE)? {
@@ -51,6 +55,7 @@ impl Args {
                 "--window" => parsed.window = seconds()?,
                 "--session" => parsed.session = seconds()?,
                 "--rate" => parsed.rate = cli::positive(&flag, &value, USAGE)?,
+                "--batch" => parsed.batch = cli::positive(&flag, &value, USAGE)?,
                 _ => anyhow::bail!("unknown argument {flag}\n{USAGE}"),
             }
         }

@@ -2,6 +2,7 @@
 //! run as its workload's uid, driven over stdin and read line by line from stdout.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -82,30 +83,39 @@ impl Consumers {
                 tokio::spawn(read_lines(index, stdout, tx.clone()));
             }
         }
-        consumers.wait_all("ready", START_TIMEOUT).await?;
+        let all = 0..consumers.children.len();
+        consumers.wait_all(all, "ready", START_TIMEOUT).await?;
         Ok(consumers)
     }
 
-    /// Tells every consumer to fetch on every path until served; returns once all were,
-    /// with the roles IMDS named to them.
-    pub async fn warm(&mut self, timeout: Duration) -> anyhow::Result<Vec<String>> {
-        self.send("warm").await?;
-        let answers = self.wait_all("warm", timeout).await?;
-        Ok(answers
-            .iter()
-            .map(|a| a["role"].as_str().unwrap_or_default().to_owned())
-            .collect())
+    /// Tells the consumers, `batch` at a time (each batch once the previous one was
+    /// served), to fetch on every path until served; returns once all were, with the roles
+    /// IMDS named to them. Fails if one is not served within `timeout`.
+    pub async fn warm(&mut self, batch: usize, timeout: Duration) -> anyhow::Result<Vec<String>> {
+        let mut roles = Vec::with_capacity(self.children.len());
+        for first in (0..self.children.len()).step_by(batch.max(1)) {
+            let range = first..self.children.len().min(first + batch.max(1));
+            self.send(range.clone(), "warm").await?;
+            let answers = self.wait_all(range, "warm", timeout).await?;
+            roles.extend(
+                answers
+                    .iter()
+                    .map(|a| a["role"].as_str().unwrap_or_default().to_owned()),
+            );
+        }
+        Ok(roles)
     }
 
     /// Tells every consumer to start sampling.
     pub async fn measure(&mut self) -> anyhow::Result<()> {
-        self.send("measure").await
+        self.send(0..self.children.len(), "measure").await
     }
 
     /// Tells every consumer to stop, and gathers what they measured.
     pub async fn stop(mut self) -> anyhow::Result<Measured> {
-        self.send("stop").await?;
-        let answers = self.wait_all("samples", STOP_TIMEOUT).await?;
+        let all = 0..self.children.len();
+        self.send(all.clone(), "stop").await?;
+        let answers = self.wait_all(all, "samples", STOP_TIMEOUT).await?;
         let mut measured = Measured::default();
         for answer in answers {
             measured.errors += answer["errors"].as_u64().unwrap_or(0) as usize;
@@ -131,22 +141,24 @@ impl Consumers {
         Ok(measured)
     }
 
-    async fn send(&mut self, command: &str) -> anyhow::Result<()> {
+    /// Sends `command` to the consumers in `range`.
+    async fn send(&mut self, range: Range<usize>, command: &str) -> anyhow::Result<()> {
         let line = format!("{command}\n");
-        for stdin in &mut self.stdins {
+        for stdin in &mut self.stdins[range] {
             stdin.write_all(line.as_bytes()).await?;
         }
         Ok(())
     }
 
-    /// One answer from every consumer (`what` names it in errors), within `timeout`.
-    /// Fails at once if one reports an error.
+    /// One answer from every consumer in `range` (`what` names it in errors), within
+    /// `timeout`. Fails at once if one reports an error.
     async fn wait_all(
         &mut self,
+        range: Range<usize>,
         what: &str,
         timeout: Duration,
     ) -> anyhow::Result<Vec<serde_json::Value>> {
-        let total = self.children.len();
+        let total = range.len();
         let mut answers = vec![None; total];
         let mut missing = total;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -158,7 +170,10 @@ impl Consumers {
                     if let Some(error) = answer["error"].as_str() {
                         anyhow::bail!("consumer {index}, waiting for {what}: {error}");
                     }
-                    if answers[index].replace(answer).is_none() {
+                    let Some(slot) = index.checked_sub(range.start).filter(|s| *s < total) else {
+                        continue;
+                    };
+                    if answers[slot].replace(answer).is_none() {
                         missing -= 1;
                     }
                 }

@@ -41,17 +41,26 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let date = bench_support::command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let max_workloads = args.workloads.iter().copied().max().unwrap_or(1);
     let mut world = World::start(max_workloads).await?;
-    let mut rounds = Vec::new();
+    let (mut rounds, mut failed) = (Vec::new(), Vec::new());
     for &workloads in &args.workloads {
         for &consumers in &args.consumers {
             eprintln!("bench: W={workloads} C={consumers}");
-            let round = run_round(&mut world, args, workloads, consumers)
-                .await
-                .with_context(|| format!("round W={workloads} C={consumers}"))?;
-            print_round(&round);
-            rounds.push(round);
+            // A round that fails (its consumers and Steeple already stopped) is reported
+            // with why, and the others still run.
+            match run_round(&mut world, args, workloads, consumers).await {
+                Ok(round) => {
+                    print_round(&round);
+                    rounds.push(round);
+                }
+                Err(e) => {
+                    let failure = format!("W={workloads} C={consumers}: {e:#}");
+                    eprintln!("bench: failed {failure}");
+                    failed.push(failure);
+                }
+            }
         }
     }
+    anyhow::ensure!(!rounds.is_empty(), "every round failed: {failed:?}");
     let report = Report {
         date,
         machine: bench_support::machine_description(),
@@ -60,6 +69,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         session: args.session,
         rate: args.rate,
         rounds,
+        failed,
     };
     let markdown = report.markdown();
     println!("\n{markdown}");
@@ -87,7 +97,7 @@ fn print_round(round: &Round) {
             .map_or("–".to_owned(), |l| stats::us(l.p99))
     };
     eprintln!(
-        "bench: W={} C={}: warm in {:?} ({} STS calls), {} calls in {:?} = {:.1} / workload / hour; p99 µs: sds {} container {} imds {}; {} errors",
+        "bench: W={} C={}: warm in {:?} ({} STS calls), {} calls in {:?}, {:?} / workload / hour; p99 µs: sds {} container {} imds {}; {} errors",
         round.workloads,
         round.consumers,
         round.warm,

@@ -35,8 +35,10 @@ pub struct Report {
     pub session: Duration,
     /// Latency samples per second per path, all consumers together.
     pub rate: usize,
-    /// Every round, in the order run.
+    /// Every round that completed, in the order run.
     pub rounds: Vec<Round>,
+    /// The rounds that failed, each with why.
+    pub failed: Vec<String>,
 }
 
 impl Report {
@@ -64,6 +66,9 @@ impl Report {
         out.push_str(&self.ratios());
         out.push('\n');
         out.push_str(&self.latency_table());
+        for failed in &self.failed {
+            let _ = writeln!(out, "\nFailed round: {failed}");
+        }
         out.push_str(
             "\nLatency is wall clock on a shared 2-core machine (SPIRE, moto, Steeple, every \
              consumer process and other builds on the same cores): read it as an order of \
@@ -75,13 +80,15 @@ impl Report {
 
     fn calls_table(&self) -> String {
         let mut out = format!(
-            "STS `AssumeRoleWithWebIdentity` calls moto recorded, with `session_duration = \
-             \"{}s\"` (Steeple refreshes at 60–75 % of a session: {:.0} calls per workload \
-             per hour expected):\n\n\
+            "STS `AssumeRoleWithWebIdentity` calls moto recorded from each round's first \
+             request until the window's end, with `session_duration = \"{}s\"`; calls per \
+             hour from the mean time between one workload's audited exchanges (Steeple \
+             refreshes at 60–75 % of a session: {:.0} per workload per hour expected):\n\n\
              | W | C | consumer processes | warm-up (s) | calls in warm-up (workloads) \
-             | window (s) | calls in window | calls / hour | calls / workload / hour \
-             | same at 1 h sessions | round: moto / Steeple audited ok (failed) | fetch errors |\n\
-             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+             | window (s) | calls in window | calls / workload in window | refresh interval (s) \
+             | calls / hour | calls / workload / hour | same at 1 h sessions \
+             | round: moto / Steeple audited ok (failed) | fetch errors |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             self.session.as_secs(),
             self.expected_per_workload_hour()
         );
@@ -94,9 +101,12 @@ impl Report {
                 }
                 None => r.errors.to_string(),
             };
+            let figure = |v: Option<f64>, decimals: usize| {
+                v.map_or("–".to_owned(), |v| format!("{v:.decimals$}"))
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.1} | {} ({}) | {:.1} | {} | {:.0} | {:.1} | {:.2} | {} / {} ({}) | {error} |",
+                "| {} | {} | {} | {:.1} | {} ({}) | {:.1} | {} | {:.2} | {} | {} | {} | {} | {} / {} ({}) | {error} |",
                 r.workloads,
                 r.consumers,
                 r.workloads * r.consumers,
@@ -105,9 +115,15 @@ impl Report {
                 r.warm_workloads,
                 r.window.as_secs_f64(),
                 r.window_calls,
-                r.calls_per_hour(),
-                r.calls_per_workload_hour(),
-                self.at_one_hour_sessions(r.calls_per_workload_hour()),
+                r.window_calls as f64 / r.workloads as f64,
+                figure(r.refresh_interval.map(|i| i.as_secs_f64()), 2),
+                figure(r.calls_per_hour(), 0),
+                figure(r.calls_per_workload_hour(), 1),
+                figure(
+                    r.calls_per_workload_hour()
+                        .map(|c| self.at_one_hour_sessions(c)),
+                    2
+                ),
                 r.round_calls,
                 r.audited_ok,
                 r.audited_failed,
@@ -121,32 +137,28 @@ impl Report {
 
     fn ratios(&self) -> String {
         let mut out = String::from(
-            "Independent of C (calls / hour at the largest C over the smallest, same W; 1 \
-             expected, C× if consumers each exchanged) and proportional to W (largest W over \
-             the smallest, same C; W ratio expected):\n\n\
-             | compared | calls / hour ratio | expected | warm-up calls ratio |\n\
-             |---|---:|---:|---:|\n",
+            "Independent of C (largest C over the smallest, same W: 1 expected, C if each \
+             consumer exchanged) and proportional to W (largest W over the smallest, same C: \
+             the W ratio expected):\n\n\
+             | compared | calls in window | calls / hour | expected | calls in warm-up |\n\
+             |---|---:|---:|---:|---:|\n",
         );
-        for (a, b) in self.consumer_pairs() {
+        let pairs = self
+            .consumer_pairs()
+            .map(|(a, b)| {
+                let label = format!("W={}: C={} / C={}", a.workloads, b.consumers, a.consumers);
+                (label, a, b, 1.0)
+            })
+            .chain(self.workload_pairs().map(|(a, b)| {
+                let label = format!("C={}: W={} / W={}", a.consumers, b.workloads, a.workloads);
+                (label, a, b, b.workloads as f64 / a.workloads as f64)
+            }));
+        for (label, a, b, expected) in pairs {
             let _ = writeln!(
                 out,
-                "| W={}: C={} / C={} | {:.2} | 1 | {:.2} |",
-                a.workloads,
-                b.consumers,
-                a.consumers,
-                b.calls_per_hour() / a.calls_per_hour(),
-                b.warm_calls as f64 / a.warm_calls as f64,
-            );
-        }
-        for (a, b) in self.workload_pairs() {
-            let _ = writeln!(
-                out,
-                "| C={}: W={} / W={} | {:.2} | {:.2} | {:.2} |",
-                a.consumers,
-                b.workloads,
-                a.workloads,
-                b.calls_per_hour() / a.calls_per_hour(),
-                b.workloads as f64 / a.workloads as f64,
+                "| {label} | {:.2} | {} | {expected:.2} | {:.2} |",
+                b.window_calls as f64 / a.window_calls as f64,
+                ratio(a, b).map_or("–".to_owned(), |r| format!("{r:.2}")),
                 b.warm_calls as f64 / a.warm_calls as f64,
             );
         }
@@ -205,10 +217,11 @@ impl Report {
                     "warm_workloads_exchanged": r.warm_workloads,
                     "window_s": r.window.as_secs_f64(),
                     "window_calls": r.window_calls,
+                    "refresh_interval_s": r.refresh_interval.map(|i| i.as_secs_f64()),
                     "calls_per_hour": r.calls_per_hour(),
                     "calls_per_workload_hour": r.calls_per_workload_hour(),
                     "calls_per_workload_hour_at_1h_sessions":
-                        self.at_one_hour_sessions(r.calls_per_workload_hour()),
+                        r.calls_per_workload_hour().map(|c| self.at_one_hour_sessions(c)),
                     "round_calls_moto": r.round_calls,
                     "round_exchanges_audited_ok": r.audited_ok,
                     "round_exchanges_audited_failed": r.audited_failed,
@@ -218,14 +231,14 @@ impl Report {
                 })
             })
             .collect();
-        let ratio = |a: &Round, b: &Round| b.calls_per_hour() / a.calls_per_hour();
+        let calls = |a: &Round, b: &Round| b.window_calls as f64 / a.window_calls as f64;
         let by_consumers: Vec<Value> = self
             .consumer_pairs()
-            .map(|(a, b)| json!({"workloads": a.workloads, "consumers": [a.consumers, b.consumers], "calls_per_hour_ratio": ratio(a, b)}))
+            .map(|(a, b)| json!({"workloads": a.workloads, "consumers": [a.consumers, b.consumers], "window_calls_ratio": calls(a, b), "calls_per_hour_ratio": ratio(a, b)}))
             .collect();
         let by_workloads: Vec<Value> = self
             .workload_pairs()
-            .map(|(a, b)| json!({"consumers": a.consumers, "workloads": [a.workloads, b.workloads], "calls_per_hour_ratio": ratio(a, b)}))
+            .map(|(a, b)| json!({"consumers": a.consumers, "workloads": [a.workloads, b.workloads], "window_calls_ratio": calls(a, b), "calls_per_hour_ratio": ratio(a, b)}))
             .collect();
         json!({
             "date": self.date,
@@ -238,6 +251,7 @@ impl Report {
             "rounds": rounds,
             "ratios_largest_c_over_smallest": by_consumers,
             "ratios_largest_w_over_smallest": by_workloads,
+            "failed_rounds": self.failed,
         })
     }
 
@@ -275,6 +289,11 @@ impl Report {
             .collect();
         pairs.into_iter()
     }
+}
+
+/// `b`'s calls per hour over `a`'s.
+fn ratio(a: &Round, b: &Round) -> Option<f64> {
+    Some(b.calls_per_hour()? / a.calls_per_hour()?)
 }
 
 /// `d` in milliseconds, 3 decimals, as a number.

@@ -1,12 +1,16 @@
 //! One round at (W, C): a fresh Steeple node agent, C consumer processes for each of W
 //! workloads. They warm up (every path served once, which starts each workload's lease),
-//! then for the window moto's recorder counts the STS calls while the consumers sample
-//! every path's latency.
+//! then sample every path's latency. moto's recorder counts the STS calls from the first
+//! request until the window's end — a fixed time after every lease started, so each
+//! round sees the same refreshes whatever the warm-up took — and Steeple's audit trail
+//! times each workload's refreshes.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use steeple_e2e::moto::Moto;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::args::Args;
 use crate::consumers::Consumers;
@@ -15,6 +19,11 @@ use crate::world::{NodeAgent, ROLE, World, workloads};
 
 /// moto's recorder name of the exchange.
 const STS_OP: &str = "AssumeRoleWithWebIdentity";
+/// How long one batch of consumers may take to warm up: a Delegated Identity API lookup
+/// per process and one exchange per workload, all at once.
+const WARM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Least time left for sampling latencies after the warm-up.
+const MIN_SAMPLING: Duration = Duration::from_secs(10);
 
 /// Everything measured at one (W, C).
 #[derive(Debug)]
@@ -29,10 +38,12 @@ pub struct Round {
     pub warm_calls: usize,
     /// Workloads among those calls' session names.
     pub warm_workloads: usize,
-    /// How long the calls were counted and latencies sampled.
+    /// How long the calls were counted, from the first request.
     pub window: Duration,
-    /// STS calls in the window.
+    /// STS calls in the window (the warm-up's included).
     pub window_calls: usize,
+    /// Mean time between two successive exchanges of one workload, from the audit trail.
+    pub refresh_interval: Option<Duration>,
     /// STS calls moto saw over the whole round, for [`Round::audited_ok`].
     pub round_calls: usize,
     /// Exchanges Steeple audited with outcome `ok` over the whole round.
@@ -48,14 +59,15 @@ pub struct Round {
 }
 
 impl Round {
-    /// STS calls in the window, per hour.
-    pub fn calls_per_hour(&self) -> f64 {
-        self.window_calls as f64 * 3600.0 / self.window.as_secs_f64()
+    /// STS calls per workload per hour in steady state: one per refresh interval.
+    pub fn calls_per_workload_hour(&self) -> Option<f64> {
+        self.refresh_interval.map(|i| 3600.0 / i.as_secs_f64())
     }
 
-    /// The same, per workload.
-    pub fn calls_per_workload_hour(&self) -> f64 {
-        self.calls_per_hour() / self.workloads as f64
+    /// The same for all W workloads.
+    pub fn calls_per_hour(&self) -> Option<f64> {
+        self.calls_per_workload_hour()
+            .map(|c| c * self.workloads as f64)
     }
 }
 
@@ -74,8 +86,15 @@ pub async fn run_round(
     let mut consumers = Consumers::start(world, &agent, &workloads, per_workload, interval).await?;
 
     let started = Instant::now();
-    let roles = consumers.warm(warm_timeout(processes)).await?;
+    let end = started + args.window;
+    let roles = consumers.warm(args.batch, WARM_TIMEOUT).await?;
     let warm = started.elapsed();
+    anyhow::ensure!(
+        warm + MIN_SAMPLING < args.window,
+        "warming {processes} consumers took {warm:?}, leaving under {MIN_SAMPLING:?} of the \
+         {:?} window: raise --window",
+        args.window
+    );
     if let Some(other) = roles.iter().find(|r| *r != ROLE) {
         anyhow::bail!("a consumer was given role {other:?}, not {ROLE:?}");
     }
@@ -87,14 +106,13 @@ pub async fn run_round(
         .count();
 
     consumers.measure().await?;
-    let window_start = Instant::now();
-    tokio::time::sleep(args.window).await;
+    tokio::time::sleep_until(end.into()).await;
     let at_end = sts_sessions(world.moto())?.len();
-    let window = window_start.elapsed();
+    let window = started.elapsed();
     let measured = consumers.stop().await?;
 
     let round_calls = sts_sessions(world.moto())?.len() - start;
-    let (audited_ok, audited_failed) = audited_exchanges(&agent);
+    let audited = audited_exchanges(&agent);
     let mut latency = BTreeMap::new();
     for (path, samples) in measured.latencies {
         if !samples.is_empty() {
@@ -108,10 +126,11 @@ pub async fn run_round(
         warm_calls: at_warm - start,
         warm_workloads,
         window,
-        window_calls: at_end - at_warm,
+        window_calls: at_end - start,
+        refresh_interval: audited.refresh_interval(),
         round_calls,
-        audited_ok,
-        audited_failed,
+        audited_ok: audited.ok.values().map(Vec::len).sum(),
+        audited_failed: audited.failed,
         latency,
         errors: measured.errors,
         first_error: measured.first_error,
@@ -128,24 +147,54 @@ fn sts_sessions(moto: &Moto) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// STS exchanges `agent` audited: (outcome `ok`, any other outcome).
-fn audited_exchanges(agent: &NodeAgent) -> (usize, usize) {
+/// STS exchanges a round's Steeple audited.
+struct Audited {
+    /// When each workload's `ok` exchanges happened, oldest first.
+    ok: BTreeMap<String, Vec<OffsetDateTime>>,
+    /// Exchanges with any other outcome.
+    failed: usize,
+}
+
+impl Audited {
+    /// The mean time between two successive exchanges of one workload.
+    fn refresh_interval(&self) -> Option<Duration> {
+        let (mut total, mut count) = (0.0, 0u32);
+        for times in self.ok.values() {
+            for pair in times.windows(2) {
+                total += (pair[1] - pair[0]).as_seconds_f64();
+                count += 1;
+            }
+        }
+        (count > 0).then(|| Duration::from_secs_f64(total / f64::from(count)))
+    }
+}
+
+/// The STS exchanges `agent` audited (`exchange` events of the `aws-sts` side).
+fn audited_exchanges(agent: &NodeAgent) -> Audited {
     let text = std::fs::read_to_string(&agent.audit).unwrap_or_default();
-    let exchanges: Vec<serde_json::Value> = text
+    let mut audited = Audited {
+        ok: BTreeMap::new(),
+        failed: 0,
+    };
+    let events = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| {
             e["exchange"]
                 .as_str()
                 .is_some_and(|x| x.starts_with("aws-sts "))
-        })
-        .collect();
-    let ok = exchanges.iter().filter(|e| e["outcome"] == "ok").count();
-    (ok, exchanges.len() - ok)
-}
-
-/// Every consumer's first fetches: a Delegated Identity API lookup per process and one
-/// exchange per workload, all at once.
-fn warm_timeout(processes: usize) -> Duration {
-    Duration::from_secs(60) + Duration::from_millis(100) * processes as u32
+        });
+    for event in events {
+        let at = event["timestamp"]
+            .as_str()
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+        match (event["outcome"] == "ok", at) {
+            (true, Some(at)) => {
+                let id = event["spiffe_id"].as_str().unwrap_or_default().to_owned();
+                audited.ok.entry(id).or_default().push(at);
+            }
+            _ => audited.failed += 1,
+        }
+    }
+    audited
 }
