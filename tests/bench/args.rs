@@ -54,7 +54,7 @@ impl Args {
                 }
                 "--rotations" => parsed.rotations = cli::positive(&flag, &value, USAGE)?,
                 "--per-connection" => parsed.per_connection = cli::positive(&flag, &value, USAGE)?,
-                "--targets" => parsed.targets = cli::targets(&value, USAGE)?,
+                "--targets" => parsed.targets = Target::list(&value, USAGE)?,
                 "--guard" => {
                     parsed.guard = Some(match value.as_str() {
                         "check" => guard::Mode::Check,

@@ -1,6 +1,4 @@
-//! The SDS benchmarks' command line (after `cargo bench … --`), parsed by hand.
-
-use crate::figures::Target;
+//! The benchmarks' command line (after `cargo bench … --`), parsed by hand.
 
 /// The `--flag value` / `--flag=value` pairs of `args`, in order. `--bench`, which
 /// `cargo bench` passes, is left out.
@@ -39,17 +37,5 @@ pub fn positives(flag: &str, value: &str, usage: &str) -> anyhow::Result<Vec<usi
     value
         .split(',')
         .map(|n| positive(flag, n.trim(), usage))
-        .collect()
-}
-
-/// Comma-separated targets: `spire`, `steeple`.
-pub fn targets(value: &str, usage: &str) -> anyhow::Result<Vec<Target>> {
-    value
-        .split(',')
-        .map(|name| match name.trim() {
-            "spire" => Ok(Target::SpireAgent),
-            "steeple" => Ok(Target::Steeple),
-            other => anyhow::bail!("--targets: {other:?} is neither spire nor steeple\n{usage}"),
-        })
         .collect()
 }

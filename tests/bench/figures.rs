@@ -20,6 +20,20 @@ impl Target {
             Self::Steeple => "Steeple",
         }
     }
+
+    /// Comma-separated targets (`--targets`): `spire`, `steeple`.
+    pub fn list(value: &str, usage: &str) -> anyhow::Result<Vec<Self>> {
+        value
+            .split(',')
+            .map(|name| match name.trim() {
+                "spire" => Ok(Self::SpireAgent),
+                "steeple" => Ok(Self::Steeple),
+                other => {
+                    anyhow::bail!("--targets: {other:?} is neither spire nor steeple\n{usage}")
+                }
+            })
+            .collect()
+    }
 }
 
 /// One rotation as seen by every stream of one target.

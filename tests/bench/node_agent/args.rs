@@ -51,7 +51,7 @@ impl Args {
                 }
                 "--rotations" => parsed.rotations = cli::positive(&flag, &value, USAGE)?,
                 "--batch" => parsed.batch = cli::positive(&flag, &value, USAGE)?,
-                "--targets" => parsed.targets = cli::targets(&value, USAGE)?,
+                "--targets" => parsed.targets = Target::list(&value, USAGE)?,
                 _ => anyhow::bail!("unknown argument {flag}\n{USAGE}"),
             }
         }
