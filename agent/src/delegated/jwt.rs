@@ -184,9 +184,16 @@ impl JwtSvidSource for IdentityJwt {
                 )));
             };
             let pick = Pick::Id(&self.spiffe_id);
-            Ok(fetch(&client, &caller, pid, audience, pick)
-                .await?
-                .credential)
+            match fetch(&client, &caller, pid, audience, pick).await {
+                Ok(obtained) => Ok(obtained.credential),
+                // That process exited mid-fetch; another of the identity may still run.
+                Err(e) if e.kind == ExchangeErrorKind::Fatal => Err(ExchangeError::new(
+                    ExchangeErrorKind::Transient,
+                    e.code,
+                    e.message,
+                )),
+                Err(e) => Err(e),
+            }
         })
     }
 }
