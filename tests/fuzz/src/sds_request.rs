@@ -237,7 +237,8 @@ impl Session {
     /// Never an empty response; only granted, existing resources; nothing both sent and
     /// removed; nonces increase.
     fn check_delta(&mut self, response: &DeltaResponse, snapshot: &View, outcome: &mut SdsOutcome) {
-        let Ok(response) = DeltaDiscoveryResponse::decode(response.encode_to_vec().as_slice()) else {
+        let Ok(response) = DeltaDiscoveryResponse::decode(response.encode_to_vec().as_slice())
+        else {
             panic!("a delta response that does not decode");
         };
         assert!(
