@@ -19,8 +19,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use super::caller_credentials::{CallerCredentials, RoleCredentials};
+use super::caller_credentials::CallerCredentials;
 use super::delivery::container_json;
+use super::role_credentials::RoleCredentials;
 use crate::http_serve::{SecretBody, forwarded};
 
 /// The endpoint's name in audit events.

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::authz::{Policy, Rule, SharedPolicy};
-use crate::aws::caller_credentials::RoleCredentials;
+use crate::aws::role_credentials::RoleCredentials;
 use std::time::SystemTime;
 use steeple_plugin_api::{AwsCredentials, SecretBytes};
 

@@ -25,9 +25,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::caller_credentials::{Authorized, CallerCredentials, RoleCredentials};
+use super::caller_credentials::{Authorized, CallerCredentials};
 use super::delivery::instance_profile_json;
 use super::imds_tokens::{MAX_TOKEN_LEN, TokenBinding, TokenRefusal, TokenTable};
+use super::role_credentials::RoleCredentials;
 use crate::authz::{Caller, tcp_peer};
 use crate::http_serve::{SecretBody, forwarded};
 

@@ -11,6 +11,7 @@ pub mod imds;
 mod imds_tokens;
 pub mod key_probe;
 pub mod per_workload;
+pub mod role_credentials;
 pub mod seal;
 
 use std::sync::Arc;
@@ -26,8 +27,9 @@ use crate::config::AwsConfig;
 use crate::exchange::{self, CredentialWatch};
 use crate::side_context::SideContext;
 use crate::workload_roles::WorkloadRoles;
-use caller_credentials::{CallerCredentials, RoleCredentials};
+use caller_credentials::CallerCredentials;
 use per_workload::PerWorkloadRoles;
+use role_credentials::RoleCredentials;
 
 /// Why the AWS side could not start.
 #[derive(Debug, thiserror::Error)]

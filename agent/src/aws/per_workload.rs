@@ -12,7 +12,7 @@ use steeple_plugin_aws::{KmsConfig, KmsEnvelopeResolver, StsExchanger};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::caller_credentials::RoleCredentials;
+use super::role_credentials::RoleCredentials;
 use super::{AwsStartError, config_error, delivery, kms_config, sts_config};
 use crate::authz::Caller;
 use crate::caller_identity::{CallerIdentities, CallerIdentity};
