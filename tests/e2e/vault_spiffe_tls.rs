@@ -66,7 +66,7 @@ async fn vault_is_trusted_by_the_live_spiffe_bundle() -> anyhow::Result<()> {
         &envelopes.join("rows.json"),
         &[
             kv_row(KV_PATH, &format!("secret/{KV_SECRET}"), Some("password")),
-            seal_transit_in(&bao, Some(NAMESPACE), BIG_PATH, &big)?,
+            seal_transit_in(&bao, Some(NAMESPACE), support::TRANSIT_KEY, BIG_PATH, &big)?,
         ],
     )?;
     let config = format!(

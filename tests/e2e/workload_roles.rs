@@ -12,9 +12,11 @@
 //! - however many consumers a workload has, its role is exchanged once;
 //! - no credential or token shows up in Steeple's logs or audit trail;
 //! - envelopes are decrypted with the *requesting* workload's own roles (the agent has
-//!   none): A gets its `kms_envelope` and its `vault_delegate` envelope, each resolved
-//!   once however often it asks; an envelope A is granted but its Vault role cannot read
-//!   is not served (an ERROR names its path and A); B is refused A's envelope.
+//!   none): A gets its `kms_envelope`, its `vault_delegate` envelope and its
+//!   `vault_transit` envelope, each resolved once however often it asks; a KV envelope
+//!   A is granted but its Vault role cannot read, and a transit envelope sealed with a
+//!   key its Vault role cannot decrypt with, are not served (an ERROR names each path
+//!   and A); B is refused A's envelope.
 
 use std::time::Duration;
 
@@ -26,8 +28,7 @@ use steeple_e2e::{Spire, SpireOptions, free_port};
 
 use super::aws_envelopes::support::{request_from_child, seal};
 use super::node_agent::NodeAgent;
-use super::vault_envelopes::support::kv_row;
-use super::vault_envelopes::support::spire_jwt_keys;
+use super::vault_envelopes::support::{kv_row, seal_transit_in, spire_jwt_keys};
 
 const STEEPLE: &str = "spiffe://example.org/steeple";
 
@@ -301,17 +302,21 @@ fn vault_reads_as(node: &NodeAgent, uid: u32, bao: &OpenBao) -> anyhow::Result<s
 }
 
 /// OpenBao as an operator sets it up for per-workload roles: JWT auth trusting SPIRE's
-/// keys, and per workload a KV path, a policy reading only it and a JWT role bound to
-/// the workload's SPIFFE ID (`bound_subject`).
+/// keys, and per workload a KV path, a transit key (named after its role), a policy
+/// reading only that path and decrypting only with that key, and a JWT role bound to the
+/// workload's SPIFFE ID (`bound_subject`).
 fn configure_vault(bao: &OpenBao, spire: &Spire) -> anyhow::Result<()> {
     let admin = bao.admin();
     admin.enable_jwt_auth("jwt", &JwtKeys::Pubkeys(spire_jwt_keys(spire)?), None)?;
+    admin.enable_transit("transit")?;
     for workload in [&A, &B] {
         let path = format!("{}/config", workload.role);
         admin.kv_put("secret", &path, &[("owner", workload.role)])?;
+        admin.create_transit_key("transit", workload.role, false)?;
         let policy = format!(
-            "path \"secret/data/{}/*\" {{ capabilities = [\"read\"] }}\n",
-            workload.role
+            "path \"secret/data/{role}/*\" {{ capabilities = [\"read\"] }}\n\
+             path \"transit/decrypt/{role}\" {{ capabilities = [\"update\"] }}\n",
+            role = workload.role
         );
         admin.write_policy(workload.role, &policy)?;
         admin.write_jwt_role(
@@ -393,6 +398,11 @@ const A_FORBIDDEN_KV: &str = "payments/web-config";
 /// A's `kms_envelope`, decrypted with A's AWS role's credentials.
 const A_KMS: &str = "payments/api-key";
 const KMS_PLAINTEXT: &[u8] = b"canary-kms-per-workload-7d21";
+/// A's `vault_transit` envelope, sealed with A's transit key: decrypted with A's token.
+const A_TRANSIT: &str = "payments/signing-key";
+const TRANSIT_PLAINTEXT: &str = "canary-transit-per-workload-4e58";
+/// Granted to A too, but sealed with B's transit key: A's Vault role cannot decrypt it.
+const A_FORBIDDEN_TRANSIT: &str = "payments/web-session-key";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelopes_are_decrypted_with_the_requesting_workloads_own_roles() -> anyhow::Result<()> {
@@ -413,17 +423,31 @@ async fn envelopes_are_decrypted_with_the_requesting_workloads_own_roles() -> an
         aws.endpoint(),
         key.split("key/").next().unwrap_or_default(),
     );
-    let allow = "[[vault.allow]]\nmount = \"secret\"\npaths = [\"payments\", \"web\"]\n";
+    let allow = "[[vault.allow]]\nmount = \"secret\"\npaths = [\"payments\", \"web\"]\n\
+                 [[vault.allow]]\nmount = \"transit\"\npaths = [\"payments\", \"web\"]\n";
     let config = roles_config(&aws, &bao, &ports, &work, (&kms, allow)) + &envelope_rules();
     let node = NodeAgent::start_with(&spire, &config)?;
     let rows = vec![
         kv_row(A_KV, "secret/payments/config", Some("owner")),
         kv_row(A_FORBIDDEN_KV, "secret/web/config", Some("owner")),
         seal(&aws, &key, A_KMS, "app=payments", KMS_PLAINTEXT)?,
+        seal_transit_in(&bao, None, A.role, A_TRANSIT, TRANSIT_PLAINTEXT)?,
+        seal_transit_in(
+            &bao,
+            None,
+            B.role,
+            A_FORBIDDEN_TRANSIT,
+            "sealed-with-web-key",
+        )?,
     ];
     steeple_e2e::steeple::write_rows(&node.dir.path().join("envelopes/roles.json"), &rows)?;
 
-    for (name, len) in [(A_KV, A.role.len()), (A_KMS, KMS_PLAINTEXT.len())] {
+    let served_to_a = [
+        (A_KV, A.role.len()),
+        (A_KMS, KMS_PLAINTEXT.len()),
+        (A_TRANSIT, TRANSIT_PLAINTEXT.len()),
+    ];
+    for (name, len) in served_to_a {
         for _ in 0..3 {
             let (served, out) = node.fetch_as(A.uid, name, 20)?;
             anyhow::ensure!(served, "A fetching {name}: {out}\n{}", node.steeple.logs());
@@ -434,20 +458,30 @@ async fn envelopes_are_decrypted_with_the_requesting_workloads_own_roles() -> an
             .count();
         anyhow::ensure!(resolved == 1, "{name} resolved {resolved} times for A");
     }
-    let (served, out) = node.fetch_as(A.uid, A_FORBIDDEN_KV, 6)?;
-    anyhow::ensure!(!served, "A got the envelope on B's KV path: {out}");
-    let logs = node.steeple.logs();
-    anyhow::ensure!(
-        logs.lines()
-            .any(|l| l.contains("ERROR") && l.contains(A_FORBIDDEN_KV) && l.contains(A.id)),
-        "no ERROR naming {A_FORBIDDEN_KV} and A:\n{logs}"
-    );
+    for name in [A_FORBIDDEN_KV, A_FORBIDDEN_TRANSIT] {
+        let (served, out) = node.fetch_as(A.uid, name, 6)?;
+        anyhow::ensure!(
+            !served,
+            "A got {name}, which its Vault role may not open: {out}"
+        );
+        let logs = node.steeple.logs();
+        anyhow::ensure!(
+            logs.lines()
+                .any(|l| l.contains("ERROR") && l.contains(name) && l.contains(A.id)),
+            "no ERROR naming {name} and A:\n{logs}"
+        );
+    }
     let (served, out) = node.fetch_as(B.uid, A_KV, 3)?;
     anyhow::ensure!(
         !served && out.contains("not authorized"),
         "B fetching {A_KV}: {out}"
     );
-    let secrets = [KMS_PLAINTEXT, bao.root_token().as_bytes()].map(<[u8]>::to_vec);
+    let secrets = [
+        KMS_PLAINTEXT,
+        TRANSIT_PLAINTEXT.as_bytes(),
+        bao.root_token().as_bytes(),
+    ]
+    .map(<[u8]>::to_vec);
     assert_not_in_logs(&secrets, &node.steeple.logs())?;
     assert_not_in_logs(&secrets, &std::fs::read_to_string(&node.audit)?)?;
     Ok(())

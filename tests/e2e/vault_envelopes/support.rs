@@ -116,20 +116,21 @@ pub fn seal_transit(
     path: &str,
     plaintext: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    seal_transit_in(bao, None, path, plaintext)
+    seal_transit_in(bao, None, TRANSIT_KEY, path, plaintext)
 }
 
-/// [`seal_transit`] with the transit key of `namespace`, trusting the server's CA if it
+/// [`seal_transit`] with transit key `key` of `namespace`, trusting the server's CA if it
 /// has one.
 pub fn seal_transit_in(
     bao: &OpenBao,
     namespace: Option<&str>,
+    key: &str,
     path: &str,
     plaintext: &str,
 ) -> anyhow::Result<serde_json::Value> {
     let configure = |command: &mut Command| {
         command
-            .args(["--provider", "vault_transit", "--key-id", TRANSIT_KEY])
+            .args(["--provider", "vault_transit", "--key-id", key])
             .args(["--logical-path", path])
             .env("VAULT_ADDR", bao.addr())
             .env("VAULT_TOKEN", bao.root_token())
