@@ -30,13 +30,13 @@ fn notifier(notify_socket: &str, watchdog: Option<Duration>) -> SystemdNotifier 
 
 fn svid() -> Secret {
     let now = SystemTime::now();
-    Secret::Certificate(Certificate {
+    Secret::Certificate(std::sync::Arc::new(Certificate {
         spiffe_id: "spiffe://example.org/web".into(),
         chain_der: vec![vec![1]],
         key_pkcs8: SecretBytes::copy_from(b"k"),
         not_before: now - Duration::from_secs(60),
         not_after: now + Duration::from_secs(600),
-    })
+    }))
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn ready_is_sent_once_everything_is_held_and_reloads_and_stops_are_announced() {
     let manager = manager(&SocketAddr::from_pathname(&path).expect("path"));
     let notifier = notifier(&path.display().to_string(), None);
     let store = Arc::new(SecretStore::new());
-    let readiness = Readiness::new(store.clone(), &[]);
+    let readiness = Readiness::of_store(store.clone());
     let mut last = String::new();
 
     notifier.reloaded();
