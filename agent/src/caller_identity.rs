@@ -182,13 +182,13 @@ mod tests {
     }
 
     fn svid(id: &str) -> Secret {
-        Secret::Certificate(Certificate {
+        Secret::Certificate(std::sync::Arc::new(Certificate {
             spiffe_id: id.into(),
             chain_der: Vec::new(),
             key_pkcs8: SecretBytes::copy_from(b"key"),
             not_before: SystemTime::now(),
             not_after: SystemTime::now() + Duration::from_secs(3600),
-        })
+        }))
     }
 
     #[tokio::test]

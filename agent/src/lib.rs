@@ -27,6 +27,7 @@ pub mod sds;
 pub mod seal_request;
 pub mod side_context;
 pub mod sides;
+pub mod small_codec;
 pub mod spiffe_ids;
 pub mod store;
 pub mod supervisor;

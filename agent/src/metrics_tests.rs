@@ -95,7 +95,7 @@ fn svid_expiry_comes_from_the_store_and_no_secret_value_is_rendered() {
     store.sync_source(
         &Source::JwtSvid("test".into()),
         vec![
-            ("default".into(), Secret::Certificate(cert)),
+            ("default".into(), Secret::Certificate(cert.into())),
             (
                 "token".into(),
                 Secret::Generic(SecretBytes::copy_from(b"generic-canary")),

@@ -6,13 +6,13 @@ use super::*;
 use crate::store::{Certificate, Source};
 
 fn cert(not_after: SystemTime) -> Secret {
-    Secret::Certificate(Certificate {
+    Secret::Certificate(std::sync::Arc::new(Certificate {
         spiffe_id: "spiffe://example.org/web".into(),
         chain_der: vec![vec![1]],
         key_pkcs8: SecretBytes::copy_from(b"k"),
         not_before: SystemTime::now() - Duration::from_secs(60),
         not_after,
-    })
+    }))
 }
 
 fn jwt_svid(audience: &str) -> JwtSvidConfig {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use spire_api::pb::spire::api::agent::delegatedidentity::v1::SubscribeToX509BundlesRequest;
 use steeple_plugin_api::lease::{Backoff, RepeatFilter};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +16,7 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Follows the bundle stream until `shutdown`, publishing each full set on `tx`.
 pub async fn follow(
-    mut client: DelegatedClient,
+    client: DelegatedClient,
     tx: watch::Sender<Arc<BundleMap>>,
     shutdown: CancellationToken,
 ) {
@@ -26,32 +25,26 @@ pub async fn follow(
     loop {
         let opened = tokio::select! {
             () = shutdown.cancelled() => return,
-            r = tokio::time::timeout(OPEN_TIMEOUT, client.subscribe_to_x509_bundles(SubscribeToX509BundlesRequest {})) => r,
+            r = tokio::time::timeout(OPEN_TIMEOUT, client.subscribe_to_x509_bundles()) => r,
         };
         let why = match opened {
-            Ok(Ok(stream)) => {
-                let mut stream = stream.into_inner();
-                loop {
-                    let message = tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        m = stream.message() => m,
-                    };
-                    match message {
-                        Ok(Some(update)) => {
-                            errors.recovered("SubscribeToX509Bundles");
-                            backoff.reset();
-                            let bundles = bundle_map(update.ca_certificates);
-                            tracing::info!(
-                                bundles = bundles.len(),
-                                "delegated: trust bundles updated"
-                            );
-                            tx.send_replace(Arc::new(bundles));
-                        }
-                        Ok(None) => break "stream closed by SPIRE agent".to_owned(),
-                        Err(status) => break super::explain(&status),
+            Ok(Ok(mut stream)) => loop {
+                let message = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    m = stream.message() => m,
+                };
+                match message {
+                    Ok(Some(update)) => {
+                        errors.recovered("SubscribeToX509Bundles");
+                        backoff.reset();
+                        let bundles = bundle_map(update.ca_certificates);
+                        tracing::info!(bundles = bundles.len(), "delegated: trust bundles updated");
+                        tx.send_replace(Arc::new(bundles));
                     }
+                    Ok(None) => break "stream closed by SPIRE agent".to_owned(),
+                    Err(status) => break super::explain(&status),
                 }
-            }
+            },
             Ok(Err(status)) => super::explain(&status),
             Err(_) => format!("no answer within {}s", OPEN_TIMEOUT.as_secs()),
         };

@@ -1,8 +1,6 @@
 //! `steeple doctor`'s check of delegated mode: SPIRE agent's admin socket answers, and
 //! accepts Steeple as a delegate (its own SPIFFE ID in the agent's `authorized_delegates`).
 
-use spire_api::pb::spire::api::agent::delegatedidentity::v1::SubscribeToX509BundlesRequest;
-
 use super::{DelegatedClient, NOT_A_DELEGATE, explain};
 use crate::config::IdentityMode;
 use crate::doctor_check::{CALL_TIMEOUT, Check};
@@ -20,12 +18,9 @@ pub async fn check(mode: &IdentityMode) -> Option<Check> {
 
 async fn delegate(settings: &crate::config::DelegatedConfig) -> Check {
     let socket = settings.admin_socket.display().to_string();
-    let mut client = DelegatedClient::new(crate::uds::lazy_channel(&settings.admin_socket));
+    let client = DelegatedClient::new(crate::uds::lazy_channel(&settings.admin_socket));
     let first = async {
-        let mut stream = client
-            .subscribe_to_x509_bundles(SubscribeToX509BundlesRequest {})
-            .await?
-            .into_inner();
+        let mut stream = client.subscribe_to_x509_bundles().await?;
         stream.message().await
     };
     let why = match tokio::time::timeout(CALL_TIMEOUT, first).await {

@@ -93,12 +93,10 @@ pub async fn fetch(
         selectors: Vec::new(),
         pid,
     };
-    let mut client = client.clone();
-    let response = tokio::time::timeout(FETCH_TIMEOUT, client.fetch_jwtsvi_ds(request))
+    let response = tokio::time::timeout(FETCH_TIMEOUT, client.fetch_jwt_svids(request))
         .await
         .map_err(|_| fetch_error(format!("no answer within {}s", FETCH_TIMEOUT.as_secs())))?
-        .map_err(|status| fetch_error(super::explain(&status)))?
-        .into_inner();
+        .map_err(|status| fetch_error(super::explain(&status)))?;
     if !caller.still_running() {
         return Err(ExchangeError::new(
             ExchangeErrorKind::Fatal,

@@ -10,6 +10,7 @@
 
 mod answers;
 pub mod bundles;
+pub mod client;
 pub mod convert;
 pub mod doctor;
 mod envelopes;
@@ -19,7 +20,6 @@ pub mod workload;
 
 use std::sync::Arc;
 
-use spire_api::pb::spire::api::agent::delegatedidentity::v1::delegated_identity_client::DelegatedIdentityClient;
 use steeple_plugin_api::lease::RepeatFilter;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -27,10 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::DelegatedConfig;
 use crate::identity::DefaultNames;
+pub use client::DelegatedClient;
 pub use registry::{Workload, Workloads};
-
-/// The Delegated Identity API client over the admin socket (lazily connected).
-pub type DelegatedClient = DelegatedIdentityClient<tonic::transport::Channel>;
 
 /// What SPIRE says when Steeple's own SPIFFE ID is not an authorized delegate.
 const NOT_A_DELEGATE: &str = "caller not configured as an authorized delegate";
@@ -42,7 +40,7 @@ pub fn start(
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Arc<Workloads> {
-    let client = DelegatedIdentityClient::new(crate::uds::lazy_channel(&settings.admin_socket));
+    let client = DelegatedClient::new(crate::uds::lazy_channel(&settings.admin_socket));
     let (tx, rx) = watch::channel(Arc::default());
     tasks.spawn(bundles::follow(client.clone(), tx, shutdown.clone()));
     tracing::info!(admin_socket = %settings.admin_socket.display(), "delegated mode: each SDS caller gets its own identity from SPIRE agent's Delegated Identity API");

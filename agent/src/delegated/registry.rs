@@ -20,7 +20,7 @@ use crate::envelopes::per_workload::WorkloadEnvelopes;
 use crate::identity::DefaultNames;
 use crate::identity::x509::Follower;
 use crate::store::names::JWT_SVID_PREFIX;
-use crate::store::{DemandRefused, OnDemand, SecretStore, Source};
+use crate::store::{DemandRefused, OnDemand, PublicEntries, SecretStore, Source};
 use crate::workload_roles::WorkloadResource;
 
 /// How long a workload stays followed after a `FetchSecrets` that needed it, so a client
@@ -207,6 +207,8 @@ pub struct Workloads {
     resources: Offered,
     /// Envelopes resolved per workload identity, when they are.
     envelopes: SharedEnvelopes,
+    /// The bundle entries every workload's store shares.
+    public: Arc<PublicEntries>,
     shutdown: CancellationToken,
 }
 
@@ -228,6 +230,7 @@ impl Workloads {
             lingering: Mutex::default(),
             resources: Offered::default(),
             envelopes: SharedEnvelopes::default(),
+            public: Arc::default(),
             shutdown,
         }
     }
@@ -318,7 +321,7 @@ impl Workloads {
     }
 
     fn start(&self, caller: Arc<Caller>, pid: i32) -> Workload {
-        let store = Arc::new(SecretStore::new());
+        let store = Arc::new(SecretStore::sharing(self.public.clone()));
         let stop = self.shutdown.child_token();
         let task = WorkloadFollow {
             client: self.client.clone(),

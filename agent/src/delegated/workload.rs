@@ -11,9 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use spire_api::pb::spire::api::agent::delegatedidentity::v1::{
-    SubscribeToX509sviDsRequest, SubscribeToX509sviDsResponse,
-};
+use spire_api::pb::spire::api::agent::delegatedidentity::v1::SubscribeToX509sviDsResponse;
 use steeple_plugin_api::wall_clock;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +65,9 @@ pub(crate) async fn follow(mut w: WorkloadFollow, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wall_clock::nap_towards(next)) => {}
             () = tokio::time::sleep_until(retry_at), if stream.is_none() => {
-                stream = w.open(&stop).await;
+                // Boxed: opening is rare, and inline its future would size every
+                // workload's task for it the whole time.
+                stream = Box::pin(w.open(&stop)).await;
                 attested = false;
                 if stream.is_none() {
                     retry_at = tokio::time::Instant::now() + w.follower.backoff.next_delay();
@@ -114,16 +114,12 @@ impl WorkloadFollow {
         &mut self,
         stop: &CancellationToken,
     ) -> Option<Streaming<SubscribeToX509sviDsResponse>> {
-        let request = SubscribeToX509sviDsRequest {
-            selectors: Vec::new(),
-            pid: self.pid,
-        };
         let opened = tokio::select! {
             () = stop.cancelled() => return None,
-            r = tokio::time::timeout(OPEN_TIMEOUT, self.client.subscribe_to_x509svi_ds(request)) => r,
+            r = tokio::time::timeout(OPEN_TIMEOUT, self.client.subscribe_to_x509_svids(self.pid)) => r,
         };
         let why = match opened {
-            Ok(Ok(response)) => return Some(response.into_inner()),
+            Ok(Ok(stream)) => return Some(stream),
             Ok(Err(status)) => super::explain(&status),
             Err(_) => format!("no answer within {}s", OPEN_TIMEOUT.as_secs()),
         };

@@ -21,7 +21,7 @@ const SOURCE: Source = Source::X509Identity;
 #[derive(Debug, Default)]
 pub struct X509State {
     /// Valid SVIDs in the Workload API's order (the first is the default).
-    svids: Vec<Certificate>,
+    svids: Vec<Arc<Certificate>>,
     /// Trust domain name → roots, own and federated.
     bundles: BTreeMap<String, TrustBundle>,
     /// The trust domain of the default SVID.
@@ -44,7 +44,7 @@ fn alarm_overdue(state: &X509State) {
 }
 
 /// Each SVID's SPIFFE ID and leaf certificate (public parts only).
-pub(super) fn leaves(svids: &[Certificate]) -> BTreeMap<String, Vec<u8>> {
+pub(super) fn leaves(svids: &[Arc<Certificate>]) -> BTreeMap<String, Vec<u8>> {
     svids
         .iter()
         .filter_map(|c| Some((c.spiffe_id.clone(), c.chain_der.first()?.clone())))
@@ -52,7 +52,7 @@ pub(super) fn leaves(svids: &[Certificate]) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// How many SPIFFE IDs of `before` now have a different leaf certificate.
-pub(super) fn rotations(before: &BTreeMap<String, Vec<u8>>, after: &[Certificate]) -> usize {
+pub(super) fn rotations(before: &BTreeMap<String, Vec<u8>>, after: &[Arc<Certificate>]) -> usize {
     after
         .iter()
         .filter(|new| {
@@ -130,7 +130,7 @@ impl X509State {
                 roots,
                 now,
             ) {
-                Ok(cert) => svids.push(cert),
+                Ok(cert) => svids.push(Arc::new(cert)),
                 Err(e) => {
                     tracing::error!(spiffe_id = %svid.spiffe_id, error = %e, "X.509-SVID refused; keeping the last good one");
                     if let Some(old) = self.svids.iter().find(|c| c.spiffe_id == svid.spiffe_id) {
@@ -160,7 +160,7 @@ impl X509State {
     }
 
     /// The SVID held already that `svid` is exactly (ID, chain and key), if any.
-    fn validated(&self, svid: &X509svid) -> Option<&Certificate> {
+    fn validated(&self, svid: &X509svid) -> Option<&Arc<Certificate>> {
         self.svids.iter().find(|c| {
             c.spiffe_id == svid.spiffe_id
                 && c.key_pkcs8.expose() == svid.x509_svid_key.as_slice()
@@ -205,6 +205,7 @@ impl X509State {
         self.svids
             .iter()
             .filter(|c| c.rotation_overdue_at() <= now && now < c.not_after)
+            .map(|c| &**c)
             .collect()
     }
 
@@ -212,7 +213,7 @@ impl X509State {
     pub fn next_overdue(&self, now: SystemTime) -> Option<SystemTime> {
         self.svids
             .iter()
-            .map(Certificate::rotation_overdue_at)
+            .map(|c| c.rotation_overdue_at())
             .filter(|t| *t > now)
             .min()
     }

@@ -112,12 +112,14 @@ fn a_new_leaf_for_a_known_id_counts_as_a_rotation() {
     use crate::store::Certificate;
     use steeple_plugin_api::SecretBytes;
     let ca = TestCa::new("example.org");
-    let cert = |id: &str| Certificate {
-        spiffe_id: id.into(),
-        chain_der: vec![ca.issue(id, 600).der],
-        key_pkcs8: SecretBytes::copy_from(b"k"),
-        not_before: SystemTime::now(),
-        not_after: SystemTime::now(),
+    let cert = |id: &str| {
+        std::sync::Arc::new(Certificate {
+            spiffe_id: id.into(),
+            chain_der: vec![ca.issue(id, 600).der],
+            key_pkcs8: SecretBytes::copy_from(b"k"),
+            not_before: SystemTime::now(),
+            not_after: SystemTime::now(),
+        })
     };
     let (web, db) = (
         cert("spiffe://example.org/web"),

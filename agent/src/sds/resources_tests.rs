@@ -102,13 +102,13 @@ fn bundle_set_becomes_a_spiffe_validator_or_concatenated_roots() {
 fn certificate_carries_pem_chain_and_pkcs8_key() {
     let ca = crate::test_support::TestCa::new("a.org");
     let leaf = ca.issue("spiffe://a.org/w", 60);
-    let cert = Secret::Certificate(Certificate {
+    let cert = Secret::Certificate(std::sync::Arc::new(Certificate {
         spiffe_id: "spiffe://a.org/w".into(),
         chain_der: vec![leaf.der],
         key_pkcs8: SecretBytes::new(leaf.key_pkcs8),
         not_before: std::time::SystemTime::now(),
         not_after: std::time::SystemTime::now(),
-    });
+    }));
     let secret = decode(&encode(
         "default",
         &cert,

@@ -13,13 +13,14 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::adapters::Map;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::body::Body;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::SdsService;
 use super::wire::{DeltaResponse, SotwResponse, WireMessage};
+use crate::small_codec::ProtoDecoder;
 
 /// One message from a stream's task to its response body. Boxed: tokio's channel
 /// allocates room for 32 of its items per stream whatever its capacity, ~3 KiB of each
@@ -39,12 +40,6 @@ const SERVICE: &str = "envoy.service.secret.v3.SecretDiscoveryService";
 const STREAM_SECRETS: &str = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets";
 const DELTA_SECRETS: &str = "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets";
 const FETCH_SECRETS: &str = "/envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets";
-
-/// Bytes each stream's codec buffers start with, and grow by. A request (a few names and
-/// an Envoy node) fits; a response of a few KB grows the encode buffer a few steps once.
-const CODEC_BUFFER: usize = 1024;
-/// Encoded bytes after which a response is handed to HTTP/2 (tonic's default).
-const YIELD_THRESHOLD: usize = 32 * 1024;
 
 /// The tonic service serving `StreamSecrets`, `DeltaSecrets` and `FetchSecrets`.
 #[derive(Debug, Clone)]
@@ -144,10 +139,6 @@ impl UnaryService<DiscoveryRequest> for FetchSecrets {
 /// Requests decoded by prost, responses written by [`WireMessage`], small buffers.
 struct SdsCodec<Req, Resp>(PhantomData<fn() -> (Req, Resp)>);
 
-fn buffer_settings() -> BufferSettings {
-    BufferSettings::new(CODEC_BUFFER, YIELD_THRESHOLD)
-}
-
 impl<Req, Resp> Codec for SdsCodec<Req, Resp>
 where
     Req: prost::Message + Default + 'static,
@@ -163,7 +154,7 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProtoDecoder(PhantomData)
+        ProtoDecoder::default()
     }
 }
 
@@ -180,24 +171,6 @@ impl<T: WireMessage> Encoder for WireEncoder<T> {
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        buffer_settings()
-    }
-}
-
-struct ProtoDecoder<T>(PhantomData<fn() -> T>);
-
-impl<T: prost::Message + Default> Decoder for ProtoDecoder<T> {
-    type Item = T;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<T>, Status> {
-        // The same status tonic's prost codec gives a message that does not decode.
-        T::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        buffer_settings()
+        crate::small_codec::buffer_settings()
     }
 }

@@ -15,16 +15,23 @@ use tokio::sync::watch;
 
 pub mod encodings;
 pub mod names;
+pub mod public_entries;
 pub mod sources;
 pub mod view;
 
 pub use encodings::{Encoded, Encodings};
+pub use public_entries::PublicEntries;
 pub use sources::Source;
 pub use view::{DemandRefused, OnDemand, View, ViewReceiver};
 
 /// The next entry version. One counter for every store in the process, so an entry's
 /// version never repeats, even across the stores one SDS caller sees together ([`View`]).
 static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+
+/// A version no entry had before.
+fn next_version() -> u64 {
+    NEXT_VERSION.fetch_add(1, Ordering::Relaxed)
+}
 
 /// A trust domain's X.509 roots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +73,9 @@ impl Certificate {
 /// What a store entry holds; the SDS layer decides how each kind is encoded for a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Secret {
-    /// A TLS certificate and key (`tls_certificate`).
-    Certificate(Certificate),
+    /// A TLS certificate and key (`tls_certificate`), shared by the names it is served
+    /// under (`default` and its SPIFFE ID).
+    Certificate(Arc<Certificate>),
     /// One trust domain's roots (`validation_context`).
     TrustBundle(TrustBundle),
     /// Every trust domain's roots, own and federated (`validation_context`, the SPIFFE
@@ -155,6 +163,8 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct SecretStore {
     tx: watch::Sender<Arc<Snapshot>>,
+    /// Where its bundle entries come from when they are shared with other stores.
+    public: Option<Arc<PublicEntries>>,
 }
 
 impl Default for SecretStore {
@@ -168,6 +178,16 @@ impl SecretStore {
     pub fn new() -> Self {
         Self {
             tx: watch::Sender::new(Arc::new(Snapshot::default())),
+            public: None,
+        }
+    }
+
+    /// An empty store whose bundle entries are shared through `public` with the other
+    /// stores using it (see [`PublicEntries`]).
+    pub fn sharing(public: Arc<PublicEntries>) -> Self {
+        Self {
+            public: Some(public),
+            ..Self::new()
         }
     }
 
@@ -196,25 +216,22 @@ impl SecretStore {
         self.tx.send_if_modified(|current| {
             let first_sync = !current.synced.contains(source);
             let mut entries = current.entries.clone();
-            let wanted: std::collections::HashSet<&str> =
-                desired.iter().map(|(n, _)| n.as_str()).collect();
-            entries.retain(|name, entry| {
-                let keep = entry.source != *source || wanted.contains(name.as_str());
-                changed |= !keep;
-                keep
-            });
-            for (name, secret) in &desired {
+            {
+                let wanted: std::collections::HashSet<&str> =
+                    desired.iter().map(|(n, _)| n.as_str()).collect();
+                entries.retain(|name, entry| {
+                    let keep = entry.source != *source || wanted.contains(name.as_str());
+                    changed |= !keep;
+                    keep
+                });
+            }
+            for (name, secret) in desired {
                 let same = entries
-                    .get(name)
-                    .is_some_and(|e| e.source == *source && e.secret == *secret);
+                    .get(&name)
+                    .is_some_and(|e| e.source == *source && e.secret == secret);
                 if !same {
-                    let entry = Entry {
-                        version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
-                        source: source.clone(),
-                        secret: secret.clone(),
-                        encodings: Encodings::default(),
-                    };
-                    entries.insert(name.clone(), Arc::new(entry));
+                    let entry = self.new_entry(&name, source, secret);
+                    entries.insert(name, entry);
                     changed = true;
                 }
             }
@@ -232,6 +249,20 @@ impl SecretStore {
             changed || first_sync
         });
         changed
+    }
+
+    /// A new entry `name` from `source` holding `secret`: the shared one if it is public
+    /// material and this store shares it.
+    fn new_entry(&self, name: &str, source: &Source, secret: Secret) -> Arc<Entry> {
+        match &self.public {
+            Some(public) if PublicEntries::shares(&secret) => public.entry(name, source, &secret),
+            _ => Arc::new(Entry {
+                version: next_version(),
+                source: source.clone(),
+                secret,
+                encodings: Encodings::default(),
+            }),
+        }
     }
 }
 
@@ -273,13 +304,13 @@ mod tests {
         let store = SecretStore::new();
         let now = SystemTime::now();
         let cert = |not_after| {
-            Secret::Certificate(Certificate {
+            Secret::Certificate(Arc::new(Certificate {
                 spiffe_id: "spiffe://example.org/w".into(),
                 chain_der: vec![vec![1]],
                 key_pkcs8: SecretBytes::copy_from(b"k"),
                 not_before: now - std::time::Duration::from_secs(60),
                 not_after,
-            })
+            }))
         };
         store.sync_source(
             &Source::X509Identity,

@@ -314,13 +314,13 @@ fn secrets(step: usize) -> Vec<(String, Secret)> {
         ("a".to_owned(), generic(&format!("a-{}", step / 2))),
         (
             "default".to_owned(),
-            Secret::Certificate(Certificate {
+            Secret::Certificate(std::sync::Arc::new(Certificate {
                 spiffe_id: "spiffe://example.org/workload".to_owned(),
                 chain_der: vec![vec![0x30, 0x00], vec![0x30, 0x01, 0x00]],
                 key_pkcs8: SecretBytes::copy_from(b"not a key"),
                 not_before: std::time::UNIX_EPOCH,
                 not_after: std::time::UNIX_EPOCH,
-            }),
+            })),
         ),
         (
             "ROOTCA".to_owned(),
