@@ -55,6 +55,9 @@ pub struct DelegatedConfig {
     /// workload has several (`workload_api.default_svid_hint`); otherwise SPIRE's first,
     /// the lowest entry ID.
     pub default_svid_hint: Option<String>,
+    /// Most calls making SPIRE agent attest a workload that may be in flight at once
+    /// (`workload_api.max_concurrent_attestations`, default 16); the rest queue.
+    pub max_concurrent_attestations: usize,
 }
 
 /// The SDS server.

@@ -601,6 +601,7 @@ fn delegated_mode_needs_the_admin_socket_and_self_is_the_default() {
         IdentityMode::Delegated(DelegatedConfig {
             admin_socket: PathBuf::from("/run/spire/admin.sock"),
             default_svid_hint: Some("internal".into()),
+            max_concurrent_attestations: 16,
         })
     );
     let missing = parse("[workload_api]\nmode = \"delegated\"", &[])
@@ -616,6 +617,25 @@ fn delegated_mode_needs_the_admin_socket_and_self_is_the_default() {
         .unwrap_err()
         .0;
     assert_eq!(stray[0].key, "workload_api.admin_socket");
+    let delegated = "[workload_api]\nmode = \"delegated\"\nadmin_socket = \"/a.sock\"\n";
+    let queue = |n: &str| {
+        parse(
+            &format!("{delegated}max_concurrent_attestations = {n}"),
+            &[],
+        )
+    };
+    match queue("64").unwrap().workload_api.mode {
+        IdentityMode::Delegated(d) => assert_eq!(d.max_concurrent_attestations, 64),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        queue("0").unwrap_err().0[0].key,
+        "workload_api.max_concurrent_attestations"
+    );
+    let stray = parse("[workload_api]\nmax_concurrent_attestations = 8", &[])
+        .unwrap_err()
+        .0;
+    assert_eq!(stray[0].key, "workload_api.max_concurrent_attestations");
 }
 
 #[test]

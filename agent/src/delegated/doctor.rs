@@ -18,7 +18,7 @@ pub async fn check(mode: &IdentityMode) -> Option<Check> {
 
 async fn delegate(settings: &crate::config::DelegatedConfig) -> Check {
     let socket = settings.admin_socket.display().to_string();
-    let client = DelegatedClient::new(crate::uds::lazy_channel(&settings.admin_socket));
+    let client = DelegatedClient::new(crate::uds::lazy_channel(&settings.admin_socket), 1);
     let first = async {
         let mut stream = client.subscribe_to_x509_bundles().await?;
         stream.message().await

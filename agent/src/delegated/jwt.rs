@@ -3,7 +3,6 @@
 //! kept fresh by a [`lease`] until the workload is no longer followed.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use spire_api::pb::spire::api::agent::delegatedidentity::v1::FetchJwtsviDsRequest;
 use steeple_plugin_api::lease::{self, LeaseSettings, Obtained, Upstream};
@@ -16,9 +15,6 @@ use crate::authz::Caller;
 use crate::exchange::jwt_source::JwtSvidsById;
 use crate::identity::jwt::{REFRESH_WINDOW, take_token};
 use crate::store::{Secret, SecretStore, Source};
-
-/// How long one FetchJWTSVIDs may take before it counts as failed (and is retried).
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One (workload, audience) JWT-SVID, kept in the workload's store.
 pub struct DelegatedJwt {
@@ -93,9 +89,9 @@ pub async fn fetch(
         selectors: Vec::new(),
         pid,
     };
-    let response = tokio::time::timeout(FETCH_TIMEOUT, client.fetch_jwt_svids(request))
+    let response = client
+        .fetch_jwt_svids(request)
         .await
-        .map_err(|_| fetch_error(format!("no answer within {}s", FETCH_TIMEOUT.as_secs())))?
         .map_err(|status| fetch_error(super::explain(&status)))?;
     if !caller.still_running() {
         return Err(ExchangeError::new(

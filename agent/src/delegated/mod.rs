@@ -40,7 +40,10 @@ pub fn start(
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Arc<Workloads> {
-    let client = DelegatedClient::new(crate::uds::lazy_channel(&settings.admin_socket));
+    let client = DelegatedClient::new(
+        crate::uds::lazy_channel(&settings.admin_socket),
+        settings.max_concurrent_attestations,
+    );
     let (tx, rx) = watch::channel(Arc::default());
     tasks.spawn(bundles::follow(client.clone(), tx, shutdown.clone()));
     tracing::info!(admin_socket = %settings.admin_socket.display(), "delegated mode: each SDS caller gets its own identity from SPIRE agent's Delegated Identity API");

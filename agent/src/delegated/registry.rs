@@ -374,9 +374,10 @@ mod tests {
     use super::*;
 
     fn registry() -> Workloads {
-        let client = DelegatedClient::new(crate::uds::lazy_channel(std::path::Path::new(
-            "/nonexistent/admin.sock",
-        )));
+        let client = DelegatedClient::new(
+            crate::uds::lazy_channel(std::path::Path::new("/nonexistent/admin.sock")),
+            1,
+        );
         let names = DefaultNames {
             svid: "default".into(),
             bundle: "ROOTCA".into(),

@@ -9,7 +9,7 @@
 //! withdraws everything at once.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use spire_api::pb::spire::api::agent::delegatedidentity::v1::SubscribeToX509sviDsResponse;
 use steeple_plugin_api::wall_clock;
@@ -21,9 +21,6 @@ use super::DelegatedClient;
 use super::convert::{BundleMap, WorkloadSvids};
 use crate::authz::Caller;
 use crate::identity::x509::Follower;
-
-/// How long opening a subscription may take before it is retried.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one workload's follower needs.
 pub(crate) struct WorkloadFollow {
@@ -116,12 +113,11 @@ impl WorkloadFollow {
     ) -> Option<Streaming<SubscribeToX509sviDsResponse>> {
         let opened = tokio::select! {
             () = stop.cancelled() => return None,
-            r = tokio::time::timeout(OPEN_TIMEOUT, self.client.subscribe_to_x509_svids(self.pid)) => r,
+            r = self.client.subscribe_to_x509_svids(self.pid) => r,
         };
         let why = match opened {
-            Ok(Ok(stream)) => return Some(stream),
-            Ok(Err(status)) => super::explain(&status),
-            Err(_) => format!("no answer within {}s", OPEN_TIMEOUT.as_secs()),
+            Ok(stream) => return Some(stream),
+            Err(status) => super::explain(&status),
         };
         super::log_failure(&mut self.follower.errors, "SubscribeToX509SVIDs", &why);
         None

@@ -69,7 +69,13 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
     ),
     (
         "workload_api",
-        &["socket", "mode", "admin_socket", "default_svid_hint"],
+        &[
+            "socket",
+            "mode",
+            "admin_socket",
+            "default_svid_hint",
+            "max_concurrent_attestations",
+        ],
     ),
     (
         "sds",

@@ -8,6 +8,10 @@ use crate::config::{DelegatedConfig, IdentityMode, WorkloadApiConfig};
 
 /// SPIRE agent's default Workload API socket.
 const DEFAULT_WORKLOAD_SOCKET: &str = "/tmp/spire-agent/public/api.sock";
+/// Calls attesting a workload in flight at once, by default: enough to keep SPIRE agent
+/// busy, few enough that a burst (1,000 workloads starting together) never makes its
+/// attestations time out.
+const DEFAULT_MAX_CONCURRENT_ATTESTATIONS: usize = 16;
 
 impl Reader {
     pub(super) fn read_workload_api(&mut self) -> WorkloadApiConfig {
@@ -41,10 +45,17 @@ impl Reader {
         });
         let admin_socket = self.optional_string(s, "admin_socket");
         let default_svid_hint = self.optional_string(s, "default_svid_hint");
+        let concurrency_set = self.value(s, "max_concurrent_attestations").is_some();
+        let max_concurrent_attestations = self.count(
+            s,
+            "max_concurrent_attestations",
+            DEFAULT_MAX_CONCURRENT_ATTESTATIONS,
+        );
         if !delegated {
             for (key, set) in [
                 ("admin_socket", admin_socket.is_some()),
                 ("default_svid_hint", default_svid_hint.is_some()),
+                ("max_concurrent_attestations", concurrency_set),
             ] {
                 if set {
                     self.error(
@@ -67,6 +78,7 @@ impl Reader {
                 endpoint_socket_path(&admin_socket).unwrap_or(admin_socket),
             ),
             default_svid_hint,
+            max_concurrent_attestations,
         })
     }
 }
