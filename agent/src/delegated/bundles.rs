@@ -37,7 +37,7 @@ pub async fn follow(
                     Ok(Some(update)) => {
                         errors.recovered("SubscribeToX509Bundles");
                         backoff.reset();
-                        let bundles = bundle_map(update.ca_certificates);
+                        let bundles = bundle_map(update.ca_certificates, &tx.borrow());
                         tracing::info!(bundles = bundles.len(), "delegated: trust bundles updated");
                         tx.send_replace(Arc::new(bundles));
                     }

@@ -77,7 +77,7 @@ pub(crate) async fn follow(mut w: WorkloadFollow, stop: CancellationToken) {
                 // Marked seen whether or not there is anything to re-apply yet.
                 let bundles = w.bundles.borrow_and_update().clone();
                 if let Some(svids) = &last {
-                    overdue_at = w.follower.apply(svids.response(&bundles));
+                    overdue_at = w.follower.apply_parsed(svids.svids(), svids.visible_bundles(&bundles));
                 }
             }
             message = next_message(&mut stream) => match message {
@@ -90,7 +90,7 @@ pub(crate) async fn follow(mut w: WorkloadFollow, stop: CancellationToken) {
                     answered = true;
                     let svids = WorkloadSvids::new(update.x509_svids, update.federates_with, w.default_hint.as_deref());
                     let bundles = w.bundles.borrow_and_update().clone();
-                    overdue_at = w.follower.apply(svids.response(&bundles));
+                    overdue_at = w.follower.apply_parsed(svids.svids(), svids.visible_bundles(&bundles));
                     w.note_if_empty(&svids);
                     last = Some(svids);
                 }

@@ -23,7 +23,7 @@ pub struct X509State {
     /// Valid SVIDs in the Workload API's order (the first is the default).
     svids: Vec<Arc<Certificate>>,
     /// Trust domain name → roots, own and federated.
-    bundles: BTreeMap<String, TrustBundle>,
+    bundles: BTreeMap<String, Arc<TrustBundle>>,
     /// The trust domain of the default SVID.
     own_trust_domain: Option<String>,
 }
@@ -79,28 +79,15 @@ pub fn bundle_sources(response: &X509svidResponse) -> impl Iterator<Item = (&str
 
 impl X509State {
     /// The bundles of `response` that parse; a malformed one keeps its last good value.
-    fn parse_bundles(&self, response: &X509svidResponse) -> BTreeMap<String, TrustBundle> {
+    fn parse_bundles(&self, response: &X509svidResponse) -> BTreeMap<String, Arc<TrustBundle>> {
         let mut bundles = BTreeMap::new();
         for (id, der) in bundle_sources(response) {
             let Some(td) = trust_domain_of(id) else {
                 tracing::error!(id, "bundle keyed by an invalid trust domain; ignored");
                 continue;
             };
-            match split_der_certificates(der) {
-                Ok(roots) if !roots.is_empty() => {
-                    let bundle = TrustBundle {
-                        trust_domain: td.to_string(),
-                        roots_der: roots,
-                    };
-                    bundles.insert(td.to_string(), bundle);
-                }
-                result => {
-                    let reason = result.err().map_or("empty".to_owned(), |e| e.to_string());
-                    tracing::error!(trust_domain = %td, %reason, "malformed bundle refused; keeping the last good one");
-                    if let Some(old) = self.bundles.get(td.as_str()) {
-                        bundles.insert(td.to_string(), old.clone());
-                    }
-                }
+            if let Some(bundle) = parse_bundle(td.as_str(), der, self.bundles.get(td.as_str())) {
+                bundles.insert(td.to_string(), bundle);
             }
         }
         bundles
@@ -111,8 +98,19 @@ impl X509State {
     /// at all withdraws everything.
     pub fn apply(&mut self, response: X509svidResponse, now: SystemTime) {
         let bundles = self.parse_bundles(&response);
-        let mut svids = Vec::with_capacity(response.svids.len());
-        for svid in &response.svids {
+        self.apply_parsed(&response.svids, bundles, now);
+    }
+
+    /// [`X509State::apply`] of SVIDs whose bundles (own and federated, by trust domain
+    /// name) are parsed already.
+    pub fn apply_parsed(
+        &mut self,
+        response_svids: &[X509svid],
+        bundles: BTreeMap<String, Arc<TrustBundle>>,
+        now: SystemTime,
+    ) {
+        let mut svids = Vec::with_capacity(response_svids.len());
+        for svid in response_svids {
             let td = trust_domain_of(&svid.spiffe_id);
             let bundle = td.as_ref().and_then(|td| bundles.get(td.as_str()));
             let roots_kept = bundle == td.as_ref().and_then(|td| self.bundles.get(td.as_str()));
@@ -139,7 +137,7 @@ impl X509State {
                 }
             }
         }
-        if response.svids.is_empty() {
+        if response_svids.is_empty() {
             // SPIRE's word that the workload has no identity (its entries deleted, or
             // none yet): nothing of it is served any more.
             *self = Self::default();
@@ -376,10 +374,25 @@ impl Follower {
 
     /// Applies one stream message; returns when the next SVID becomes overdue.
     pub(crate) fn apply(&mut self, response: X509svidResponse) -> Option<SystemTime> {
+        self.fold(|state, now| state.apply(response, now))
+    }
+
+    /// Applies SVIDs whose bundles are parsed already (see [`X509State::apply_parsed`]);
+    /// returns when the next SVID becomes overdue.
+    pub(crate) fn apply_parsed(
+        &mut self,
+        svids: &[X509svid],
+        bundles: BTreeMap<String, Arc<TrustBundle>>,
+    ) -> Option<SystemTime> {
+        self.fold(|state, now| state.apply_parsed(svids, bundles, now))
+    }
+
+    /// Folds an update in with `fold` and publishes the result.
+    fn fold(&mut self, fold: impl FnOnce(&mut X509State, SystemTime)) -> Option<SystemTime> {
         self.errors.recovered(self.what);
         self.backoff.reset();
         let before = leaves(&self.state.svids);
-        self.state.apply(response, SystemTime::now());
+        fold(&mut self.state, SystemTime::now());
         for _ in 0..rotations(&before, &self.state.svids) {
             crate::metrics::metrics().svid_rotated();
         }
@@ -401,5 +414,28 @@ async fn next_message(
     match stream {
         Some(s) => s.message().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The roots of trust domain `td` in `der` (concatenated certificates): `last` itself if
+/// they did not change, else parsed; a malformed bundle is logged and `last` kept.
+pub fn parse_bundle(
+    td: &str,
+    der: &[u8],
+    last: Option<&Arc<TrustBundle>>,
+) -> Option<Arc<TrustBundle>> {
+    if let Some(last) = last.filter(|b| b.is_concatenation(der)) {
+        return Some(last.clone());
+    }
+    match split_der_certificates(der) {
+        Ok(roots) if !roots.is_empty() => Some(Arc::new(TrustBundle {
+            trust_domain: td.to_owned(),
+            roots_der: roots,
+        })),
+        result => {
+            let reason = result.err().map_or("empty".to_owned(), |e| e.to_string());
+            tracing::error!(trust_domain = %td, %reason, "malformed bundle refused; keeping the last good one");
+            last.cloned()
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Turning store entries into Envoy `Secret` resources, as SPIRE agent's SDS does, with
 //! the validation-context flavour chosen per client.
 
+use std::sync::Arc;
+
 use envoy_types::pb::envoy::config::core::v3::{
     DataSource, Node, TypedExtensionConfig, data_source::Specifier, node::UserAgentVersionType,
 };
@@ -115,14 +117,17 @@ fn encode_certificate(name: &str, cert: &Certificate) -> Any {
     any
 }
 
-fn validation_context(bundles: &[TrustBundle], caps: ClientCaps) -> CertificateValidationContext {
+fn validation_context(
+    bundles: &[Arc<TrustBundle>],
+    caps: ClientCaps,
+) -> CertificateValidationContext {
     let pem = |b: &TrustBundle| {
         let roots: Vec<&[u8]> = b.roots_der.iter().map(Vec::as_slice).collect();
         pem_encode("CERTIFICATE", &roots)
     };
     if !caps.spiffe_validator {
         return CertificateValidationContext {
-            trusted_ca: Some(inline(bundles.iter().flat_map(pem).collect())),
+            trusted_ca: Some(inline(bundles.iter().flat_map(|b| pem(b)).collect())),
             ..Default::default()
         };
     }

@@ -26,11 +26,11 @@ fn decode(any: &Any) -> EnvoySecret {
     EnvoySecret::decode(any.value.as_slice()).unwrap()
 }
 
-fn bundle(td: &str) -> TrustBundle {
-    TrustBundle {
+fn bundle(td: &str) -> std::sync::Arc<TrustBundle> {
+    std::sync::Arc::new(TrustBundle {
         trust_domain: td.into(),
         roots_der: vec![crate::test_support::TestCa::new(td).der],
-    }
+    })
 }
 
 #[test]

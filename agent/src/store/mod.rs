@@ -42,6 +42,21 @@ pub struct TrustBundle {
     pub roots_der: Vec<Vec<u8>>,
 }
 
+impl TrustBundle {
+    /// Whether `der` is exactly these roots, concatenated (as the Workload API sends a
+    /// bundle): an unchanged bundle need not be parsed again.
+    pub fn is_concatenation(&self, der: &[u8]) -> bool {
+        let mut rest = der;
+        for root in &self.roots_der {
+            match rest.strip_prefix(root.as_slice()) {
+                Some(after) => rest = after,
+                None => return false,
+            }
+        }
+        rest.is_empty()
+    }
+}
+
 /// An X.509-SVID ready to be served as a TLS certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certificate {
@@ -76,11 +91,12 @@ pub enum Secret {
     /// A TLS certificate and key (`tls_certificate`), shared by the names it is served
     /// under (`default` and its SPIFFE ID).
     Certificate(Arc<Certificate>),
-    /// One trust domain's roots (`validation_context`).
-    TrustBundle(TrustBundle),
+    /// One trust domain's roots (`validation_context`), shared by every name and store
+    /// serving them.
+    TrustBundle(Arc<TrustBundle>),
     /// Every trust domain's roots, own and federated (`validation_context`, the SPIFFE
     /// validator when the client supports it).
-    BundleSet(Vec<TrustBundle>),
+    BundleSet(Vec<Arc<TrustBundle>>),
     /// Opaque bytes (`generic_secret`), e.g. a JWT-SVID.
     Generic(SecretBytes),
 }

@@ -67,10 +67,10 @@ mod tests {
     use steeple_plugin_api::SecretBytes;
 
     fn bundle(root: u8) -> Secret {
-        Secret::TrustBundle(TrustBundle {
+        Secret::TrustBundle(Arc::new(TrustBundle {
             trust_domain: "example.org".into(),
             roots_der: vec![vec![root]],
-        })
+        }))
     }
 
     #[test]

@@ -131,7 +131,10 @@ async fn vault_tls_follows_the_named_bundle_only() {
             trust_domain: name.into(),
             roots_der,
         };
-        vec![(format!("spiffe://{name}"), Secret::TrustBundle(bundle))]
+        vec![(
+            format!("spiffe://{name}"),
+            Secret::TrustBundle(bundle.into()),
+        )]
     };
     // Another trust domain's bundle is not Vault's CA.
     store.sync_source(

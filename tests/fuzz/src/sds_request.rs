@@ -306,9 +306,11 @@ impl Session {
 /// The store's content after `step` changes: some names come and go, `a` changes value.
 fn secrets(step: usize) -> Vec<(String, Secret)> {
     let generic = |v: &str| Secret::Generic(SecretBytes::copy_from(v.as_bytes()));
-    let bundle = |td: &str| TrustBundle {
-        trust_domain: td.to_owned(),
-        roots_der: vec![vec![0x30, 0x03, 0x02, 0x01, td.len() as u8]],
+    let bundle = |td: &str| {
+        std::sync::Arc::new(TrustBundle {
+            trust_domain: td.to_owned(),
+            roots_der: vec![vec![0x30, 0x03, 0x02, 0x01, td.len() as u8]],
+        })
     };
     let mut out = vec![
         ("a".to_owned(), generic(&format!("a-{}", step / 2))),
