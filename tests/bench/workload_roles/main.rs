@@ -11,6 +11,7 @@ mod args;
 #[path = "../cli.rs"]
 mod cli;
 mod consumers;
+mod failures;
 mod report;
 mod round;
 #[path = "../envelopes/stats.rs"]
@@ -110,4 +111,12 @@ fn print_round(round: &Round) {
         p99("imds"),
         round.errors,
     );
+    if let Some(kept) = &round.kept {
+        eprintln!(
+            "bench: W={} C={}: failures; Steeple's audit trail and logs kept in {}",
+            round.workloads,
+            round.consumers,
+            kept.display()
+        );
+    }
 }

@@ -132,6 +132,20 @@ impl Report {
         for (i, error) in errors.iter().enumerate() {
             let _ = writeln!(out, "\n[{}] first error: {error}", i + 1);
         }
+        for r in self.rounds.iter().filter(|r| !r.failure_causes.is_empty()) {
+            let causes: Vec<String> = r
+                .failure_causes
+                .iter()
+                .map(|(cause, count)| format!("`{cause}` × {count}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "\nW={} C={}: lease failures Steeple logged (first of each repeat): {}",
+                r.workloads,
+                r.consumers,
+                causes.join("; ")
+            );
+        }
         out
     }
 
@@ -227,6 +241,9 @@ impl Report {
                     "round_exchanges_audited_failed": r.audited_failed,
                     "fetch_errors": r.errors,
                     "first_error": r.first_error,
+                    "lease_failures_logged": r.failure_causes.iter()
+                        .map(|(cause, count)| json!({"cause": cause, "count": count}))
+                        .collect::<Vec<_>>(),
                     "latency": latency,
                 })
             })

@@ -6,6 +6,7 @@
 //! times each workload's refreshes.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use steeple_e2e::moto::Moto;
@@ -14,6 +15,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::args::Args;
 use crate::consumers::Consumers;
+use crate::failures;
 use crate::stats::Latency;
 use crate::world::{NodeAgent, ROLE, World, workloads};
 
@@ -56,6 +58,10 @@ pub struct Round {
     pub errors: usize,
     /// The first of them.
     pub first_error: Option<String>,
+    /// Lease failures Steeple logged (code and message), most frequent first, with counts.
+    pub failure_causes: Vec<(String, usize)>,
+    /// Where Steeple's audit trail and logs were kept, when exchanges or fetches failed.
+    pub kept: Option<PathBuf>,
 }
 
 impl Round {
@@ -113,6 +119,10 @@ pub async fn run_round(
 
     let round_calls = sts_sessions(world.moto())?.len() - start;
     let audited = audited_exchanges(&agent);
+    let failure_causes = failures::causes(&agent.steeple.logs());
+    let kept = (audited.failed > 0 || measured.errors > 0)
+        .then(|| failures::keep(&agent, &format!("W{workload_count}-C{per_workload}")))
+        .flatten();
     let mut latency = BTreeMap::new();
     for (path, samples) in measured.latencies {
         if !samples.is_empty() {
@@ -134,6 +144,8 @@ pub async fn run_round(
         latency,
         errors: measured.errors,
         first_error: measured.first_error,
+        failure_causes,
+        kept,
     })
 }
 
