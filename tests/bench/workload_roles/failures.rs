@@ -30,7 +30,7 @@ pub fn causes(log: &str) -> Vec<(String, usize)> {
         *counted.entry(cause.to_owned()).or_default() += 1;
     }
     let mut causes: Vec<_> = counted.into_iter().collect();
-    causes.sort_by(|a, b| b.1.cmp(&a.1));
+    causes.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     causes.truncate(MAX_CAUSES);
     causes
 }
