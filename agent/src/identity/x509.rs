@@ -18,7 +18,7 @@ use crate::svid::{split_der_certificates, validate_svid};
 const SOURCE: Source = Source::X509Identity;
 
 /// The last good X.509 state, as validated.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct X509State {
     /// Valid SVIDs in the Workload API's order (the first is the default).
     svids: Vec<Arc<Certificate>>,
@@ -44,21 +44,15 @@ fn alarm_overdue(state: &X509State) {
 }
 
 /// Each SVID's SPIFFE ID and leaf certificate (public parts only).
-pub(super) fn leaves(svids: &[Arc<Certificate>]) -> BTreeMap<String, Vec<u8>> {
-    svids
-        .iter()
-        .filter_map(|c| Some((c.spiffe_id.clone(), c.chain_der.first()?.clone())))
-        .collect()
-}
-
 /// How many SPIFFE IDs of `before` now have a different leaf certificate.
-pub(super) fn rotations(before: &BTreeMap<String, Vec<u8>>, after: &[Arc<Certificate>]) -> usize {
+pub(super) fn rotations(before: &[Arc<Certificate>], after: &[Arc<Certificate>]) -> usize {
     after
         .iter()
         .filter(|new| {
             before
-                .get(&new.spiffe_id)
-                .is_some_and(|leaf| new.chain_der.first() != Some(leaf))
+                .iter()
+                .find(|old| old.spiffe_id == new.spiffe_id)
+                .is_some_and(|old| old.chain_der.first() != new.chain_der.first())
         })
         .count()
 }
@@ -224,6 +218,29 @@ impl X509State {
             .filter(|t| *t > now)
             .min()
     }
+
+    /// Whether any SVID held has expired by `now`.
+    fn any_expired(&self, now: SystemTime) -> bool {
+        self.svids.iter().any(|c| c.not_after <= now)
+    }
+
+    /// Whether `other` holds the very same SVIDs and bundles (the same shared values, not
+    /// equal copies): an update that re-validated nothing and parsed no bundle anew.
+    pub(super) fn holds_same_values(&self, other: &X509State) -> bool {
+        self.own_trust_domain == other.own_trust_domain
+            && self.svids.len() == other.svids.len()
+            && self
+                .svids
+                .iter()
+                .zip(&other.svids)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+            && self.bundles.len() == other.bundles.len()
+            && self
+                .bundles
+                .iter()
+                .zip(&other.bundles)
+                .all(|((ta, a), (tb, b))| ta == tb && Arc::ptr_eq(a, b))
+    }
 }
 
 /// How long opening the X.509 stream may take before it is retried.
@@ -285,6 +302,9 @@ pub(crate) struct Follower {
     store: Arc<SecretStore>,
     names: DefaultNames,
     state: X509State,
+    /// The state the store was last synced with (its values held, so compared by
+    /// identity); `None` before the first sync.
+    published: Option<X509State>,
     /// Pacing of reconnects.
     pub(crate) backoff: Backoff,
     /// Repeated failures logged once.
@@ -306,6 +326,7 @@ impl Follower {
             store,
             names,
             state: X509State::default(),
+            published: None,
             backoff: Backoff::default(),
             errors: RepeatFilter::default(),
             what,
@@ -346,20 +367,20 @@ impl Follower {
         tracing::warn!(target: crate::audit::TARGET, spiffe_ids = %ids, reason = %why, decision = "revoked", "identity");
         tracing::warn!(spiffe_ids = %ids, reason = %why, "the Workload API revoked this identity; its SVIDs are no longer served");
         self.state = X509State::default();
-        self.store.sync_source(&SOURCE, Vec::new());
+        self.publish(SystemTime::now());
     }
 
     /// Withdraws what expired by `now`, raises the overdue alarm when due (and moves
     /// `overdue_at` on); returns when to look again.
     pub(crate) fn withdraw_expired(
-        &self,
+        &mut self,
         overdue_at: &mut Option<SystemTime>,
         now: SystemTime,
     ) -> Option<SystemTime> {
-        if self
-            .store
-            .sync_source(&SOURCE, self.state.entries(&self.names, now))
-        {
+        // The store holds what the state held at its last sync, minus what had expired
+        // then: only a newly expired SVID (or no sync yet) can make it differ.
+        let stale = self.published.is_none() || self.state.any_expired(now);
+        if stale && self.publish(now) {
             tracing::warn!("an X.509-SVID expired before it was rotated; no longer served");
         }
         if overdue_at.is_some_and(|at| at <= now) {
@@ -391,20 +412,31 @@ impl Follower {
     fn fold(&mut self, fold: impl FnOnce(&mut X509State, SystemTime)) -> Option<SystemTime> {
         self.errors.recovered(self.what);
         self.backoff.reset();
-        let before = leaves(&self.state.svids);
+        let before = self.state.svids.clone();
         fold(&mut self.state, SystemTime::now());
         for _ in 0..rotations(&before, &self.state.svids) {
             crate::metrics::metrics().svid_rotated();
         }
         let now = SystemTime::now();
-        if self
-            .store
-            .sync_source(&SOURCE, self.state.entries(&self.names, now))
-        {
+        let unchanged = self
+            .published
+            .as_ref()
+            .is_some_and(|published| published.holds_same_values(&self.state));
+        // Unchanged values make the same entries (what expired since is withdraw_expired's).
+        if !unchanged && self.publish(now) {
             let (svids, bundles) = (self.state.svids.len(), self.state.bundles.len());
             tracing::info!(svids, bundles, "X.509 identity updated");
         }
         self.state.next_overdue(now)
+    }
+
+    /// Syncs the store with the state's entries at `now`; whether the store changed.
+    fn publish(&mut self, now: SystemTime) -> bool {
+        let changed = self
+            .store
+            .sync_source(&SOURCE, self.state.entries(&self.names, now));
+        self.published = Some(self.state.clone());
+        changed
     }
 }
 

@@ -108,7 +108,7 @@ fn an_expired_svid_is_never_served() {
 
 #[test]
 fn a_new_leaf_for_a_known_id_counts_as_a_rotation() {
-    use super::x509::{leaves, rotations};
+    use super::x509::rotations;
     use crate::store::Certificate;
     use steeple_plugin_api::SecretBytes;
     let ca = TestCa::new("example.org");
@@ -125,11 +125,11 @@ fn a_new_leaf_for_a_known_id_counts_as_a_rotation() {
         cert("spiffe://example.org/web"),
         cert("spiffe://example.org/db"),
     );
-    let before = leaves(std::slice::from_ref(&web));
+    let before = std::slice::from_ref(&web);
     // Same leaf: none; a new leaf for web: one; a brand-new id: not a rotation.
-    assert_eq!(rotations(&before, std::slice::from_ref(&web)), 0);
+    assert_eq!(rotations(before, std::slice::from_ref(&web)), 0);
     let rotated = cert("spiffe://example.org/web");
-    assert_eq!(rotations(&before, &[rotated, db]), 1);
+    assert_eq!(rotations(before, &[rotated, db]), 1);
 }
 
 /// SPIRE's answer for a workload whose entries were deleted (delegated mode): no SVID at
@@ -143,4 +143,35 @@ fn an_update_with_no_svid_withdraws_everything() {
     assert!(!state.entries(&names(), now).is_empty());
     state.apply(X509svidResponse::default(), now);
     assert!(state.entries(&names(), now).is_empty());
+}
+
+/// What lets a follower skip re-syncing its store: an update repeating the last one
+/// leaves the very same values; a new bundle or a new leaf does not.
+#[test]
+fn only_a_repeated_update_holds_the_same_values() {
+    let (ca, partner) = (TestCa::new("example.org"), TestCa::new("partner.org"));
+    let now = SystemTime::now();
+    let first = response(&ca, 600, &[("partner.org", &partner)]);
+    let mut state = X509State::default();
+    state.apply(first.clone(), now);
+    let published = state.clone();
+    state.apply(first.clone(), now);
+    assert!(state.holds_same_values(&published));
+
+    let mut new_partner = first.clone();
+    let rotated = TestCa::new("partner.org");
+    new_partner
+        .federated_bundles
+        .insert("spiffe://partner.org".into(), rotated.der.clone());
+    let mut changed = published.clone();
+    changed.apply(new_partner, now);
+    assert!(
+        !changed.holds_same_values(&published),
+        "a new partner bundle"
+    );
+
+    let mut changed = published.clone();
+    changed.apply(response(&ca, 600, &[("partner.org", &partner)]), now);
+    assert!(!changed.holds_same_values(&published), "a new leaf");
+    assert!(X509State::default().holds_same_values(&X509State::default()));
 }
