@@ -7,9 +7,11 @@ use std::sync::{Arc, Weak};
 use spire_api::pb::spire::api::agent::delegatedidentity::v1::FetchJwtsviDsRequest;
 use steeple_plugin_api::lease::{self, LeaseSettings, Obtained, Upstream};
 use steeple_plugin_api::{BoxFuture, ExchangeError, ExchangeErrorKind, JwtSvidSource, SecretBytes};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroize;
 
+use super::holder_waits::HolderWait;
 use super::{DelegatedClient, Workloads};
 use crate::authz::Caller;
 use crate::exchange::jwt_source::JwtSvidsById;
@@ -149,28 +151,44 @@ impl WorkloadJwtSvids {
 }
 
 impl JwtSvidsById for WorkloadJwtSvids {
-    fn for_id(&self, spiffe_id: &str) -> Arc<dyn JwtSvidSource> {
+    /// `retry_now` is notified when a workload holding `spiffe_id` is followed again
+    /// after a fetch found none.
+    fn for_id(&self, spiffe_id: &str, retry_now: &Arc<Notify>) -> Arc<dyn JwtSvidSource> {
+        let wait = self
+            .workloads
+            .upgrade()
+            .map(|w| w.holder_waits().register(spiffe_id, retry_now));
         Arc::new(IdentityJwt {
             workloads: self.workloads.clone(),
             spiffe_id: spiffe_id.to_owned(),
+            wait,
         })
     }
 }
 
-/// One SPIFFE ID's JWT-SVIDs.
+/// One SPIFFE ID's JWT-SVIDs, for one lease.
 #[derive(Debug)]
 struct IdentityJwt {
     workloads: Weak<Workloads>,
     spiffe_id: String,
+    /// The lease's wait for a holder (`None` once the registry is gone).
+    wait: Option<Arc<HolderWait>>,
 }
 
 impl JwtSvidSource for IdentityJwt {
     fn fetch<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<SecretBytes, ExchangeError>> {
         Box::pin(async move {
+            // Waiting from before the look, so a holder arriving meanwhile is not missed.
+            if let Some(wait) = &self.wait {
+                wait.begin();
+            }
             let holder = self
                 .workloads
                 .upgrade()
                 .and_then(|w| w.holder_of(&self.spiffe_id));
+            if let (Some(wait), Some(_)) = (&self.wait, &holder) {
+                wait.end();
+            }
             let Some((client, caller, pid)) = holder else {
                 return Err(fetch_error(format!(
                     "no running workload holds {} now",

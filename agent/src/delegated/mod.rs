@@ -14,6 +14,7 @@ pub mod client;
 pub mod convert;
 pub mod doctor;
 mod envelopes;
+mod holder_waits;
 pub mod jwt;
 pub mod registry;
 pub mod workload;

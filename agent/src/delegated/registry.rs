@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::DelegatedClient;
 use super::convert::BundleMap;
 use super::envelopes::{EnvelopeLink, OwnStore, SharedEnvelopes};
+use super::holder_waits::HolderWaits;
 use super::jwt::DelegatedJwt;
 use super::workload::{WorkloadFollow, follow};
 use crate::authz::Caller;
@@ -209,6 +210,8 @@ pub struct Workloads {
     envelopes: SharedEnvelopes,
     /// The bundle entries every workload's store shares.
     public: Arc<PublicEntries>,
+    /// Role leases waiting for a workload of their identity to be followed again.
+    holder_waits: Arc<HolderWaits>,
     shutdown: CancellationToken,
 }
 
@@ -231,8 +234,14 @@ impl Workloads {
             resources: Offered::default(),
             envelopes: SharedEnvelopes::default(),
             public: Arc::default(),
+            holder_waits: Arc::default(),
             shutdown,
         }
+    }
+
+    /// The role leases waiting for a holder of their identity.
+    pub(super) fn holder_waits(&self) -> &HolderWaits {
+        &self.holder_waits
     }
 
     /// How to fetch for a live workload holding an X.509-SVID for `spiffe_id` (any of
@@ -330,6 +339,7 @@ impl Workloads {
             bundles: self.bundles.clone(),
             default_hint: self.default_hint.clone(),
             follower: Follower::new(store.clone(), self.names.clone(), "SubscribeToX509SVIDs"),
+            holder_waits: self.holder_waits.clone(),
         };
         tokio::spawn(follow(task, stop.clone()));
         let now = FOLLOWED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;

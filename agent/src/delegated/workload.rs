@@ -19,6 +19,7 @@ use tonic::Streaming;
 
 use super::DelegatedClient;
 use super::convert::{BundleMap, WorkloadSvids};
+use super::holder_waits::HolderWaits;
 use crate::authz::Caller;
 use crate::identity::x509::Follower;
 
@@ -36,6 +37,8 @@ pub(crate) struct WorkloadFollow {
     pub(crate) default_hint: Option<String>,
     /// Writes the workload's own store.
     pub(crate) follower: Follower,
+    /// Role leases waiting for a holder of an identity this workload may bring.
+    pub(crate) holder_waits: Arc<HolderWaits>,
 }
 
 /// Follows the workload until `stop` (its last stream ended) or its process exits.
@@ -91,6 +94,7 @@ pub(crate) async fn follow(mut w: WorkloadFollow, stop: CancellationToken) {
                     let svids = WorkloadSvids::new(update.x509_svids, update.federates_with, w.default_hint.as_deref());
                     let bundles = w.bundles.borrow_and_update().clone();
                     overdue_at = w.follower.apply_parsed(svids.svids(), svids.visible_bundles(&bundles));
+                    w.holder_waits.arrived(svids.svids().iter().map(|s| s.spiffe_id.as_str()));
                     w.note_if_empty(&svids);
                     last = Some(svids);
                 }

@@ -59,12 +59,23 @@ impl JwtSvidSource for WorkloadApiJwtFetcher {
 /// own from the Workload API (`self` mode), a local workload's through the Delegated
 /// Identity API (a node agent).
 pub trait JwtSvidsById: Send + Sync + std::fmt::Debug {
-    /// The source of `spiffe_id`'s JWT-SVIDs.
-    fn for_id(&self, spiffe_id: &str) -> std::sync::Arc<dyn JwtSvidSource>;
+    /// The source of `spiffe_id`'s JWT-SVIDs for one lease, which `retry_now` tells to
+    /// try again at once: a source that can be without anyone to fetch for (a node agent
+    /// between two of a workload's processes) notifies it when one comes.
+    fn for_id(
+        &self,
+        spiffe_id: &str,
+        retry_now: &std::sync::Arc<tokio::sync::Notify>,
+    ) -> std::sync::Arc<dyn JwtSvidSource>;
 }
 
 impl JwtSvidsById for WorkloadApiClient {
-    fn for_id(&self, spiffe_id: &str) -> std::sync::Arc<dyn JwtSvidSource> {
+    /// The agent's own identity is always there to fetch for: `retry_now` is not needed.
+    fn for_id(
+        &self,
+        spiffe_id: &str,
+        _: &std::sync::Arc<tokio::sync::Notify>,
+    ) -> std::sync::Arc<dyn JwtSvidSource> {
         std::sync::Arc::new(WorkloadApiJwtFetcher::new(
             self.clone(),
             Some(spiffe_id.to_owned()),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use steeple_plugin_api::CredentialExchanger;
 use steeple_plugin_api::lease::{LeaseHandle, LeaseSet, LeaseSettings};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::jwt_source::JwtSvidsById;
@@ -80,12 +81,15 @@ where
         };
         Some(self.leases.acquire(key, || {
             let name = format!("{} {role} for {spiffe_id}", self.side);
-            let settings = LeaseSettings::new(name.clone(), "credential exchange", REFRESH_WINDOW);
+            let mut settings =
+                LeaseSettings::new(name.clone(), "credential exchange", REFRESH_WINDOW);
+            let retry_now = Arc::new(Notify::new());
+            settings.refresh_now = Some(retry_now.clone());
             let exchange = Exchange {
                 name,
                 label: format!("{} {role}", self.side),
                 exchanger: exchanger.clone(),
-                jwt: self.jwt.for_id(spiffe_id),
+                jwt: self.jwt.for_id(spiffe_id, &retry_now),
                 subject: Some(spiffe_id.to_owned()),
             };
             (exchange, settings)

@@ -66,7 +66,7 @@ struct Tokens;
 struct TokenFor(String);
 
 impl JwtSvidsById for Tokens {
-    fn for_id(&self, spiffe_id: &str) -> Arc<dyn JwtSvidSource> {
+    fn for_id(&self, spiffe_id: &str, _: &Arc<tokio::sync::Notify>) -> Arc<dyn JwtSvidSource> {
         let sub = if spiffe_id.ends_with("/liar") {
             "spiffe://td/other"
         } else {
