@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::net::UnixListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -30,12 +29,10 @@ use crate::store::{DemandRefused, SecretStore, View, ViewReceiver};
 use delta::DeltaStream;
 pub use limits::SdsSettings;
 use resources::{ClientCaps, SECRET_TYPE_URL, encoded};
-use server::{ResponseStream, SdsServer, response_stream};
+use server::SdsServer;
 use sotw::SotwStream;
+use stream::Responses;
 use wire::{DeltaResponse, SotwResponse};
-
-/// Responses buffered per stream before the stream task waits for the client to read.
-const STREAM_BUFFER: usize = 4;
 
 /// The SDS service over the shared store.
 #[derive(Debug, Clone)]
@@ -173,33 +170,27 @@ impl SdsService {
         SdsServer::new(self, limit)
     }
 
-    fn spawn_stream<P: stream::Protocol>(
+    fn open_stream<P: stream::Protocol>(
         &self,
         (grant, permit): (Grant, StreamPermit),
         protocol: P,
         inbound: Streaming<P::Request>,
-    ) -> ResponseStream<P::Response> {
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    ) -> Responses<P::Response> {
         let view = match &permit.workload {
             None => ViewReceiver::shared(self.store.subscribe()),
             Some(w) => {
                 ViewReceiver::delegated(self.store.subscribe(), w.store().subscribe(), w.clone())
             }
         };
-        let running = stream::run(
+        stream::run(
             grant,
             protocol,
             inbound,
-            tx,
             view,
             self.policy.subscribe(),
-            self.shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            running.await;
-            drop(permit);
-        });
-        response_stream(rx)
+            &self.shutdown,
+            permit,
+        )
     }
 }
 
@@ -209,10 +200,10 @@ impl SdsService {
     pub async fn stream_secrets(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<ResponseStream<SotwResponse>>, Status> {
+    ) -> Result<Response<Responses<SotwResponse>>, Status> {
         let grant = self.stream_grant(&request).await?;
         let protocol = SotwStream::new(self.settings.clone());
-        Ok(Response::new(self.spawn_stream(
+        Ok(Response::new(self.open_stream(
             grant,
             protocol,
             request.into_inner(),
@@ -223,10 +214,10 @@ impl SdsService {
     pub async fn delta_secrets(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<ResponseStream<DeltaResponse>>, Status> {
+    ) -> Result<Response<Responses<DeltaResponse>>, Status> {
         let grant = self.stream_grant(&request).await?;
         let protocol = DeltaStream::new(self.settings.clone());
-        Ok(Response::new(self.spawn_stream(
+        Ok(Response::new(self.open_stream(
             grant,
             protocol,
             request.into_inner(),

@@ -9,9 +9,6 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use tokio_stream::StreamExt as _;
-use tokio_stream::adapters::Map;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::body::Body;
 use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
@@ -19,22 +16,9 @@ use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::SdsService;
+use super::stream::Responses;
 use super::wire::{DeltaResponse, SotwResponse, WireMessage};
 use crate::small_codec::ProtoDecoder;
-
-/// One message from a stream's task to its response body. Boxed: tokio's channel
-/// allocates room for 32 of its items per stream whatever its capacity, ~3 KiB of each
-/// stream's memory for an unboxed response, a pointer's worth boxed.
-pub type Outgoing<T> = Box<Result<T, Status>>;
-
-/// What the server sends on a stream.
-pub type ResponseStream<T> = Map<ReceiverStream<Outgoing<T>>, fn(Outgoing<T>) -> Result<T, Status>>;
-
-/// The response stream reading what a stream's task sends on `rx`.
-pub fn response_stream<T>(rx: tokio::sync::mpsc::Receiver<Outgoing<T>>) -> ResponseStream<T> {
-    let unbox: fn(Outgoing<T>) -> Result<T, Status> = |outgoing| *outgoing;
-    ReceiverStream::new(rx).map(unbox)
-}
 
 const SERVICE: &str = "envoy.service.secret.v3.SecretDiscoveryService";
 const STREAM_SECRETS: &str = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets";
@@ -102,7 +86,7 @@ struct StreamSecrets(Arc<SdsService>);
 
 impl StreamingService<DiscoveryRequest> for StreamSecrets {
     type Response = SotwResponse;
-    type ResponseStream = ResponseStream<SotwResponse>;
+    type ResponseStream = Responses<SotwResponse>;
     type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
 
     fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
@@ -115,7 +99,7 @@ struct DeltaSecrets(Arc<SdsService>);
 
 impl StreamingService<DeltaDiscoveryRequest> for DeltaSecrets {
     type Response = DeltaResponse;
-    type ResponseStream = ResponseStream<DeltaResponse>;
+    type ResponseStream = Responses<DeltaResponse>;
     type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
 
     fn call(&mut self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {

@@ -2,16 +2,17 @@
 //! out, until the client leaves, a request is refused, the caller loses its rights to what
 //! it watches (a reloaded policy), or the agent shuts down.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
+use futures::Stream;
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Status, Streaming};
 
 use super::own_identity::{self, Verdict};
-use super::server::Outgoing;
 use crate::authz::{Grant, Policy};
-use crate::metrics::{SdsFlavour, metrics};
+use crate::metrics::{SdsFlavour, StreamGauge, metrics};
 use crate::store::{View, ViewReceiver};
 
 /// One flavour of the xDS protocol (state of the world, or delta) as a state machine.
@@ -44,52 +45,88 @@ pub trait Protocol: Send + 'static {
 /// (`Ok`), or end, telling the client why or not (`Err`).
 type Step<R> = Result<Option<R>, Option<Status>>;
 
+/// One stream's responses, as the gRPC response body that hyper polls: each poll runs
+/// the stream's loop until it has a response to send. No task and no channel of its own
+/// sit between the loop and the connection, so a push is one wake-up of the stream, not
+/// three; the client leaving drops the body and with it everything the stream holds.
+pub type Responses<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
+
 /// Runs `protocol` over one gRPC stream for the caller holding `grant`; when `policy`
 /// changes, the grant is recomputed and everything the stream watches checked again.
-pub async fn run<P: Protocol>(
-    mut grant: Grant,
-    mut protocol: P,
-    mut inbound: Streaming<P::Request>,
-    outbound: mpsc::Sender<Outgoing<P::Response>>,
-    mut store: ViewReceiver,
-    mut policy: watch::Receiver<Arc<Policy>>,
-    shutdown: CancellationToken,
-) {
-    let _open = metrics().sds_stream_opened(P::FLAVOUR);
-    // A request named an SVID before the caller's own identity was known (delegated mode).
-    let mut judge_later = false;
-    // Made once, not at each turn of the loop: each made anew registers with (and, when
-    // another branch wins, leaves) a waiter list every stream shares.
-    let cancelled = shutdown.cancelled();
-    let closed = outbound.closed();
-    tokio::pin!(cancelled, closed);
-    loop {
-        let step = tokio::select! {
-            () = &mut cancelled => return,
-            () = &mut closed => return,
-            changed = policy.changed() => match changed {
-                Ok(()) => reauthorize(&mut grant, &protocol, &mut policy),
-                Err(_) => Err(None),
-            },
-            message = inbound.message() => on_message(&grant, &mut protocol, message, &mut store, &mut judge_later),
-            changed = store.changed() => match changed {
-                Ok(()) => on_snapshot(&mut grant, &mut protocol, &mut store, &policy, &mut judge_later),
-                Err(_) => Err(None),
-            },
-        };
-        match step {
-            Ok(None) => {}
-            Ok(Some(response)) => {
-                if outbound.send(Box::new(Ok(response))).await.is_err() {
-                    return;
-                }
-                metrics().sds_response_sent(P::FLAVOUR);
+/// `held` (its place under the stream limit, say) is kept until the stream ends.
+pub fn run<P: Protocol, H: Send + 'static>(
+    grant: Grant,
+    protocol: P,
+    inbound: Streaming<P::Request>,
+    store: ViewReceiver,
+    policy: watch::Receiver<Arc<Policy>>,
+    shutdown: &CancellationToken,
+    held: H,
+) -> Responses<P::Response> {
+    let running = Running {
+        grant,
+        protocol,
+        inbound,
+        store,
+        policy,
+        // Made once, not at each turn of the loop: each made anew registers with (and,
+        // when another branch wins, leaves) a waiter list every stream shares.
+        cancelled: Box::pin(shutdown.clone().cancelled_owned()),
+        judge_later: false,
+        _open: metrics().sds_stream_opened(P::FLAVOUR),
+        _held: held,
+    };
+    Box::pin(futures::stream::unfold(
+        Some(running),
+        |running| async move {
+            let mut running = running?;
+            match running.next().await? {
+                Ok(response) => Some((Ok(response), Some(running))),
+                // The last word: the stream ends after it.
+                Err(status) => Some((Err(status), None)),
             }
-            Err(why) => {
-                if let Some(status) = why {
-                    let _ = outbound.send(Box::new(Err(status))).await;
+        },
+    ))
+}
+
+/// An open stream's state between two responses.
+struct Running<P: Protocol, H> {
+    grant: Grant,
+    protocol: P,
+    inbound: Streaming<P::Request>,
+    store: ViewReceiver,
+    policy: watch::Receiver<Arc<Policy>>,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// A request named an SVID before the caller's own identity was known (delegated
+    /// mode).
+    judge_later: bool,
+    _open: StreamGauge<'static>,
+    _held: H,
+}
+
+impl<P: Protocol, H> Running<P, H> {
+    /// The next response, or why the stream ends (`None`: without telling the client).
+    async fn next(&mut self) -> Option<Result<P::Response, Status>> {
+        loop {
+            let step = tokio::select! {
+                () = &mut self.cancelled => return None,
+                changed = self.policy.changed() => match changed {
+                    Ok(()) => reauthorize(&mut self.grant, &self.protocol, &mut self.policy),
+                    Err(_) => Err(None),
+                },
+                message = self.inbound.message() => on_message(&self.grant, &mut self.protocol, message, &mut self.store, &mut self.judge_later),
+                changed = self.store.changed() => match changed {
+                    Ok(()) => on_snapshot(&mut self.grant, &mut self.protocol, &mut self.store, &self.policy, &mut self.judge_later),
+                    Err(_) => Err(None),
+                },
+            };
+            match step {
+                Ok(None) => {}
+                Ok(Some(response)) => {
+                    metrics().sds_response_sent(P::FLAVOUR);
+                    return Some(Ok(response));
                 }
-                return;
+                Err(why) => return why.map(Err),
             }
         }
     }
