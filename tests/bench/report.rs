@@ -60,6 +60,58 @@ const IDLE_TARGET_KIB: u64 = 20 * 1024;
 const P99_TARGET: Duration = Duration::from_millis(50);
 
 impl Report {
+    /// The same figures for machines: every round's medians, and per N the Steeple /
+    /// SPIRE agent ratios when both ran.
+    pub fn json(&self) -> serde_json::Value {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let rounds: Vec<serde_json::Value> = self
+            .rounds
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "agent": r.target.label(),
+                    "streams": r.streams,
+                    "establish_ms": ms(r.establish),
+                    "establish_note": r.establish_note,
+                    "fanout_p50_ms": ms(r.median(|x| x.p50)),
+                    "fanout_p99_ms": ms(r.median(|x| x.p99)),
+                    "fanout_max_ms": ms(r.median(|x| x.max)),
+                    "last_after_set_ms": ms(r.median(|x| x.last_after_set)),
+                    "agent_cpu_per_rotation_ms": ms(r.median(|x| x.agent_cpu)),
+                    "agent_cpu_per_stream_us": ms(r.median(|x| x.agent_cpu)) * 1000.0 / r.streams as f64,
+                    "client_cpu_per_rotation_ms": ms(r.median(|x| x.client_cpu)),
+                    "rss_before_kib": r.rss_before_kib,
+                    "rss_after_kib": r.rss_after_kib,
+                    "rss_per_stream_kib": r.rss_per_stream_kib(),
+                })
+            })
+            .collect();
+        let ratios: Vec<serde_json::Value> = self
+            .pairs()
+            .map(|(spire, steeple)| {
+                let of = |pick: fn(&Rotation) -> Duration| {
+                    let theirs = ms(spire.median(pick));
+                    (theirs > 0.0).then(|| ms(steeple.median(pick)) / theirs)
+                };
+                serde_json::json!({
+                    "streams": steeple.streams,
+                    "fanout_p99": of(|x| x.p99),
+                    "agent_cpu_per_rotation": of(|x| x.agent_cpu),
+                    "rss_per_stream": steeple.rss_per_stream_kib() / spire.rss_per_stream_kib(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "date": self.date,
+            "machine": self.machine,
+            "setup": self.setup,
+            "steeple_idle_rss_kib": self.steeple_idle_kib,
+            "rounds": rounds,
+            "steeple_over_spire": ratios,
+            "skipped": self.skipped,
+        })
+    }
+
     /// The Markdown document.
     pub fn markdown(&self) -> String {
         let mut out = String::new();

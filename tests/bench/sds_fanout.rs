@@ -67,6 +67,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/RESULTS.md");
     std::fs::write(&path, &markdown).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("bench: wrote {}", path.display());
+    let path = path.with_file_name("sds_fanout_results.json");
+    let json = serde_json::to_string_pretty(&report.json())?;
+    std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("bench: wrote {}", path.display());
     Ok(())
 }
 
