@@ -63,7 +63,7 @@ impl Args {
                     });
                     parsed.streams = vec![guard::STREAMS];
                     parsed.explicit_streams = true;
-                    parsed.rotations = 1;
+                    parsed.rotations = guard::ROTATIONS;
                     parsed.targets = vec![Target::Steeple];
                 }
                 _ => anyhow::bail!("unknown argument {flag}\n{USAGE}"),

@@ -43,7 +43,6 @@ fn alarm_overdue(state: &X509State) {
     }
 }
 
-/// Each SVID's SPIFFE ID and leaf certificate (public parts only).
 /// How many SPIFFE IDs of `before` now have a different leaf certificate.
 pub(super) fn rotations(before: &[Arc<Certificate>], after: &[Arc<Certificate>]) -> usize {
     after
