@@ -6,11 +6,16 @@
 //! refused. The process is held by a pidfd taken at connect time (one `poll` per check,
 //! and a reused PID can never match it); where the kernel has no pidfds, its start time
 //! is re-read from `/proc` instead, as SPIRE does.
+//!
+//! A passing check stands for [`CHECK_STANDS_FOR`] on its connection: a fan-out that
+//! pushes to a hundred streams of one connection reads `/proc` once, not a hundred times.
 
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// A local caller.
 #[derive(Debug, Clone)]
@@ -29,6 +34,30 @@ pub struct Caller {
     liveness: Liveness,
     /// Resource names whose grant was already audited for this connection.
     audited: Arc<Mutex<HashSet<String>>>,
+    /// When the process last passed [`Caller::runs_as_connected`], in nanoseconds since
+    /// [`nanos_since_epoch`]'s start (0: never). Shared by the connection's clones.
+    passed_at: Arc<AtomicU64>,
+}
+
+/// How long a passing check of the connecting process ([`Caller::runs_as_connected`])
+/// stands for its connection before `/proc` is read again.
+///
+/// Why this is safe: the check guards against a process that exits (a child keeps the
+/// socket) or `execve`s another program, and then goes on receiving what the process that
+/// connected was granted — above all, material made *later* (rotations). Within this
+/// window after a passing check, whatever the connection gets is what the connected
+/// process could have fetched itself at that moment and handed on; a response is already
+/// queued behind other streams' writes for longer than this under load. A failed check is
+/// never remembered: it is made again, and refuses, every time.
+pub const CHECK_STANDS_FOR: Duration = Duration::from_millis(2);
+
+/// Why [`Caller::runs_as_connected`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessChange {
+    /// The connecting process exited, or its PID now names another process.
+    Gone,
+    /// It runs another executable than when it connected.
+    Executed,
 }
 
 /// Most names remembered as audited per connection; past it, grants are audited again.
@@ -63,7 +92,31 @@ impl Caller {
             started: pid.and_then(start_time),
             liveness,
             audited: Arc::default(),
+            passed_at: Arc::default(),
         }
+    }
+
+    /// Whether the process that connected still runs, as the same program: checked in
+    /// `/proc` unless it passed within [`CHECK_STANDS_FOR`] on this connection.
+    pub fn runs_as_connected(&self) -> Result<(), ProcessChange> {
+        self.runs_as_connected_at(nanos_since_epoch())
+    }
+
+    /// [`Caller::runs_as_connected`] at `now` ([`nanos_since_epoch`]).
+    fn runs_as_connected_at(&self, now: u64) -> Result<(), ProcessChange> {
+        let passed_at = self.passed_at.load(Ordering::Relaxed);
+        if passed_at != 0 && now.saturating_sub(passed_at) < stands_for_nanos() {
+            return Ok(());
+        }
+        if !self.still_running() {
+            return Err(ProcessChange::Gone);
+        }
+        if self.exe_changed() {
+            return Err(ProcessChange::Executed);
+        }
+        // The time the check began: the window never outlasts the facts it read.
+        self.passed_at.fetch_max(now, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The connecting process's pid and start time, which name it alone (a reused pid
@@ -123,6 +176,18 @@ impl Caller {
             .map_or_else(|| "?".to_owned(), |e| e.display().to_string());
         format!("uid={} gid={} pid={pid} exe={exe}", self.uid, self.gid)
     }
+}
+
+/// Nanoseconds since this clock's first reading, plus one (so never 0).
+fn nanos_since_epoch() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let elapsed = EPOCH.get_or_init(Instant::now).elapsed().as_nanos();
+    u64::try_from(elapsed).unwrap_or(u64::MAX).saturating_add(1)
+}
+
+/// [`CHECK_STANDS_FOR`] in nanoseconds.
+fn stands_for_nanos() -> u64 {
+    u64::try_from(CHECK_STANDS_FOR.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Liveness {
@@ -211,6 +276,41 @@ mod tests {
         assert!(refused.message().contains("another program"), "{refused:?}");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_passing_check_stands_for_its_window_on_the_connection_only() {
+        let me = Caller::from_peer(0, 0, Some(std::process::id() as i32));
+        let t0 = 1_000;
+        assert_eq!(me.runs_as_connected_at(t0), Ok(()));
+        // The same connection, its process now running another program: the pass made
+        // at t0 stands until the window ends, and not a nanosecond longer.
+        let executed = Caller {
+            exe: Some(PathBuf::from("/usr/bin/allowed-binary")),
+            ..me.clone()
+        };
+        let window = stands_for_nanos();
+        assert_eq!(executed.runs_as_connected_at(t0 + window - 1), Ok(()));
+        assert_eq!(
+            executed.runs_as_connected_at(t0 + window),
+            Err(ProcessChange::Executed)
+        );
+        // A refusal is not remembered: it refuses again, however soon.
+        assert_eq!(
+            executed.runs_as_connected_at(t0 + window + 1),
+            Err(ProcessChange::Executed)
+        );
+        // Another connection of the same process has no pass of its own yet.
+        let other = Caller {
+            exe: Some(PathBuf::from("/usr/bin/allowed-binary")),
+            ..Caller::from_peer(0, 0, Some(std::process::id() as i32))
+        };
+        assert_eq!(other.runs_as_connected_at(t0), Err(ProcessChange::Executed));
+        let gone = Caller {
+            liveness: Liveness::Gone,
+            ..Caller::from_peer(0, 0, Some(std::process::id() as i32))
+        };
+        assert_eq!(gone.runs_as_connected_at(t0), Err(ProcessChange::Gone));
     }
 
     #[test]

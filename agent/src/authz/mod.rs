@@ -6,7 +6,7 @@ mod caller;
 mod policy;
 pub mod tcp_peer;
 
-pub use caller::Caller;
+pub use caller::{Caller, ProcessChange};
 pub use policy::{Policy, Rule, glob_matches};
 
 use std::sync::Arc;
@@ -167,20 +167,24 @@ impl Grant {
     }
 
     /// Checks every name of one request; refuses the first one not granted, naming it
-    /// (never the policy). Each denial is an audit event, as is the first grant of each
-    /// name on a connection.
+    /// (never the policy), and refuses everything once the connecting process is gone or
+    /// runs another program ([`Caller::runs_as_connected`]). Each denial is an audit
+    /// event, as is the first grant of each name on a connection.
     pub fn authorize<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), Status> {
-        if !self.caller.still_running() {
-            tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), decision = "deny", reason = "connecting process exited or PID reused", "{}", self.endpoint);
-            return Err(Status::permission_denied(
-                "the process that opened this connection is gone; reconnect",
-            ));
-        }
-        if self.caller.exe_changed() {
-            tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), decision = "deny", reason = "connecting process executed another program since it connected", "{}", self.endpoint);
-            return Err(Status::permission_denied(
-                "the process that opened this connection now runs another program; reconnect",
-            ));
+        match self.caller.runs_as_connected() {
+            Ok(()) => {}
+            Err(ProcessChange::Gone) => {
+                tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), decision = "deny", reason = "connecting process exited or PID reused", "{}", self.endpoint);
+                return Err(Status::permission_denied(
+                    "the process that opened this connection is gone; reconnect",
+                ));
+            }
+            Err(ProcessChange::Executed) => {
+                tracing::warn!(target: crate::audit::TARGET, caller = %self.caller.describe(), decision = "deny", reason = "connecting process executed another program since it connected", "{}", self.endpoint);
+                return Err(Status::permission_denied(
+                    "the process that opened this connection now runs another program; reconnect",
+                ));
+            }
         }
         for name in names {
             if !self.covers(name) {
