@@ -5,15 +5,16 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Status, Streaming};
 
 use super::own_identity::{self, Verdict};
 use crate::authz::{Grant, Policy};
 use crate::metrics::{SdsFlavour, StreamGauge, metrics};
-use crate::store::{View, ViewReceiver};
+use crate::store::{View, ViewChanges, ViewReceiver};
 
 /// One flavour of the xDS protocol (state of the world, or delta) as a state machine.
 pub trait Protocol: Send + 'static {
@@ -63,14 +64,18 @@ pub fn run<P: Protocol, H: Send + 'static>(
     shutdown: &CancellationToken,
     held: H,
 ) -> Responses<P::Response> {
+    // The waits on shutdown, the policy and the stores are made once, not at each turn of
+    // the loop: each made anew registers with (and, when another branch wins, leaves) a
+    // waiter list every stream shares, under its lock.
+    let in_force = policy.borrow().clone();
     let running = Running {
         grant,
         protocol,
         inbound,
+        changes: store.changes(),
         store,
-        policy,
-        // Made once, not at each turn of the loop: each made anew registers with (and,
-        // when another branch wins, leaves) a waiter list every stream shares.
+        policy: in_force,
+        policy_changes: WatchStream::from_changes(policy),
         cancelled: Box::pin(shutdown.clone().cancelled_owned()),
         judge_later: false,
         _open: metrics().sds_stream_opened(P::FLAVOUR),
@@ -95,7 +100,10 @@ struct Running<P: Protocol, H> {
     protocol: P,
     inbound: Streaming<P::Request>,
     store: ViewReceiver,
-    policy: watch::Receiver<Arc<Policy>>,
+    changes: ViewChanges,
+    /// The policy in force, as of its last change the stream saw.
+    policy: Arc<Policy>,
+    policy_changes: WatchStream<Arc<Policy>>,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     /// A request named an SVID before the caller's own identity was known (delegated
     /// mode).
@@ -110,14 +118,17 @@ impl<P: Protocol, H> Running<P, H> {
         loop {
             let step = tokio::select! {
                 () = &mut self.cancelled => return None,
-                changed = self.policy.changed() => match changed {
-                    Ok(()) => reauthorize(&mut self.grant, &self.protocol, &mut self.policy),
-                    Err(_) => Err(None),
+                changed = self.policy_changes.next() => match changed {
+                    Some(policy) => {
+                        self.policy = policy;
+                        reauthorize(&mut self.grant, &self.protocol, &self.policy)
+                    }
+                    None => Err(None),
                 },
                 message = self.inbound.message() => on_message(&self.grant, &mut self.protocol, message, &mut self.store, &mut self.judge_later),
-                changed = self.store.changed() => match changed {
-                    Ok(()) => on_snapshot(&mut self.grant, &mut self.protocol, &mut self.store, &self.policy, &mut self.judge_later),
-                    Err(_) => Err(None),
+                changed = self.changes.next() => match changed {
+                    Some(()) => on_snapshot(&mut self.grant, &mut self.protocol, &mut self.store, &self.policy, &mut self.judge_later),
+                    None => Err(None),
                 },
             };
             match step {
@@ -133,12 +144,8 @@ impl<P: Protocol, H> Running<P, H> {
 }
 
 /// The grant under the replaced policy, which must still cover what the stream watches.
-fn reauthorize<P: Protocol>(
-    grant: &mut Grant,
-    protocol: &P,
-    policy: &mut watch::Receiver<Arc<Policy>>,
-) -> Step<P::Response> {
-    *grant = grant.under(&policy.borrow_and_update());
+fn reauthorize<P: Protocol>(grant: &mut Grant, protocol: &P, policy: &Policy) -> Step<P::Response> {
+    *grant = grant.under(policy);
     if let Err(status) = grant.authorize_request(protocol.watched()) {
         metrics().sds_request_refused();
         tracing::warn!(code = ?status.code(), reason = status.message(), "the reloaded policy no longer grants what this stream watches; closing it");
@@ -219,7 +226,7 @@ fn on_snapshot<P: Protocol>(
     grant: &mut Grant,
     protocol: &mut P,
     store: &mut ViewReceiver,
-    policy: &watch::Receiver<Arc<Policy>>,
+    policy: &Policy,
     judge_later: &mut bool,
 ) -> Step<P::Response> {
     let snapshot = store.borrow_and_update();
@@ -227,7 +234,7 @@ fn on_snapshot<P: Protocol>(
         && grant.identity() != Some(identity.as_slice())
     {
         // The caller's SVIDs changed: what `[[callers]]` grants it may have too.
-        *grant = grant.attested(&policy.borrow(), identity);
+        *grant = grant.attested(policy, identity);
         if let Err(status) = grant.authorize_request(protocol.watched()) {
             metrics().sds_request_refused();
             tracing::warn!(code = ?status.code(), reason = status.message(), "the caller's new identity is not granted what this stream watches; closing it");

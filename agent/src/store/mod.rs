@@ -22,7 +22,7 @@ pub mod view;
 pub use encodings::{Encoded, Encodings};
 pub use public_entries::PublicEntries;
 pub use sources::Source;
-pub use view::{DemandRefused, OnDemand, View, ViewReceiver};
+pub use view::{DemandRefused, OnDemand, View, ViewChanges, ViewReceiver};
 
 /// The next entry version. One counter for every store in the process, so an entry's
 /// version never repeats, even across the stores one SDS caller sees together ([`View`]).

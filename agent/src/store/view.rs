@@ -3,9 +3,13 @@
 //! federate with — over the shared store, of which the agent's own identity is hidden:
 //! a caller gets its own identity, never the agent's nor another workload's.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use futures::Stream;
 use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
 
 use super::{Entry, Snapshot};
 
@@ -143,14 +147,14 @@ impl ViewReceiver {
         self.demand.as_ref().map_or(Ok(()), |d| d.wanted(names))
     }
 
-    /// Waits until either store changed; `Err` once a store is gone.
-    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
-        match &mut self.own {
-            None => self.shared.changed().await,
-            Some(own) => tokio::select! {
-                changed = self.shared.changed() => changed,
-                changed = own.changed() => changed,
-            },
+    /// A stream that yields once for each change of either store after now, and ends
+    /// once a store is gone. It waits on receivers of its own: its wait stays registered
+    /// between polls instead of being made anew (and unregistered) at each turn of a
+    /// stream's loop, and what this receiver marks seen does not affect it.
+    pub fn changes(&self) -> ViewChanges {
+        ViewChanges {
+            shared: WatchStream::from_changes(self.shared.clone()),
+            own: self.own.clone().map(WatchStream::from_changes),
         }
     }
 
@@ -159,6 +163,38 @@ impl ViewReceiver {
         View {
             shared: self.shared.borrow_and_update().clone(),
             own: self.own.as_mut().map(|own| own.borrow_and_update().clone()),
+        }
+    }
+}
+
+/// The changes of a caller's stores ([`ViewReceiver::changes`]).
+pub struct ViewChanges {
+    shared: WatchStream<Arc<Snapshot>>,
+    own: Option<WatchStream<Arc<Snapshot>>>,
+}
+
+impl std::fmt::Debug for ViewChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewChanges")
+            .field("delegated", &self.own.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream for ViewChanges {
+    type Item = ();
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
+        // Both are polled, so both stay registered; either's end is the end.
+        let own = match self.own.as_mut() {
+            Some(own) => Pin::new(own).poll_next(cx),
+            None => Poll::Pending,
+        };
+        let shared = Pin::new(&mut self.shared).poll_next(cx);
+        match (own, shared) {
+            (Poll::Ready(None), _) | (_, Poll::Ready(None)) => Poll::Ready(None),
+            (Poll::Ready(Some(_)), _) | (_, Poll::Ready(Some(_))) => Poll::Ready(Some(())),
+            (Poll::Pending, Poll::Pending) => Poll::Pending,
         }
     }
 }
@@ -217,19 +253,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_change_in_either_store_wakes_the_receiver() {
+    async fn a_change_in_either_store_is_a_change_of_the_view() {
+        use futures::StreamExt as _;
         let shared = SecretStore::new();
         let own = SecretStore::new();
         let mut rx =
             ViewReceiver::delegated(shared.subscribe(), own.subscribe(), Arc::new(Nothing));
+        let mut changes = rx.changes();
         own.sync_source(
             &Source::X509Identity,
             vec![("default".into(), generic(b"1"))],
         );
-        rx.changed().await.unwrap();
+        assert_eq!(changes.next().await, Some(()));
         assert!(rx.borrow_and_update().get("default").is_some());
         shared.sync_source(&Source::Envelopes, vec![("x".into(), generic(b"2"))]);
-        rx.changed().await.unwrap();
+        assert_eq!(changes.next().await, Some(()));
         assert!(rx.borrow_and_update().get("x").is_some());
+        // Nothing changed since: no change to yield.
+        assert!(futures::poll!(changes.next()).is_pending());
+        drop(own);
+        assert_eq!(changes.next().await, None, "a store gone ends the changes");
+    }
+
+    #[tokio::test]
+    async fn the_changes_of_the_shared_store_alone_end_with_it() {
+        use futures::StreamExt as _;
+        let shared = SecretStore::new();
+        let rx = ViewReceiver::shared(shared.subscribe());
+        let mut changes = rx.changes();
+        assert!(futures::poll!(changes.next()).is_pending(), "no change yet");
+        shared.sync_source(&Source::Envelopes, vec![("x".into(), generic(b"2"))]);
+        assert_eq!(changes.next().await, Some(()));
+        drop(shared);
+        assert_eq!(changes.next().await, None);
     }
 }
