@@ -8,9 +8,11 @@ use crate::figures::Target;
 use crate::guard;
 
 const USAGE: &str = "usage: cargo bench -p steeple-e2e --bench sds_fanout -- \
-    [--streams 100,1000,10000] [--rotations 3] [--per-connection 100] [--targets spire,steeple] \
-    | --guard check|record";
+    [--streams 100,1000,10000] [--rotations 3] [--per-connection 100] \
+    [--targets spire,steeple,floor] | --guard check|record";
 
+/// The servers `--targets` may name.
+const TARGETS: [Target; 3] = [Target::SpireAgent, Target::Steeple, Target::Floor];
 /// Stream counts run when `--streams` is not given; the last only if it fits.
 const DEFAULT_STREAMS: [usize; 3] = [100, 1000, 10_000];
 /// File descriptors kept free for the peers, logs and CLI calls.
@@ -54,7 +56,7 @@ impl Args {
                 }
                 "--rotations" => parsed.rotations = cli::positive(&flag, &value, USAGE)?,
                 "--per-connection" => parsed.per_connection = cli::positive(&flag, &value, USAGE)?,
-                "--targets" => parsed.targets = Target::list(&value, USAGE)?,
+                "--targets" => parsed.targets = Target::list(&value, &TARGETS, USAGE)?,
                 "--guard" => {
                     parsed.guard = Some(match value.as_str() {
                         "check" => guard::Mode::Check,

@@ -1,4 +1,4 @@
-//! What the SDS benchmarks share: the two agents compared, one bundle rotation's fan-out
+//! What the SDS benchmarks share: the servers compared, one bundle rotation's fan-out
 //! figures, percentiles, and how figures print.
 
 use std::time::{Duration, Instant};
@@ -10,6 +10,13 @@ pub enum Target {
     SpireAgent,
     /// Steeple's SDS socket.
     Steeple,
+    /// The least an SDS server on Steeple's stack can do: a tonic/h2 relay of Steeple's
+    /// responses (`sds_fanout` only; see its `floor` module).
+    #[allow(
+        dead_code,
+        reason = "node_agent, which shares this file, never measures the floor"
+    )]
+    Floor,
 }
 
 impl Target {
@@ -18,19 +25,36 @@ impl Target {
         match self {
             Self::SpireAgent => "SPIRE agent",
             Self::Steeple => "Steeple",
+            Self::Floor => "floor (tonic/h2 relay)",
         }
     }
 
-    /// Comma-separated targets (`--targets`): `spire`, `steeple`.
-    pub fn list(value: &str, usage: &str) -> anyhow::Result<Vec<Self>> {
+    /// The name `--targets` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SpireAgent => "spire",
+            Self::Steeple => "steeple",
+            Self::Floor => "floor",
+        }
+    }
+
+    /// Comma-separated targets (`--targets`), each one of `accepted` by [`Target::name`].
+    pub fn list(value: &str, accepted: &[Self], usage: &str) -> anyhow::Result<Vec<Self>> {
         value
             .split(',')
-            .map(|name| match name.trim() {
-                "spire" => Ok(Self::SpireAgent),
-                "steeple" => Ok(Self::Steeple),
-                other => {
-                    anyhow::bail!("--targets: {other:?} is neither spire nor steeple\n{usage}")
-                }
+            .map(|name| {
+                let name = name.trim();
+                accepted
+                    .iter()
+                    .copied()
+                    .find(|target| target.name() == name)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = accepted.iter().map(|t| t.name()).collect();
+                        anyhow::anyhow!(
+                            "--targets: {name:?} is not one of {}\n{usage}",
+                            names.join(", ")
+                        )
+                    })
             })
             .collect()
     }

@@ -1,5 +1,5 @@
-//! Figures per round, and the Markdown report: the table, the Steeple/SPIRE ratios and
-//! the targets with ✔/✘.
+//! Figures per round, and the Markdown report: the table, the Steeple/SPIRE ratios,
+//! Steeple's CPU over the floor's, and the targets with ✔/✘.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -29,6 +29,11 @@ impl Round {
     /// RSS growth per stream, KiB (negative if the agent shrank).
     pub fn rss_per_stream_kib(&self) -> f64 {
         (self.rss_after_kib as f64 - self.rss_before_kib as f64) / self.streams as f64
+    }
+
+    /// The median over rotations of the agent's CPU per stream, µs.
+    pub fn agent_cpu_per_stream_us(&self) -> f64 {
+        self.median(|x| x.agent_cpu).as_secs_f64() * 1e6 / self.streams as f64
     }
 
     /// The median over rotations of the figure `pick` selects.
@@ -61,7 +66,7 @@ const P99_TARGET: Duration = Duration::from_millis(50);
 
 impl Report {
     /// The same figures for machines: every round's medians, and per N the Steeple /
-    /// SPIRE agent ratios when both ran.
+    /// SPIRE agent ratios, and Steeple's CPU over the floor's, when both ran.
     pub fn json(&self) -> serde_json::Value {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let rounds: Vec<serde_json::Value> = self
@@ -78,7 +83,7 @@ impl Report {
                     "fanout_max_ms": ms(r.median(|x| x.max)),
                     "last_after_set_ms": ms(r.median(|x| x.last_after_set)),
                     "agent_cpu_per_rotation_ms": ms(r.median(|x| x.agent_cpu)),
-                    "agent_cpu_per_stream_us": ms(r.median(|x| x.agent_cpu)) * 1000.0 / r.streams as f64,
+                    "agent_cpu_per_stream_us": r.agent_cpu_per_stream_us(),
                     "client_cpu_per_rotation_ms": ms(r.median(|x| x.client_cpu)),
                     "rss_before_kib": r.rss_before_kib,
                     "rss_after_kib": r.rss_after_kib,
@@ -87,7 +92,7 @@ impl Report {
             })
             .collect();
         let ratios: Vec<serde_json::Value> = self
-            .pairs()
+            .pairs(Target::SpireAgent)
             .map(|(spire, steeple)| {
                 let of = |pick: fn(&Rotation) -> Duration| {
                     let theirs = ms(spire.median(pick));
@@ -101,6 +106,17 @@ impl Report {
                 })
             })
             .collect();
+        let over_floor: Vec<serde_json::Value> = self
+            .pairs(Target::Floor)
+            .map(|(floor, steeple)| {
+                let theirs = ms(floor.median(|x| x.agent_cpu));
+                serde_json::json!({
+                    "streams": steeple.streams,
+                    "agent_cpu_per_rotation": (theirs > 0.0)
+                        .then(|| ms(steeple.median(|x| x.agent_cpu)) / theirs),
+                })
+            })
+            .collect();
         serde_json::json!({
             "date": self.date,
             "machine": self.machine,
@@ -108,6 +124,7 @@ impl Report {
             "steeple_idle_rss_kib": self.steeple_idle_kib,
             "rounds": rounds,
             "steeple_over_spire": ratios,
+            "steeple_over_floor": over_floor,
             "skipped": self.skipped,
         })
     }
@@ -127,6 +144,10 @@ impl Report {
         out.push_str(&self.table());
         out.push('\n');
         out.push_str(&self.ratios());
+        if self.pairs(Target::Floor).next().is_some() {
+            out.push('\n');
+            out.push_str(&self.over_floor());
+        }
         for skipped in &self.skipped {
             let _ = writeln!(out, "\nSkipped: {skipped}");
         }
@@ -178,7 +199,7 @@ impl Report {
             "| N | fan-out p99 Steeple/SPIRE | agent CPU per rotation Steeple/SPIRE \
              | RSS per stream Steeple/SPIRE |\n|---:|---:|---:|---:|\n",
         );
-        for (spire, steeple) in self.pairs() {
+        for (spire, steeple) in self.pairs(Target::SpireAgent) {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} |",
@@ -197,10 +218,38 @@ impl Report {
         out
     }
 
+    /// Steeple's agent CPU against the floor's: how far Steeple is from its stack's least.
+    fn over_floor(&self) -> String {
+        let mut out = String::from(
+            "| N | agent CPU / rotation Steeple (ms) | floor (ms) | Steeple/floor \
+             | agent CPU / stream Steeple (µs) | floor (µs) |\n\
+             |---:|---:|---:|---:|---:|---:|\n",
+        );
+        for (floor, steeple) in self.pairs(Target::Floor) {
+            let (a, b) = (
+                steeple.median(|x| x.agent_cpu),
+                floor.median(|x| x.agent_cpu),
+            );
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.1} | {:.1} |",
+                steeple.streams,
+                ms(a),
+                ms(b),
+                ratio(a.as_secs_f64(), b.as_secs_f64()),
+                steeple.agent_cpu_per_stream_us(),
+                floor.agent_cpu_per_stream_us(),
+            );
+        }
+        out
+    }
+
     fn targets(&self) -> String {
         let mut out = String::from("## Targets\n\n");
         let idle = self.steeple_idle_kib <= IDLE_TARGET_KIB;
-        let at_1000 = self.pairs().find(|(s, _)| s.streams == 1000);
+        let at_1000 = self
+            .pairs(Target::SpireAgent)
+            .find(|(s, _)| s.streams == 1000);
         match at_1000 {
             Some((spire, steeple)) => {
                 let p99 = steeple.median(|x| x.p99);
@@ -214,7 +263,7 @@ impl Report {
             }
             None => out.push_str("- – Fan-out to 1,000 streams p99 ≤ 50 ms: N=1000 not run\n"),
         }
-        for (spire, steeple) in self.pairs() {
+        for (spire, steeple) in self.pairs(Target::SpireAgent) {
             let (a, b) = (steeple.median(|x| x.p99), spire.median(|x| x.p99));
             let _ = writeln!(
                 out,
@@ -241,16 +290,16 @@ impl Report {
         out
     }
 
-    /// (SPIRE agent, Steeple) rounds with the same N.
-    fn pairs(&self) -> impl Iterator<Item = (&Round, &Round)> {
+    /// (`other`, Steeple) rounds with the same N.
+    fn pairs(&self, other: Target) -> impl Iterator<Item = (&Round, &Round)> {
         self.rounds
             .iter()
-            .filter(|r| r.target == Target::SpireAgent)
-            .filter_map(|spire| {
+            .filter(move |r| r.target == other)
+            .filter_map(|theirs| {
                 self.rounds
                     .iter()
-                    .find(|r| r.target == Target::Steeple && r.streams == spire.streams)
-                    .map(|steeple| (spire, steeple))
+                    .find(|r| r.target == Target::Steeple && r.streams == theirs.streams)
+                    .map(|steeple| (theirs, steeple))
             })
     }
 }

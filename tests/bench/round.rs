@@ -100,7 +100,7 @@ async fn establish(
 ) -> anyhow::Result<Established> {
     tokio::time::sleep(SETTLE).await;
     let rss_before_kib = rss_kib(world.pid(target)?)?;
-    let mut fleet = Fleet::new(world.socket(target), args.per_connection);
+    let mut fleet = Fleet::new(world.socket(target)?, args.per_connection);
     let started = Instant::now();
     let all = fleet.add(streams);
     let burst = fleet
@@ -148,7 +148,7 @@ async fn establish_batched(
 ) -> anyhow::Result<Established> {
     tokio::time::sleep(SETTLE).await;
     let rss_before_kib = rss_kib(world.pid(target)?)?;
-    let mut fleet = Fleet::new(world.socket(target), args.per_connection);
+    let mut fleet = Fleet::new(world.socket(target)?, args.per_connection);
     let started = Instant::now();
     let mut last = started;
     while fleet.len() < streams {

@@ -1,6 +1,8 @@
 //! Side-by-side SDS benchmark: SPIRE agent's built-in SDS vs Steeple's, on one SPIRE, for
 //! N concurrent `StreamSecrets` streams watching `ALL`: time to establish, memory per
-//! stream, and how fast a federated-bundle rotation fans out to every stream.
+//! stream, and how fast a federated-bundle rotation fans out to every stream. With
+//! `--targets …,floor` also the floor of Steeple's stack: a bare tonic/h2 relay of
+//! Steeple's responses ([`floor`]), which this binary runs when re-executed as one.
 //!
 //! `cargo bench -p steeple-e2e --bench sds_fanout [-- --streams 100,1000,10000]`; see
 //! `tests/bench/README.md`.
@@ -9,6 +11,7 @@ mod args;
 mod cli;
 mod figures;
 mod fleet;
+mod floor;
 mod guard;
 mod partner;
 mod report;
@@ -21,11 +24,15 @@ use anyhow::Context as _;
 use steeple_e2e::bench_support;
 
 use args::Args;
+use figures::Target;
 use report::{Report, Round};
 use round::run_round;
 use world::World;
 
 fn main() -> anyhow::Result<()> {
+    if let Some(served) = floor::run_if_asked() {
+        return served;
+    }
     let args = Args::parse(std::env::args().skip(1))?;
     bench_support::main_with_release_steeple(|| run(&args))
 }
@@ -37,7 +44,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         eprintln!("bench: skipping {reason}");
     }
     let date = bench_support::command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
-    let mut world = World::start().await?;
+    let mut world = World::start(args.targets.contains(&Target::Floor)).await?;
     if let Some(mode) = args.guard {
         return guard::run(&mut world, args, mode).await;
     }

@@ -1,10 +1,11 @@
 //! The benchmark's peers: SPIRE server and agent with one workload entry federating with
-//! partner.org, and Steeple on the agent's Workload API — plus the partner CA the
-//! benchmark rotates.
+//! partner.org, Steeple on the agent's Workload API, and (if asked) the floor relaying
+//! Steeple — plus the partner CA the benchmark rotates.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use steeple_e2e::bench_support::rss_kib;
 use steeple_e2e::peers::SPIRE_VERSION;
 use steeple_e2e::suite::uid_selector;
@@ -14,6 +15,7 @@ use tempfile::TempDir;
 use crate::args::Args;
 use crate::figures::Target;
 use crate::fleet::RESOURCE;
+use crate::floor::FloorProcess;
 use crate::partner::{PARTNER_TRUST_DOMAIN, PartnerBundle};
 
 const WORKLOAD_ID: &str = "spiffe://example.org/bench";
@@ -22,10 +24,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause after Steeple is ready before its idle RSS is read.
 const IDLE_SETTLE: Duration = Duration::from_secs(2);
 
-/// SPIRE, Steeple, and the partner.org bundle currently set.
+/// SPIRE, Steeple, the floor if asked, and the partner.org bundle currently set.
 #[derive(Debug)]
 pub struct World {
-    // Declared first: Steeple stops before the agent it follows.
+    // Declared in stop order: each stops before the server it follows.
+    floor: Option<FloorProcess>,
     steeple: SteepleProcess,
     spire: Spire,
     _dir: TempDir,
@@ -35,8 +38,9 @@ pub struct World {
 impl World {
     /// Starts SPIRE (logging at INFO, as in production), sets a partner.org bundle,
     /// registers this process's uid federating with it, starts Steeple, and waits until
-    /// Steeple serves `ALL` with the partner bundle.
-    pub async fn start() -> anyhow::Result<Self> {
+    /// Steeple serves `ALL` with the partner bundle; then, `with_floor`, starts the floor
+    /// on Steeple and waits until it serves the same.
+    pub async fn start(with_floor: bool) -> anyhow::Result<Self> {
         let spire = Spire::start(SpireOptions {
             log_level: "INFO".to_owned(),
             ..SpireOptions::default()
@@ -59,7 +63,14 @@ impl World {
             READY_TIMEOUT,
         )
         .await?;
+        let floor = if with_floor {
+            let upstream = steeple.sds_socket();
+            Some(FloorProcess::start(dir.path(), upstream, partner.fingerprint()).await?)
+        } else {
+            None
+        };
         Ok(Self {
+            floor,
             steeple,
             spire,
             _dir: dir,
@@ -74,10 +85,11 @@ impl World {
     }
 
     /// The SDS socket of `target`.
-    pub fn socket(&self, target: Target) -> &Path {
+    pub fn socket(&self, target: Target) -> anyhow::Result<&Path> {
         match target {
-            Target::SpireAgent => self.spire.agent_socket(),
-            Target::Steeple => self.steeple.sds_socket(),
+            Target::SpireAgent => Ok(self.spire.agent_socket()),
+            Target::Steeple => Ok(self.steeple.sds_socket()),
+            Target::Floor => Ok(self.floor()?.socket()),
         }
     }
 
@@ -89,7 +101,14 @@ impl World {
                 .agent_pid()
                 .ok_or_else(|| anyhow::anyhow!("SPIRE agent is not running")),
             Target::Steeple => Ok(self.steeple.pid()),
+            Target::Floor => Ok(self.floor()?.pid()),
         }
+    }
+
+    fn floor(&self) -> anyhow::Result<&FloorProcess> {
+        self.floor
+            .as_ref()
+            .context("the floor was not started (World::start without it)")
     }
 
     /// Fingerprint of the partner.org bundle currently set.
@@ -112,10 +131,17 @@ impl World {
 
     /// Versions and settings, one line.
     pub fn describe(&self, args: &Args) -> String {
+        let floor = match self.floor {
+            Some(_) => {
+                "; floor: tonic 0.14 + hyper + h2 relay of Steeple's responses (this \
+                 benchmark's binary, bench profile, glibc malloc, tokio default workers)"
+            }
+            None => "",
+        };
         format!(
             "SPIRE {SPIRE_VERSION} (server + agent, log INFO, agent sync 1 s); Steeple {} \
-             release build (log info); {} streams per HTTP/2 connection; {} rotations per \
-             round, figures are their median; client: one tokio runtime, 2 workers",
+             release build (log info){floor}; {} streams per HTTP/2 connection; {} rotations \
+             per round, figures are their median; client: one tokio runtime, 2 workers",
             steeple_e2e::bench_support::git_describe(),
             args.per_connection,
             args.rotations

@@ -264,7 +264,7 @@ impl Report {
         for r in &self.rounds {
             let behind = match r.target {
                 Target::Steeple => ms(r.median(|x| x.behind_cpu.unwrap_or_default())),
-                Target::SpireAgent => "–".to_owned(),
+                Target::SpireAgent | Target::Floor => "–".to_owned(),
             };
             let mut others: Vec<usize> = r.rotations.iter().map(|x| x.other_responses).collect();
             others.sort_unstable();

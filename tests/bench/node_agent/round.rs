@@ -63,7 +63,7 @@ pub async fn run_round(
     let rss_after_kib = rss_kib(world.pid(target)?)?;
     let behind_after_kib = match target {
         Target::Steeple => Some(rss_kib(world.agent_pid()?)?),
-        Target::SpireAgent => None,
+        Target::SpireAgent | Target::Floor => None,
     };
     let mut rotations = Vec::new();
     for _ in 0..args.rotations {
@@ -105,7 +105,7 @@ async fn establish(
     let rss_before_kib = rss_kib(pid)?;
     let behind_before_kib = steeple.then(|| rss_kib(agent)).transpose()?;
     let bin = Path::new(env!("CARGO_BIN_EXE_sds-workload"));
-    let mut workloads = Workloads::start(bin, world.socket(target), count).await?;
+    let mut workloads = Workloads::start(bin, world.socket(target)?, count).await?;
     let (cpu_before, behind_before) = (cpu_time(pid)?, cpu_time(agent)?);
     let batch = batch.unwrap_or(count);
     let want = Want::Established(world.partner_fingerprint());

@@ -80,10 +80,11 @@ impl World {
 
     /// The SDS socket workloads of `target` connect to: SPIRE agent's Workload API
     /// socket (it serves SDS there and attests each caller itself), or Steeple's.
-    pub fn socket(&self, target: Target) -> &Path {
+    pub fn socket(&self, target: Target) -> anyhow::Result<&Path> {
         match target {
-            Target::SpireAgent => self.spire.agent_socket(),
-            Target::Steeple => self.steeple.sds_socket(),
+            Target::SpireAgent => Ok(self.spire.agent_socket()),
+            Target::Steeple => Ok(self.steeple.sds_socket()),
+            Target::Floor => anyhow::bail!("node_agent has no floor target"),
         }
     }
 
@@ -92,6 +93,7 @@ impl World {
         match target {
             Target::SpireAgent => self.agent_pid(),
             Target::Steeple => Ok(self.steeple.pid()),
+            Target::Floor => anyhow::bail!("node_agent has no floor target"),
         }
     }
 
