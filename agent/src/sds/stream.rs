@@ -67,15 +67,14 @@ pub fn run<P: Protocol, H: Send + 'static>(
     // The waits on shutdown, the policy and the stores are made once, not at each turn of
     // the loop: each made anew registers with (and, when another branch wins, leaves) a
     // waiter list every stream shares, under its lock.
-    let in_force = policy.borrow().clone();
     let running = Running {
         grant,
         protocol,
         inbound,
         changes: store.changes(),
         store,
-        policy: in_force,
-        policy_changes: WatchStream::from_changes(policy),
+        policy_changes: WatchStream::from_changes(policy.clone()),
+        policy_seen: policy,
         cancelled: Box::pin(shutdown.clone().cancelled_owned()),
         judge_later: false,
         _open: metrics().sds_stream_opened(P::FLAVOUR),
@@ -101,8 +100,9 @@ struct Running<P: Protocol, H> {
     inbound: Streaming<P::Request>,
     store: ViewReceiver,
     changes: ViewChanges,
-    /// The policy in force, as of its last change the stream saw.
-    policy: Arc<Policy>,
+    /// The policy in force, and whether it changed since the stream last looked.
+    policy_seen: watch::Receiver<Arc<Policy>>,
+    /// Wakes the stream when the policy changes.
     policy_changes: WatchStream<Arc<Policy>>,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     /// A request named an SVID before the caller's own identity was known (delegated
@@ -116,19 +116,25 @@ impl<P: Protocol, H> Running<P, H> {
     /// The next response, or why the stream ends (`None`: without telling the client).
     async fn next(&mut self) -> Option<Result<P::Response, Status>> {
         loop {
-            let step = tokio::select! {
-                () = &mut self.cancelled => return None,
-                changed = self.policy_changes.next() => match changed {
-                    Some(policy) => {
-                        self.policy = policy;
-                        reauthorize(&mut self.grant, &self.protocol, &self.policy)
-                    }
-                    None => Err(None),
-                },
-                message = self.inbound.message() => on_message(&self.grant, &mut self.protocol, message, &mut self.store, &mut self.judge_later),
-                changed = self.changes.next() => match changed {
-                    Some(()) => on_snapshot(&mut self.grant, &mut self.protocol, &mut self.store, &self.policy, &mut self.judge_later),
-                    None => Err(None),
+            // A replaced policy comes first, seen by a look at the channel's version
+            // that takes no lock. Then, in this order, polled only until one is ready: a
+            // store change (so a flood of requests cannot hold back a rotation), the
+            // client's next message, shutdown, and the policy's own wait, there to wake
+            // an idle stream. Each wait polled while pending takes its waiter list's lock,
+            // so a push or an ACK polls one or two of them, not all four.
+            let step = match self.policy_seen.has_changed() {
+                Err(_) => Err(None),
+                Ok(true) => reauthorize(&mut self.grant, &self.protocol, &mut self.policy_seen),
+                Ok(false) => tokio::select! {
+                    biased;
+                    changed = self.changes.next() => match changed {
+                        Some(()) => on_snapshot(&mut self.grant, &mut self.protocol, &mut self.store, &self.policy_seen, &mut self.judge_later),
+                        None => Err(None),
+                    },
+                    message = self.inbound.message() => on_message(&self.grant, &mut self.protocol, message, &mut self.store, &mut self.judge_later),
+                    () = &mut self.cancelled => return None,
+                    // The version check above handles the change.
+                    changed = self.policy_changes.next() => changed.map_or(Err(None), |_| Ok(None)),
                 },
             };
             match step {
@@ -144,8 +150,12 @@ impl<P: Protocol, H> Running<P, H> {
 }
 
 /// The grant under the replaced policy, which must still cover what the stream watches.
-fn reauthorize<P: Protocol>(grant: &mut Grant, protocol: &P, policy: &Policy) -> Step<P::Response> {
-    *grant = grant.under(policy);
+fn reauthorize<P: Protocol>(
+    grant: &mut Grant,
+    protocol: &P,
+    policy: &mut watch::Receiver<Arc<Policy>>,
+) -> Step<P::Response> {
+    *grant = grant.under(&policy.borrow_and_update());
     if let Err(status) = grant.authorize_request(protocol.watched()) {
         metrics().sds_request_refused();
         tracing::warn!(code = ?status.code(), reason = status.message(), "the reloaded policy no longer grants what this stream watches; closing it");
@@ -226,7 +236,7 @@ fn on_snapshot<P: Protocol>(
     grant: &mut Grant,
     protocol: &mut P,
     store: &mut ViewReceiver,
-    policy: &Policy,
+    policy: &watch::Receiver<Arc<Policy>>,
     judge_later: &mut bool,
 ) -> Step<P::Response> {
     let snapshot = store.borrow_and_update();
@@ -234,7 +244,7 @@ fn on_snapshot<P: Protocol>(
         && grant.identity() != Some(identity.as_slice())
     {
         // The caller's SVIDs changed: what `[[callers]]` grants it may have too.
-        *grant = grant.attested(policy, identity);
+        *grant = grant.attested(&policy.borrow(), identity);
         if let Err(status) = grant.authorize_request(protocol.watched()) {
             metrics().sds_request_refused();
             tracing::warn!(code = ?status.code(), reason = status.message(), "the caller's new identity is not granted what this stream watches; closing it");
