@@ -44,11 +44,11 @@ pub struct Caller {
 ///
 /// Why this is safe: the check guards against a process that exits (a child keeps the
 /// socket) or `execve`s another program, and then goes on receiving what the process that
-/// connected was granted — above all, material made *later* (rotations). Within this
-/// window after a passing check, whatever the connection gets is what the connected
-/// process could have fetched itself at that moment and handed on; a response is already
-/// queued behind other streams' writes for longer than this under load. A failed check is
-/// never remembered: it is made again, and refuses, every time.
+/// connected was granted — above all, material made *later* (rotations). The window lets
+/// such a connection have at most this long of it after the last passing check, which is
+/// less than a response already waits behind other streams' writes under load (a check
+/// never covered the moment the bytes leave). A failed check is never remembered: it is
+/// made again, and refuses, every time.
 pub const CHECK_STANDS_FOR: Duration = Duration::from_millis(2);
 
 /// Why [`Caller::runs_as_connected`] refused.
