@@ -1,16 +1,21 @@
 //! The `floor` target: the least an SDS server on Steeple's stack (tokio, tonic 0.14,
 //! hyper, h2; a release build) can spend to push one response to every stream and take
-//! its ACK. It is a measuring stick for how far Steeple is from what its stack allows, not
-//! a fake of a peer: it serves nothing of its own, but relays Steeple's real responses.
+//! its ACK, or to answer one `FetchSecrets`. It is a measuring stick for how far Steeple is
+//! from what its stack allows, not a fake of a peer: it serves nothing of its own, but
+//! relays Steeple's real responses. Shared by `sds_fanout` and `envelopes` (included by
+//! path); a benchmark that starts it must call [`run_if_asked`] first thing in `main`.
 //!
-//! It runs as a process of its own (this benchmark's binary, re-executed with
-//! [`LISTEN_ENV`] and [`UPSTREAM_ENV`] set), so its CPU can be read alone. It holds one
-//! `StreamSecrets` stream for `ALL` to Steeple's SDS socket, and on each response it
-//! receives encodes, once, a `DiscoveryResponse` carrying that response's resources (the
-//! `Any`s as received, their secrets neither parsed nor rebuilt), its own version and the
-//! same `type_url`. Every stream of its own socket gets those shared bytes plus its own
-//! nonce: on its first request, and whenever the upstream answers again. ACKs and NACKs
-//! need nothing. There is no authorization, no store, and no look at `/proc`.
+//! It runs as a process of its own (the benchmark's binary, re-executed with
+//! [`LISTEN_ENV`], [`UPSTREAM_ENV`] and [`NAMES_ENV`] set), so its CPU can be read alone.
+//! It holds one `StreamSecrets` stream for its names (`ALL` unless told otherwise) to
+//! Steeple's SDS socket, and on each response it receives encodes, once, a
+//! `DiscoveryResponse` carrying that response's resources (the `Any`s as received, their
+//! secrets neither parsed nor rebuilt), its own version and the same `type_url`. Every
+//! stream of its own socket gets those shared bytes plus its own nonce: on its first
+//! request, and whenever the upstream answers again. ACKs and NACKs need nothing. Every
+//! `FetchSecrets` gets the same bytes with no nonce, whatever it asked for (`UNAVAILABLE`
+//! before the first upstream response). There is no authorization, no name lookup, no
+//! store, and no look at `/proc`.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -33,28 +38,35 @@ use tokio_stream::wrappers::{UnixListenerStream, WatchStream};
 use tonic::body::Body;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, http};
-use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
-
-use crate::fleet::{Fleet, RESOURCE};
 
 /// The socket the floor serves on; set, the binary runs as the floor server.
 pub const LISTEN_ENV: &str = "STEEPLE_BENCH_FLOOR";
 /// Steeple's SDS socket, which the floor relays.
 pub const UPSTREAM_ENV: &str = "STEEPLE_BENCH_FLOOR_UPSTREAM";
+/// The resource names the floor's upstream stream asks for, comma-separated; unset,
+/// [`DEFAULT_NAMES`].
+pub const NAMES_ENV: &str = "STEEPLE_BENCH_FLOOR_NAMES";
+/// What the upstream stream asks for when [`NAMES_ENV`] is unset: everything Envoy would
+/// get (`sds_fanout`'s streams ask for the same).
+const DEFAULT_NAMES: &str = "ALL";
 
 const STREAM_SECRETS: &str = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets";
+const FETCH_SECRETS: &str = "/envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets";
 /// The node name of the floor's upstream stream.
 const NODE: &str = "steeple-bench-floor";
 /// Codec buffers: Steeple's (`agent/src/small_codec.rs`), so RSS per stream compares
 /// like with like; tonic's default would start at 8 KiB each way per stream.
 const BUFFER: usize = 1024;
 const YIELD_THRESHOLD: usize = 32 * 1024;
-/// How long the floor may take to serve `ALL` after it starts.
+/// How long the floor may take to answer `FetchSecrets` after it starts.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the floor's socket may take to appear, and how often to look.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 const SOCKET_POLL: Duration = Duration::from_millis(20);
+/// How often to try `FetchSecrets` until the floor answers.
+const READY_POLL: Duration = Duration::from_millis(100);
 
 // ---- The server (the child process) ----
 
@@ -69,15 +81,26 @@ fn run(listen: &Path) -> anyhow::Result<()> {
     let upstream = std::env::var_os(UPSTREAM_ENV)
         .map(PathBuf::from)
         .with_context(|| format!("{UPSTREAM_ENV} is not set"))?;
+    let names = match std::env::var(NAMES_ENV) {
+        Ok(names) => names,
+        Err(std::env::VarError::NotPresent) => DEFAULT_NAMES.to_owned(),
+        Err(e) => anyhow::bail!("{NAMES_ENV}: {e}"),
+    };
+    let names: Vec<&str> = names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    anyhow::ensure!(!names.is_empty(), "{NAMES_ENV} names no resource");
     // Tokio's default worker count (one per CPU), as Steeple's runtime has
     // (`agent/src/cli/mod.rs`): 2 on a 2-core machine.
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(listen, &upstream))
+        .block_on(serve(listen, &upstream, &names))
 }
 
-async fn serve(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
+async fn serve(listen: &Path, upstream: &Path, names: &[&str]) -> anyhow::Result<()> {
     let (current, watched) = watch::channel(None);
     let listener =
         UnixListener::bind(listen).with_context(|| format!("binding {}", listen.display()))?;
@@ -85,17 +108,23 @@ async fn serve(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
         .add_service(FloorServer { current: watched })
         .serve_with_incoming(UnixListenerStream::new(listener));
     tokio::select! {
-        relayed = relay(upstream, &current) => relayed.context("the upstream stream to Steeple"),
+        relayed = relay(upstream, names, &current) => {
+            relayed.context("the upstream stream to Steeple")
+        }
         served = server => served.context("serving"),
     }
 }
 
-/// Follows `ALL` on Steeple's socket like Envoy (ACKing each response) and publishes each
-/// response it gets as the floor's current one. Returns only with an error.
-async fn relay(upstream: &Path, current: &watch::Sender<Option<Current>>) -> anyhow::Result<()> {
+/// Follows `names` on Steeple's socket like Envoy (ACKing each response) and publishes
+/// each response it gets as the floor's current one. Returns only with an error.
+async fn relay(
+    upstream: &Path,
+    names: &[&str],
+    current: &watch::Sender<Option<Current>>,
+) -> anyhow::Result<()> {
     let mut client = sds_client::connect(upstream);
     let mut version = 0;
-    sds_client::stream_like_envoy(&mut client, NODE, &[RESOURCE], |response| {
+    sds_client::stream_like_envoy(&mut client, NODE, names, |response| {
         version += 1;
         current.send_replace(Some(Current::encode(version, response)));
         Ok(())
@@ -103,14 +132,15 @@ async fn relay(upstream: &Path, current: &watch::Sender<Option<Current>>) -> any
     .await
 }
 
-/// The response every stream is sent, encoded once. `Bytes` is shared by reference
-/// count, so the watch channel hands each stream a pointer, not a copy.
+/// The response every stream (and every fetch) is sent, encoded once. `Bytes` is shared
+/// by reference count, so the watch channel hands each stream a pointer, not a copy.
 #[derive(Debug, Clone)]
 struct Current {
     /// The floor's own version (counting upstream responses from 1).
     version: u64,
     /// A `DiscoveryResponse`'s fields `version_info`, `resources` and `type_url`, encoded;
-    /// each stream appends its `nonce` (field 5, so fields stay in tag order).
+    /// each stream appends its `nonce` (field 5, so fields stay in tag order), a fetch
+    /// nothing.
     body: Bytes,
 }
 
@@ -131,10 +161,10 @@ impl Current {
     }
 }
 
-/// The service: `StreamSecrets` only; `FetchSecrets`, `DeltaSecrets` and anything else
+/// The service: `StreamSecrets` and `FetchSecrets`; `DeltaSecrets` and anything else
 /// answer `UNIMPLEMENTED`. Routed by hand, not through envoy-types' generated server, for
 /// the codec: the generated one encodes prost `DiscoveryResponse`s, whose `Any.value` is a
-/// `Vec<u8>`, so every stream would need its own copy of the secrets to encode from.
+/// `Vec<u8>`, so every response would need its own copy of the secrets to encode from.
 #[derive(Debug, Clone)]
 struct FloorServer {
     current: watch::Receiver<Option<Current>>,
@@ -154,11 +184,38 @@ impl Service<http::Request<Body>> for FloorServer {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != STREAM_SECRETS {
-            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        match request.uri().path() {
+            STREAM_SECRETS => {
+                let service = StreamSecrets(self.current.clone());
+                Box::pin(async move { Ok(Grpc::new(FloorCodec).streaming(service, request).await) })
+            }
+            FETCH_SECRETS => {
+                // The response as of the request's arrival: a reference count, no copy.
+                let body = self.current.borrow().as_ref().map(|c| c.body.clone());
+                let service = FetchSecrets(body);
+                Box::pin(async move { Ok(Grpc::new(FloorCodec).unary(service, request).await) })
+            }
+            _ => Box::pin(async { Ok(Status::unimplemented("").into_http()) }),
         }
-        let service = StreamSecrets(self.current.clone());
-        Box::pin(async move { Ok(Grpc::new(FloorCodec).streaming(service, request).await) })
+    }
+}
+
+/// One `FetchSecrets`: the current response's shared bytes, whatever was asked (`None`:
+/// nothing relayed yet).
+struct FetchSecrets(Option<Bytes>);
+
+impl UnaryService<DiscoveryRequest> for FetchSecrets {
+    type Response = Push;
+    type Future = std::future::Ready<Result<Response<Push>, Status>>;
+
+    fn call(&mut self, _request: Request<DiscoveryRequest>) -> Self::Future {
+        let answer = match self.0.take() {
+            Some(body) => Ok(Response::new(Push { body, nonce: None })),
+            None => Err(Status::unavailable(
+                "the floor has no response from its upstream yet",
+            )),
+        };
+        std::future::ready(answer)
     }
 }
 
@@ -175,10 +232,11 @@ impl StreamingService<DiscoveryRequest> for StreamSecrets {
     }
 }
 
-/// One response on its way to one stream: the shared body and the stream's nonce.
+/// One response on its way to one stream or fetch: the shared body and, on a stream, its
+/// nonce.
 struct Push {
     body: Bytes,
-    nonce: u64,
+    nonce: Option<u64>,
 }
 
 /// One stream's responses, as the response body hyper polls: each poll takes the
@@ -223,7 +281,7 @@ impl Downstream {
         self.nonce += 1;
         Some(Push {
             body: current.body.clone(),
-            nonce: self.nonce,
+            nonce: Some(self.nonce),
         })
     }
 }
@@ -284,7 +342,12 @@ impl Encoder for PushEncoder {
     type Error = Status;
 
     fn encode(&mut self, push: Push, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        let (digits, start) = decimal(push.nonce);
+        let Some(nonce) = push.nonce else {
+            // A fetch: no nonce, and an empty string is no field at all in proto3.
+            dst.put_slice(&push.body);
+            return Ok(());
+        };
+        let (digits, start) = decimal(nonce);
         let nonce = &digits[start..];
         // Key, length and at most 20 digits.
         dst.reserve(push.body.len() + 2 + nonce.len());
@@ -321,9 +384,10 @@ impl Decoder for RequestDecoder {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<DiscoveryRequest>, Status> {
-        DiscoveryRequest::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
+        DiscoveryRequest::decode(src).map(Some).map_err(|e| {
+            eprintln!("floor: an undecodable request: {e}");
+            Status::internal(e.to_string())
+        })
     }
 
     fn buffer_settings(&self) -> BufferSettings {
@@ -341,18 +405,25 @@ pub struct FloorProcess {
 }
 
 impl FloorProcess {
-    /// Starts the floor on a socket in `dir`, relaying Steeple's SDS socket `upstream`,
-    /// and waits until a stream on it gets `ALL` carrying the partner.org bundle with
-    /// fingerprint `partner`.
-    pub async fn start(dir: &Path, upstream: &Path, partner: u64) -> anyhow::Result<Self> {
+    /// Starts the floor on a socket in `dir`, relaying `names` from Steeple's SDS socket
+    /// `upstream`, and waits until a `FetchSecrets` on it answers (so it has relayed a
+    /// response). The benchmark's `main` must call [`run_if_asked`] first.
+    pub async fn start(dir: &Path, upstream: &Path, names: &[&str]) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !names.is_empty() && names.iter().all(|n| !n.is_empty() && !n.contains(',')),
+            "the floor needs resource names, none empty or with a comma: {names:?}"
+        );
         let socket = dir.join("floor.sock");
         let mut command = Command::new(std::env::current_exe()?);
-        command.env(LISTEN_ENV, &socket).env(UPSTREAM_ENV, upstream);
+        command
+            .env(LISTEN_ENV, &socket)
+            .env(UPSTREAM_ENV, upstream)
+            .env(NAMES_ENV, names.join(","));
         let mut floor = Self {
             child: ChildProcess::spawn("floor", command, dir)?,
             socket,
         };
-        let ready = floor.wait_ready(partner).await;
+        let ready = floor.wait_ready(names).await;
         ready.with_context(|| {
             format!(
                 "the floor server did not start; its logs:\n{}",
@@ -362,7 +433,7 @@ impl FloorProcess {
         Ok(floor)
     }
 
-    async fn wait_ready(&mut self, partner: u64) -> anyhow::Result<()> {
+    async fn wait_ready(&mut self, names: &[&str]) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + SOCKET_TIMEOUT;
         while !self.socket.exists() {
             anyhow::ensure!(self.child.is_running(), "it exited");
@@ -372,11 +443,21 @@ impl FloorProcess {
             );
             tokio::time::sleep(SOCKET_POLL).await;
         }
-        let mut fleet = Fleet::new(&self.socket, 1);
-        let stream = fleet.add(1);
-        let served = fleet.arrivals(stream, partner, true, READY_TIMEOUT).await;
-        fleet.close().await;
-        served.map(drop)
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        let mut client = sds_client::connect(&self.socket);
+        loop {
+            match client.fetch_secrets(sds_client::request(names)).await {
+                Ok(_) => return Ok(()),
+                Err(status) => {
+                    anyhow::ensure!(self.child.is_running(), "it exited");
+                    anyhow::ensure!(
+                        tokio::time::Instant::now() < deadline,
+                        "FetchSecrets still fails after {READY_TIMEOUT:?}: {status}"
+                    );
+                }
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
     }
 
     /// The socket it serves SDS on.
@@ -387,5 +468,10 @@ impl FloorProcess {
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Everything it has written so far (errors only).
+    pub fn logs(&self) -> String {
+        self.child.logs()
     }
 }

@@ -14,7 +14,7 @@ use tempfile::TempDir;
 
 use crate::args::Args;
 use crate::figures::Target;
-use crate::fleet::RESOURCE;
+use crate::fleet::{Fleet, RESOURCE};
 use crate::floor::FloorProcess;
 use crate::partner::{PARTNER_TRUST_DOMAIN, PartnerBundle};
 
@@ -23,6 +23,20 @@ const WORKLOAD_ID: &str = "spiffe://example.org/bench";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause after Steeple is ready before its idle RSS is read.
 const IDLE_SETTLE: Duration = Duration::from_secs(2);
+/// How long a stream on the floor may take to get the partner bundle once it answers.
+const FLOOR_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until a stream on the floor's socket gets `ALL` carrying the partner.org bundle
+/// with fingerprint `partner`.
+async fn floor_serves(floor: &FloorProcess, partner: u64) -> anyhow::Result<()> {
+    let mut fleet = Fleet::new(floor.socket(), 1);
+    let stream = fleet.add(1);
+    let served = fleet
+        .arrivals(stream, partner, true, FLOOR_READY_TIMEOUT)
+        .await;
+    fleet.close().await;
+    served.map(drop)
+}
 
 /// SPIRE, Steeple, the floor if asked, and the partner.org bundle currently set.
 #[derive(Debug)]
@@ -65,7 +79,16 @@ impl World {
         .await?;
         let floor = if with_floor {
             let upstream = steeple.sds_socket();
-            Some(FloorProcess::start(dir.path(), upstream, partner.fingerprint()).await?)
+            let floor = FloorProcess::start(dir.path(), upstream, &[RESOURCE]).await?;
+            floor_serves(&floor, partner.fingerprint())
+                .await
+                .with_context(|| {
+                    format!(
+                        "the floor server did not serve the partner bundle; its logs:\n{}",
+                        floor.logs()
+                    )
+                })?;
+            Some(floor)
         } else {
             None
         };

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: cargo bench -p steeple-e2e --bench envelopes -- \
     [--parts fetch,resolve,upstream] [--concurrency 1,100,1000] [--per-connection 10] \
-    [--seconds 10] [--open-rates 1000,5000|none] [--profile on|off] [--resolves 200] [--consumers 1,10,100,1000] \
-    [--window 60]";
+    [--seconds 10] [--open-rates 1000,5000|none] [--targets steeple,floor] [--profile on|off] \
+    [--resolves 200] [--consumers 1,10,100,1000] [--window 60]";
 
 /// One of the three measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,26 @@ pub enum Part {
     Resolve,
     /// STS and KMS calls per hour versus the number of consumers.
     Upstream,
+}
+
+/// A server part 1 measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// `steeple dev`'s SDS socket.
+    Steeple,
+    /// The floor of Steeple's stack: a bare tonic/h2 relay of Steeple's response to the
+    /// same request, answering every FetchSecrets with shared bytes (`floor.rs`).
+    Floor,
+}
+
+impl Server {
+    /// The name `--targets` takes and the reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Steeple => "steeple",
+            Self::Floor => "floor",
+        }
+    }
 }
 
 /// What to run.
@@ -32,7 +52,10 @@ pub struct Args {
     /// Part 1: aggregate request rates (req/s) of the open-loop rounds, which run as
     /// many clients as the highest concurrency, each at a fixed pace.
     pub open_rates: Vec<usize>,
-    /// Part 1: profile the agent with `perf` at the highest concurrency.
+    /// Part 1: the servers measured, each round in this order.
+    pub targets: Vec<Server>,
+    /// Part 1: profile the agent with `perf` at the highest concurrency (Steeple only,
+    /// when among the targets).
     pub profile: bool,
     /// Part 2: resolves per payload size.
     pub resolves: usize,
@@ -53,6 +76,7 @@ impl Args {
             per_connection: 10,
             measure: Duration::from_secs(10),
             open_rates: vec![1000, 5000],
+            targets: vec![Server::Steeple],
             profile: true,
             resolves: 200,
             consumers: vec![1, 10, 100, 1000],
@@ -85,6 +109,18 @@ impl Args {
             "--seconds" => self.measure = Duration::from_secs(positive(flag, value)? as u64),
             "--open-rates" if value == "none" => self.open_rates.clear(),
             "--open-rates" => self.open_rates = list(value, |n| positive(flag, n))?,
+            "--targets" => {
+                let targets = list(value, server)?;
+                let distinct = targets
+                    .iter()
+                    .enumerate()
+                    .all(|(i, t)| !targets[..i].contains(t));
+                anyhow::ensure!(
+                    distinct,
+                    "--targets: {value:?} names a server twice\n{USAGE}"
+                );
+                self.targets = targets;
+            }
             "--profile" => {
                 self.profile = match value {
                     "on" => true,
@@ -129,4 +165,11 @@ fn part(name: &str) -> anyhow::Result<Part> {
         "upstream" => Ok(Part::Upstream),
         _ => anyhow::bail!("--parts: {name:?} is not fetch, resolve or upstream\n{USAGE}"),
     }
+}
+
+fn server(name: &str) -> anyhow::Result<Server> {
+    [Server::Steeple, Server::Floor]
+        .into_iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| anyhow::anyhow!("--targets: {name:?} is not steeple or floor\n{USAGE}"))
 }

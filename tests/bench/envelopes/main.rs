@@ -3,12 +3,18 @@
 //! against moto next to a bare KMS `Decrypt`; and how many STS and KMS calls the agent
 //! makes per hour as the number of consumers grows.
 //!
+//! With `--targets steeple,floor`, part 1 also measures the floor of Steeple's stack: a
+//! bare tonic/h2 relay of Steeple's response ([`floor`], shared with `sds_fanout`), which
+//! this binary runs when re-executed as one.
+//!
 //! `cargo bench -p steeple-e2e --bench envelopes [-- --parts fetch,resolve,upstream]`; see
 //! `tests/bench/README.md`. Results go to `tests/bench/ENVELOPES_RESULTS.md`.
 
 mod args;
 mod consumers;
 mod fetch;
+#[path = "../floor.rs"]
+mod floor;
 mod load;
 mod perf_report;
 mod profile;
@@ -27,6 +33,9 @@ use args::{Args, Part};
 use report::Report;
 
 fn main() -> anyhow::Result<()> {
+    if let Some(served) = floor::run_if_asked() {
+        return served;
+    }
     let args = Args::parse(std::env::args().skip(1))?;
     bench_support::main_with_release_steeple(|| run(&args))
 }

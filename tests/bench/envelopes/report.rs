@@ -1,9 +1,11 @@
-//! The Markdown report: one section per part, with the targets checked ✔/✘.
+//! The Markdown report: one section per part, with the targets checked ✔/✘; in part 1
+//! the floor's rows, if it ran, next to Steeple's.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::fetch::{self, FetchResults};
+use crate::args::Server;
+use crate::fetch::{self, FetchResults, FetchRound};
 use crate::profile::{self, Profile};
 use crate::resolve::{self, ResolveResults};
 use crate::stats::{ms, us};
@@ -84,17 +86,36 @@ fn fetch_section(results: &FetchResults) -> String {
         fetch::LOGICAL_PATH,
         results.window.as_secs()
     );
-    out.push_str(
+    let labelled = with_floor(results);
+    if labelled {
+        let _ = writeln!(
+            out,
+            "The **floor** rows are a measuring stick, not a fake of a peer: a bare tonic/h2 \
+             relay (this benchmark's binary in a process of its own, tokio's default workers) \
+             in front of the same `steeple dev`, holding one `StreamSecrets` stream for `{}` \
+             and answering every FetchSecrets with the shared, already-encoded bytes of \
+             Steeple's last response — no authorization, no audit, no store, no name lookup. \
+             It shows what tokio + tonic + hyper + h2 alone cost per FetchSecrets at the same \
+             load. On its rows *agent CPU* is the floor process's (Steeple idles meanwhile). \
+             Each round runs on Steeple, then on the floor.\n",
+            fetch::LOGICAL_PATH,
+        );
+    }
+    let _ = writeln!(
+        out,
         "**Closed loop**: C tasks, each keeping one request in flight (back to back).\n\n\
-         | concurrent requests | HTTP/2 connections | requests | req/s | p50 (ms) | p99 (ms) \
+         |{}concurrent requests | HTTP/2 connections | requests | req/s | p50 (ms) | p99 (ms) \
          | max (ms) | C ÷ req/s (ms) | agent CPU / req (µs) | client CPU / req (µs) \
          | other processes (cores) |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         |{}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        server_header(labelled),
+        server_rule(labelled),
     );
     for r in results.rounds.iter().filter(|r| r.offered.is_none()) {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {} | {} | {:.2} |",
+            "|{}{} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {} | {} | {:.2} |",
+            server_cell(labelled, r),
             r.concurrency,
             r.connections,
             r.latency.count,
@@ -110,6 +131,9 @@ fn fetch_section(results: &FetchResults) -> String {
     }
     out.push('\n');
     out.push_str(&open_loop_table(results));
+    if labelled {
+        out.push_str(&over_floor(results));
+    }
     out.push_str(&fetch_target(results));
     match &results.profile {
         Some(Ok(profile)) => out.push_str(&profile_section(profile, &results.rounds)),
@@ -130,21 +154,26 @@ fn open_loop_table(results: &FetchResults) -> String {
     let Some(first) = open.first() else {
         return String::new();
     };
+    let labelled = with_floor(results);
     let mut out = format!(
         "**Open loop**: {} clients on {} connections, each sending at a fixed pace (phases \
          spread evenly). *Send lag*: how late the client sent after the scheduled time \
          (its 1 ms timer tick and scheduling), not part of the latency.\n\n\
-         | offered req/s | per client req/s | served req/s | p50 (ms) | p99 (ms) | max (ms) \
+         |{}offered req/s | per client req/s | served req/s | p50 (ms) | p99 (ms) | max (ms) \
          | send lag p99 (ms) | agent CPU / req (µs) | client CPU / req (µs) \
          | other processes (cores) |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        first.concurrency, first.connections
+         |{}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        first.concurrency,
+        first.connections,
+        server_header(labelled),
+        server_rule(labelled),
     );
     for r in open {
         let offered = r.offered.unwrap_or_default();
         let _ = writeln!(
             out,
-            "| {offered} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} | {:.2} |",
+            "|{}{offered} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} | {:.2} |",
+            server_cell(labelled, r),
             offered as f64 / r.concurrency as f64,
             r.per_second,
             ms(r.latency.p50),
@@ -160,11 +189,80 @@ fn open_loop_table(results: &FetchResults) -> String {
     out
 }
 
-fn fetch_target(results: &FetchResults) -> String {
-    let closed = results
+/// Whether the floor ran: then the tables get a `server` column.
+fn with_floor(results: &FetchResults) -> bool {
+    results.rounds.iter().any(|r| r.server == Server::Floor)
+}
+
+/// The `server` column's header, rule and cell (each with the space after `|`), or
+/// nothing when only Steeple ran (the tables as they were before the floor).
+fn server_header(labelled: bool) -> &'static str {
+    if labelled { " server | " } else { " " }
+}
+
+fn server_rule(labelled: bool) -> &'static str {
+    if labelled { "---|" } else { "" }
+}
+
+fn server_cell(labelled: bool, round: &FetchRound) -> String {
+    match (labelled, round.server) {
+        (false, _) => " ".to_owned(),
+        (true, Server::Steeple) => " Steeple | ".to_owned(),
+        (true, Server::Floor) => " floor | ".to_owned(),
+    }
+}
+
+/// Steeple's figures over the floor's, round by round: how far Steeple is from its stack.
+fn over_floor(results: &FetchResults) -> String {
+    let mut out = String::from(
+        "**Steeple against the floor**, same round, same clients (ratios: Steeple ÷ floor).\n\n\
+         | round | p50 (ms) Steeple / floor | p99 (ms) Steeple / floor \
+         | agent CPU / req (µs) Steeple / floor | p99 ratio | agent CPU ratio |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    let steeple = results
         .rounds
         .iter()
-        .find(|r| r.concurrency == TARGET_CONCURRENCY && r.offered.is_none());
+        .filter(|r| r.server == Server::Steeple);
+    for s in steeple {
+        let floor = results.rounds.iter().find(|f| {
+            f.server == Server::Floor && f.concurrency == s.concurrency && f.offered == s.offered
+        });
+        let Some(f) = floor else { continue };
+        let round = match s.offered {
+            Some(rate) => format!("open loop, {rate} req/s"),
+            None => format!("closed loop, C={}", s.concurrency),
+        };
+        let ratio = |a: Duration, b: Duration| match b.is_zero() {
+            true => "n/a".to_owned(),
+            false => format!("{:.2}", a.as_secs_f64() / b.as_secs_f64()),
+        };
+        let _ = writeln!(
+            out,
+            "| {round} | {} / {} | {} / {} | {} / {} | {} | {} |",
+            ms(s.latency.p50),
+            ms(f.latency.p50),
+            ms(s.latency.p99),
+            ms(f.latency.p99),
+            us(s.agent_cpu_per_request),
+            us(f.agent_cpu_per_request),
+            ratio(s.latency.p99, f.latency.p99),
+            ratio(s.agent_cpu_per_request, f.agent_cpu_per_request),
+        );
+    }
+    out.push('\n');
+    out
+}
+
+/// The targets, checked on Steeple's rounds (the floor is not held to them); nothing if
+/// Steeple did not run.
+fn fetch_target(results: &FetchResults) -> String {
+    if !results.rounds.iter().any(|r| r.server == Server::Steeple) {
+        return String::new();
+    }
+    let closed = results.rounds.iter().find(|r| {
+        r.server == Server::Steeple && r.concurrency == TARGET_CONCURRENCY && r.offered.is_none()
+    });
     let Some(r) = closed else {
         return "- – p99 ≤ 1 ms at 1000 concurrent clients: C=1000 not run.\n\n".to_owned();
     };
@@ -179,7 +277,11 @@ fn fetch_target(results: &FetchResults) -> String {
         us(r.agent_cpu_per_request),
         us(r.client_cpu_per_request),
     );
-    for open in results.rounds.iter().filter(|o| o.offered.is_some()) {
+    let open = results
+        .rounds
+        .iter()
+        .filter(|o| o.server == Server::Steeple && o.offered.is_some());
+    for open in open {
         let _ = writeln!(
             out,
             "- {} p99 ≤ 1 ms with {} clients sending {} req/s in all: {} ms.",
