@@ -11,6 +11,7 @@ pub mod resources;
 pub mod server;
 pub mod sotw;
 pub mod stream;
+mod wakes;
 pub mod wire;
 
 use std::sync::Arc;

@@ -2,8 +2,10 @@
 //! out, until the client leaves, a request is refused, the caller loses its rights to what
 //! it watches (a reloaded policy), or the agent shuts down.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt as _};
 use tokio::sync::watch;
@@ -12,12 +14,13 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Status, Streaming};
 
 use super::own_identity::{self, Verdict};
+use super::wakes::{Wait, Wakes};
 use crate::authz::{Grant, Policy};
 use crate::metrics::{SdsFlavour, StreamGauge, metrics};
 use crate::store::{View, ViewChanges, ViewReceiver};
 
 /// One flavour of the xDS protocol (state of the world, or delta) as a state machine.
-pub trait Protocol: Send + 'static {
+pub trait Protocol: Send + Unpin + 'static {
     /// The client's message.
     type Request: Send + 'static;
     /// The server's message.
@@ -55,7 +58,7 @@ pub type Responses<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
 /// Runs `protocol` over one gRPC stream for the caller holding `grant`; when `policy`
 /// changes, the grant is recomputed and everything the stream watches checked again.
 /// `held` (its place under the stream limit, say) is kept until the stream ends.
-pub fn run<P: Protocol, H: Send + 'static>(
+pub fn run<P: Protocol, H: Send + Unpin + 'static>(
     grant: Grant,
     protocol: P,
     inbound: Streaming<P::Request>,
@@ -64,10 +67,10 @@ pub fn run<P: Protocol, H: Send + 'static>(
     shutdown: &CancellationToken,
     held: H,
 ) -> Responses<P::Response> {
-    // The waits on shutdown, the policy and the stores are made once, not at each turn of
-    // the loop: each made anew registers with (and, when another branch wins, leaves) a
-    // waiter list every stream shares, under its lock.
-    let running = Running {
+    // The waits on the stores, the policy and shutdown are made once, not at each turn of
+    // the loop: each made anew registers with (and, when another is ready first, leaves)
+    // a waiter list every stream shares, under its lock.
+    Box::pin(Running {
         grant,
         protocol,
         inbound,
@@ -76,24 +79,15 @@ pub fn run<P: Protocol, H: Send + 'static>(
         policy_changes: WatchStream::from_changes(policy.clone()),
         policy_seen: policy,
         cancelled: Box::pin(shutdown.clone().cancelled_owned()),
+        wakes: Wakes::new(),
         judge_later: false,
+        ended: false,
         _open: metrics().sds_stream_opened(P::FLAVOUR),
         _held: held,
-    };
-    Box::pin(futures::stream::unfold(
-        Some(running),
-        |running| async move {
-            let mut running = running?;
-            match running.next().await? {
-                Ok(response) => Some((Ok(response), Some(running))),
-                // The last word: the stream ends after it.
-                Err(status) => Some((Err(status), None)),
-            }
-        },
-    ))
+    })
 }
 
-/// An open stream's state between two responses.
+/// An open stream: its state between two responses, and its waits.
 struct Running<P: Protocol, H> {
     grant: Grant,
     protocol: P,
@@ -105,47 +99,112 @@ struct Running<P: Protocol, H> {
     /// Wakes the stream when the policy changes.
     policy_changes: WatchStream<Arc<Policy>>,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Which of the waits above to poll.
+    wakes: Wakes,
     /// A request named an SVID before the caller's own identity was known (delegated
     /// mode).
     judge_later: bool,
+    /// The stream said its last word.
+    ended: bool,
     _open: StreamGauge<'static>,
     _held: H,
 }
 
-impl<P: Protocol, H> Running<P, H> {
-    /// The next response, or why the stream ends (`None`: without telling the client).
-    async fn next(&mut self) -> Option<Result<P::Response, Status>> {
+impl<P: Protocol, H: Unpin> Stream for Running<P, H> {
+    type Item = Result<P::Response, Status>;
+
+    /// The next response, or the stream's end (with a status for the client, or without).
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        this.wakes.begin(cx);
         loop {
-            // A replaced policy comes first, seen by a look at the channel's version
-            // that takes no lock. Then, in this order, polled only until one is ready: a
-            // store change (so a flood of requests cannot hold back a rotation), the
-            // client's next message, shutdown, and the policy's own wait, there to wake
-            // an idle stream. Each wait polled while pending takes its waiter list's lock,
-            // so a push or an ACK polls one or two of them, not all four.
-            let step = match self.policy_seen.has_changed() {
+            // A replaced policy comes first, seen by a look at the channel's version that
+            // takes no lock; then the waits that fired.
+            let step = match this.policy_seen.has_changed() {
                 Err(_) => Err(None),
-                Ok(true) => reauthorize(&mut self.grant, &self.protocol, &mut self.policy_seen),
-                Ok(false) => tokio::select! {
-                    biased;
-                    changed = self.changes.next() => match changed {
-                        Some(()) => on_snapshot(&mut self.grant, &mut self.protocol, &mut self.store, &self.policy_seen, &mut self.judge_later),
-                        None => Err(None),
-                    },
-                    message = self.inbound.message() => on_message(&self.grant, &mut self.protocol, message, &mut self.store, &mut self.judge_later),
-                    () = &mut self.cancelled => return None,
-                    // The version check above handles the change.
-                    changed = self.policy_changes.next() => changed.map_or(Err(None), |_| Ok(None)),
+                Ok(true) => reauthorize(&mut this.grant, &this.protocol, &mut this.policy_seen),
+                Ok(false) => match this.poll_waits() {
+                    Poll::Ready(step) => step,
+                    Poll::Pending => return Poll::Pending,
                 },
             };
             match step {
                 Ok(None) => {}
                 Ok(Some(response)) => {
                     metrics().sds_response_sent(P::FLAVOUR);
-                    return Some(Ok(response));
+                    return Poll::Ready(Some(Ok(response)));
                 }
-                Err(why) => return why.map(Err),
+                Err(why) => {
+                    this.ended = true;
+                    return Poll::Ready(why.map(Err));
+                }
             }
         }
+    }
+}
+
+impl<P: Protocol, H> Running<P, H> {
+    /// Polls the waits due, in this order, until one is ready: a store change (so a flood
+    /// of requests cannot hold back a rotation), the client's next message, shutdown, and
+    /// the policy's wait (there to wake an idle stream; the version check handles it).
+    fn poll_waits(&mut self) -> Poll<Step<P::Response>> {
+        if self.wakes.is_due(Wait::Store) {
+            let poll = self
+                .changes
+                .poll_next_unpin(&mut self.wakes.context(Wait::Store));
+            self.wakes.polled(Wait::Store, &poll);
+            if let Poll::Ready(changed) = poll {
+                return Poll::Ready(match changed {
+                    Some(()) => on_snapshot(
+                        &mut self.grant,
+                        &mut self.protocol,
+                        &mut self.store,
+                        &self.policy_seen,
+                        &mut self.judge_later,
+                    ),
+                    None => Err(None),
+                });
+            }
+        }
+        if self.wakes.is_due(Wait::Client) {
+            let poll = self
+                .inbound
+                .poll_next_unpin(&mut self.wakes.context(Wait::Client));
+            self.wakes.polled(Wait::Client, &poll);
+            if let Poll::Ready(message) = poll {
+                let message = message.transpose();
+                return Poll::Ready(on_message(
+                    &self.grant,
+                    &mut self.protocol,
+                    message,
+                    &mut self.store,
+                    &mut self.judge_later,
+                ));
+            }
+        }
+        if self.wakes.is_due(Wait::Shutdown) {
+            let poll = self
+                .cancelled
+                .as_mut()
+                .poll(&mut self.wakes.context(Wait::Shutdown));
+            self.wakes.polled(Wait::Shutdown, &poll);
+            if poll.is_ready() {
+                return Poll::Ready(Err(None));
+            }
+        }
+        if self.wakes.is_due(Wait::Policy) {
+            let poll = self
+                .policy_changes
+                .poll_next_unpin(&mut self.wakes.context(Wait::Policy));
+            self.wakes.polled(Wait::Policy, &poll);
+            if let Poll::Ready(changed) = poll {
+                return Poll::Ready(changed.map_or(Err(None), |_| Ok(None)));
+            }
+        }
+        Poll::Pending
     }
 }
 
