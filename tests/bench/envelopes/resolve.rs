@@ -14,6 +14,7 @@ use base64::Engine as _;
 use steeple_e2e::moto::{self, Moto};
 use steeple_plugin_api::{
     CredentialExchanger, EncryptionContext, EnvelopeResolver, EnvelopeRow, SecretBytes,
+    bind_logical_path,
 };
 use steeple_plugin_aws::{
     KmsConfig, KmsEnvelopeResolver, SealOptions, StsConfig, StsExchanger, seal_with_kms,
@@ -264,17 +265,19 @@ async fn resolve(resolver: &KmsEnvelopeResolver, row: &EnvelopeRow) -> anyhow::R
     Ok(())
 }
 
-/// KMS `Decrypt` of a direct row's ciphertext, as any SDK user would call it.
+/// KMS `Decrypt` of a direct row's ciphertext, as any SDK user would call it: with the
+/// context it was sealed under, which binds the row's logical path (`steeple_logical_path`).
 async fn bare_decrypt(
     kms: &aws_sdk_kms::Client,
     row: &EnvelopeRow,
     context: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     let blob = base64::engine::general_purpose::STANDARD.decode(&row.ciphertext_ref)?;
+    let context = bind_logical_path(context, &row.logical_path).map_err(anyhow::Error::msg)?;
     kms.decrypt()
         .ciphertext_blob(Blob::new(blob))
         .key_id(&row.key_id)
-        .set_encryption_context(Some(context.clone().into_iter().collect()))
+        .set_encryption_context(Some(context.into_iter().collect()))
         .send()
         .await
         .context("bare KMS Decrypt")?;
