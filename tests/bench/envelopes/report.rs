@@ -11,8 +11,9 @@ use crate::resolve::{self, ResolveResults};
 use crate::stats::{ms, us};
 use crate::upstream::{self, UpstreamResults};
 
-/// The agent's FetchSecrets handler, as the profile names it.
-const FETCH_HANDLER: &str = "steeple::sds::SdsService::fetch_secrets";
+/// The agent's FetchSecrets handler, as the profile names it: the hand-routed service's
+/// unary call, into which the release build inlines `SdsService::fetch_secrets`.
+const FETCH_HANDLER: &str = "steeple::sds::server::FetchSecrets::call";
 /// Part 1's target: p99 at 1000 concurrent clients.
 const P99_TARGET: Duration = Duration::from_millis(1);
 const TARGET_CONCURRENCY: usize = 1000;
