@@ -151,58 +151,49 @@ impl<P: Protocol, H> Running<P, H> {
     /// of requests cannot hold back a rotation), the client's next message, shutdown, and
     /// the policy's wait (there to wake an idle stream; the version check handles it).
     fn poll_waits(&mut self) -> Poll<Step<P::Response>> {
-        if self.wakes.is_due(Wait::Store) {
-            let poll = self
-                .changes
-                .poll_next_unpin(&mut self.wakes.context(Wait::Store));
-            self.wakes.polled(Wait::Store, &poll);
-            if let Poll::Ready(changed) = poll {
-                return Poll::Ready(match changed {
-                    Some(()) => on_snapshot(
-                        &mut self.grant,
-                        &mut self.protocol,
-                        &mut self.store,
-                        &self.policy_seen,
-                        &mut self.judge_later,
-                    ),
-                    None => Err(None),
-                });
-            }
-        }
-        if self.wakes.is_due(Wait::Client) {
-            let poll = self
-                .inbound
-                .poll_next_unpin(&mut self.wakes.context(Wait::Client));
-            self.wakes.polled(Wait::Client, &poll);
-            if let Poll::Ready(message) = poll {
-                let message = message.transpose();
-                return Poll::Ready(on_message(
-                    &self.grant,
+        let changes = &mut self.changes;
+        if let Poll::Ready(changed) = self
+            .wakes
+            .poll(Wait::Store, |cx| changes.poll_next_unpin(cx))
+        {
+            return Poll::Ready(match changed {
+                Some(()) => on_snapshot(
+                    &mut self.grant,
                     &mut self.protocol,
-                    message,
                     &mut self.store,
+                    &self.policy_seen,
                     &mut self.judge_later,
-                ));
-            }
+                ),
+                None => Err(None),
+            });
         }
-        if self.wakes.is_due(Wait::Shutdown) {
-            let poll = self
-                .cancelled
-                .as_mut()
-                .poll(&mut self.wakes.context(Wait::Shutdown));
-            self.wakes.polled(Wait::Shutdown, &poll);
-            if poll.is_ready() {
-                return Poll::Ready(Err(None));
-            }
+        let inbound = &mut self.inbound;
+        if let Poll::Ready(message) = self
+            .wakes
+            .poll(Wait::Client, |cx| inbound.poll_next_unpin(cx))
+        {
+            return Poll::Ready(on_message(
+                &self.grant,
+                &mut self.protocol,
+                message.transpose(),
+                &mut self.store,
+                &mut self.judge_later,
+            ));
         }
-        if self.wakes.is_due(Wait::Policy) {
-            let poll = self
-                .policy_changes
-                .poll_next_unpin(&mut self.wakes.context(Wait::Policy));
-            self.wakes.polled(Wait::Policy, &poll);
-            if let Poll::Ready(changed) = poll {
-                return Poll::Ready(changed.map_or(Err(None), |_| Ok(None)));
-            }
+        let cancelled = &mut self.cancelled;
+        if self
+            .wakes
+            .poll(Wait::Shutdown, |cx| cancelled.as_mut().poll(cx))
+            .is_ready()
+        {
+            return Poll::Ready(Err(None));
+        }
+        let policy_changes = &mut self.policy_changes;
+        if let Poll::Ready(changed) = self
+            .wakes
+            .poll(Wait::Policy, |cx| policy_changes.poll_next_unpin(cx))
+        {
+            return Poll::Ready(changed.map_or(Err(None), |_| Ok(None)));
         }
         Poll::Pending
     }

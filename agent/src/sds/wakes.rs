@@ -92,19 +92,34 @@ impl Wakes {
         self.due |= self.fired.bits.swap(0, Ordering::AcqRel);
     }
 
+    /// Polls `wait` with `poll` (given the wait's own context) if it is due in this turn,
+    /// and notes the outcome; `Pending` without polling if it is not due.
+    pub fn poll<T>(
+        &mut self,
+        wait: Wait,
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        if !self.is_due(wait) {
+            return Poll::Pending;
+        }
+        let polled = poll(&mut self.context(wait));
+        self.polled(wait, &polled);
+        polled
+    }
+
     /// Whether `wait` should be polled in this turn.
-    pub fn is_due(&self, wait: Wait) -> bool {
+    fn is_due(&self, wait: Wait) -> bool {
         self.due & wait.bit() != 0
     }
 
     /// The context to poll `wait` with.
-    pub fn context(&self, wait: Wait) -> Context<'_> {
+    fn context(&self, wait: Wait) -> Context<'_> {
         Context::from_waker(&self.wakers[wait as usize])
     }
 
     /// Notes how polling `wait` went: pending, it waits for its waker; ready, it stays due,
     /// since only a new poll makes it wait again.
-    pub fn polled<T>(&mut self, wait: Wait, poll: &Poll<T>) {
+    fn polled<T>(&mut self, wait: Wait, poll: &Poll<T>) {
         if poll.is_pending() {
             self.due &= !wait.bit();
         }
@@ -147,6 +162,10 @@ mod tests {
         }
         wakes.begin(&cx);
         assert!(!Wait::ALL.iter().any(|w| wakes.is_due(*w)), "none fired");
+        let skipped = wakes.poll(Wait::Store, |_| -> Poll<()> {
+            unreachable!("a wait not due is not polled")
+        });
+        assert!(skipped.is_pending());
 
         // The client's wait fires: the task is woken, and only that wait is due.
         wakes.context(Wait::Client).waker().wake_by_ref();
@@ -156,10 +175,14 @@ mod tests {
         assert!(!wakes.is_due(Wait::Store) && !wakes.is_due(Wait::Policy));
 
         // Ready, it stays due (to wait anew); pending, it is not due until it fires.
-        wakes.polled(Wait::Client, &Poll::Ready(()));
+        assert!(wakes.poll(Wait::Client, |_| Poll::Ready(())).is_ready());
         wakes.begin(&cx);
         assert!(wakes.is_due(Wait::Client));
-        wakes.polled(Wait::Client, &Poll::<()>::Pending);
+        assert!(
+            wakes
+                .poll(Wait::Client, |_| Poll::<()>::Pending)
+                .is_pending()
+        );
         wakes.begin(&cx);
         assert!(!wakes.is_due(Wait::Client));
     }
